@@ -1,0 +1,408 @@
+"""Loaders for the official benchmark annotation formats, prediction files, and scoring.
+
+Supported benchmarks (name -> metric, see :mod:`mpa.metrics`):
+
+- ``textvqa`` (VQA accuracy): TextVQA v0.5.1 json ``{"data": [{question_id, question, image_id,
+  answers}]}``. Image = ``{images}/{image_id}.jpg``; for local image dirs, if that file is missing
+  but ``{image_id}.png`` exists, the png is used (no existence checks for ``s3://`` image roots).
+- ``stvqa`` (ANLS): ST-VQA task-1 json ``{"data": [{question_id, question, file_path, answers}]}``.
+  Image = ``{images}/{file_path}``.
+- ``chartqa`` (relaxed accuracy): ``test_human.json`` / ``test_augmented.json`` (a list of
+  ``{imgname, query, label}``); ``annotations`` is one such file (split inferred from the file
+  name: it must contain ``human`` or ``augmented``) or a directory holding ``test_human.json``
+  and/or ``test_augmented.json`` (human first). ``answers = [label]``,
+  ``question_id = f"{split}-{index}"`` (index within its file). Image = ``{images}/{imgname}``;
+  when ``images`` is not given and the annotation directory has a ``png/`` sub-directory (the
+  official ChartQA layout), that sub-directory is used.
+- ``okvqa`` (VQA accuracy): ``questions`` = VQA-v2 style questions file ``{"questions": [...]}``,
+  ``annotations`` = ``{"annotations": [{question_id, image_id, answers: [{answer, ...}]}]}``.
+  Image = ``{images}/COCO_val2014_{image_id:012d}.jpg``.
+
+``images`` defaults to the annotation file's directory (or the directory itself for a ChartQA
+directory). ``annotations``/``questions`` may be ``s3://`` URIs (read via
+:func:`mpa.storage.read_bytes`); a ChartQA ``s3://`` URI not ending in ``.json`` is treated as a
+directory prefix. An optional ``question_type``/``qtype`` key (TextVQA, ST-VQA, OK-VQA
+annotations) becomes :attr:`BenchmarkSample.qtype`. A missing ``answers`` key (e.g. a test split
+with hidden ground truth) loads as ``answers=[]``; such samples cannot be scored.
+
+``max_samples`` keeps the first N samples in file order (for ChartQA directories: human, then
+augmented).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mpa import storage
+from mpa.metrics import score_sample
+
+__all__ = [
+    "BENCHMARKS",
+    "CHARTQA_FILES",
+    "BenchmarkSample",
+    "load_benchmark",
+    "load_predictions",
+    "score_predictions",
+]
+
+BENCHMARKS: dict[str, str] = {"textvqa": "vqa", "stvqa": "anls", "chartqa": "relaxed", "okvqa": "vqa"}
+CHARTQA_FILES: dict[str, str] = {"human": "test_human.json", "augmented": "test_augmented.json"}
+
+
+@dataclass
+class BenchmarkSample:
+    question_id: str  # always str
+    question: str
+    image: str  # local path or s3:// URI of the image file
+    answers: list[str]  # ground truth (never read by PA/PI/PL)
+    split: str | None = None  # e.g. ChartQA "human"/"augmented"
+    qtype: str | None = None  # optional question type (toy world uses it)
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+
+PathLike = str | os.PathLike
+
+
+def _check_name(name: str) -> str:
+    key = str(name).lower()
+    if key not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {name!r}; valid benchmarks: {', '.join(BENCHMARKS)}")
+    return key
+
+
+def _read(path: PathLike) -> bytes:
+    """Bytes of a local file or s3 object; FileNotFoundError naming it when it does not exist."""
+    p = str(path)
+    if not storage.is_s3(p):
+        if not Path(p).is_file():
+            raise FileNotFoundError(f"file not found: {p}")
+        return Path(p).read_bytes()
+    try:
+        return storage.read_bytes(p)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # botocore ClientError (NoSuchKey / 404) -> FileNotFoundError
+        code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+        if code in {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}:
+            raise FileNotFoundError(f"file not found: {p}") from exc
+        raise
+
+
+def _load_json(path: PathLike) -> Any:
+    raw = _read(path)
+    try:
+        return json.loads(raw.decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def _parent(path: PathLike) -> str:
+    p = str(path)
+    if storage.is_s3(p):
+        return p.rstrip("/").rsplit("/", 1)[0]
+    return str(Path(p).parent)
+
+
+def _join(root: str, name: str) -> str:
+    if storage.is_s3(root):
+        return f"{root.rstrip('/')}/{name.lstrip('/')}"
+    return str(Path(root) / name)
+
+
+def _list_key(obj: Any, key: str, path: PathLike) -> list[Any]:
+    if not isinstance(obj, dict) or key not in obj:
+        raise ValueError(f"{path}: missing top-level key {key!r}")
+    value = obj[key]
+    if not isinstance(value, list):
+        raise ValueError(f"{path}: top-level key {key!r} is not a list")
+    return value
+
+
+def _field(entry: Any, key: str, path: PathLike, index: int) -> Any:
+    if not isinstance(entry, dict):
+        raise ValueError(f"{path}: entry {index} is not an object")
+    if key not in entry:
+        raise ValueError(f"{path}: entry {index} is missing key {key!r}")
+    return entry[key]
+
+
+def _qtype(entry: dict[str, Any]) -> str | None:
+    value = entry.get("question_type", entry.get("qtype"))
+    return None if value is None else str(value)
+
+
+def _answers(entry: dict[str, Any], path: PathLike, index: int) -> list[str]:
+    raw = entry.get("answers")
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise ValueError(f"{path}: entry {index} key 'answers' is not a list")
+    out = []
+    for a in raw:
+        if isinstance(a, dict):  # VQA-v2 style {"answer": ...}
+            if "answer" not in a:
+                raise ValueError(f"{path}: entry {index} has an answer without key 'answer'")
+            a = a["answer"]
+        out.append(str(a))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# per-benchmark loaders
+# ---------------------------------------------------------------------------------------------
+
+
+def _load_textvqa(annotations: PathLike, images: str) -> list[BenchmarkSample]:
+    entries = _list_key(_load_json(annotations), "data", annotations)
+    local = not storage.is_s3(images)
+    samples = []
+    for i, e in enumerate(entries):
+        qid = _field(e, "question_id", annotations, i)
+        question = _field(e, "question", annotations, i)
+        image_id = str(_field(e, "image_id", annotations, i))
+        image = _join(images, f"{image_id}.jpg")
+        if local and not Path(image).exists():
+            png = _join(images, f"{image_id}.png")
+            if Path(png).exists():
+                image = png
+        samples.append(
+            BenchmarkSample(str(qid), str(question), image, _answers(e, annotations, i), qtype=_qtype(e))
+        )
+    return samples
+
+
+def _load_stvqa(annotations: PathLike, images: str) -> list[BenchmarkSample]:
+    entries = _list_key(_load_json(annotations), "data", annotations)
+    samples = []
+    for i, e in enumerate(entries):
+        qid = _field(e, "question_id", annotations, i)
+        question = _field(e, "question", annotations, i)
+        file_path = str(_field(e, "file_path", annotations, i))
+        samples.append(
+            BenchmarkSample(
+                str(qid),
+                str(question),
+                _join(images, file_path),
+                _answers(e, annotations, i),
+                qtype=_qtype(e),
+            )
+        )
+    return samples
+
+
+def _chartqa_split(path: PathLike) -> str:
+    stem = Path(str(path).rstrip("/").rsplit("/", 1)[-1]).stem.lower()
+    if "augmented" in stem:
+        return "augmented"
+    if "human" in stem:
+        return "human"
+    raise ValueError(
+        f"{path}: cannot infer the ChartQA split from the file name (expected 'human' or 'augmented' in it)"
+    )
+
+
+def _load_chartqa_file(path: PathLike, split: str, images: str) -> list[BenchmarkSample]:
+    entries = _load_json(path)
+    if not isinstance(entries, list):
+        raise ValueError(f"{path}: expected a JSON list of {{imgname, query, label}} objects")
+    samples = []
+    for i, e in enumerate(entries):
+        imgname = str(_field(e, "imgname", path, i))
+        query = _field(e, "query", path, i)
+        label = _field(e, "label", path, i)
+        samples.append(
+            BenchmarkSample(f"{split}-{i}", str(query), _join(images, imgname), [str(label)], split=split)
+        )
+    return samples
+
+
+def _load_chartqa(annotations: PathLike, images: str | None) -> list[BenchmarkSample]:
+    ann = str(annotations)
+    if storage.is_s3(ann):
+        is_dir = ann.endswith("/") or not ann.lower().endswith(".json")
+    else:
+        if not Path(ann).exists():
+            raise FileNotFoundError(f"file not found: {ann}")
+        is_dir = Path(ann).is_dir()
+    if not is_dir:
+        root = images if images is not None else _parent(ann)
+        return _load_chartqa_file(ann, _chartqa_split(ann), root)
+    if images is not None:
+        root = images
+    elif not storage.is_s3(ann) and (Path(ann) / "png").is_dir():
+        root = str(Path(ann) / "png")
+    else:
+        root = ann.rstrip("/") if storage.is_s3(ann) else ann
+    samples: list[BenchmarkSample] = []
+    found = []
+    for split, fname in CHARTQA_FILES.items():
+        path = _join(ann, fname)
+        try:
+            samples.extend(_load_chartqa_file(path, split, root))
+        except FileNotFoundError:
+            continue
+        found.append(path)
+    if not found:
+        raise FileNotFoundError(
+            f"no ChartQA annotation file in {ann} (expected {' and/or '.join(CHARTQA_FILES.values())})"
+        )
+    return samples
+
+
+def _load_okvqa(annotations: PathLike, questions: PathLike | None, images: str) -> list[BenchmarkSample]:
+    if questions is None:
+        raise ValueError("okvqa needs questions= (the OpenEnded_mscoco_val2014_questions.json file)")
+    q_entries = _list_key(_load_json(questions), "questions", questions)
+    a_entries = _list_key(_load_json(annotations), "annotations", annotations)
+    by_qid: dict[str, dict[str, Any]] = {}
+    for i, a in enumerate(a_entries):
+        qid = str(_field(a, "question_id", annotations, i))
+        _field(a, "answers", annotations, i)
+        by_qid[qid] = {"answers": _answers(a, annotations, i), "qtype": _qtype(a)}
+    samples = []
+    for i, q in enumerate(q_entries):
+        qid = str(_field(q, "question_id", questions, i))
+        question = _field(q, "question", questions, i)
+        image_id = _field(q, "image_id", questions, i)
+        try:
+            image_num = int(image_id)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{questions}: entry {i} has a non-integer 'image_id' {image_id!r}") from exc
+        if qid not in by_qid:
+            raise ValueError(f"{annotations}: no annotation for question_id {qid} (from {questions})")
+        ann = by_qid[qid]
+        samples.append(
+            BenchmarkSample(
+                qid,
+                str(question),
+                _join(images, f"COCO_val2014_{image_num:012d}.jpg"),
+                ann["answers"],
+                qtype=ann["qtype"],
+            )
+        )
+    return samples
+
+
+def load_benchmark(
+    name: str,
+    annotations: str,
+    *,
+    questions: str | None = None,
+    images: str | None = None,
+    max_samples: int | None = None,
+) -> list[BenchmarkSample]:
+    """Load a benchmark from its official annotation file(s); see the module docstring."""
+    key = _check_name(name)
+    ann = str(annotations)
+    if key == "chartqa":
+        samples = _load_chartqa(ann, None if images is None else str(images))
+    else:
+        root = str(images) if images is not None else _parent(ann)
+        if key == "textvqa":
+            samples = _load_textvqa(ann, root)
+        elif key == "stvqa":
+            samples = _load_stvqa(ann, root)
+        else:
+            samples = _load_okvqa(ann, None if questions is None else str(questions), root)
+    if max_samples is not None:
+        if max_samples < 0:
+            raise ValueError(f"max_samples must be >= 0, got {max_samples}")
+        samples = samples[:max_samples]
+    return samples
+
+
+# ---------------------------------------------------------------------------------------------
+# predictions and scoring
+# ---------------------------------------------------------------------------------------------
+
+
+def load_predictions(path: PathLike) -> dict[str, str]:
+    """Read a JSONL prediction file of ``{"question_id": ..., "answer": ...}`` lines.
+
+    Blank lines are skipped; ``question_id`` is converted to str; a numeric ``answer`` is converted
+    to str. Invalid JSON, a non-object line, a missing key, a non-scalar answer or a duplicate
+    question_id raises ValueError naming ``file:line``.
+    """
+    text = _read(path).decode("utf-8-sig")
+    preds: dict[str, str] = {}
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{where}: invalid JSON ({exc.msg})") from exc
+        if not isinstance(obj, dict):
+            raise ValueError(f"{where}: expected a JSON object with 'question_id' and 'answer'")
+        for k in ("question_id", "answer"):
+            if k not in obj:
+                raise ValueError(f"{where}: missing key {k!r}")
+        answer = obj["answer"]
+        if isinstance(answer, bool) or not isinstance(answer, str | int | float):
+            raise ValueError(f"{where}: 'answer' must be a string, got {type(answer).__name__}")
+        qid = str(obj["question_id"])
+        if qid in preds:
+            raise ValueError(f"{where}: duplicate question_id {qid!r}")
+        preds[qid] = str(answer)
+    return preds
+
+
+def _percent(values: list[float]) -> float:
+    return 100.0 * sum(values) / len(values) if values else 0.0
+
+
+def score_predictions(name: str, samples: list[BenchmarkSample], predictions: dict[str, str]) -> dict:
+    """Score predictions with the benchmark's official metric.
+
+    Returns ``{"benchmark", "metric", "score" (percent), "n", "n_missing"}`` plus
+    ``"by_split"`` (``human``/``augmented``/``overall`` percents) for ChartQA and ``"by_type"``
+    (qtype -> percent) when any sample has a qtype. A sample without a prediction scores 0 and is
+    counted in ``n_missing``. Predictions for unknown question ids are ignored.
+    """
+    key = _check_name(name)
+    metric = BENCHMARKS[key]
+    if not samples:
+        raise ValueError(f"{key}: no samples to score")
+    no_gt = [s.question_id for s in samples if not s.answers]
+    if no_gt:
+        raise ValueError(f"{key}: {len(no_gt)} sample(s) have no ground-truth answers, e.g. {no_gt[:3]}")
+    scores: list[float] = []
+    by_split: dict[str, list[float]] = defaultdict(list)
+    by_type: dict[str, list[float]] = defaultdict(list)
+    n_missing = 0
+    for s in samples:
+        pred = predictions.get(str(s.question_id))
+        if pred is None:
+            n_missing += 1
+            value = 0.0
+        else:
+            value = score_sample(metric, pred, s.answers)
+        scores.append(value)
+        if s.split is not None:
+            by_split[s.split].append(value)
+        if s.qtype is not None:
+            by_type[s.qtype].append(value)
+    result: dict[str, Any] = {
+        "benchmark": key,
+        "metric": metric,
+        "score": _percent(scores),
+        "n": len(samples),
+        "n_missing": n_missing,
+    }
+    if key == "chartqa":
+        result["by_split"] = {
+            **{split: _percent(by_split[split]) for split in CHARTQA_FILES if split in by_split},
+            "overall": result["score"],
+        }
+    if by_type:
+        result["by_type"] = {t: _percent(v) for t, v in sorted(by_type.items())}
+    return result
