@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Create .venv and install mpa with everything the demo and the test suite need.
+# Repeatable: safe to run again; pip only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
+# CPU torch (the +cpu wheel lies on this machine's disk; elsewhere pip fetches torch 2.13.0).
+"${PIP[@]}" "torch==2.13.0"
+# torchvision matching torch 2.13 without letting pip swap torch for a CUDA build; its C ops
+# may not load beside a CPU torch, which mpa._torchvision_compat handles.
+"${PIP[@]}" --no-deps "torchvision==0.28.0"
+"${PIP[@]}" -e ".[train,dev,pipeline,tracking]"
+# Let every process in the venv import torchvision (e.g. a vLLM server that never imports mpa).
+SITE=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+echo "import mpa._torchvision_compat as _m; _m.install()" > "$SITE/mpa_torchvision_compat.pth"
+"$VENV/bin/python" -c "import mpa, torchvision, transformers; print('mpa env ok: torch', __import__('torch').__version__, 'transformers', transformers.__version__)"

@@ -1,0 +1,137 @@
+"""PI — Parity Identifier (paper Eq. 1–2): keep samples the teacher reproduces and the student misses.
+
+Both models answer each generated question zero-shot with the task's short-answer
+instruction. E(X) = 1 iff X matches the pseudo answer A under the configured rule; a sample
+is kept iff E(teacher) ∧ ¬E(student). Work happens in two resumable passes (teacher, then
+student on the teacher-consistent samples only, unless configured otherwise), so each model
+can be loaded on its own; the audit and the parity set are derived from both passes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from mpa.config import IdentifyConfig
+from mpa.data.images import UnreadableImage, load_image
+from mpa.metrics import match
+from mpa.records import Annotation, JsonlLog, Judgement, read_jsonl, write_json_atomic, write_jsonl_atomic
+from mpa.tasks import Task
+from mpa.ui import progress_bar, summary_table
+from mpa.vlm.base import VLM, GenParams, VLMRequest
+
+ModelSource = VLM | Callable[[], VLM]
+
+
+@dataclass
+class IdentifySummary:
+    n_images: int
+    n_annotations: int
+    n_parsed: int
+    n_teacher_consistent: int
+    n_student_wrong: int
+    k_parity: int
+    k_over_n: float
+    student_calls: int
+    student_calls_saved: int
+    match_rule: str
+    seconds: float
+
+
+def _answer_pass(
+    name: str, model: ModelSource, anns: list[Annotation], task: Task, params: GenParams,
+    batch_size: int, path: Path, field: str,
+) -> dict[str, str | None]:
+    """Have one model answer every annotation's question; resumable log of ``{id, field}``."""
+    with JsonlLog(path) as out:
+        todo = [a for a in anns if a.id not in out.done]
+        if todo:
+            vlm = model() if callable(model) and not isinstance(model, VLM) else model
+            with progress_bar(f"PI {name}", total=len(anns), completed=len(anns) - len(todo)) as advance:
+                for b in range(0, len(todo), batch_size):
+                    chunk = todo[b: b + batch_size]
+                    reqs, ok = [], []
+                    for a in chunk:
+                        try:
+                            reqs.append(VLMRequest(load_image(a.image).image, task.answer_prompt(a.question or "")))
+                            ok.append(a)
+                        except UnreadableImage as exc:
+                            out.append_group([{"id": a.id, field: None, "error": str(exc)}])
+                    answers = vlm.generate(reqs, params) if reqs else []
+                    out.append_group([{"id": a.id, field: ans} for a, ans in zip(ok, answers, strict=True)])
+                    advance(len(chunk))
+        return {r["id"]: r.get(field) for r in out.records}
+
+
+def identify(
+    *,
+    annotations_path: str | Path,
+    teacher: ModelSource,
+    student: ModelSource,
+    task: Task,
+    cfg: IdentifyConfig,
+    out_dir: str | Path,
+    teacher_batch_size: int = 8,
+    student_batch_size: int = 8,
+    show: bool = True,
+) -> IdentifySummary:
+    """Run PI; write ``audit.jsonl``, ``parity.jsonl`` and ``counts.json`` under ``out_dir``."""
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    anns = [Annotation.model_validate(r) for r in read_jsonl(annotations_path)]
+    parsed = [a for a in anns if a.parse_ok]
+    params = GenParams(max_new_tokens=cfg.max_new_tokens, temperature=0.0)
+
+    def e(pred: str | None, ref: str | None) -> bool:
+        if pred is None or ref is None:
+            return False
+        return match(cfg.match, pred, ref, anls_threshold=cfg.anls_threshold, tolerance=cfg.relaxed_tolerance)
+
+    t_ans = _answer_pass("teacher", teacher, parsed, task, params, teacher_batch_size,
+                         out_dir / "pi_teacher.jsonl", "teacher_answer")
+    consistent = [a for a in parsed if e(t_ans.get(a.id), a.answer)]
+    ask_student = consistent if cfg.student_only_if_teacher_consistent else parsed
+    s_ans = _answer_pass("student", student, ask_student, task, params, student_batch_size,
+                         out_dir / "pi_student.jsonl", "student_answer")
+
+    audit: list[Judgement] = []
+    for a in anns:
+        j = Judgement(**a.model_dump())
+        if not a.parse_ok:
+            j.reason = f"unparsed: {a.error}"
+        else:
+            j.teacher_answer = t_ans.get(a.id)
+            j.teacher_match = e(j.teacher_answer, a.answer)
+            if a.id in s_ans:
+                j.student_answer = s_ans[a.id]
+                j.student_match = e(j.student_answer, a.answer)
+            if not j.teacher_match:
+                j.reason = "teacher inconsistent with its own pseudo-label"
+            elif j.student_match:
+                j.reason = "student already correct"
+            else:
+                j.kept = True
+                j.reason = "kept: teacher consistent, student wrong"
+        audit.append(j)
+    write_jsonl_atomic(out_dir / "audit.jsonl", audit)
+    k = write_jsonl_atomic(out_dir / "parity.jsonl", [j for j in audit if j.kept])
+    n_images = len({a.image for a in anns})
+    summary = IdentifySummary(
+        n_images=n_images,
+        n_annotations=len(anns),
+        n_parsed=len(parsed),
+        n_teacher_consistent=len(consistent),
+        n_student_wrong=sum(1 for j in audit if j.teacher_match and j.student_match is False),
+        k_parity=k,
+        k_over_n=k / n_images if n_images else 0.0,
+        student_calls=len(ask_student),
+        student_calls_saved=len(parsed) - len(ask_student),
+        match_rule=cfg.match,
+        seconds=time.perf_counter() - start,
+    )
+    write_json_atomic(out_dir / "counts.json", asdict(summary))
+    if show:
+        summary_table("PI — parity identification", asdict(summary))
+    return summary
