@@ -204,6 +204,34 @@ def make_tiny(
     typer.echo(json.dumps({k: str(v) for k, v in paths.items()}))
 
 
+# Command groups that live beside their code: each module defines ``register(app)``.
+PLUGIN_MODULES = (
+    "mpa.toyworld.cli",  # mpa toyworld …, mpa demo
+    "mpa.cli_tracking",  # mpa register / promote / services
+    "mpa.cli_pipeline",  # mpa pipeline compile|upload|run
+    "mpa.cli_teachers",  # mpa plan / bench / merge-shards
+    "mpa.cli_benchmarks",  # baselines and extra evaluations
+)
+
+
+def _register_plugins() -> None:
+    import importlib
+
+    for name in PLUGIN_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(app)
+
+
+_register_plugins()
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from mpa.config import ConfigError
