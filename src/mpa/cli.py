@@ -204,9 +204,32 @@ def make_tiny(
     typer.echo(json.dumps({k: str(v) for k, v in paths.items()}))
 
 
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="output directory (report.json, report.html, chart.png, run/)")] = Path(
+        "runs/demo"
+    ),
+    seed: Annotated[int, typer.Option(help="seed of the fresh unlabeled images, test set and training")] = 0,
+    n_images: Annotated[int, typer.Option(min=8, help="unlabeled images for PA")] = 600,
+    n_test: Annotated[int, typer.Option(min=7, help="held-out labeled test questions")] = 280,
+) -> None:
+    """MPA end to end in the toy world (shipped tiny teacher + student): a table, report.json, pictures."""
+    from mpa.demo import run_demo
+
+    run_demo(out, seed=seed, n_images=n_images, n_test=n_test)
+
+
+def _mount_toyworld() -> None:
+    from mpa.toyworld.cli import app as toyworld_app
+
+    app.add_typer(toyworld_app, name="toyworld", help="The toy world: synthetic data and the tiny checkpoints.")
+
+
+_mount_toyworld()
+
+
 # Command groups that live beside their code: each module defines ``register(app)``.
 PLUGIN_MODULES = (
-    "mpa.toyworld.cli",  # mpa toyworld …, mpa demo
     "mpa.cli_tracking",  # mpa register / promote / services
     "mpa.cli_pipeline",  # mpa pipeline compile|upload|run
     "mpa.cli_teachers",  # mpa plan / bench / merge-shards
