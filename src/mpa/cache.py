@@ -1,0 +1,104 @@
+"""Result cache: a finished model call is never paid for twice.
+
+Keyed by (image content hash, task, prompt version, prompt text, model id and revision,
+decoding parameters, attempt k): a re-run — or another shard, or a run in another directory
+pointed at the same cache — skips finished work, and a changed prompt (new prompt version or
+text), model revision or decoding setting misses and re-does it.
+
+Stored in one SQLite file (WAL mode) so several shard processes on one machine or a shared
+volume can read and write it at once; every ``put_many`` is one committed transaction, so a
+killed process loses at most the batch in flight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA = "CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, value TEXT NOT NULL, created REAL NOT NULL)"
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    writes: int = 0
+    by_stage: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def count(self, stage: str, hits: int, misses: int) -> None:
+        self.hits += hits
+        self.misses += misses
+        s = self.by_stage.setdefault(stage, {"hits": 0, "misses": 0})
+        s["hits"] += hits
+        s["misses"] += misses
+
+
+def cache_key(**parts: Any) -> str:
+    """A stable digest of the key parts (canonical JSON; order of keyword arguments does not matter)."""
+    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def text_digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def model_identity(vlm: Any) -> dict[str, Any]:
+    """Model id and revision of a loaded VLM (plus the served name for API backends)."""
+    cfg = getattr(vlm, "cfg", None)
+    ident: dict[str, Any] = {"model": getattr(vlm, "model_id", str(vlm))}
+    if cfg is not None:
+        ident["revision"] = cfg.revision
+        ident["backend"] = cfg.backend
+        if cfg.backend == "openai":
+            ident["served"] = cfg.served_name or cfg.model
+            ident["base_url"] = cfg.openai.base_url
+    return ident
+
+
+class ResultCache:
+    """A persistent key → text map (see module docstring)."""
+
+    def __init__(self, path: str | Path) -> None:
+        path = Path(path)
+        if path.suffix != ".sqlite":
+            path = path / "results.sqlite"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.stats = CacheStats()
+        self._db = sqlite3.connect(str(path), timeout=60.0, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(SCHEMA)
+        self._db.commit()
+
+    def get_many(self, keys: list[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for i in range(0, len(keys), 500):
+            part = keys[i: i + 500]
+            q = f"SELECT key, value FROM results WHERE key IN ({','.join('?' * len(part))})"
+            found.update(dict(self._db.execute(q, part).fetchall()))
+        return found
+
+    def put_many(self, items: dict[str, str]) -> None:
+        if not items:
+            return
+        now = time.time()
+        with self._db:
+            self._db.executemany("INSERT OR REPLACE INTO results (key, value, created) VALUES (?, ?, ?)",
+                                 [(k, v, now) for k, v in items.items()])
+        self.stats.writes += len(items)
+
+    def __len__(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+
+    def close(self) -> None:
+        self._db.close()
+
+    def summary(self) -> dict[str, Any]:
+        return {"path": str(self.path), **asdict(self.stats)}
