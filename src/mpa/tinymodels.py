@@ -238,3 +238,225 @@ def make_tiny_workspace(out: str | Path, n_images: int = 12, teacher_steps: int 
                                                    "data": data}))
     return {"teacher": teacher_dir, "student": student_dir, "images": images,
             "benchmark": bench / "textvqa.json", "bench_images": bench / "images"}
+
+
+# --- more families (Qwen2.5-VL, SmolVLM/Idefics3, LLaVA, InternVL): same recipe, stock classes ---
+
+SMOLVLM_SPECIAL_TOKENS = [
+    "<|endoftext|>", "<|im_start|>", "<end_of_utterance>", "<fake_token_around_image>", "<image>", "<global-img>",
+    *[f"<row_{i + 1}_col_{j + 1}>" for i in range(6) for j in range(6)],
+]
+# SmolVLM-Instruct's chat template (text and images).
+SMOLVLM_CHAT_TEMPLATE = (
+    "<|im_start|>{% for message in messages %}{{ message['role'] | capitalize }}"
+    "{% if message['content'][0]['type'] == 'image' %}{{ ':' }}{% else %}{{ ': ' }}{% endif %}"
+    "{% for line in message['content'] %}{% if line['type'] == 'text' %}{{ line['text'] }}"
+    "{% elif line['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}<end_of_utterance>\n{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
+)
+LLAVA_SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
+# llava-hf's LLaVA-1.5 chat template (Vicuna v1 roles; no end-of-turn marker: EOS ends the answer).
+LLAVA_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper() + ': ' }}"
+    "{% endif %}{% for c in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\n' }}"
+    "{% endfor %}{% for c in message['content'] | selectattr('type', 'equalto', 'text') %}{{ c['text'] + ' ' }}"
+    "{% endfor %}{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
+)
+INTERNVL_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>"]
+# InternVL-hf's ChatML template, reduced to text and images.
+INTERNVL_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for c in message['content'] %}{% if c['type'] == 'image' %}<IMG_CONTEXT>\n"
+    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+TINY_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "smolvlm", "llava", "internvl")
+
+
+def _text_config(tok, ids: dict, hidden_size: int, num_layers: int, num_heads: int, bos: str, eos: str, pad: str,
+                 model_type: str | None = None) -> dict:
+    cfg = {
+        "vocab_size": len(tok), "hidden_size": hidden_size, "intermediate_size": hidden_size * 2,
+        "num_hidden_layers": num_layers, "num_attention_heads": num_heads,
+        "num_key_value_heads": max(1, num_heads // 2), "max_position_embeddings": 4096,
+        "bos_token_id": ids[bos], "eos_token_id": ids[eos], "pad_token_id": ids[pad], "tie_word_embeddings": True,
+    }
+    if model_type:
+        cfg["model_type"] = model_type
+    return cfg
+
+
+def _save(model, processor, out_dir: str | Path, eos_id: int, pad_id: int) -> Path:
+    model.generation_config.eos_token_id = eos_id
+    model.generation_config.pad_token_id = pad_id
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+def build_qwen2_5_vl_processor(corpus: Iterable[str] = DEFAULT_CORPUS, vocab_size: int = 400,
+                               min_pixels: int = 28 * 28 * 4, max_pixels: int = 28 * 28 * 16):
+    from transformers import Qwen2_5_VLProcessor, Qwen2VLVideoProcessor
+
+    base = build_qwen2vl_processor(corpus, vocab_size, min_pixels, max_pixels)
+    return Qwen2_5_VLProcessor(image_processor=base.image_processor, tokenizer=base.tokenizer,
+                               video_processor=Qwen2VLVideoProcessor(), chat_template=QWEN2VL_CHAT_TEMPLATE)
+
+
+def build_tiny_qwen2_5_vl(out_dir: str | Path, *, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4,
+                          vision_embed_dim: int = 32, vision_depth: int = 2, corpus: Iterable[str] = DEFAULT_CORPUS,
+                          vocab_size: int = 400, seed: int = 0, processor=None) -> Path:
+    """A stock ``Qwen2_5_VLForConditionalGeneration`` (window attention + full-attention block)."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    processor = processor or build_qwen2_5_vl_processor(corpus, vocab_size)
+    tok = processor.tokenizer
+    ids = {t: tok.convert_tokens_to_ids(t) for t in QWEN2VL_SPECIAL_TOKENS}
+    half = hidden_size // num_heads // 2
+    text = _text_config(tok, ids, hidden_size, num_layers, num_heads, "<|endoftext|>", "<|im_end|>", "<|endoftext|>")
+    text["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0,
+                               "mrope_section": [half - 2 * (half // 3), half // 3, half // 3]}
+    config = Qwen2_5_VLConfig(
+        text_config=text,
+        vision_config={"depth": vision_depth, "hidden_size": vision_embed_dim, "out_hidden_size": hidden_size,
+                       "intermediate_size": vision_embed_dim * 2, "num_heads": 2, "patch_size": 14,
+                       "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 56,
+                       "fullatt_block_indexes": [vision_depth - 1], "in_channels": 3},
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+    )
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(config)
+    return _save(model, processor, out_dir, ids["<|im_end|>"], ids["<|endoftext|>"])
+
+
+def build_smolvlm_processor(corpus: Iterable[str] = DEFAULT_CORPUS, vocab_size: int = 400, image_size: int = 32,
+                            image_seq_len: int = 4):
+    """An ``Idefics3Processor`` (SmolVLM's) with a local byte-level BPE tokenizer; no image splitting."""
+    from transformers import Idefics3ImageProcessor, Idefics3Processor, PreTrainedTokenizerFast
+
+    raw = train_bpe_tokenizer(corpus, vocab_size, SMOLVLM_SPECIAL_TOKENS)
+    tok = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<end_of_utterance>", pad_token="<|endoftext|>",
+                                  bos_token="<|im_start|>")
+    tok.chat_template = SMOLVLM_CHAT_TEMPLATE
+    image_processor = Idefics3ImageProcessor(size={"longest_edge": image_size},
+                                             max_image_size={"longest_edge": image_size}, do_image_splitting=False)
+    return Idefics3Processor(image_processor=image_processor, tokenizer=tok, image_seq_len=image_seq_len,
+                             chat_template=SMOLVLM_CHAT_TEMPLATE)
+
+
+def build_tiny_smolvlm(out_dir: str | Path, *, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4,
+                       vision_hidden_size: int = 32, corpus: Iterable[str] = DEFAULT_CORPUS, vocab_size: int = 400,
+                       seed: int = 0, processor=None) -> Path:
+    """A stock ``Idefics3ForConditionalGeneration`` (SmolVLM): 32-px images, 8-px patches, pixel shuffle 2
+    → 4 image tokens per image."""
+    from transformers import Idefics3Config, Idefics3ForConditionalGeneration
+
+    processor = processor or build_smolvlm_processor(corpus, vocab_size)
+    tok = processor.tokenizer
+    ids = {t: tok.convert_tokens_to_ids(t) for t in SMOLVLM_SPECIAL_TOKENS}
+    config = Idefics3Config(
+        text_config=_text_config(tok, ids, hidden_size, num_layers, num_heads, "<|im_start|>", "<end_of_utterance>",
+                                 "<|endoftext|>", model_type="llama"),
+        vision_config={"hidden_size": vision_hidden_size, "intermediate_size": vision_hidden_size * 2,
+                       "num_hidden_layers": 2, "num_attention_heads": 2, "image_size": 32, "patch_size": 8},
+        scale_factor=2, image_token_id=ids["<image>"], pad_token_id=ids["<|endoftext|>"], tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = Idefics3ForConditionalGeneration(config)
+    return _save(model, processor, out_dir, ids["<end_of_utterance>"], ids["<|endoftext|>"])
+
+
+def build_llava_processor(corpus: Iterable[str] = DEFAULT_CORPUS, vocab_size: int = 400, image_size: int = 28,
+                          patch_size: int = 7):
+    """A ``LlavaProcessor`` (CLIP image processor, llava-hf chat template) with a local BPE tokenizer."""
+    from transformers import CLIPImageProcessor, LlavaProcessor, PreTrainedTokenizerFast
+
+    raw = train_bpe_tokenizer(corpus, vocab_size, LLAVA_SPECIAL_TOKENS)
+    tok = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="</s>", pad_token="<pad>", bos_token="<s>",
+                                  unk_token="<unk>")
+    tok.chat_template = LLAVA_CHAT_TEMPLATE
+    image_processor = CLIPImageProcessor(size={"shortest_edge": image_size},
+                                         crop_size={"height": image_size, "width": image_size})
+    return LlavaProcessor(image_processor=image_processor, tokenizer=tok, patch_size=patch_size,
+                          vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                          chat_template=LLAVA_CHAT_TEMPLATE)
+
+
+def build_tiny_llava(out_dir: str | Path, *, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4,
+                     vision_hidden_size: int = 32, corpus: Iterable[str] = DEFAULT_CORPUS, vocab_size: int = 400,
+                     seed: int = 0, processor=None) -> Path:
+    """A stock ``LlavaForConditionalGeneration`` (CLIP vision tower + Llama, the TinyLLaVA ``-hf`` layout):
+    28-px images, 7-px patches → 16 image tokens."""
+    from transformers import LlavaConfig, LlavaForConditionalGeneration
+
+    processor = processor or build_llava_processor(corpus, vocab_size)
+    tok = processor.tokenizer
+    ids = {t: tok.convert_tokens_to_ids(t) for t in LLAVA_SPECIAL_TOKENS}
+    config = LlavaConfig(
+        vision_config={"model_type": "clip_vision_model", "hidden_size": vision_hidden_size,
+                       "intermediate_size": vision_hidden_size * 2, "num_hidden_layers": 2, "num_attention_heads": 2,
+                       "image_size": 28, "patch_size": 7, "projection_dim": vision_hidden_size},
+        text_config=_text_config(tok, ids, hidden_size, num_layers, num_heads, "<s>", "</s>", "<pad>",
+                                 model_type="llama"),
+        image_token_id=ids["<image>"], vision_feature_select_strategy="default", vision_feature_layer=-1,
+        projector_hidden_act="gelu", tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config)
+    return _save(model, processor, out_dir, ids["</s>"], ids["<pad>"])
+
+
+def build_internvl_processor(corpus: Iterable[str] = DEFAULT_CORPUS, vocab_size: int = 400, image_size: int = 28,
+                             max_patches: int = 2):
+    """An ``InternVLProcessor`` (InternVL ``-hf`` layout: tiles, ``<img><IMG_CONTEXT>…</img>``)."""
+    from transformers import GotOcr2ImageProcessor, InternVLProcessor, InternVLVideoProcessor, Qwen2TokenizerFast
+
+    raw = train_bpe_tokenizer(corpus, vocab_size, INTERNVL_SPECIAL_TOKENS)
+    tok = Qwen2TokenizerFast(
+        tokenizer_object=raw, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None, bos_token=None,
+        extra_special_tokens={"start_image_token": "<img>", "end_image_token": "</img>",
+                              "context_image_token": "<IMG_CONTEXT>", "video_token": "<video>"},
+    )
+    tok.chat_template = INTERNVL_CHAT_TEMPLATE
+    image_processor = GotOcr2ImageProcessor(size={"height": image_size, "width": image_size}, crop_to_patches=True,
+                                            max_patches=max_patches)
+    return InternVLProcessor(image_processor=image_processor, tokenizer=tok, video_processor=InternVLVideoProcessor(),
+                             image_seq_length=1, chat_template=INTERNVL_CHAT_TEMPLATE)
+
+
+def build_tiny_internvl(out_dir: str | Path, *, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4,
+                        vision_hidden_size: int = 32, corpus: Iterable[str] = DEFAULT_CORPUS, vocab_size: int = 400,
+                        seed: int = 0, processor=None) -> Path:
+    """A stock transformers-native ``InternVLForConditionalGeneration`` (the ``-hf`` conversion of InternVL;
+    InternVL2's original checkpoints are remote code and cannot be built here): 28-px tiles, 14-px patches,
+    pixel shuffle 0.5 → 1 token per tile."""
+    from transformers import InternVLConfig, InternVLForConditionalGeneration
+
+    processor = processor or build_internvl_processor(corpus, vocab_size)
+    tok = processor.tokenizer
+    ids = {t: tok.convert_tokens_to_ids(t) for t in INTERNVL_SPECIAL_TOKENS}
+    config = InternVLConfig(
+        vision_config={"hidden_size": vision_hidden_size, "intermediate_size": vision_hidden_size * 2,
+                       "num_hidden_layers": 2, "num_attention_heads": 2, "image_size": 28, "patch_size": 14},
+        text_config=_text_config(tok, ids, hidden_size, num_layers, num_heads, "<|endoftext|>", "<|im_end|>",
+                                 "<|endoftext|>", model_type="qwen2"),
+        image_token_id=ids["<IMG_CONTEXT>"], image_seq_length=1, downsample_ratio=0.5,
+    )
+    torch.manual_seed(seed)
+    model = InternVLForConditionalGeneration(config)
+    return _save(model, processor, out_dir, ids["<|im_end|>"], ids["<|endoftext|>"])
+
+
+def build_tiny(family: str, out_dir: str | Path, *, corpus: Iterable[str] = DEFAULT_CORPUS, vocab_size: int = 400,
+               seed: int = 0, **kwargs) -> Path:
+    """Build a tiny model of ``family`` (one of :data:`TINY_FAMILIES`) and return its directory."""
+    builders = {"qwen2_vl": build_tiny_qwen2vl, "qwen2_5_vl": build_tiny_qwen2_5_vl, "smolvlm": build_tiny_smolvlm,
+                "llava": build_tiny_llava, "internvl": build_tiny_internvl}
+    if family not in builders:
+        raise ValueError(f"no tiny builder for {family!r}; choose one of: {', '.join(TINY_FAMILIES)}")
+    return builders[family](out_dir, corpus=corpus, vocab_size=vocab_size, seed=seed, **kwargs)

@@ -10,7 +10,8 @@ from typing import Any
 import torch
 
 from mpa.config import ModelConfig
-from mpa.vlm.base import VLM, GenParams, VLMRequest, user_messages
+from mpa.vlm.adapters import REMOTE_CODE_MODEL_TYPES, adapter_for, adapter_for_model_type
+from mpa.vlm.base import VLM, GenParams, VLMRequest
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +56,45 @@ def _quiet_transformers() -> None:
     hf_logging.set_verbosity_error()
 
 
+def peek_model_type(path: str) -> str | None:
+    """``model_type`` from a local checkpoint's config.json, without loading anything (None if unknown)."""
+    import json
+
+    cfg_file = Path(path) / "config.json"
+    if not cfg_file.is_file():
+        return None
+    try:
+        return json.loads(cfg_file.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError):
+        return None
+
+
+def check_remote_code(cfg: ModelConfig, path: str) -> str | None:
+    """Refuse families that need remote code unless the config allows it; return the model type."""
+    model_type = peek_model_type(path)
+    if model_type in REMOTE_CODE_MODEL_TYPES and not cfg.trust_remote_code:
+        raise ModelLoadError(
+            f"{cfg.model} is a {model_type!r} checkpoint, which runs the model author's own Python code; "
+            "set trust_remote_code: true in its model config (or --trust-remote-code) if you trust it"
+        )
+    return model_type
+
+
 def load_processor(cfg: ModelConfig, path: str | None = None) -> Any:
     from transformers import AutoProcessor
 
     _quiet_transformers()
     path = path or resolve_model_ref(cfg.model, cfg.revision)
+    model_type = check_remote_code(cfg, path)
+    if adapter_for_model_type(model_type).needs_remote_code:
+        from mpa.vlm.adapters import InternVL2Processor
+
+        try:
+            return InternVL2Processor.from_pretrained(
+                path, revision=cfg.revision, max_tiles=cfg.options.get("max_tiles")
+            )
+        except OSError as exc:
+            raise ModelLoadError(f"cannot load the tokenizer of {cfg.model}: {exc}") from exc
     kwargs: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code}
     if cfg.revision and not Path(path).is_dir():
         kwargs["revision"] = cfg.revision
@@ -74,10 +109,12 @@ def load_processor(cfg: ModelConfig, path: str | None = None) -> Any:
 
 
 def load_model(cfg: ModelConfig, path: str | None = None, device: torch.device | None = None) -> Any:
-    from transformers import AutoModelForImageTextToText
+    from transformers import AutoModel, AutoModelForImageTextToText
 
     _quiet_transformers()
     path = path or resolve_model_ref(cfg.model, cfg.revision)
+    model_type = check_remote_code(cfg, path)
+    auto = AutoModel if adapter_for_model_type(model_type).needs_remote_code else AutoModelForImageTextToText
     device = device or pick_device(cfg.device)
     kwargs: dict[str, Any] = {
         "trust_remote_code": cfg.trust_remote_code,
@@ -86,7 +123,7 @@ def load_model(cfg: ModelConfig, path: str | None = None, device: torch.device |
     if cfg.revision and not Path(path).is_dir():
         kwargs["revision"] = cfg.revision
     try:
-        model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+        model = auto.from_pretrained(path, **kwargs)
     except OSError as exc:
         raise ModelLoadError(f"cannot load model {cfg.model}: {exc}") from exc
     if device.type == "cpu":
@@ -112,22 +149,12 @@ def tune_cpu_threads(model: Any) -> None:
 
 def render_prompts(processor: Any, prompts: list[str]) -> list[str]:
     """Apply the model's chat template to single-image user turns, ready for generation."""
-    return [
-        processor.apply_chat_template(user_messages(p), add_generation_prompt=True, tokenize=False)
-        for p in prompts
-    ]
+    return adapter_for(processor).render_prompts(processor, prompts)
 
 
 def eos_text(processor: Any) -> str:
     """The text that ends an assistant turn for this model (``<|im_end|>`` for Qwen2-VL)."""
-    tok = processor.tokenizer
-    rendered = processor.apply_chat_template(
-        [{"role": "user", "content": [{"type": "text", "text": "x"}]},
-         {"role": "assistant", "content": [{"type": "text", "text": "MPA_END"}]}],
-        tokenize=False,
-    )
-    tail = rendered.split("MPA_END", 1)[1]
-    return tail.rstrip("\n") or (tok.eos_token or "")
+    return adapter_for(processor).eos_text(processor)
 
 
 def encode_for_training(
@@ -136,28 +163,10 @@ def encode_for_training(
     """Tokenize (image, prompt, answer) triples with labels on answer tokens only (paper Eq. 3).
 
     Prompt tokens and padding carry label -100; the answer and the end-of-turn marker are
-    learned. Right padding (training does not generate).
+    learned. Right padding (training does not generate). The family's adapter
+    (:mod:`mpa.vlm.adapters`) decides the chat format and the answer's affixes.
     """
-    tok = processor.tokenizer
-    side = tok.padding_side
-    tok.padding_side = "right"
-    try:
-        prompt_texts = render_prompts(processor, prompts)
-        end = eos_text(processor)
-        full_texts = [p + a.strip() + end for p, a in zip(prompt_texts, answers, strict=True)]
-        full = processor(text=full_texts, images=images, padding=True, return_tensors="pt")
-        prompt_only = processor(text=prompt_texts, images=images, padding=True, return_tensors="pt")
-    finally:
-        tok.padding_side = side
-    labels = full["input_ids"].clone()
-    prompt_lens = prompt_only["attention_mask"].sum(dim=1)
-    for i, n in enumerate(prompt_lens.tolist()):
-        if not torch.equal(full["input_ids"][i, :n], prompt_only["input_ids"][i, :n]):
-            raise RuntimeError("tokenizing prompt+answer changed the prompt's tokens; cannot mask labels")
-        labels[i, :n] = -100
-    labels[full["attention_mask"] == 0] = -100
-    full["labels"] = labels
-    return dict(full)
+    return adapter_for(processor).encode_for_training(processor, images, prompts, answers)
 
 
 class HFVLM(VLM):
@@ -170,6 +179,7 @@ class HFVLM(VLM):
         self.device = pick_device(cfg.device)
         self.processor = processor if processor is not None else load_processor(cfg, path)
         self.model = model if model is not None else load_model(cfg, path, self.device)
+        adapter_for(self.processor).prepare_model(self.model, self.processor)
         self.model.eval()
         if self.device.type == "cpu":
             log.info("CPU inference with %d torch threads (OMP_NUM_THREADS=%s)",
@@ -180,10 +190,9 @@ class HFVLM(VLM):
         if not requests:
             return []
         tok = self.processor.tokenizer
-        tok.padding_side = "left"
-        texts = render_prompts(self.processor, [r.prompt for r in requests])
-        batch = self.processor(
-            text=texts, images=[r.image for r in requests], padding=True, return_tensors="pt"
+        adapter = adapter_for(self.processor)
+        batch = adapter.encode_for_generation(
+            self.processor, [r.image for r in requests], [r.prompt for r in requests]
         ).to(self.model.device)
         gen_kwargs: dict[str, Any] = {"max_new_tokens": params.max_new_tokens, "do_sample": not params.greedy}
         if not params.greedy:
@@ -192,10 +201,11 @@ class HFVLM(VLM):
                 torch.manual_seed(params.seed)
         else:
             gen_kwargs.update(temperature=None, top_p=None, top_k=None)
+        gen_kwargs.update(adapter.generate_kwargs(self.processor))
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         out = self.model.generate(**batch, pad_token_id=pad_id, **gen_kwargs)
-        new_tokens = out[:, batch["input_ids"].shape[1]:]
-        return [t.strip() for t in self.processor.batch_decode(new_tokens, skip_special_tokens=True)]
+        new_tokens = out[:, batch["input_ids"].shape[1]:] if adapter.generate_returns_prompt else out
+        return adapter.decode(self.processor, new_tokens)
 
     def close(self) -> None:
         self.model = None
