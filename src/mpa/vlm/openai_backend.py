@@ -1,0 +1,192 @@
+"""``openai`` backend: any OpenAI-compatible chat-completions endpoint (GPT-4o, a vLLM server).
+
+Images go as base64 data URLs, image first then text (the same turn every backend sends).
+Requests run with bounded concurrency (``openai.max_concurrency`` threads); 429, 5xx,
+timeouts and connection errors are retried with exponential back-off and full jitter
+(honouring ``Retry-After``), up to ``openai.max_retries``; any other 4xx fails at once with
+the server's message. The API key is read only from the environment variable named by
+``openai.api_key_env`` — never from the config file. Token usage and the estimated cost
+(``openai.price_*_per_mtok``) are counted and reported by :meth:`OpenAIVLM.usage_summary`.
+
+No client library is needed (stdlib HTTP), so this backend works in any image.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import os
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from mpa.config import ModelConfig
+from mpa.vlm.base import VLM, GenParams, VLMRequest
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+class OpenAIRequestError(RuntimeError):
+    """A request the endpoint refused for good (or that kept failing after every retry)."""
+
+
+@dataclass
+class Usage:
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    retries: int = 0
+    failures: int = 0
+    seconds_in_requests: float = 0.0
+    cost_usd: float = 0.0
+
+
+def image_data_url(image: Any, fmt: str = "png") -> str:
+    """A PIL image as a ``data:image/...;base64,`` URL."""
+    buf = io.BytesIO()
+    if fmt == "jpeg":
+        image.convert("RGB").save(buf, format="JPEG", quality=90)
+    else:
+        image.save(buf, format="PNG")
+    return f"data:image/{fmt};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def chat_messages(request: VLMRequest, fmt: str = "png", detail: str = "auto") -> list[dict]:
+    image_url: dict[str, str] = {"url": image_data_url(request.image, fmt)}
+    if detail != "auto":
+        image_url["detail"] = detail
+    return [{"role": "user", "content": [{"type": "image_url", "image_url": image_url},
+                                         {"type": "text", "text": request.prompt}]}]
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
+    """Exponential back-off with full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
+    return rng.uniform(0.0, min(cap, base * (2 ** attempt)))
+
+
+class OpenAIVLM(VLM):
+    """Chat completions over HTTP with retries, bounded concurrency and usage accounting."""
+
+    def __init__(self, cfg: ModelConfig, *, sleep: Any = time.sleep) -> None:
+        self.cfg = cfg
+        self.settings = cfg.openai
+        self.model_id = cfg.model
+        self.served_model = cfg.served_name or cfg.model
+        self.url = self.settings.base_url.rstrip("/") + "/chat/completions"
+        self._api_key = os.environ.get(self.settings.api_key_env) or None
+        if self._api_key is None and "api.openai.com" in self.settings.base_url:
+            raise OpenAIRequestError(
+                f"no API key: set the environment variable {self.settings.api_key_env} "
+                "(teacher.openai.api_key_env names it; keys never go in the config file)"
+            )
+        self.usage = Usage()
+        self._lock = threading.Lock()
+        self._sleep = sleep
+        self._rng = random.Random()
+
+    # -- one request --------------------------------------------------------------------------
+    def _body(self, request: VLMRequest, params: GenParams) -> dict:
+        s = self.settings
+        body: dict[str, Any] = {
+            "model": self.served_model,
+            "messages": chat_messages(request, s.image_format, s.image_detail),
+            "max_tokens": params.max_new_tokens,
+            "temperature": params.temperature if not params.greedy else 0.0,
+        }
+        if not params.greedy:
+            body["top_p"] = params.top_p
+        if params.seed is not None:
+            body["seed"] = params.seed
+        return body
+
+    def _post(self, data: bytes) -> dict:
+        headers = {"Content-Type": "application/json"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        req = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
+        with urllib.request.urlopen(req, timeout=self.settings.timeout_s) as resp:
+            return json.loads(resp.read().decode("utf-8"))
+
+    def complete(self, request: VLMRequest, params: GenParams) -> str:
+        """One chat completion, retried on transient failures."""
+        s = self.settings
+        data = json.dumps(self._body(request, params)).encode("utf-8")
+        last = ""
+        for attempt in range(s.max_retries + 1):
+            t = time.perf_counter()
+            retry_after: float | None = None
+            try:
+                payload = self._post(data)
+            except urllib.error.HTTPError as exc:
+                detail = exc.read().decode("utf-8", "replace")[:500]
+                if exc.code not in RETRY_STATUS:
+                    with self._lock:
+                        self.usage.failures += 1
+                    raise OpenAIRequestError(f"{self.url} answered HTTP {exc.code}: {detail}") from exc
+                last = f"HTTP {exc.code}: {detail[:200]}"
+                ra = exc.headers.get("Retry-After") if exc.headers else None
+                if ra:
+                    try:
+                        retry_after = float(ra)
+                    except ValueError:
+                        retry_after = None
+            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+                last = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+            else:
+                self._account(payload, time.perf_counter() - t)
+                try:
+                    return (payload["choices"][0]["message"]["content"] or "").strip()
+                except (KeyError, IndexError, TypeError) as exc:
+                    raise OpenAIRequestError(f"{self.url}: unexpected response shape: {str(payload)[:300]}") from exc
+            if attempt == s.max_retries:
+                break
+            delay = backoff_delay(attempt, s.backoff_base_s, s.backoff_max_s, self._rng)
+            if retry_after is not None:
+                delay = max(delay, min(retry_after, s.backoff_max_s))
+            with self._lock:
+                self.usage.retries += 1
+            log.warning("%s: %s; retry %d/%d in %.2fs", self.url, last, attempt + 1, s.max_retries, delay)
+            self._sleep(delay)
+        with self._lock:
+            self.usage.failures += 1
+        raise OpenAIRequestError(
+            f"{self.url} failed after {s.max_retries + 1} attempts (last: {last}); "
+            "check the server, or raise teacher.openai.max_retries / timeout_s — the stage resumes where it stopped"
+        )
+
+    def _account(self, payload: dict, seconds: float) -> None:
+        u = payload.get("usage") or {}
+        s = self.settings
+        with self._lock:
+            self.usage.requests += 1
+            self.usage.prompt_tokens += int(u.get("prompt_tokens") or 0)
+            self.usage.completion_tokens += int(u.get("completion_tokens") or 0)
+            self.usage.seconds_in_requests += seconds
+            self.usage.cost_usd = (self.usage.prompt_tokens * s.price_input_per_mtok
+                                   + self.usage.completion_tokens * s.price_output_per_mtok) / 1e6
+
+    # -- the VLM interface --------------------------------------------------------------------
+    def generate(self, requests: list[VLMRequest], params: GenParams) -> list[str]:
+        if not requests:
+            return []
+        n = min(self.settings.max_concurrency, len(requests))
+        if n == 1:
+            return [self.complete(r, params) for r in requests]
+        with ThreadPoolExecutor(n, thread_name_prefix="mpa-openai") as pool:
+            return list(pool.map(lambda r: self.complete(r, params), requests))
+
+    def usage_summary(self) -> dict[str, Any]:
+        return {"endpoint": self.settings.base_url, "model": self.served_model, **asdict(self.usage)}
+
+    def close(self) -> None:
+        if self.usage.requests:
+            log.info("openai usage: %s", self.usage_summary())
