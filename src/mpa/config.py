@@ -200,7 +200,7 @@ class TrackingConfig(_Strict):
     experiment: str = "mpa"
     run_name: str | None = None
     registered_model: str | None = Field(None, description="default: mpa-<task>-<student dir or id>")
-    register: bool = Field(True, description="register the aligned student as a new model version")
+    register_model: bool = Field(True, description="register the aligned student as a new model version")
     promote: bool = Field(True, description="move the champion/challenger aliases after registering")
     promotion_margin: float = Field(
         0.0, ge=0.0, description="score points the new version must beat the base student and the champion by")

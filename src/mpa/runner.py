@@ -2,12 +2,17 @@
 
 Layout of ``<out>/``: ``config.yaml`` (resolved), ``annotations.jsonl`` (PA), ``pi/`` (audit,
 parity set, counts), ``level/checkpoint`` (the aligned student), ``eval/`` (predictions and
-scores before/after), ``summary.json``. Re-running with the same ``out`` resumes.
+scores before/after), ``summary.json``, ``mlflow_run.json`` (the MLflow run it is tracked in) and,
+with the embedded tracking store, ``mlflow/``. Re-running with the same ``out`` resumes (also the
+MLflow run). ``out`` may be an ``s3://`` prefix (see :func:`run_pipeline`).
 """
 
 from __future__ import annotations
 
 import gc
+import hashlib
+import logging
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -15,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from mpa import storage
 from mpa.config import ModelConfig, RunConfig
 from mpa.records import write_json_atomic
 from mpa.stages.annotate import annotate
@@ -24,6 +30,8 @@ from mpa.stages.level import build_replay_mix, level
 from mpa.tasks import get_task
 from mpa.ui import console
 from mpa.vlm.base import VLM, load_vlm
+
+log = logging.getLogger(__name__)
 
 
 class _Lazy:
@@ -45,31 +53,155 @@ class _Lazy:
             gc.collect()
 
 
+def storage_settings(cfg: RunConfig) -> storage.S3Settings:
+    sc = cfg.storage
+    return storage.S3Settings(
+        endpoint_url=sc.endpoint_url, region=sc.region, profile=sc.profile,
+        access_key_id=sc.access_key_id.get_secret_value() if sc.access_key_id else None,
+        secret_access_key=sc.secret_access_key.get_secret_value() if sc.secret_access_key else None,
+        max_attempts=sc.max_attempts, connect_timeout_s=sc.connect_timeout_s, read_timeout_s=sc.read_timeout_s,
+        multipart_threshold_mb=sc.multipart_threshold_mb, multipart_chunk_mb=sc.multipart_chunk_mb,
+        verify=sc.verify)
+
+
+def local_work_dir(cfg: RunConfig) -> Path:
+    """Where a run whose ``out`` is an ``s3://`` prefix works locally (kept for resume)."""
+    if cfg.storage.work_dir:
+        return Path(cfg.storage.work_dir)
+    digest = hashlib.sha256(f"{storage.endpoint_url()}|{cfg.out.rstrip('/')}".encode()).hexdigest()[:16]
+    return storage.cache_dir() / "runs" / digest
+
+
+class _Outputs:
+    """The run directory: local, or a local working copy synced to an ``s3://`` prefix after each stage."""
+
+    def __init__(self, cfg: RunConfig) -> None:
+        self.uri = cfg.out
+        self.remote = storage.is_s3(cfg.out)
+        self.local = local_work_dir(cfg) if self.remote else Path(cfg.out)
+
+    def prepare(self) -> None:
+        self.local.mkdir(parents=True, exist_ok=True)
+        if self.remote:
+            storage.check_bucket(self.uri, write=True)  # missing bucket / wrong credentials: fail before any work
+            storage.download_dir(self.uri, self.local)  # resume from what the object store already holds
+
+    def sync(self, final: bool = False) -> None:
+        if self.remote:
+            # live sqlite files: the result cache (a local accelerator) never, the embedded MLflow store
+            # only once the run is closed
+            storage.upload_dir(self.local, self.uri, state_file=self.local / storage.SYNC_STATE,
+                               skip=lambda rel: rel.startswith("cache/") or (not final and rel.startswith("mlflow/")))
+
+
 def run_pipeline(cfg: RunConfig, *, show: bool = True) -> dict[str, Any]:
-    """PA → PI → PL → evaluate before/after; returns (and writes) the run summary."""
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    """PA → PI → PL → evaluate before/after → register + promote; returns (and writes) the run summary.
+
+    ``cfg.out`` may be an ``s3://`` prefix: the run works in a local copy (``storage.work_dir`` or the
+    cache), pulls what the prefix already holds (resume), and uploads its outputs after every stage.
+    Tracking (``cfg.tracking``) opens one MLflow run, logs every stage, and ends with register + promote.
+    """
+    storage.configure(storage_settings(cfg))
+    outputs = _Outputs(cfg)
+    tracker = None
+    if cfg.tracking.enabled:
+        from mpa.tracking import Tracker, check_reachable
+
+        uri = cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI")
+        if uri:
+            check_reachable(uri)  # fail fast, before any object-store or model work
+    outputs.prepare()
+    cfg = _resolve_registry_models(cfg)
+    if cfg.tracking.enabled:
+        tracker = Tracker(cfg, outputs.local, outputs.uri)
+        tracker.start()
+    try:
+        summary = _run_stages(cfg, outputs, tracker, show)
+        if tracker is not None:
+            tracker.log_files(outputs.local, ["summary.json", "config.yaml"])
+            ckpt = outputs.local / "level" / "checkpoint"
+            if cfg.tracking.register_model and ckpt.is_dir():
+                reg = tracker.register(summary, ckpt)
+                summary["registered"] = {"name": reg.name, "version": reg.version, "alias": reg.alias,
+                                         "reason": reg.reason, "source": reg.source}
+                if show:
+                    console.print(f"registered [bold]{reg.name}[/] v{reg.version}"
+                                  + (f" → @{reg.alias} ({reg.reason})" if reg.alias else ""))
+            summary["mlflow"] = {"tracking_uri": tracker.uri, "run_id": tracker.run_id,
+                                 "experiment": cfg.tracking.experiment}
+            write_json_atomic(outputs.local / "summary.json", summary)
+            tracker.finish("FINISHED")
+        outputs.sync(final=True)
+    except BaseException:
+        if tracker is not None and tracker.run_id:
+            try:
+                tracker.finish("FAILED")
+            except Exception as exc:  # noqa: BLE001 - the original error is the one to report
+                log.warning("could not mark MLflow run %s failed: %s", tracker.run_id, exc)
+        raise
+    return summary
+
+
+def _open_cache(cfg: RunConfig, out: Path) -> Any:
+    """The PA/PI result cache (``cache.dir``, default ``<run dir>/cache``), or None when disabled."""
+    if not cfg.cache.enabled:
+        return None
+    from mpa.cache import ResultCache
+
+    return ResultCache(Path(cfg.cache.dir) if cfg.cache.dir else out / "cache")
+
+
+def _resolve_registry_models(cfg: RunConfig) -> RunConfig:
+    """``models:/<name>@<alias>`` teacher/student references become local checkpoints."""
+    from mpa.tracking import download_model, is_model_uri
+
+    updates = {}
+    for role in ("teacher", "student"):
+        mc: ModelConfig = getattr(cfg, role)
+        if is_model_uri(mc.model):
+            path = download_model(mc.model, cfg.tracking.uri)
+            updates[role] = mc.model_copy(update={"model": str(path), "revision": None})
+    return cfg.model_copy(update=updates) if updates else cfg
+
+
+def _run_stages(cfg: RunConfig, outputs: _Outputs, tracker: Any, show: bool) -> dict[str, Any]:
+    out = outputs.local
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json") | {"out": outputs.uri},
+                                                    sort_keys=False))
     task = get_task(cfg.task.name, cfg.task.prompt_file, cfg.task.metric)
     teacher, student = _Lazy(cfg.teacher), _Lazy(cfg.student)
     timings: dict[str, float] = {}
-    summary: dict[str, Any] = {"out": str(out), "task": task.name, "teacher": cfg.teacher.model,
+    summary: dict[str, Any] = {"out": outputs.uri, "task": task.name, "teacher": cfg.teacher.model,
                                "student": cfg.student.model, "match_rule": cfg.identify.match}
+    if outputs.remote:
+        summary["local_dir"] = str(out)
 
     t = time.perf_counter()
+    cache = _open_cache(cfg, out)
     pa = annotate(images=cfg.data.images, teacher=teacher(), task=task, cfg=cfg.annotate,
                   out_path=out / "annotations.jsonl", batch_size=cfg.teacher.batch_size,
-                  max_images=cfg.data.max_images, seed=cfg.seed, show=show)
+                  max_images=cfg.data.max_images, seed=cfg.seed, show=show, shard=cfg.data.shard, cache=cache,
+                  preprocess_workers=cfg.teacher.preprocess_workers)
     timings["annotate"] = time.perf_counter() - t
     summary["annotate"] = asdict(pa)
+    outputs.sync()
+    if tracker is not None:
+        tracker.log_annotate(summary["annotate"], timings["annotate"])
 
     t = time.perf_counter()
     pi = identify(annotations_path=out / "annotations.jsonl", teacher=teacher, student=student, task=task,
                   cfg=cfg.identify, out_dir=out / "pi", teacher_batch_size=cfg.teacher.batch_size,
-                  student_batch_size=cfg.student.batch_size, show=show)
+                  student_batch_size=cfg.student.batch_size, show=show, cache=cache,
+                  preprocess_workers=cfg.teacher.preprocess_workers)
+    if cache is not None:
+        summary["cache"] = cache.summary()
+        cache.close()
     timings["identify"] = time.perf_counter() - t
     summary["identify"] = asdict(pi)
     teacher.release()
+    outputs.sync()
+    if tracker is not None:
+        tracker.log_identify(summary["identify"], timings["identify"], out)
 
     bench = _load_benchmark(cfg)
     if bench is not None:
@@ -79,6 +211,9 @@ def run_pipeline(cfg: RunConfig, *, show: bool = True) -> dict[str, Any]:
                                           batch_size=cfg.student.batch_size,
                                           max_new_tokens=cfg.evaluate.max_new_tokens, label="eval before")
         timings["eval_before"] = time.perf_counter() - t
+        outputs.sync()
+        if tracker is not None:
+            tracker.log_eval("before", summary["eval_before"], timings["eval_before"])
     student.release()
 
     t = time.perf_counter()
@@ -91,6 +226,9 @@ def run_pipeline(cfg: RunConfig, *, show: bool = True) -> dict[str, Any]:
                out_dir=out / "level", show=show)
     timings["level"] = time.perf_counter() - t
     summary["level"] = asdict(pl)
+    outputs.sync()
+    if tracker is not None:
+        tracker.log_level(summary["level"], timings["level"], out)
 
     if bench is not None:
         t = time.perf_counter()
@@ -103,6 +241,10 @@ def run_pipeline(cfg: RunConfig, *, show: bool = True) -> dict[str, Any]:
         timings["eval_after"] = time.perf_counter() - t
         before, after = summary["eval_before"]["score"], summary["eval_after"]["score"]
         summary["delta"] = after - before
+        outputs.sync()
+        if tracker is not None:
+            tracker.log_eval("after", summary["eval_after"], timings["eval_after"])
+            tracker.log_delta(summary["eval_before"], summary["eval_after"])
         if show:
             console.print(f"[bold]{cfg.evaluate.benchmark}[/]: student {before:.2f} → aligned {after:.2f} "
                           f"({after - before:+.2f})")

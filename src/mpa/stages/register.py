@@ -1,0 +1,77 @@
+"""Register — the aligned student of a finished run becomes a model version in the MLflow registry.
+
+The checkpoint (``<run dir>/level/checkpoint``) is logged as artifacts of the run's MLflow run and
+registered with ``MlflowClient.create_model_version(source=<artifact URI>)``, tagged with its
+lineage (teacher, base student, task, K, scores, pipeline run). Then, unless told not to, the
+version is promoted by aliases (``champion`` / ``challenger``, see :func:`mpa.tracking.promote`).
+
+``mpa run`` does this at its end; ``mpa register --run-dir DIR`` does it for a run made with
+tracking off, or whose registration failed; the run directory may be an ``s3://`` prefix.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mpa import storage
+from mpa.config import RunConfig, parse_config
+from mpa.tracking import RegisteredVersion, Tracker, TrackingError
+
+
+def load_run(run_dir: str | Path) -> tuple[RunConfig, dict, Path]:
+    """The resolved config, summary and a local copy of a finished run directory (local or s3://)."""
+    run_dir = str(run_dir)
+    if storage.is_s3(run_dir):
+        local = storage.cache_dir() / "registered-runs" / __import__("hashlib").sha256(
+            run_dir.encode()).hexdigest()[:16]
+        storage.download_dir(run_dir, local)
+    else:
+        local = Path(run_dir)
+    summary_path, config_path = local / "summary.json", local / "config.yaml"
+    if not summary_path.is_file() or not config_path.is_file():
+        raise TrackingError(f"{run_dir} is not a finished run directory (needs summary.json and config.yaml): "
+                            "run `mpa run` to the end first")
+    import yaml
+
+    data = yaml.safe_load(config_path.read_text()) or {}
+    data["out"] = run_dir
+    for section in ("storage",):  # secrets are masked in config.yaml: take them from the environment
+        for key in ("access_key_id", "secret_access_key"):
+            if str((data.get(section) or {}).get(key, "")).startswith("*"):
+                data[section][key] = None
+    return parse_config(data, str(config_path)), json.loads(summary_path.read_text()), local
+
+
+def register(
+    *,
+    run_dir: str | Path,
+    tracking_uri: str | None = None,
+    name: str | None = None,
+    promote: bool = True,
+    margin: float | None = None,
+) -> RegisteredVersion:
+    """Register the run's aligned checkpoint (and promote it); return the new version."""
+    cfg, summary, local = load_run(run_dir)
+    updates = {"enabled": True, "promote": promote}
+    if tracking_uri:
+        updates["uri"] = tracking_uri
+    if name:
+        updates["registered_model"] = name
+    if margin is not None:
+        updates["promotion_margin"] = margin
+    cfg = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update=updates)})
+    ckpt = local / "level" / "checkpoint"
+    if not (ckpt / "config.json").is_file():
+        raise TrackingError(f"no aligned checkpoint in {run_dir}/level/checkpoint: run the PL stage first")
+    tracker = Tracker(cfg, local, str(run_dir))
+    tracker.start()
+    try:
+        version = tracker.register(summary, ckpt)
+        tracker.finish("FINISHED")
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
+    if storage.is_s3(run_dir):
+        storage.write_bytes(storage.join(run_dir, "mlflow_run.json"), (local / "mlflow_run.json").read_bytes())
+    return version

@@ -1,0 +1,579 @@
+"""MLflow tracking, registry and promotion for MPA runs.
+
+One MLflow run per pipeline run, with **stage-prefixed keys** (no nested runs):
+
+- tags: ``mpa.task``, ``mpa.teacher``, ``mpa.student``, ``mpa.match_rule``, ``mpa.out``,
+  ``mlflow.source.git.commit`` / ``mpa.git_revision``, ``kfp.run_id`` (on Kubeflow);
+- params: the whole resolved config, flattened (``train.learning_rate``); secrets never;
+- metrics: the parity-set size at every filter (``n_images``, ``n_parsed``,
+  ``n_teacher_consistent``, ``n_student_wrong``, ``k_parity``, ``k_over_n``), per benchmark
+  ``eval/<benchmark>/<metric>_before|_after|_delta``, ``train/loss`` and ``train/lr`` by step,
+  ``time/<stage>_s`` and ``throughput/<stage>_<unit>_per_s``;
+- artifacts: the parity set as the run's dataset input (context ``training``), a table of
+  parity samples with thumbnails (``tables/parity_samples.json``), ``pi/audit.jsonl``,
+  ``charts/before_after.png``, ``summary.json``, ``config.yaml`` and the aligned checkpoint
+  (``checkpoint/``, the source of the registered model version).
+
+The run id is kept in ``<run dir>/mlflow_run.json``, so a resumed pipeline run continues the same
+MLflow run. With no tracking URI (config or ``MLFLOW_TRACKING_URI``) the store is embedded: a sqlite
+file and an artifact folder under ``<run dir>/mlflow/``.
+
+Promotion uses registry **aliases**: ``champion`` moves to a new version only if its primary score
+beats the base student's and the current champion's by ``promotion_margin`` points; otherwise
+the version gets ``challenger`` and a ``mpa.promotion_reason`` tag.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mpa import storage
+
+if TYPE_CHECKING:
+    from mpa.config import RunConfig
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "mlflow_run.json"
+SECRET_WORDS = ("secret", "password", "token", "api_key", "apikey", "access_key", "credential", "private")
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+class TrackingError(ValueError):
+    """A tracking or registry operation that cannot be done; the message says why and what to do."""
+
+
+class TrackingUnavailable(TrackingError):
+    """The MLflow tracking server cannot be reached."""
+
+
+# ----------------------------------------------------------------------------- URIs and clients
+def embedded_uri(run_dir: str | Path) -> str:
+    return f"sqlite:///{Path(run_dir).resolve() / 'mlflow' / 'mlflow.db'}"
+
+
+def resolve_uri(configured: str | None, run_dir: str | Path) -> tuple[str, bool]:
+    """The tracking URI to use and whether it is the embedded store."""
+    uri = configured or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri, False
+    (Path(run_dir) / "mlflow").mkdir(parents=True, exist_ok=True)
+    return embedded_uri(run_dir), True
+
+
+def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
+    """Fail fast, naming ``uri``, when an HTTP tracking server does not answer."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=timeout_s)
+    except requests.RequestException as exc:
+        raise TrackingUnavailable(
+            f"MLflow tracking server {uri} is unreachable ({type(exc).__name__}); start it "
+            "(scripts/services.sh up), fix MLFLOW_TRACKING_URI / tracking.uri, or unset both to track in "
+            "the embedded store inside the run directory") from exc
+
+
+def client(uri: str) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _quiet_mlflow() -> None:
+    for name in ("mlflow", "alembic", "mlflow.store.db.utils"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+# ----------------------------------------------------------------------------- params and tags
+def is_secret_key(key: str) -> bool:
+    k = key.lower().replace("-", "_")
+    return any(w in k for w in SECRET_WORDS) and not k.endswith(("_env", "api_key_env"))
+
+
+def flatten_params(data: dict, prefix: str = "") -> dict[str, str]:
+    """Flatten a config dump to ``a.b.c -> str``; drop secrets (by key name, or masked values)."""
+    out: dict[str, str] = {}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if is_secret_key(str(key)):
+            continue
+        if isinstance(value, dict) and value:
+            out.update(flatten_params(value, full + "."))
+        else:
+            text = json.dumps(value) if isinstance(value, list | dict) else str(value)
+            if text.startswith("**********"):
+                continue  # a pydantic SecretStr
+            out[full[:250]] = text[:6000]
+    return out
+
+
+def git_revision() -> str | None:
+    rev = os.environ.get("MPA_GIT_REVISION")
+    if rev:
+        return rev
+    try:
+        res = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return res.stdout.strip() or None if res.returncode == 0 else None
+
+
+def default_model_name(cfg: RunConfig) -> str:
+    base = cfg.student.model.rstrip("/").rsplit("/", 1)[-1] or "student"
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in base)
+    return f"mpa-{cfg.task.name}-{safe}"
+
+
+def _metric_key(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in text)
+
+
+# ----------------------------------------------------------------------------- the run tracker
+@dataclass
+class RegisteredVersion:
+    name: str
+    version: str
+    source: str
+    alias: str | None = None
+    reason: str | None = None
+
+
+class Tracker:
+    """Track one pipeline run in MLflow (the runner calls it after every stage)."""
+
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, out: str) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.out = out
+        self.uri, self.embedded = resolve_uri(cfg.tracking.uri, run_dir)
+        self.run_id: str | None = None
+        self.state: dict[str, Any] = {}
+        self._client: Any = None
+
+    # -- lifecycle
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = client(self.uri)
+        return self._client
+
+    def start(self) -> str:
+        """Create (or, on resume, reopen) the MLflow run; fail fast if the server is unreachable."""
+        check_reachable(self.uri)
+        try:
+            import mlflow  # noqa: F401
+        except ModuleNotFoundError as exc:
+            raise TrackingError("MLflow is not installed: pip install 'mpa[tracking]', or set "
+                                "tracking.enabled=false") from exc
+        _quiet_mlflow()
+        state_path = self.run_dir / STATE_FILE
+        if state_path.is_file():
+            self.state = json.loads(state_path.read_text())
+        c = self.client
+        exp_id = self._experiment_id()
+        run_id = self.state.get("run_id") if self.state.get("tracking_uri") == self.uri else None
+        if run_id:
+            try:
+                c.get_run(run_id)
+                c.update_run(run_id, status="RUNNING")
+            except Exception as exc:  # noqa: BLE001 - deleted run or another store: start a new one
+                log.warning("cannot resume MLflow run %s (%s); starting a new one", run_id, exc)
+                run_id = None
+        if not run_id:
+            self.state = {"tracking_uri": self.uri, "logged": []}
+            run = c.create_run(exp_id, run_name=self.cfg.tracking.run_name or Path(self.out.rstrip("/")).name,
+                               tags=self._tags())
+            run_id = run.info.run_id
+            self.state["run_id"] = run_id
+            self._log_params()
+        self.run_id = run_id
+        self._save_state()
+        return run_id
+
+    def _experiment_id(self) -> str:
+        c, name = self.client, self.cfg.tracking.experiment
+        exp = c.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        location = (self.run_dir / "mlflow" / "artifacts").resolve().as_uri() if self.embedded else None
+        try:
+            return c.create_experiment(name, artifact_location=location)
+        except Exception:  # noqa: BLE001 - created concurrently by another run
+            exp = c.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return exp.experiment_id
+
+    def _tags(self) -> dict[str, str]:
+        cfg = self.cfg
+        tags = {"mpa.task": cfg.task.name, "mpa.teacher": cfg.teacher.model, "mpa.student": cfg.student.model,
+                "mpa.match_rule": cfg.identify.match, "mpa.out": self.out, **cfg.tracking.tags}
+        rev = git_revision()
+        if rev:
+            tags["mlflow.source.git.commit"] = rev
+            tags["mpa.git_revision"] = rev
+        kfp = cfg.tracking.kfp_run_id or os.environ.get("KFP_RUN_ID")
+        if kfp:
+            tags["kfp.run_id"] = kfp
+        return tags
+
+    def _log_params(self) -> None:
+        from mlflow.entities import Param
+
+        params = flatten_params(self.cfg.model_dump(mode="json"))
+        items = [Param(k, v) for k, v in sorted(params.items())]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id or self.state["run_id"], params=items[i:i + 100])
+
+    def _save_state(self) -> None:
+        storage.write_bytes(self.run_dir / STATE_FILE, json.dumps(self.state, indent=1).encode())
+
+    def finish(self, status: str = "FINISHED") -> None:
+        if self.run_id:
+            self.client.set_terminated(self.run_id, status=status)
+
+    def done(self, key: str) -> bool:
+        return key in self.state.get("logged", [])
+
+    def mark(self, key: str) -> None:
+        self.state.setdefault("logged", []).append(key)
+        self._save_state()
+
+    # -- metrics
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(_metric_key(k), float(v), now, step) for k, v in metrics.items() if v is not None]
+        for i in range(0, len(items), 500):
+            self.client.log_batch(self.run_id, metrics=items[i:i + 500])
+
+    def log_annotate(self, pa: dict, seconds: float) -> None:
+        if self.done("annotate"):
+            return
+        done = pa["n_images"] - pa.get("n_resumed", 0)
+        self.log_metrics({"n_images": pa["n_images"], "annotate/n_parsed": pa["n_parsed"],
+                          "annotate/n_attempts": pa["n_attempts"], "annotate/n_unreadable": pa["n_unreadable"],
+                          "annotate/n_duplicates": pa["n_duplicates"], "time/annotate_s": seconds,
+                          "throughput/annotate_images_per_s": done / seconds if seconds > 0 else None})
+        self.mark("annotate")
+
+    def log_identify(self, pi: dict, seconds: float, run_dir: Path) -> None:
+        if self.done("identify"):
+            return
+        n_answers = pi["n_parsed"] + pi["student_calls"]
+        self.log_metrics({k: pi[k] for k in ("n_images", "n_parsed", "n_teacher_consistent", "n_student_wrong",
+                                             "k_parity", "k_over_n")}
+                         | {"identify/n_annotations": pi["n_annotations"],
+                            "identify/student_calls": pi["student_calls"],
+                            "identify/student_calls_saved": pi["student_calls_saved"],
+                            "time/identify_s": seconds,
+                            "throughput/identify_samples_per_s": n_answers / seconds if seconds > 0 else None})
+        self.client.set_tag(self.run_id, "mpa.k_parity", str(pi["k_parity"]))
+        audit = run_dir / "pi" / "audit.jsonl"
+        if audit.is_file():
+            self.client.log_artifact(self.run_id, str(audit), "pi")
+            counts = run_dir / "pi" / "counts.json"
+            if counts.is_file():
+                self.client.log_artifact(self.run_id, str(counts), "pi")
+        parity = run_dir / "pi" / "parity.jsonl"
+        if parity.is_file():
+            self._log_parity(parity)
+        self.mark("identify")
+
+    def _log_parity(self, parity: Path) -> None:
+        """The parity set as the run's training dataset input, and a table with thumbnails."""
+        import mlflow.data
+        import pandas as pd
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        from mpa.records import read_jsonl
+
+        rows = list(read_jsonl(parity))
+        cols = ["image", "image_sha256", "question", "answer", "teacher_answer", "student_answer"]
+        df = pd.DataFrame([{c: r.get(c) for c in cols} for r in rows], columns=cols)
+        source = storage.join(self.out, "pi", "parity.jsonl") if storage.is_s3(self.out) \
+            else str(parity.resolve())
+        digest = hashlib.sha256(parity.read_bytes()).hexdigest()[:8]
+        ds = mlflow.data.from_pandas(df, source=source, targets="answer", name="parity-set", digest=digest)
+        self.client.log_inputs(self.run_id, datasets=[
+            DatasetInput(ds._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")])])
+        n = self.cfg.tracking.table_rows
+        if n and rows:
+            from mpa.data.images import UnreadableImage, load_image
+
+            thumbs = []
+            for r in rows[:n]:
+                try:
+                    img = load_image(r["image"]).image
+                    img.thumbnail((self.cfg.tracking.thumbnail_px, self.cfg.tracking.thumbnail_px))
+                except (UnreadableImage, FileNotFoundError):
+                    from PIL import Image
+
+                    img = Image.new("RGB", (8, 8), "gray")
+                thumbs.append(img)
+            table = df.head(n).copy()
+            table.insert(0, "thumbnail", thumbs)
+            self.client.log_table(self.run_id, data=table, artifact_file="tables/parity_samples.json")
+
+    def log_eval(self, label: str, result: dict, seconds: float) -> None:
+        key = f"eval_{label}"
+        if self.done(key):
+            return
+        bench, metric = result["benchmark"], result["metric"]
+        m = {f"eval/{bench}/{metric}_{label}": result["score"], f"time/eval_{label}_s": seconds,
+             f"throughput/eval_{label}_samples_per_s": result["n"] / seconds if seconds > 0 else None}
+        for split, value in (result.get("by_split") or {}).items():
+            m[f"eval/{bench}/{metric}_{split}_{label}"] = value
+        self.log_metrics(m)
+        self.mark(key)
+
+    def log_delta(self, before: dict, after: dict) -> None:
+        bench, metric = after["benchmark"], after["metric"]
+        m = {f"eval/{bench}/{metric}_delta": after["score"] - before["score"]}
+        for split, value in (after.get("by_split") or {}).items():
+            m[f"eval/{bench}/{metric}_{split}_delta"] = value - (before.get("by_split") or {}).get(split, 0.0)
+        self.log_metrics(m)
+        self._log_chart(bench, metric, before, after)
+
+    def _log_chart(self, bench: str, metric: str, before: dict, after: dict) -> None:
+        self.client.log_image(self.run_id, before_after_chart(f"{bench} ({metric})", before["score"],
+                                                              after["score"]), "charts/before_after.png")
+
+    def log_level(self, pl: dict, seconds: float, run_dir: Path) -> None:
+        if self.done("level"):
+            return
+        from mlflow.entities import Metric
+
+        from mpa.records import read_jsonl
+
+        train_log = run_dir / "level" / "train_log.jsonl"
+        if train_log.is_file():
+            now = int(time.time() * 1000)
+            items = []
+            for r in read_jsonl(train_log):
+                items.append(Metric("train/loss", float(r["loss"]), now, int(r["step"])))
+                if "lr" in r:
+                    items.append(Metric("train/lr", float(r["lr"]), now, int(r["step"])))
+            for i in range(0, len(items), 500):
+                self.client.log_batch(self.run_id, metrics=items[i:i + 500])
+            self.client.log_artifact(self.run_id, str(train_log), "level")
+        self.log_metrics({"train/n_samples": pl["n_samples"], "train/steps": pl["steps"],
+                          "train/first_loss": pl["first_loss"], "train/last_loss": pl["last_loss"],
+                          "time/level_s": seconds, "throughput/train_samples_per_s": pl["samples_per_s"]})
+        self.mark("level")
+
+    def log_files(self, run_dir: Path, names: list[str]) -> None:
+        for name in names:
+            p = run_dir / name
+            if p.is_file():
+                self.client.log_artifact(self.run_id, str(p))
+
+    # -- registry
+    def register(self, summary: dict, checkpoint: Path) -> RegisteredVersion:
+        """Log the checkpoint as run artifacts and register it; promote by aliases if configured."""
+        tc = self.cfg.tracking
+        name = tc.registered_model or default_model_name(self.cfg)
+        reg = self.state.get("registered")
+        if reg and reg.get("name") == name:
+            return RegisteredVersion(**reg)
+        if tc.log_checkpoint:
+            if not self.done("checkpoint"):
+                self.client.log_artifacts(self.run_id, str(checkpoint), "checkpoint")
+                self.mark("checkpoint")
+            source = f"{self.client.get_run(self.run_id).info.artifact_uri.rstrip('/')}/checkpoint"
+        else:
+            source = storage.join(self.out, "level", "checkpoint") if storage.is_s3(self.out) \
+                else str(checkpoint.resolve())
+        tags = lineage_tags(self.cfg, summary, self.run_id)
+        mv = register_version(self.client, name, source, self.run_id, tags,
+                              description=f"MPA-aligned {self.cfg.student.model} on {self.cfg.task.name}")
+        out = RegisteredVersion(name=name, version=str(mv.version), source=source)
+        self.client.set_tag(self.run_id, "mpa.registered_model", f"{name}/{mv.version}")
+        if tc.promote:
+            decision = promote(self.client, name, out.version, margin=tc.promotion_margin)
+            out.alias, out.reason = decision.alias, decision.reason
+            self.client.set_tag(self.run_id, "mpa.promotion", decision.alias)
+        self.state["registered"] = out.__dict__
+        self._save_state()
+        return out
+
+
+def before_after_chart(title: str, before: float, after: float) -> Any:
+    """A small bar chart (PIL only, no plotting library needed)."""
+    from PIL import Image, ImageDraw
+
+    w, h, pad = 360, 240, 30
+    img = Image.new("RGB", (w, h), "white")
+    d = ImageDraw.Draw(img)
+    d.text((pad, 8), title, fill="black")
+    top = max(before, after, 1.0)
+    base_y = h - pad
+    for i, (label, value, color) in enumerate((("before", before, "#8c8c8c"), ("after", after, "#2b7bb9"))):
+        x0 = pad + 40 + i * 140
+        y0 = base_y - int((h - 2 * pad - 20) * value / top)
+        d.rectangle([x0, y0, x0 + 80, base_y], fill=color)
+        d.text((x0, base_y + 4), label, fill="black")
+        d.text((x0, y0 - 14), f"{value:.2f}", fill="black")
+    d.line([pad, base_y, w - pad, base_y], fill="black")
+    return img
+
+
+def lineage_tags(cfg: RunConfig, summary: dict, run_id: str | None) -> dict[str, str]:
+    tags = {"mpa.teacher": cfg.teacher.model, "mpa.base_student": cfg.student.model, "mpa.task": cfg.task.name,
+            "mpa.match_rule": cfg.identify.match, "mpa.out": str(summary.get("out", cfg.out))}
+    if run_id:
+        tags["mpa.pipeline_run"] = run_id
+    if "identify" in summary:
+        tags["mpa.k_parity"] = str(summary["identify"]["k_parity"])
+    if "eval_after" in summary:
+        ev_b, ev_a = summary["eval_before"], summary["eval_after"]
+        tags.update({"mpa.benchmark": ev_a["benchmark"], "mpa.metric": ev_a["metric"],
+                     "mpa.score": f"{ev_a['score']:.6f}", "mpa.base_score": f"{ev_b['score']:.6f}"})
+    rev = git_revision()
+    if rev:
+        tags["mpa.git_revision"] = rev
+    return tags
+
+
+def register_version(c: Any, name: str, source: str, run_id: str | None, tags: dict[str, str],
+                     description: str | None = None) -> Any:
+    """Create the registered model if needed and a new version; never leave a broken version behind."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        c.create_registered_model(name, description="MPA-aligned students (see version tags for lineage)")
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    mv = c.create_model_version(name, source=source, run_id=run_id, tags=tags, description=description)
+    if str(getattr(mv, "status", "READY")) != "READY":
+        _safe_delete(c, name, mv.version)
+        raise TrackingError(f"model version {name}/{mv.version} did not become READY ({mv.status}: "
+                            f"{mv.status_message}); it was deleted")
+    return mv
+
+
+def _safe_delete(c: Any, name: str, version: str) -> None:
+    try:
+        c.delete_model_version(name, version)
+    except Exception as exc:  # noqa: BLE001 - best effort cleanup; the original error matters
+        log.warning("could not delete model version %s/%s: %s", name, version, exc)
+
+
+# ----------------------------------------------------------------------------- promotion
+@dataclass
+class Decision:
+    alias: str
+    reason: str
+    score: float | None
+    base_score: float | None
+    champion_version: str | None
+    champion_score: float | None
+
+
+def _score(tags: dict, key: str = "mpa.score") -> float | None:
+    try:
+        return float(tags[key])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def decide(score: float | None, base: float | None, champion: float | None, margin: float,
+           champion_version: str | None = None) -> tuple[str, str]:
+    """The alias a new version earns and why (pure function: the rule in one place)."""
+    if score is None:
+        return CHALLENGER, "no benchmark score (evaluate.benchmark not set): cannot compare"
+    if base is not None and not score > base + margin:
+        return CHALLENGER, f"score {score:.2f} does not beat the base student {base:.2f} by margin {margin:g}"
+    if champion is not None and not score > champion + margin:
+        return CHALLENGER, (f"score {score:.2f} does not beat champion v{champion_version} {champion:.2f} "
+                            f"by margin {margin:g}")
+    why = f"score {score:.2f} beats the base student {base:.2f}" if base is not None else f"score {score:.2f}"
+    if champion is not None:
+        why += f" and champion v{champion_version} {champion:.2f}"
+    return CHAMPION, why + f" by more than {margin:g}"
+
+
+def promote(c: Any, name: str, version: str | None = None, margin: float = 0.0) -> Decision:
+    """Give ``version`` (default: the newest) the ``champion`` or ``challenger`` alias; tag the reason."""
+    from mlflow.exceptions import MlflowException
+
+    if version in (None, "latest"):
+        versions = c.search_model_versions(f"name = '{name}'")
+        if not versions:
+            raise TrackingError(f"registered model {name!r} has no versions: run `mpa run` or `mpa register` first")
+        version = str(max(int(v.version) for v in versions))
+    mv = c.get_model_version(name, version)
+    try:
+        champ = c.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        champ = None
+    if champ is not None and str(champ.version) == str(version):
+        return Decision(CHAMPION, "already champion", _score(mv.tags), _score(mv.tags, "mpa.base_score"),
+                        str(champ.version), _score(champ.tags))
+    champ_score = _score(champ.tags) if champ is not None else None
+    if champ is not None and champ.tags.get("mpa.benchmark") != mv.tags.get("mpa.benchmark"):
+        alias = CHALLENGER
+        reason = (f"champion v{champ.version} was scored on {champ.tags.get('mpa.benchmark')!r}, this version on "
+                  f"{mv.tags.get('mpa.benchmark')!r}: not comparable")
+    else:
+        alias, reason = decide(_score(mv.tags), _score(mv.tags, "mpa.base_score"), champ_score, margin,
+                               str(champ.version) if champ is not None else None)
+    c.set_registered_model_alias(name, alias, version)
+    c.set_model_version_tag(name, version, "mpa.promotion", alias)
+    c.set_model_version_tag(name, version, "mpa.promotion_reason", reason)
+    return Decision(alias, reason, _score(mv.tags), _score(mv.tags, "mpa.base_score"),
+                    str(champ.version) if champ is not None else None, champ_score)
+
+
+# ----------------------------------------------------------------------------- loading registered models
+def is_model_uri(ref: str) -> bool:
+    return str(ref).startswith(("models:/", "runs:/", "mlflow-artifacts:/"))
+
+
+def download_model(ref: str, tracking_uri: str | None = None, dst: str | Path | None = None) -> Path:
+    """Download a ``models:/<name>@<alias>`` (or ``/<version>``) checkpoint to a local directory."""
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        check_reachable(uri)
+    _quiet_mlflow()
+    if dst is None:
+        dst = storage.cache_dir() / "mlflow-models" / hashlib.sha256(f"{uri}|{ref}".encode()).hexdigest()[:16]
+    dst = Path(dst)
+    if dst.exists():
+        import shutil
+
+        shutil.rmtree(dst)  # aliases move: always fetch what the alias points at now
+    dst.mkdir(parents=True)
+    try:
+        if uri:
+            import mlflow
+
+            mlflow.set_registry_uri(uri)
+        path = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref, dst_path=str(dst), tracking_uri=uri))
+    except MlflowException as exc:
+        raise TrackingError(f"cannot load {ref} from {uri or 'the default MLflow store'}: {exc.message}") from exc
+    if not (path / "config.json").is_file():
+        nested = [p.parent for p in path.rglob("config.json")]
+        if len(nested) == 1:
+            return nested[0]
+        raise TrackingError(f"{ref} is not a Hugging Face checkpoint (no config.json in it)")
+    return path
