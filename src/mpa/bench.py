@@ -1,0 +1,370 @@
+"""``mpa bench``: PA and PI throughput of the same tiny models and images, backend by backend.
+
+Measured side by side in one run: per-sample HF ``generate`` (what the public reference code
+does), batched HF (left-padded), vLLM's offline engine, and a vLLM OpenAI-compatible server
+through the ``openai`` backend; then a scaling table of 1, 2, 4 shard processes on this machine.
+Every number printed is measured here; the last line is one JSON object of throughput ratios to
+per-sample HF.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mpa.vlm.base import VLM, GenParams, VLMRequest
+
+
+def make_bench_workspace(out: str | Path, n_images: int = 32, teacher_steps: int = 150, seed: int = 0) -> dict:
+    """Like :func:`mpa.tinymodels.make_tiny_workspace`, with vLLM-on-CPU-compatible shapes.
+
+    vLLM's CPU attention supports head sizes 32, 64, 80, … (not the 16 of the default tiny models),
+    so teacher and student here use 2 heads of 32. Reused if already built.
+    """
+    from transformers import AutoModelForImageTextToText
+
+    from mpa.tasks import ANSWER_INSTRUCTION, get_task
+    from mpa.tinymodels import (
+        DEFAULT_CORPUS,
+        TINY_COLORS,
+        TINY_QUESTION,
+        _tiny_image,
+        build_qwen2vl_processor,
+        build_tiny_qwen2vl,
+        quick_train,
+    )
+
+    out = Path(out)
+    paths = {"teacher": out / "teacher", "student": out / "student", "images": out / "images"}
+    marker = out / "workspace.json"
+    if marker.is_file() and json.loads(marker.read_text()).get("n_images") == n_images:
+        return paths
+    task = get_task("textvqa")
+    colors = list(TINY_COLORS)
+    answer_prompt = task.answer_prompt(TINY_QUESTION)
+    corpus = [*DEFAULT_CORPUS, task.pa_prompt, answer_prompt, ANSWER_INSTRUCTION, *colors]
+    processor = build_qwen2vl_processor(corpus, vocab_size=500)
+    build_tiny_qwen2vl(paths["teacher"], hidden_size=64, num_layers=2, num_heads=2, seed=seed, processor=processor)
+    build_tiny_qwen2vl(paths["student"], hidden_size=64, num_layers=1, num_heads=2, vision_embed_dim=16,
+                       seed=seed + 1, processor=processor)
+    examples = []
+    for i in range(32):
+        c = colors[i % len(colors)]
+        img = _tiny_image(c, i)
+        examples.append((img, task.pa_prompt, f"Question: {TINY_QUESTION} Answer: {c}"))
+        examples.append((img, answer_prompt, c))
+    teacher = AutoModelForImageTextToText.from_pretrained(paths["teacher"])
+    quick_train(teacher, processor, examples, teacher_steps, seed=seed)
+    teacher.save_pretrained(paths["teacher"])
+    paths["images"].mkdir(parents=True, exist_ok=True)
+    for i in range(n_images):
+        _tiny_image(colors[(i + seed) % len(colors)], 100 + i).save(paths["images"] / f"img_{i:04d}.png")
+    marker.write_text(json.dumps({"n_images": n_images}))
+    return paths
+
+
+# --- measurement ---------------------------------------------------------------------------------
+
+
+KINDS = ("hf_per_sample", "hf_batched", "vllm_offline", "vllm_server")
+PA_TOKENS, PI_TOKENS = 24, 6
+
+
+class TimedVLM(VLM):
+    """Wraps a VLM and accumulates the seconds spent inside ``generate`` (engine time)."""
+
+    def __init__(self, inner: VLM) -> None:
+        self.inner = inner
+        self.model_id = inner.model_id
+        self.cfg = getattr(inner, "cfg", None)
+        self.seconds = 0.0
+        self.calls = 0
+
+    def generate(self, requests: list[VLMRequest], params: GenParams) -> list[str]:
+        t = time.perf_counter()
+        out = self.inner.generate(requests, params)
+        self.seconds += time.perf_counter() - t
+        self.calls += len(requests)
+        return out
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _model_cfg(kind: str, model: str, batch_size: int, base_url: str | None = None, served: str | None = None):
+    from mpa.config import ModelConfig, OpenAISettings, VLLMSettings
+
+    if kind == "hf_per_sample":
+        return ModelConfig(model=model, backend="hf", batch_size=1)
+    if kind == "hf_batched":
+        return ModelConfig(model=model, backend="hf", batch_size=batch_size)
+    if kind.startswith("vllm_offline"):
+        return ModelConfig(model=model, backend="vllm", batch_size=max(batch_size, 64),
+                           vllm=VLLMSettings(kv_cache_memory_bytes=64 << 20))
+    if kind == "vllm_server":
+        return ModelConfig(model=model, backend="openai", served_name=served, batch_size=max(batch_size, 64),
+                           openai=OpenAISettings(base_url=base_url or "", max_concurrency=32, timeout_s=120))
+    raise ValueError(f"unknown bench backend {kind!r}; choose from {', '.join(KINDS)}")
+
+
+def measure(kind: str, ws: dict, n_images: int, batch_size: int, work: Path) -> dict[str, Any]:
+    """PA then PI with one backend on the workspace; engine seconds and stage wall seconds."""
+    import shutil
+
+    from mpa.config import AnnotateConfig, IdentifyConfig
+    from mpa.stages.annotate import annotate
+    from mpa.stages.identify import identify
+    from mpa.tasks import get_task
+    from mpa.vlm.base import load_vlm
+
+    work = Path(work) / kind
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    task = get_task("textvqa")
+    res: dict[str, Any] = {"kind": kind, "n_images": n_images}
+    server = None
+    t = time.perf_counter()
+    if kind == "vllm_server":
+        from mpa.vlm.vllm_backend import VLLMServer
+
+        server = VLLMServer(ws["teacher"], served_name="teacher", log_path=work / "server_teacher.log").start()
+        res["server_start_s"] = server.start_seconds[-1]
+        tcfg = _model_cfg(kind, str(ws["teacher"]), batch_size, server.base_url, "teacher")
+    else:
+        tcfg = _model_cfg(kind, str(ws["teacher"]), batch_size)
+    teacher = TimedVLM(load_vlm(tcfg))
+    res["teacher_load_s"] = time.perf_counter() - t
+    try:
+        pa = annotate(images=str(ws["images"]), teacher=teacher, task=task,
+                      cfg=AnnotateConfig(max_new_tokens=PA_TOKENS, temperature=1.0), out_path=work / "ann.jsonl",
+                      batch_size=tcfg.batch_size, show=False)
+        res.update(pa_engine_s=teacher.seconds, pa_wall_s=pa.seconds, pa_parsed=pa.n_parsed)
+        teacher.seconds = 0.0
+        holder: dict[str, Any] = {}
+
+        def student() -> VLM:
+            nonlocal server
+            t0 = time.perf_counter()
+            if kind.startswith("vllm"):
+                teacher.close()  # one engine at a time on this machine
+            if kind == "vllm_server":
+                from mpa.vlm.vllm_backend import VLLMServer
+
+                server.stop()
+                server = VLLMServer(ws["student"], served_name="student",
+                                    log_path=work / "server_student.log").start()
+                scfg = _model_cfg(kind, str(ws["student"]), batch_size, server.base_url, "student")
+            else:
+                scfg = _model_cfg(kind, str(ws["student"]), batch_size)
+            holder["s"] = TimedVLM(load_vlm(scfg))
+            res["student_load_s"] = time.perf_counter() - t0
+            return holder["s"]
+
+        pi = identify(annotations_path=work / "ann.jsonl", teacher=teacher, student=student, task=task,
+                      cfg=IdentifyConfig(max_new_tokens=PI_TOKENS), out_dir=work / "pi",
+                      teacher_batch_size=tcfg.batch_size, student_batch_size=tcfg.batch_size, show=False)
+        s_secs = holder["s"].seconds if "s" in holder else 0.0
+        res.update(pi_teacher_engine_s=teacher.seconds, pi_student_engine_s=s_secs,
+                   pi_engine_s=teacher.seconds + s_secs, pi_wall_s=pi.seconds - res.get("student_load_s", 0.0),
+                   pi_teacher_consistent=pi.n_teacher_consistent, pi_student_calls=pi.student_calls,
+                   pi_student_calls_saved=pi.student_calls_saved)
+        if "s" in holder:
+            holder["s"].close()
+        usage = getattr(teacher.inner, "usage_summary", None)
+        if callable(usage):
+            res["usage"] = usage()
+    finally:
+        if server is not None:
+            server.stop()
+    res["pa_images_per_s"] = n_images / res["pa_engine_s"] if res["pa_engine_s"] else None
+    res["pi_images_per_s"] = n_images / res["pi_engine_s"] if res["pi_engine_s"] else None
+    return res
+
+
+def measure_prefix_cache(ws: dict, n_images: int, enabled: bool, work: Path, size: int = 336) -> dict[str, Any]:
+    """PI's prompt after PA's on the same images in one vLLM engine: does the image prefill get reused?
+
+    Images are upscaled to ``size`` px with a matching pixel cap so the image prefix spans several
+    KV blocks (the tiny workspace's 4-token images are shorter than one block).
+    """
+    from PIL import Image
+
+    from mpa.config import ModelConfig, VLLMSettings
+    from mpa.tasks import get_task
+    from mpa.tinymodels import TINY_QUESTION
+    from mpa.vlm.vllm_backend import VLLMVLM
+
+    task = get_task("textvqa")
+    paths = sorted(Path(ws["images"]).glob("*.png"))[:n_images]
+    imgs = [Image.open(p).convert("RGB").resize((size, size)) for p in paths]
+    cfg = ModelConfig(model=str(ws["teacher"]), backend="vllm", max_pixels=size * size, min_pixels=size * size,
+                      vllm=VLLMSettings(kv_cache_memory_bytes=256 << 20, enable_prefix_caching=enabled))
+    vlm = VLLMVLM(cfg)
+    params = GenParams(max_new_tokens=PI_TOKENS)
+    try:
+        t = time.perf_counter()
+        vlm.generate([VLMRequest(i, task.pa_prompt) for i in imgs], params)
+        first = time.perf_counter() - t
+        t = time.perf_counter()
+        vlm.generate([VLMRequest(i, task.answer_prompt(TINY_QUESTION)) for i in imgs], params)
+        second = time.perf_counter() - t
+    finally:
+        vlm.close()
+    return {"prefix_caching": enabled, "image_tokens": (size // 28) ** 2, "pa_pass_s": first, "pi_pass_s": second}
+
+
+# --- orchestration ------------------------------------------------------------------------------
+
+def _child(args: list[str], log: Path, timeout: float = 1800) -> dict[str, Any]:
+    """Run ``python -m mpa.bench <args>`` in a fresh process; its last stdout line is JSON."""
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    with open(log, "w") as fh:
+        proc = subprocess.run([sys.executable, "-m", "mpa.bench", *args], env=env, stdout=subprocess.PIPE,
+                              stderr=fh, text=True, timeout=timeout)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    if proc.returncode != 0 or not lines:
+        return {"error": f"exit {proc.returncode}; see {log}"}
+    return json.loads(lines[-1])
+
+
+def _scaling(ws: dict, n_images: int, batch_size: int, work: Path, counts: list[int]) -> list[dict[str, Any]]:
+    """n shard processes at once (HF batched, PA+PI), wall-clock from launch to the last exit."""
+    import shutil
+
+    import yaml
+
+    rows = []
+    for n in counts:
+        out = work / f"scale_{n}"
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        cfg = {"task": {"name": "textvqa"},
+               "teacher": {"model": str(ws["teacher"]), "batch_size": batch_size},
+               "student": {"model": str(ws["student"]), "batch_size": batch_size},
+               "data": {"images": str(ws["images"])},
+               "annotate": {"temperature": 1.0, "max_new_tokens": PA_TOKENS},
+               "identify": {"max_new_tokens": PI_TOKENS}, "cache": {"enabled": False}, "out": str(out)}
+        (out / "config.yaml").write_text(yaml.safe_dump(cfg))
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        t = time.perf_counter()
+        procs = [subprocess.Popen([sys.executable, "-m", "mpa.cli_teachers", "run-shard", "--config",
+                                   str(out / "config.yaml"), "--shard", f"{i}/{n}"], env=env, stdout=subprocess.DEVNULL,
+                                  stderr=open(out / f"shard{i}.log", "w"))  # noqa: SIM115
+                 for i in range(n)]
+        codes = [p.wait() for p in procs]
+        wall = time.perf_counter() - t
+        engine = []
+        for i in range(n):
+            f = out / "shards" / f"{i}-of-{n}" / "shard_summary.json"
+            if f.is_file():
+                s = json.loads(f.read_text())
+                engine.append(s["annotate"]["seconds"] + s["identify"]["seconds"])
+        rows.append({"shards": n, "ok": all(c == 0 for c in codes), "wall_s": wall,
+                     "images_per_s": n_images / wall, "max_shard_stage_s": max(engine) if engine else None})
+    return rows
+
+
+def run_bench(workdir: str | Path, *, n_images: int = 32, backends: list[str] | None = None,
+              shard_counts: list[int] | None = None, batch_size: int = 16, prefix_cache: bool = True,
+              echo: Callable[[str], Any] = print) -> dict[str, Any]:
+    work = Path(workdir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    backends = list(backends or KINDS)
+    t = time.perf_counter()
+    ws = make_bench_workspace(work / "ws", n_images)
+    echo(f"workspace: {work / 'ws'} ({n_images} images; built/reused in {time.perf_counter() - t:.1f}s)")
+    rows: dict[str, dict[str, Any]] = {}
+    for kind in backends:
+        echo(f"measuring {kind} …")
+        rows[kind] = _child(["--measure", kind, "--work", str(work), "--n-images", str(n_images),
+                             "--batch-size", str(batch_size)], work / f"{kind}.log")
+    prefix: list[dict[str, Any]] = []
+    if prefix_cache and any(k.startswith("vllm") for k in backends):
+        for enabled in (True, False):
+            echo(f"measuring vLLM prefix cache {'on' if enabled else 'off'} …")
+            prefix.append(_child(["--prefix", "on" if enabled else "off", "--work", str(work),
+                                  "--n-images", str(n_images)], work / f"prefix_{enabled}.log"))
+    scaling = _scaling(ws, n_images, batch_size, work, shard_counts) if shard_counts else []
+    base = rows.get("hf_per_sample", {})
+    ratios: dict[str, float | None] = {}
+    for kind, r in rows.items():
+        if kind == "hf_per_sample":
+            continue
+        if base.get("pa_images_per_s") and r.get("pa_images_per_s") and r.get("pi_images_per_s"):
+            pa = r["pa_images_per_s"] / base["pa_images_per_s"]
+            pi = r["pi_images_per_s"] / base["pi_images_per_s"]
+            ratios[kind] = round((pa * pi) ** 0.5, 2)  # geometric mean of the PA and PI ratios
+            ratios[f"{kind}_pa"] = round(pa, 2)
+            ratios[f"{kind}_pi"] = round(pi, 2)
+        else:
+            ratios[kind] = None
+    for line in format_tables(rows, prefix, scaling):
+        echo(line)
+    result = {"rows": rows, "prefix_cache": prefix, "scaling": scaling, "ratios": ratios}
+    (work / "bench.json").write_text(json.dumps(result, indent=2, default=str))
+    return result
+
+
+def format_tables(rows: dict[str, dict], prefix: list[dict], scaling: list[dict]) -> list[str]:
+    def f(v: Any, fmt: str = ".2f") -> str:
+        return format(v, fmt) if isinstance(v, int | float) else "-"
+
+    lines = ["", f"{'backend':<15} {'PA img/s':>9} {'PI img/s':>9} {'PA eng s':>9} {'PI eng s':>9} "
+             f"{'PA wall s':>9} {'PI wall s':>9} {'load s':>7}  notes"]
+    for kind, r in rows.items():
+        if "error" in r:
+            lines.append(f"{kind:<15} failed: {r['error']}")
+            continue
+        notes = []
+        if r.get("server_start_s"):
+            notes.append(f"server healthy in {r['server_start_s']:.1f}s")
+        if r.get("pi_student_calls_saved") is not None:
+            notes.append(f"student calls {r['pi_student_calls']} (saved {r['pi_student_calls_saved']})")
+        lines.append(f"{kind:<15} {f(r.get('pa_images_per_s')):>9} {f(r.get('pi_images_per_s')):>9} "
+                     f"{f(r.get('pa_engine_s')):>9} {f(r.get('pi_engine_s')):>9} {f(r.get('pa_wall_s')):>9} "
+                     f"{f(r.get('pi_wall_s')):>9} {f(r.get('teacher_load_s'), '.1f'):>7}  {'; '.join(notes)}")
+    if prefix:
+        lines += ["", "vLLM prefix cache (PI prompt after PA prompt, same images, image first):"]
+        for p in prefix:
+            if "error" in p:
+                lines.append(f"  failed: {p['error']}")
+            else:
+                lines.append(f"  prefix caching {'on ' if p['prefix_caching'] else 'off'}: {p['image_tokens']} image "
+                             f"tokens/image, PA pass {p['pa_pass_s']:.2f}s, PI pass {p['pi_pass_s']:.2f}s")
+    if scaling:
+        lines += ["", f"{'shards':>6} {'wall s':>8} {'img/s':>7} {'slowest shard stage s':>22}  (HF batched, PA+PI, "
+                  f"separate processes on this machine)"]
+        for s in scaling:
+            lines.append(f"{s['shards']:>6} {s['wall_s']:>8.1f} {s['images_per_s']:>7.2f} "
+                         f"{f(s['max_shard_stage_s']):>22}{'' if s['ok'] else '  (a shard failed)'}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    ap = argparse.ArgumentParser(description="mpa bench worker (use `mpa bench`)")
+    ap.add_argument("--measure", choices=KINDS)
+    ap.add_argument("--prefix", choices=["on", "off"])
+    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--n-images", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=16)
+    a = ap.parse_args(argv)
+    ws = make_bench_workspace(a.work / "ws", a.n_images)
+    if a.measure:
+        res = measure(a.measure, ws, a.n_images, a.batch_size, a.work)
+    else:
+        res = measure_prefix_cache(ws, a.n_images, a.prefix == "on", a.work)
+    sys.stdout.write("\n" + json.dumps(res, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    main()

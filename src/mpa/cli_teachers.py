@@ -1,0 +1,185 @@
+"""Teachers at scale: ``mpa run-shard``, ``mpa merge-shards``, ``mpa plan``, ``mpa bench``.
+
+Registered by :mod:`mpa.cli` (``PLUGIN_MODULES``). Settings come from the run config
+(``data.shard``, ``cache.*``, ``plan.*``, ``teacher.vllm`` / ``teacher.openai``); flags map onto it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="run config YAML")]
+ALL_BACKENDS = ("hf_per_sample", "hf_batched", "vllm_offline", "vllm_server")
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a config value, dotted (repeatable)")]
+
+
+def _config(path: Path, sets: list[str] | None, **flags: object):
+    from mpa.cli import _config as cli_config
+
+    return cli_config(path, sets, **flags)
+
+
+def open_cache(cfg, out: Path):
+    """The run's result cache (``cache.dir``, default ``<out>/cache``), or None when disabled."""
+    from mpa.cache import ResultCache
+
+    if not cfg.cache.enabled:
+        return None
+    return ResultCache(Path(cfg.cache.dir) if cfg.cache.dir else Path(cfg.out) / "cache")
+
+
+def _write_usage(vlm, path: Path) -> None:
+    from mpa.records import write_json_atomic
+
+    usage = getattr(vlm, "usage_summary", None)
+    if callable(usage):
+        write_json_atomic(path, usage())
+
+
+def run_shard(cfg, shard: str, stages: str = "pa,pi", show: bool = True) -> dict:
+    """PA (and PI) on shard ``i/n`` of the image source, under ``<out>/shards/<i>-of-<n>/`` (resumable)."""
+    from dataclasses import asdict
+
+    from mpa.records import write_json_atomic
+    from mpa.runner import _Lazy
+    from mpa.sharding import parse_shard, shard_dir
+    from mpa.stages.annotate import annotate
+    from mpa.stages.identify import identify
+    from mpa.tasks import get_task
+
+    i, n = parse_shard(shard) or (0, 1)
+    d = shard_dir(cfg.out, i, n)
+    d.mkdir(parents=True, exist_ok=True)
+    task = get_task(cfg.task.name, cfg.task.prompt_file, cfg.task.metric)
+    cache = open_cache(cfg, Path(cfg.out))
+    teacher, student = _Lazy(cfg.teacher), _Lazy(cfg.student)
+    result: dict = {"shard": f"{i}/{n}"}
+    wanted = {s.strip() for s in stages.split(",")}
+    if "pa" in wanted:
+        pa = annotate(images=cfg.data.images, teacher=teacher(), task=task, cfg=cfg.annotate,
+                      out_path=d / "annotations.jsonl", batch_size=cfg.teacher.batch_size,
+                      max_images=cfg.data.max_images, seed=cfg.seed, show=show, shard=(i, n), cache=cache,
+                      preprocess_workers=cfg.teacher.preprocess_workers)
+        result["annotate"] = asdict(pa)
+    if "pi" in wanted:
+        pi = identify(annotations_path=d / "annotations.jsonl", teacher=teacher, student=student, task=task,
+                      cfg=cfg.identify, out_dir=d / "pi", teacher_batch_size=cfg.teacher.batch_size,
+                      student_batch_size=cfg.student.batch_size, show=show, cache=cache,
+                      preprocess_workers=cfg.teacher.preprocess_workers)
+        result["identify"] = asdict(pi)
+    if teacher._vlm is not None:
+        _write_usage(teacher._vlm, d / "usage.json")
+    if cache is not None:
+        result["cache"] = cache.summary()
+        cache.close()
+    teacher.release()
+    student.release()
+    write_json_atomic(d / "shard_summary.json", result)
+    return result
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("run-shard")
+    def run_shard_cmd(
+        config: ConfigOpt,
+        shard: Annotated[str | None, typer.Option(help="i/n: this worker's shard (0-based)")] = None,
+        stages: Annotated[str, typer.Option(help="pa, pi or pa,pi")] = "pa,pi",
+        out: Annotated[str | None, typer.Option(help="run directory (shards go under <out>/shards/)")] = None,
+        set_: SetOpt = None,
+    ) -> None:
+        """PA + PI on one shard of the images (by content hash); resumable; then `mpa merge-shards`."""
+        cfg = _config(config, set_, **{"out": out, "data.shard": shard})
+        if not cfg.data.shard:
+            from mpa.cli import UserError
+
+            raise UserError("give --shard i/n (or data.shard in the config)")
+        res = run_shard(cfg, cfg.data.shard, stages)
+        typer.echo(json.dumps({"shard": res["shard"], "cache": res.get("cache", {}).get("by_stage")}))
+
+    @app.command("merge-shards")
+    def merge_shards_cmd(
+        config: ConfigOpt,
+        shards: Annotated[int, typer.Option(min=1, help="n: how many shards the run was split into")],
+        out: Annotated[str | None, typer.Option(help="run directory")] = None,
+        allow_missing: Annotated[bool, typer.Option(help="write the merge even if images are missing")] = False,
+        set_: SetOpt = None,
+    ) -> None:
+        """De-duplicate and merge the shards; check every image is done, corrupt or failed-with-reason."""
+        from dataclasses import asdict
+
+        from mpa.data.images import list_images
+        from mpa.sharding import merge_shards
+
+        cfg = _config(config, set_, out=out)
+        report = merge_shards(cfg.out, shards, list_images(cfg.data.images, cfg.data.max_images),
+                              strict=not allow_missing)
+        typer.echo(json.dumps({k: v for k, v in asdict(report).items() if k != "missing_images"}))
+
+    @app.command()
+    def plan(
+        config: ConfigOpt,
+        images: Annotated[int | None, typer.Option(help="plan for this many images instead of counting")] = None,
+        out: Annotated[str | None, typer.Option(help="run directory to compare with (default: config out)")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+        set_: SetOpt = None,
+    ) -> None:
+        """Expected work before a run: images, image tokens, FLOPs per stage, GPU-minutes, API dollars."""
+        from mpa.plan import format_plan, make_plan, measured
+        from mpa.records import write_json_atomic
+
+        cfg = _config(config, set_, out=out)
+        p = make_plan(cfg, n_images=images)
+        meas = measured(cfg.out, p)
+        if as_json:
+            typer.echo(json.dumps({"plan": p.as_dict(), "measured": meas}, default=str))
+        else:
+            for line in format_plan(p):
+                typer.echo(line)
+            if meas:
+                typer.echo("measured: " + json.dumps(meas, default=str))
+        if Path(cfg.out).is_dir():
+            write_json_atomic(Path(cfg.out) / "plan.json", {"plan": p.as_dict(), "measured": meas})
+
+    @app.command()
+    def bench(
+        workdir: Annotated[Path, typer.Option(help="scratch directory (tiny models and images are built here)")] = Path(
+            "runs/bench"),
+        n_images: Annotated[int, typer.Option(min=4, help="images per measurement")] = 32,
+        backends: Annotated[str, typer.Option(help="comma list of the backends to measure")] = ",".join(ALL_BACKENDS),
+        shards: Annotated[str, typer.Option(help="shard counts for the scaling table ('' to skip)")] = "1,2,4",
+        batch_size: Annotated[int, typer.Option(min=1)] = 16,
+    ) -> None:
+        """PA and PI images/s: per-sample HF, batched HF, vLLM offline, vLLM server; last line JSON ratios."""
+        from mpa.bench import run_bench
+
+        res = run_bench(workdir, n_images=n_images, backends=[b for b in backends.split(",") if b],
+                        shard_counts=[int(s) for s in shards.split(",") if s], batch_size=batch_size,
+                        echo=typer.echo)
+        typer.echo(json.dumps(res["ratios"]))
+
+
+def main() -> None:
+    """``python -m mpa.cli_teachers …``: these commands alone (what shard pods run)."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    app = typer.Typer(name="mpa-teachers", no_args_is_help=True, pretty_exceptions_enable=False,
+                      add_completion=False)
+    register(app)
+    from mpa.config import ConfigError
+    from mpa.sharding import IncompleteMerge, ShardSpecError
+
+    try:
+        app()
+    except (IncompleteMerge, ShardSpecError, ConfigError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

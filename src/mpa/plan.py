@@ -1,0 +1,290 @@
+"""``mpa plan``: the expected work of a run, before anything runs — and beside the measured numbers after.
+
+The cost model (ANCHORS.md, "Performance"):
+
+- image tokens: Qwen2-VL's ``smart_resize`` to the configured pixel cap, one token per 28×28 px;
+- FLOPs ≈ 2 × parameters per token for the language model (prefill and decode), plus the
+  vision tower's FLOPs per image token (≈ 6.4 GFLOP for Qwen2-VL's 675 M-parameter ViT);
+- PA: one call per image and attempt; PI teacher: one per parsed attempt; PI student: one per
+  teacher-consistent attempt (by default the student never sees samples that cannot be kept);
+- GPU-minutes = FLOPs / (peak × utilisation) on a named GPU; API dollars for an OpenAI teacher
+  from the token prices in the config (GPT-4o-style image tokens: 85 + 170 per 512-px tile).
+
+Parameters come from ``plan.teacher_params`` / ``plan.student_params``, else from the
+checkpoint's safetensors (local directories), else from the model name (2B / 7B / 72B).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import struct
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mpa.config import ModelConfig, RunConfig
+from mpa.stages.annotate import smart_resize
+
+QWEN_DEFAULT_MAX_PIXELS = 16384 * 28 * 28
+QWEN_DEFAULT_MIN_PIXELS = 56 * 56
+GPT4O_DEFAULT_PRICES = (2.50, 10.00)  # USD per 1M input / output tokens (gpt-4o-2024-11-20)
+
+# LM parameters and vision GFLOP per merged image token, by model-name size tag (Qwen2-VL family).
+NAMED_SIZES = {"72b": (72.7e9, 6.4), "7b": (6.6e9, 6.4), "2b": (1.35e9, 6.4)}
+
+
+@dataclass
+class ModelFacts:
+    lm_params: float
+    vision_gflop_per_image_token: float
+    source: str
+
+
+@dataclass
+class StageWork:
+    name: str
+    model: str
+    calls: float
+    prefill_tokens: float
+    decode_tokens: float
+    image_tokens: float
+    lm_flops: float
+    vision_flops: float
+
+    @property
+    def flops(self) -> float:
+        return self.lm_flops + self.vision_flops
+
+
+@dataclass
+class Plan:
+    n_images: int
+    image_size: tuple[int, int]
+    image_tokens_per_image: int
+    pixel_cap: int
+    stages: list[StageWork]
+    gpu: str
+    peak_tflops: float
+    utilization: float
+    total_flops: float
+    gpu_minutes_at_peak: float
+    gpu_minutes: float
+    gpu_usd: float
+    api: dict[str, Any] | None = None
+    student_calls_saved: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for s, sw in zip(d["stages"], self.stages, strict=True):
+            s["flops"] = sw.flops
+        return d
+
+
+def qwen_image_tokens(width: int, height: int, max_pixels: int | None, min_pixels: int | None = None) -> int:
+    """Visual tokens Qwen2-VL spends on one image (after the 2×2 merge: one per 28×28 px)."""
+    h, w = smart_resize(height, width, 28, min_pixels or QWEN_DEFAULT_MIN_PIXELS,
+                        max_pixels or QWEN_DEFAULT_MAX_PIXELS)
+    return (h // 28) * (w // 28)
+
+
+def gpt4o_image_tokens(width: int, height: int, detail: str = "high") -> int:
+    """OpenAI's published image-token rule for GPT-4o: 85 base + 170 per 512-px tile (high detail)."""
+    if detail == "low":
+        return 85
+    scale = min(1.0, 2048 / max(width, height))
+    w, h = width * scale, height * scale
+    scale = min(1.0, 768 / min(w, h))
+    w, h = w * scale, h * scale
+    return 85 + 170 * math.ceil(w / 512) * math.ceil(h / 512)
+
+
+def _safetensors_params(path: Path) -> tuple[float, float] | None:
+    """(LM params, vision params) counted from safetensors headers (no tensors are read)."""
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        return None
+    lm = vision = 0.0
+    for f in files:
+        with open(f, "rb") as fh:
+            n = struct.unpack("<Q", fh.read(8))[0]
+            header = json.loads(fh.read(n))
+        for name, meta in header.items():
+            if name == "__metadata__":
+                continue
+            count = math.prod(meta["shape"]) if meta["shape"] else 1
+            if "visual" in name or "vision" in name:
+                vision += count
+            else:
+                lm += count
+    return lm, vision
+
+
+def model_facts(cfg: ModelConfig, override: float | None, vision_gflop: float) -> ModelFacts:
+    if override:
+        return ModelFacts(override, vision_gflop, "plan config")
+    path = Path(cfg.model).expanduser()
+    if path.is_dir():
+        counted = _safetensors_params(path)
+        if counted:
+            lm, vis = counted
+            # a merged token covers 2×2 patches; ~2 FLOP per parameter per patch
+            return ModelFacts(lm, 2 * vis * 4 / 1e9, f"counted from {path}/*.safetensors")
+    name = cfg.model.lower()
+    for tag, (p, vg) in NAMED_SIZES.items():
+        if re.search(rf"(?<![0-9.]){tag}\b", name):
+            return ModelFacts(p, vg, f"model name ({tag.upper()})")
+    raise ValueError(f"cannot tell the size of {cfg.model}: set plan.teacher_params / plan.student_params")
+
+
+def _sample_image_size(cfg: RunConfig, uris: list[str]) -> tuple[int, int]:
+    p = cfg.plan
+    if p.image_width and p.image_height:
+        return p.image_width, p.image_height
+    from PIL import Image
+
+    from mpa import storage
+
+    sizes = []
+    for uri in uris[:32]:
+        try:
+            if storage.is_s3(uri):
+                import io
+
+                sizes.append(Image.open(io.BytesIO(storage.read_bytes(uri))).size)
+            else:
+                with Image.open(uri) as im:
+                    sizes.append(im.size)
+        except (OSError, ValueError):
+            continue
+    if not sizes:
+        return 1024, 768
+    sizes.sort(key=lambda s: s[0] * s[1])
+    return sizes[len(sizes) // 2]
+
+
+def make_plan(cfg: RunConfig, n_images: int | None = None) -> Plan:
+    """The expected work of ``cfg`` (``n_images`` overrides counting the source)."""
+    p = cfg.plan
+    notes: list[str] = []
+    uris: list[str] = []
+    if n_images is None:
+        from mpa.data.images import list_images
+
+        uris = list_images(cfg.data.images, cfg.data.max_images)
+        n_images = len(uris)
+    width, height = _sample_image_size(cfg, uris)
+    cap = cfg.teacher.max_pixels or QWEN_DEFAULT_MAX_PIXELS
+    img_tok = qwen_image_tokens(width, height, cfg.teacher.max_pixels, cfg.teacher.min_pixels)
+    s_img_tok = qwen_image_tokens(width, height, cfg.student.max_pixels, cfg.student.min_pixels)
+    k = cfg.annotate.qa_per_image
+    pa_calls = n_images * k
+    pi_t_calls = pa_calls * p.parse_rate
+    pi_s_calls = pi_t_calls * (p.teacher_consistent_rate if cfg.identify.student_only_if_teacher_consistent else 1.0)
+    saved = pi_t_calls - pi_s_calls
+    question_tokens = 15
+    stages: list[StageWork] = []
+    api = None
+    teacher_is_api = cfg.teacher.backend == "openai"
+
+    def work(name: str, model: ModelFacts, label: str, calls: float, image_tokens: int, prompt: int,
+             out: int) -> StageWork:
+        prefill = calls * (image_tokens + prompt)
+        decode = calls * out
+        return StageWork(name, label, calls, prefill, decode, calls * image_tokens,
+                         2 * model.lm_params * (prefill + decode),
+                         model.vision_gflop_per_image_token * 1e9 * calls * image_tokens)
+
+    student = model_facts(cfg.student, p.student_params, p.vision_gflop_per_image_token)
+    if teacher_is_api:
+        pin = p.api_price_input_per_mtok
+        pout = p.api_price_output_per_mtok
+        if pin is None:
+            pin = cfg.teacher.openai.price_input_per_mtok or None
+        if pout is None:
+            pout = cfg.teacher.openai.price_output_per_mtok or None
+        if pin is None or pout is None:
+            pin, pout = GPT4O_DEFAULT_PRICES
+            notes.append("API prices: GPT-4o list prices (set teacher.openai.price_*_per_mtok for yours)")
+        detail = "low" if cfg.teacher.openai.image_detail == "low" else "high"
+        api_img = (gpt4o_image_tokens(width, height, detail) if p.api_image_tokens == "gpt4o-tiles" else img_tok)
+        in_tok = pa_calls * (api_img + p.prompt_tokens) + pi_t_calls * (api_img + p.prompt_tokens + question_tokens)
+        out_tok = pa_calls * p.pa_output_tokens + pi_t_calls * p.pi_output_tokens
+        api = {"model": cfg.teacher.served_name or cfg.teacher.model, "image_tokens_per_image": api_img,
+               "input_tokens": in_tok, "output_tokens": out_tok,
+               "price_input_per_mtok": pin, "price_output_per_mtok": pout,
+               "usd": (in_tok * pin + out_tok * pout) / 1e6,
+               "usd_batch_api": (in_tok * pin + out_tok * pout) / 2e6}
+    else:
+        teacher = model_facts(cfg.teacher, p.teacher_params, p.vision_gflop_per_image_token)
+        stages.append(work("PA teacher", teacher, cfg.teacher.model, pa_calls, img_tok, p.prompt_tokens,
+                           p.pa_output_tokens))
+        stages.append(work("PI teacher", teacher, cfg.teacher.model, pi_t_calls, img_tok,
+                           p.prompt_tokens + question_tokens, p.pi_output_tokens))
+        notes.append("PI teacher counts the image prefill again; with the same vLLM engine and prefix "
+                     "caching, image-first prompts can reuse PA's prefill (an upper bound here)")
+    stages.append(work("PI student", student, cfg.student.model, pi_s_calls, s_img_tok,
+                       p.prompt_tokens + question_tokens, p.pi_output_tokens))
+    gpu = p.gpus.get(p.gpu)
+    if gpu is None:
+        raise ValueError(f"plan.gpu {p.gpu!r} is not in plan.gpus ({', '.join(p.gpus)}); add its peak_tflops")
+    total = sum(s.flops for s in stages)
+    at_peak = total / (gpu.peak_tflops * 1e12) / 60
+    minutes = at_peak / p.utilization
+    return Plan(n_images=n_images, image_size=(width, height), image_tokens_per_image=img_tok, pixel_cap=cap,
+                stages=stages, gpu=p.gpu, peak_tflops=gpu.peak_tflops, utilization=p.utilization,
+                total_flops=total, gpu_minutes_at_peak=at_peak, gpu_minutes=minutes,
+                gpu_usd=minutes / 60 * gpu.usd_per_hour, api=api, student_calls_saved=saved, notes=notes)
+
+
+def measured(out: str | Path, plan: Plan) -> dict[str, Any] | None:
+    """Measured numbers of a finished run in ``out`` beside the plan's (None if nothing ran yet)."""
+    out = Path(out)
+    summary_path = out / "summary.json"
+    res: dict[str, Any] = {}
+    if summary_path.is_file():
+        s = json.loads(summary_path.read_text())
+        pa, pi = s.get("annotate", {}), s.get("identify", {})
+        t = s.get("timings_s", {})
+        res["images"] = pa.get("n_images")
+        if t.get("annotate"):
+            res["pa_images_per_s"] = pa.get("n_images", 0) / t["annotate"]
+        if t.get("identify"):
+            res["pi_answers_per_s"] = (pi.get("n_parsed", 0) + pi.get("student_calls", 0)) / t["identify"]
+        res["student_calls_saved"] = pi.get("student_calls_saved")
+        res["parse_rate"] = pi.get("n_parsed", 0) / max(1, pi.get("n_annotations", 0))
+        res["teacher_consistent_rate"] = pi.get("n_teacher_consistent", 0) / max(1, pi.get("n_parsed", 0))
+        secs = sum(t.get(k, 0.0) for k in ("annotate", "identify"))
+        if secs:
+            scale = (pa.get("n_images") or plan.n_images) / max(1, plan.n_images)
+            res["achieved_tflops"] = plan.total_flops * scale / secs / 1e12
+            res["utilization_of_plan_gpu"] = res["achieved_tflops"] / plan.peak_tflops
+    usage = out / "usage.json"
+    if usage.is_file():
+        res["api_usage"] = json.loads(usage.read_text())
+    return res or None
+
+
+def format_plan(plan: Plan) -> list[str]:
+    lines = [
+        f"images: {plan.n_images}  (median size {plan.image_size[0]}x{plan.image_size[1]}, "
+        f"{plan.image_tokens_per_image} image tokens each at a {plan.pixel_cap}-px cap = "
+        f"{plan.pixel_cap // 784}·28²)",
+        f"{'stage':<11} {'calls':>10} {'prefill tok':>13} {'decode tok':>12} {'PFLOP':>9}  model",
+    ]
+    for s in plan.stages:
+        lines.append(f"{s.name:<11} {s.calls:>10.0f} {s.prefill_tokens:>13.3g} {s.decode_tokens:>12.3g} "
+                     f"{s.flops / 1e15:>9.2f}  {s.model}")
+    lines.append(f"total {plan.total_flops:.3g} FLOP → {plan.gpu}: {plan.gpu_minutes_at_peak:.1f} GPU-min at peak "
+                 f"({plan.peak_tflops:g} TFLOP/s), {plan.gpu_minutes:.1f} GPU-min at {plan.utilization:.0%} "
+                 f"utilisation (≈ ${plan.gpu_usd:.2f})")
+    lines.append(f"PI student calls saved by asking only on teacher-consistent samples: {plan.student_calls_saved:.0f}")
+    if plan.api:
+        a = plan.api
+        lines.append(f"API teacher {a['model']}: {a['input_tokens']:.3g} input + {a['output_tokens']:.3g} output "
+                     f"tokens ({a['image_tokens_per_image']} per image) → ${a['usd']:.2f} "
+                     f"(${a['usd_batch_api']:.2f} with a batch API)")
+    lines.extend(f"note: {n}" for n in plan.notes)
+    return lines
