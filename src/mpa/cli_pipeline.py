@@ -1,0 +1,174 @@
+"""``mpa pipeline compile | upload | run``: the Kubeflow side of the CLI (see docs/kubeflow.md)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+pipeline_app = typer.Typer(
+    name="pipeline",
+    help="Kubeflow Pipelines: compile the MPA pipeline, upload a version named after the git revision, run it.",
+    no_args_is_help=True,
+)
+
+SettingsOpt = Annotated[
+    Path | None,
+    typer.Option("--settings", help="compile-time settings YAML (images, GPUs, memory, secrets, cache PVC)"),
+]
+GpuImageOpt = Annotated[
+    str | None, typer.Option("--gpu-image", help="image for PA/PI/PL/evaluate (overrides settings)")
+]
+CpuImageOpt = Annotated[str | None, typer.Option("--cpu-image", help="image for prepare/merge/gate/register")]
+HostOpt = Annotated[
+    str | None, typer.Option("--host", help="KFP API endpoint [env: KF_PIPELINES_ENDPOINT, KFP_ENDPOINT]")
+]
+NamespaceOpt = Annotated[
+    str | None, typer.Option("--namespace", "-n", help="KFP namespace [env: KFP_NAMESPACE; kubeflow]")
+]
+TokenOpt = Annotated[str | None, typer.Option("--token", help="bearer token [env: KFP_EXISTING_TOKEN]")]
+PackageOpt = Annotated[
+    Path | None, typer.Option("--package", help="a compiled pipeline YAML (default: compile now into a temp file)")
+]
+NameOpt = Annotated[str, typer.Option("--pipeline-name", help="pipeline name on the server")]
+VersionOpt = Annotated[str | None, typer.Option("--version-name", help="default: git-<sha> (see docs)")]
+
+
+def _settings(path: Path | None, gpu_image: str | None, cpu_image: str | None):
+    from mpa.kfp.settings import load_settings
+
+    s = load_settings(path)
+    updates = {k: v for k, v in {"gpu_image": gpu_image, "cpu_image": cpu_image}.items() if v}
+    return s.model_copy(update=updates) if updates else s
+
+
+def _package(package: Path | None, settings: Path | None, gpu_image: str | None, cpu_image: str | None) -> Path:
+    from mpa.kfp.client import compile_pipeline
+
+    if package is not None:
+        if not package.is_file():
+            raise typer.BadParameter(f"compiled pipeline not found: {package}", param_hint="--package")
+        if settings or gpu_image or cpu_image:
+            raise typer.BadParameter("give either --package or compile options, not both", param_hint="--package")
+        return package
+    import tempfile
+
+    out = Path(tempfile.mkdtemp(prefix="mpa-pipeline-")) / "mpa.yaml"
+    return compile_pipeline(out, _settings(settings, gpu_image, cpu_image))
+
+
+def _upload(package: Path, name: str, version: str | None, host, namespace, token):
+    from mpa.kfp.client import git_revision, make_client, resolve_connection, upload_version, version_name
+
+    conn = resolve_connection(host, namespace, token)
+    client = make_client(conn)
+    version = version or version_name(package, git_revision(Path.cwd()))
+    uploaded = upload_version(client, package, name, version, description=f"mpa {version}")
+    return conn, client, uploaded
+
+
+@pipeline_app.command("compile")
+def compile_cmd(
+    out: Annotated[Path, typer.Option("--out", "-o", help="where to write the compiled YAML")] = Path(
+        "pipelines/compiled/mpa.yaml"
+    ),
+    settings: SettingsOpt = None,
+    gpu_image: GpuImageOpt = None,
+    cpu_image: CpuImageOpt = None,
+) -> None:
+    """Compile the pipeline to KFP IR YAML (resources, images and secrets from --settings)."""
+    from mpa.kfp.client import compile_pipeline, spec_digest
+
+    path = compile_pipeline(out, _settings(settings, gpu_image, cpu_image))
+    typer.echo(json.dumps({"compiled": str(path), "digest": spec_digest(path)}))
+
+
+@pipeline_app.command("upload")
+def upload_cmd(
+    package: PackageOpt = None,
+    pipeline_name: NameOpt = "mpa",
+    version_name: VersionOpt = None,
+    settings: SettingsOpt = None,
+    gpu_image: GpuImageOpt = None,
+    cpu_image: CpuImageOpt = None,
+    host: HostOpt = None,
+    namespace: NamespaceOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Upload a pipeline version named after the git revision (a no-op if it is already there)."""
+    pkg = _package(package, settings, gpu_image, cpu_image)
+    _, _, up = _upload(pkg, pipeline_name, version_name, host, namespace, token)
+    typer.echo(
+        json.dumps(
+            {
+                "pipeline_id": up.pipeline_id,
+                "version_id": up.version_id,
+                "version": up.version_name,
+                "created": up.created,
+            }
+        )
+    )
+
+
+@pipeline_app.command("run")
+def run_cmd(
+    params: Annotated[Path | None, typer.Option("--params", "-p", help="YAML of run parameters")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", help="one parameter, name=value (repeatable)")] = None,
+    experiment: Annotated[str, typer.Option(help="KFP experiment")] = "mpa",
+    run_name: Annotated[str | None, typer.Option("--run-name", help="default: mpa-<version>-<time>")] = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="follow the run; exit 1 unless it succeeds")] = False,
+    timeout: Annotated[int, typer.Option(help="--wait gives up after this many seconds (exit 1)")] = 24 * 3600,
+    cache: Annotated[bool | None, typer.Option("--cache/--no-cache", help="default: the compiled settings")] = None,
+    service_account: Annotated[str | None, typer.Option(help="run pods as this ServiceAccount")] = None,
+    package: PackageOpt = None,
+    pipeline_name: NameOpt = "mpa",
+    version_name: VersionOpt = None,
+    settings: SettingsOpt = None,
+    gpu_image: GpuImageOpt = None,
+    cpu_image: CpuImageOpt = None,
+    host: HostOpt = None,
+    namespace: NamespaceOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Upload (idempotent) and start a run in an experiment, parameters from --params YAML."""
+    import yaml
+
+    from mpa.kfp.client import load_run_params, run_succeeded, start_run
+    from mpa.kfp.client import wait as wait_for
+
+    sets = {}
+    for pair in param or []:
+        if "=" not in pair:
+            raise typer.BadParameter(f"expected name=value, got {pair!r}", param_hint="--param")
+        key, value = pair.split("=", 1)
+        sets[key.strip()] = yaml.safe_load(value)
+    run_params = load_run_params(params, sets)
+    pkg = _package(package, settings, gpu_image, cpu_image)
+    _, client, up = _upload(pkg, pipeline_name, version_name, host, namespace, token)
+    # the client already scopes to --namespace (multi-user KFP); None lets it use that
+    run_id = start_run(
+        client,
+        experiment,
+        up,
+        run_params,
+        namespace=None,
+        name=run_name,
+        enable_caching=cache,
+        service_account=service_account,
+    )
+    typer.echo(json.dumps({"run_id": run_id, "version": up.version_name, "experiment": experiment}))
+    if wait:
+        try:
+            state = wait_for(client, run_id, timeout)
+        except TimeoutError:
+            typer.echo(json.dumps({"run_id": run_id, "state": "timeout"}))
+            raise typer.Exit(1) from None
+        typer.echo(json.dumps({"run_id": run_id, "state": state}))
+        if not run_succeeded(state):
+            raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(pipeline_app, name="pipeline")
