@@ -10,6 +10,7 @@ import typer
 
 TrackingOpt = Annotated[
     str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI)")]
+DirOpt = Annotated[Path, typer.Option("--dir", help="where the servers keep their data and env.sh")]
 
 
 def register(app: typer.Typer) -> None:
@@ -53,7 +54,6 @@ def register(app: typer.Typer) -> None:
 
     services = typer.Typer(help="Local MLflow + S3 (SeaweedFS) servers for development and demos.",
                            no_args_is_help=True)
-    DirOpt = Annotated[Path, typer.Option("--dir", help="where the servers keep their data and env.sh")]
 
     @services.command("up")
     def up(

@@ -31,6 +31,7 @@ import logging
 import os
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -309,7 +310,9 @@ class Tracker:
         source = storage.join(self.out, "pi", "parity.jsonl") if storage.is_s3(self.out) \
             else str(parity.resolve())
         digest = hashlib.sha256(parity.read_bytes()).hexdigest()[:8]
-        ds = mlflow.data.from_pandas(df, source=source, targets="answer", name="parity-set", digest=digest)
+        with warnings.catch_warnings():  # a local path is both a "local" and a "local artifact" source
+            warnings.simplefilter("ignore", UserWarning)
+            ds = mlflow.data.from_pandas(df, source=source, targets="answer", name="parity-set", digest=digest)
         self.client.log_inputs(self.run_id, datasets=[
             DatasetInput(ds._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")])])
         n = self.cfg.tracking.table_rows
@@ -328,7 +331,9 @@ class Tracker:
                 thumbs.append(img)
             table = df.head(n).copy()
             table.insert(0, "thumbnail", thumbs)
-            self.client.log_table(self.run_id, data=table, artifact_file="tables/parity_samples.json")
+            with warnings.catch_warnings():  # pandas 3 deprecation inside MLflow's log_table
+                warnings.simplefilter("ignore")
+                self.client.log_table(self.run_id, data=table, artifact_file="tables/parity_samples.json")
 
     def log_eval(self, label: str, result: dict, seconds: float) -> None:
         key = f"eval_{label}"
