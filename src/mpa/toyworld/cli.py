@@ -21,6 +21,7 @@ def train_cmd(
     batch_size: int = typer.Option(32, "--batch-size"),
     lr: float = typer.Option(2e-3, "--lr"),
     eval_every: int = typer.Option(500, "--eval-every", help="evaluate + save every N steps (0: at the end)"),
+    snapshots: bool = typer.Option(False, "--snapshots", help="keep a copy of every evaluated checkpoint"),
 ) -> None:
     """Train a toy checkpoint from scratch (deterministic for a given seed); prints final accuracy."""
     from mpa.toyworld.train import ROLES, train
@@ -29,7 +30,8 @@ def train_cmd(
         choices = ", ".join(ROLES)
         raise typer.BadParameter(f"unknown role {role!r}; choose one of {choices}", param_hint="--role")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    final = train(role, out, steps=steps, seed=seed, batch_size=batch_size, lr=lr, eval_every=eval_every)
+    final = train(role, out, steps=steps, seed=seed, batch_size=batch_size, lr=lr, eval_every=eval_every,
+                  snapshots=snapshots)
     typer.echo(json.dumps(final, indent=1))
 
 

@@ -64,16 +64,17 @@ class RoleSpec:
     vision_depth: int
     qtype_weights: dict[str, float] = field(default_factory=dict)  # default 1.0 per type
     pa_fraction: float = 0.0  # share of samples that train pseudo-annotation
+    pa_start: float = 0.0  # PA samples join after this fraction of the steps (curriculum)
     steps: int = 1000
 
 
 ROLES: dict[str, RoleSpec] = {
     "teacher": RoleSpec(
-        128, 3, 4, 64, 2, pa_fraction=0.25, steps=8000,
+        128, 3, 4, 64, 2, pa_fraction=0.25, pa_start=0.3, steps=8000,
         qtype_weights={"chart_value": 2.0, "text_word": 1.5, "text_colour": 1.5},
     ),
     "student": RoleSpec(
-        64, 2, 4, 32, 2, qtype_weights={"text_word": 0.05, "text_colour": 0.05}, steps=2500
+        96, 3, 4, 48, 2, qtype_weights={"text_word": 0.02, "text_colour": 0.02}, steps=4000
     ),
     # a tiny, fast configuration for tests
     "tiny": RoleSpec(32, 1, 2, 16, 1, pa_fraction=0.25, steps=20),
@@ -123,8 +124,8 @@ def _pick_qtype(rng: random.Random, weights: dict[str, float]) -> str:
     return rng.choices(types, weights=w, k=1)[0]
 
 
-def sample_example(rng: random.Random, spec: RoleSpec) -> Example:
-    if spec.pa_fraction > 0 and rng.random() < spec.pa_fraction:
+def sample_example(rng: random.Random, spec: RoleSpec, with_pa: bool = True) -> Example:
+    if with_pa and spec.pa_fraction > 0 and rng.random() < spec.pa_fraction:
         scene = sample_scene(rng)
         qtype = rng.choice([q for q in QTYPES if TEMPLATES[q][0] == scene.family])
         q = make_question(scene, qtype, rng)
@@ -166,6 +167,19 @@ class AuxHeads(nn.Module):
 
     def loss(self, feats: torch.Tensor, labels: dict[str, torch.Tensor]) -> torch.Tensor:
         return sum(nn.functional.cross_entropy(h(feats), labels[k]) for k, h in self.heads.items())
+
+
+def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Causal-LM cross-entropy averaged per sample, then over the batch.
+
+    Every sample weighs the same, so long PA targets do not drown the one-token answers.
+    """
+    lg = logits[:, :-1].float()
+    lab = labels[:, 1:]
+    tok = nn.functional.cross_entropy(lg.reshape(-1, lg.shape[-1]), lab.reshape(-1), ignore_index=-100,
+                                      reduction="none").view(lab.shape)
+    mask = (lab != -100).float()
+    return ((tok * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
 
 
 def make_batch(processor, examples: list[Example]):
@@ -262,11 +276,13 @@ def train(
     log_every: int = 50,
     spec: RoleSpec | None = None,
     init_from: str | Path | None = None,
+    snapshots: bool = False,
 ) -> dict:
     """Train ``role`` (teacher | student | tiny) from scratch and save a stock checkpoint to ``out_dir``.
 
     Returns the final metrics (also written to ``out_dir/train_meta.json``). The checkpoint is
-    saved at every evaluation, so an interrupted run leaves a usable model behind.
+    saved at every evaluation, so an interrupted run leaves a usable model behind; with
+    ``snapshots`` a copy of each evaluated checkpoint is also kept in ``out_dir/snapshots/step_N``.
     """
     from transformers import AutoModelForImageTextToText
 
@@ -316,7 +332,7 @@ def train(
         vlm = HFVLM(ModelConfig(model=str(out), device="cpu"), model=model, processor=processor)
         acc = evaluate(vlm, eval_items)
         rec = {"step": step, "elapsed_s": round(time.time() - t0, 1), "accuracy": acc}
-        if spec.pa_fraction > 0:
+        if spec.pa_fraction > 0 and step >= spec.pa_start * steps:
             rec["pa"] = pa_sample_stats(vlm)
         model.train()
         history.append(rec)
@@ -329,6 +345,11 @@ def train(
             "spec": asdict(spec), "n_params": n_params, "history": history,
         }
         (out / "train_meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        if snapshots:
+            snap = out / "snapshots" / f"step_{step}"
+            model.save_pretrained(snap)
+            processor.save_pretrained(snap)
+            (snap / "train_meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
         return rec
 
     try:
@@ -336,16 +357,19 @@ def train(
             f = _lr_factor(step, warmup, steps)
             for g in opt.param_groups:
                 g["lr"] = g["base"] * f
-            examples = [sample_example(rng, spec) for _ in range(batch_size)]
+            with_pa = step >= spec.pa_start * steps
+            examples = [sample_example(rng, spec, with_pa) for _ in range(batch_size)]
             batch, aux_labels = make_batch(processor, examples)
+            labels = batch.pop("labels")
             outputs = model(**batch)
+            lm_loss = per_sample_loss(outputs.logits, labels)
             aux_loss = aux.loss(captured["v"], aux_labels)
-            loss = outputs.loss + aux_weight * aux_loss
+            loss = lm_loss + aux_weight * aux_loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
             opt.step()
-            run_lm += outputs.loss.item()
+            run_lm += lm_loss.item()
             run_aux += aux_loss.item()
             if (step + 1) % log_every == 0:
                 dt = (time.time() - t0) / (step + 1)
