@@ -204,7 +204,8 @@ def measure_prefix_cache(ws: dict, n_images: int, enabled: bool, work: Path, siz
     paths = sorted(Path(ws["images"]).glob("*.png"))[:n_images]
     imgs = [Image.open(p).convert("RGB").resize((size, size)) for p in paths]
     cfg = ModelConfig(model=str(ws["teacher"]), backend="vllm", max_pixels=size * size, min_pixels=size * size,
-                      vllm=VLLMSettings(kv_cache_memory_bytes=256 << 20, enable_prefix_caching=enabled))
+                      vllm=VLLMSettings(kv_cache_memory_bytes=256 << 20, enable_prefix_caching=enabled),
+                      options={"disable_log_stats": False})
     vlm = VLLMVLM(cfg)
     params = GenParams(max_new_tokens=PI_TOKENS)
     try:
@@ -214,9 +215,24 @@ def measure_prefix_cache(ws: dict, n_images: int, enabled: bool, work: Path, siz
         t = time.perf_counter()
         vlm.generate([VLMRequest(i, task.answer_prompt(TINY_QUESTION)) for i in imgs], params)
         second = time.perf_counter() - t
+        hits = _prefix_counters(vlm)
     finally:
         vlm.close()
-    return {"prefix_caching": enabled, "image_tokens": (size // 28) ** 2, "pa_pass_s": first, "pi_pass_s": second}
+    return {"prefix_caching": enabled, "image_tokens": (size // 28) ** 2, "pa_pass_s": first, "pi_pass_s": second,
+            **hits}
+
+
+def _prefix_counters(vlm: Any) -> dict[str, float]:
+    """vLLM's prefix-cache counters (tokens queried / hit), when the engine logs stats."""
+    try:
+        metrics = vlm.llm.get_metrics()
+    except (AttributeError, RuntimeError, AssertionError):
+        return {}
+    out: dict[str, float] = {}
+    for m in metrics:
+        if m.name in ("vllm:prefix_cache_queries", "vllm:prefix_cache_hits"):
+            out[m.name.split(":")[1]] = float(getattr(m, "value", 0.0))
+    return out
 
 
 # --- orchestration ------------------------------------------------------------------------------
@@ -335,8 +351,10 @@ def format_tables(rows: dict[str, dict], prefix: list[dict], scaling: list[dict]
             if "error" in p:
                 lines.append(f"  failed: {p['error']}")
             else:
+                hit = (f", prefix-cache hits {p['prefix_cache_hits']:.0f}/{p['prefix_cache_queries']:.0f} tokens"
+                       if "prefix_cache_hits" in p else "")
                 lines.append(f"  prefix caching {'on ' if p['prefix_caching'] else 'off'}: {p['image_tokens']} image "
-                             f"tokens/image, PA pass {p['pa_pass_s']:.2f}s, PI pass {p['pi_pass_s']:.2f}s")
+                             f"tokens/image, PA pass {p['pa_pass_s']:.2f}s, PI pass {p['pi_pass_s']:.2f}s{hit}")
     if scaling:
         lines += ["", f"{'shards':>6} {'wall s':>8} {'img/s':>7} {'slowest shard stage s':>22}  (HF batched, PA+PI, "
                   f"separate processes on this machine)"]

