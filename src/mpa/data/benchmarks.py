@@ -27,6 +27,12 @@ with hidden ground truth) loads as ``answers=[]``; such samples cannot be scored
 
 ``max_samples`` keeps the first N samples in file order (for ChartQA directories: human, then
 augmented).
+
+Hugging Face ``datasets``: ``annotations="hf:<dataset id>[:<split>]"`` (e.g.
+``hf:lmms-lab/textvqa:validation``, ``hf:HuggingFaceM4/ChartQA:test``, ``hf:lmms-lab/OK-VQA:val2014``)
+loads the same samples from a dataset with an image column; see :func:`load_benchmark_hf` for the
+column names recognised. Images are written once as PNG files under a cache directory so samples
+keep a plain file reference.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from mpa.metrics import score_sample
 
 __all__ = [
     "BENCHMARKS",
+    "load_benchmark_hf",
     "CHARTQA_FILES",
     "BenchmarkSample",
     "load_benchmark",
@@ -302,6 +309,9 @@ def load_benchmark(
     """Load a benchmark from its official annotation file(s); see the module docstring."""
     key = _check_name(name)
     ann = str(annotations)
+    if ann.startswith("hf:"):
+        dataset, _, split = ann[3:].partition(":")
+        return load_benchmark_hf(key, dataset, split or "validation", max_samples=max_samples)
     if key == "chartqa":
         samples = _load_chartqa(ann, None if images is None else str(images))
     else:
@@ -316,6 +326,104 @@ def load_benchmark(
         if max_samples < 0:
             raise ValueError(f"max_samples must be >= 0, got {max_samples}")
         samples = samples[:max_samples]
+    return samples
+
+
+# ---------------------------------------------------------------------------------------------
+# Hugging Face datasets
+# ---------------------------------------------------------------------------------------------
+
+HF_COLUMNS: dict[str, tuple[str, ...]] = {
+    "question_id": ("question_id", "qid", "questionId", "id"),
+    "question": ("question", "query"),
+    "answers": ("answers", "label", "answer", "labels", "ground_truth"),
+}
+
+
+def _hf_column(columns: list[str], field: str, dataset: str, required: bool = True) -> str | None:
+    for c in HF_COLUMNS[field]:
+        if c in columns:
+            return c
+    if required:
+        raise ValueError(f"hf:{dataset} has no {field} column (looked for {', '.join(HF_COLUMNS[field])}; "
+                         f"columns: {', '.join(columns)})")
+    return None
+
+
+def _hf_answers(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str | int | float):
+        return [str(value)]
+    out = []
+    for a in value:
+        out.append(str(a["answer"]) if isinstance(a, dict) else str(a))
+    return out
+
+
+def _chartqa_hf_split(row: dict[str, Any]) -> str | None:
+    if "human_or_machine" in row:  # HuggingFaceM4/ChartQA: 0 = human-written, 1 = machine-generated
+        return "human" if int(row["human_or_machine"]) == 0 else "augmented"
+    kind = str(row.get("type", row.get("split", ""))).lower()
+    if "human" in kind:
+        return "human"
+    if "aug" in kind or "machine" in kind:
+        return "augmented"
+    return None
+
+
+def load_benchmark_hf(
+    name: str,
+    dataset: str,
+    split: str = "validation",
+    *,
+    max_samples: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    load_dataset: Any = None,
+) -> list[BenchmarkSample]:
+    """Load a benchmark split from a Hugging Face dataset id (or a local dataset directory).
+
+    Columns: question id (``question_id``/``qid``/``questionId``/``id``; default: the row index),
+    question (``question``/``query``), answers (``answers``/``label``/``answer``/…; a string, a list of
+    strings or VQA-v2 ``{answer: …}`` dicts) and the first ``Image`` column (else ``image``). ChartQA's
+    human/augmented split comes from ``human_or_machine`` (0/1) or a ``type`` column.
+    """
+    import hashlib
+
+    from mpa.data.sources import _image_column, _png_bytes
+
+    key = _check_name(name)
+    if load_dataset is None:
+        try:
+            from datasets import load_dataset
+        except ImportError as exc:
+            raise ValueError(f"reading hf:{dataset} needs the `datasets` package: pip install datasets") from exc
+    ds = load_dataset(dataset, split=split)
+    cols = list(ds.column_names)
+    image_col = _image_column(ds)
+    q_col = _hf_column(cols, "question", dataset)
+    a_col = _hf_column(cols, "answers", dataset)
+    id_col = _hf_column(cols, "question_id", dataset, required=False)
+    root = Path(cache_dir or Path(os.environ.get("MPA_CACHE", "~/.cache/mpa")).expanduser() / "hf_images")
+    out_dir = root / hashlib.sha256(f"{dataset}\n{split}\n{image_col}".encode()).hexdigest()[:16]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n = len(ds) if max_samples is None else min(len(ds), max_samples)
+    samples = []
+    for i in range(n):
+        row = ds[i]
+        data = _png_bytes(row[image_col])
+        path = out_dir / f"{hashlib.sha256(data).hexdigest()[:20]}.png"
+        if not path.exists():
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        sample_split = _chartqa_hf_split(row) if key == "chartqa" else None
+        if key == "chartqa":
+            qid = f"{sample_split or split}-{i}"
+        else:
+            qid = str(row[id_col]) if id_col else str(i)
+        samples.append(BenchmarkSample(qid, str(row[q_col]), str(path), _hf_answers(row[a_col]),
+                                       split=sample_split, qtype=_qtype(row)))
     return samples
 
 
