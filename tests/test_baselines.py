@@ -44,6 +44,7 @@ def _cfg(ws, tmp_path, teacher: str, student: str, **extra):
         "evaluate": {"benchmark": "textvqa", "annotations": str(ws["benchmark"]), "images": str(ws["bench_images"]),
                      "max_samples": 4},
         "out": str(tmp_path / "run"),
+        "tracking": {"enabled": False},  # MLflow is tested elsewhere; keep these runs fast
     }
     for k, v in extra.items():
         data.setdefault(k, {}).update(v)

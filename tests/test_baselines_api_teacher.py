@@ -82,6 +82,7 @@ def test_api_teacher_with_tiny_smolvlm_student(api, tmp_path):
         "evaluate": {"benchmark": "textvqa", "annotations": str(ws["benchmark"]), "images": str(ws["bench_images"]),
                      "max_samples": 4},
         "out": str(tmp_path / "run"),
+        "tracking": {"enabled": False},
     })
     s = run_pipeline(cfg, show=False)
     assert s["annotate"]["n_parsed"] == 4
