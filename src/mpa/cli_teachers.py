@@ -149,7 +149,7 @@ def register(app: typer.Typer) -> None:
     def bench(
         workdir: Annotated[Path, typer.Option(help="scratch directory (tiny models and images are built here)")] = Path(
             "runs/bench"),
-        n_images: Annotated[int, typer.Option(min=4, help="images per measurement")] = 32,
+        n_images: Annotated[int, typer.Option(min=4, help="images per measurement")] = 64,
         backends: Annotated[str, typer.Option(help="comma list of the backends to measure")] = ",".join(ALL_BACKENDS),
         shards: Annotated[str, typer.Option(help="shard counts for the scaling table ('' to skip)")] = "1,2,4",
         batch_size: Annotated[int, typer.Option(min=1)] = 16,

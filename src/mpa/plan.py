@@ -139,6 +139,24 @@ def model_facts(cfg: ModelConfig, override: float | None, vision_gflop: float) -
     raise ValueError(f"cannot tell the size of {cfg.model}: set plan.teacher_params / plan.student_params")
 
 
+def checkpoint_pixel_cap(cfg: ModelConfig) -> tuple[int | None, int | None]:
+    """(max_pixels, min_pixels): the config's, else the local checkpoint's image processor settings."""
+    if cfg.max_pixels is not None:
+        return cfg.max_pixels, cfg.min_pixels
+    d = Path(cfg.model).expanduser()
+    for name in ("preprocessor_config.json", "processor_config.json"):
+        f = d / name
+        if f.is_file():
+            data = json.loads(f.read_text())
+            ip = data.get("image_processor", data)
+            size = ip.get("size") or {}
+            mx = ip.get("max_pixels") or size.get("longest_edge")
+            mn = ip.get("min_pixels") or size.get("shortest_edge")
+            if mx:
+                return int(mx), (int(mn) if mn else cfg.min_pixels)
+    return None, cfg.min_pixels
+
+
 def _sample_image_size(cfg: RunConfig, uris: list[str]) -> tuple[int, int]:
     p = cfg.plan
     if p.image_width and p.image_height:
@@ -176,9 +194,11 @@ def make_plan(cfg: RunConfig, n_images: int | None = None) -> Plan:
         uris = list_images(cfg.data.images, cfg.data.max_images)
         n_images = len(uris)
     width, height = _sample_image_size(cfg, uris)
-    cap = cfg.teacher.max_pixels or QWEN_DEFAULT_MAX_PIXELS
-    img_tok = qwen_image_tokens(width, height, cfg.teacher.max_pixels, cfg.teacher.min_pixels)
-    s_img_tok = qwen_image_tokens(width, height, cfg.student.max_pixels, cfg.student.min_pixels)
+    t_max, t_min = checkpoint_pixel_cap(cfg.teacher)
+    s_max, s_min = checkpoint_pixel_cap(cfg.student)
+    cap = t_max or QWEN_DEFAULT_MAX_PIXELS
+    img_tok = qwen_image_tokens(width, height, t_max, t_min)
+    s_img_tok = qwen_image_tokens(width, height, s_max, s_min)
     k = cfg.annotate.qa_per_image
     pa_calls = n_images * k
     pi_t_calls = pa_calls * p.parse_rate
@@ -261,9 +281,33 @@ def measured(out: str | Path, plan: Plan) -> dict[str, Any] | None:
             scale = (pa.get("n_images") or plan.n_images) / max(1, plan.n_images)
             res["achieved_tflops"] = plan.total_flops * scale / secs / 1e12
             res["utilization_of_plan_gpu"] = res["achieved_tflops"] / plan.peak_tflops
-    usage = out / "usage.json"
-    if usage.is_file():
-        res["api_usage"] = json.loads(usage.read_text())
+    shard_files = sorted(out.glob("shards/*/shard_summary.json"))
+    if shard_files and not res:
+        pa_s = pi_s = 0.0
+        n_img = parsed = consistent = student = saved = hits = 0
+        for f in shard_files:
+            s = json.loads(f.read_text())
+            pa, pi = s.get("annotate", {}), s.get("identify", {})
+            pa_s = max(pa_s, pa.get("seconds", 0.0))  # shards run side by side: the slowest one is the wall time
+            pi_s = max(pi_s, pi.get("seconds", 0.0))
+            n_img += pa.get("n_images", 0)
+            parsed += pi.get("n_parsed", 0)
+            consistent += pi.get("n_teacher_consistent", 0)
+            student += pi.get("student_calls", 0)
+            saved += pi.get("student_calls_saved", 0)
+            hits += pa.get("cache_hits", 0) + pi.get("cache_hits", 0)
+        res.update(shards=len(shard_files), images=n_img, student_calls_saved=saved, cache_hits=hits,
+                   teacher_consistent_rate=consistent / max(1, parsed))
+        if pa_s:
+            res["pa_images_per_s"] = n_img / pa_s
+        if pa_s + pi_s:
+            res["achieved_tflops"] = plan.total_flops * n_img / max(1, plan.n_images) / (pa_s + pi_s) / 1e12
+            res["utilization_of_plan_gpu"] = res["achieved_tflops"] / plan.peak_tflops
+    usages = [out / "usage.json", *sorted(out.glob("shards/*/usage.json"))]
+    api = [json.loads(u.read_text()) for u in usages if u.is_file()]
+    if api:
+        keys = ("requests", "prompt_tokens", "completion_tokens", "retries", "failures", "cost_usd")
+        res["api_usage"] = {k: sum(a.get(k, 0) for a in api) for k in keys}
     return res or None
 
 
