@@ -83,5 +83,21 @@ def test_whole_pipeline_on_the_local_runner(tiny_ws, tmp_path, monkeypatch):
     gate = json.loads((run / "gate" / "executor_output.json").read_text())["parameterValues"]["Output"]
     assert gate is (after["score"] - before["score"] > 0.0)
     assert (run / "register").exists() is gate
+
+    # register: the pipeline ran it (the student got better) or, if not, the same step function is
+    # called here on the pipeline's own artifacts — either way a real MLflow version comes out
+    from mlflow import MlflowClient
+
+    if not gate:
+        from mpa.kfp.steps import register_model
+
+        register_model(str(plan), str(ckpt), str(parity_dir), str(run / "evaluate-student" / "predictions"),
+                       str(run / "evaluate-aligned" / "predictions"), run_id="local-test-run")
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    [model] = client.search_registered_models()
+    [version] = client.search_model_versions(f"name = '{model.name}'")
+    assert version.tags["mpa.k_parity"] == str(counts["k_parity"])
+    assert float(version.tags["mpa.score"]) == after["score"]
+    assert version.tags["mpa.promotion"] == ("champion" if gate else "challenger")
     print(f"local pipeline run: {seconds:.1f} s; score {before['score']:.1f} -> {after['score']:.1f}; "
           f"K={counts['k_parity']}")

@@ -136,9 +136,14 @@ def gate(plan: Input[Dataset], score_before: float, score_after: float, decision
 
 @_component
 def register(
-    plan: Input[Dataset], checkpoint: Input[Model], score_before: float, score_after: float, run_id: str
+    plan: Input[Dataset],
+    checkpoint: Input[Model],
+    parity: Input[Dataset],
+    before: Input[Dataset],
+    after: Input[Dataset],
+    run_id: str,
 ) -> dict:
-    """Register the aligned student in the MLflow registry (runs only when it is better)."""
+    """Register the aligned student in the MLflow registry, promoted by aliases (runs only when it is better)."""
     from mpa.kfp.steps import register_model
 
-    return register_model(plan.path, checkpoint.path, checkpoint.uri, score_before, score_after, run_id=run_id)
+    return register_model(plan.path, checkpoint.path, parity.path, before.path, after.path, run_id=run_id)

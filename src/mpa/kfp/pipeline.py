@@ -179,8 +179,9 @@ def build_pipeline(settings: PipelineSettings | None = None) -> Callable:
                 c.register(
                     plan=plan.outputs["plan"],
                     checkpoint=pl.outputs["checkpoint"],
-                    score_before=before.outputs["Output"],
-                    score_after=after.outputs["Output"],
+                    parity=merged.outputs["parity"],
+                    before=before.outputs["predictions"],
+                    after=after.outputs["predictions"],
                     run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                 ),
                 "register",

@@ -316,26 +316,50 @@ def is_better(plan_dir: str, score_before: float, score_after: float) -> tuple[b
 
 
 def register_model(
-    plan_dir: str, checkpoint_dir: str, checkpoint_uri: str, score_before: float, score_after: float, run_id: str = ""
+    plan_dir: str, checkpoint_dir: str, parity_dir: str, before_dir: str, after_dir: str, run_id: str = ""
 ) -> dict:
-    """Register the aligned student in the MLflow registry (promotion by aliases).
+    """Register the aligned student with the engine's register stage (:mod:`mpa.stages.register`):
+    a new MLflow model version tagged with its lineage (teacher, base student, task, K, scores, KFP
+    run), promoted by aliases (``champion`` / ``challenger``).
 
-    The MLflow registry lives in :mod:`mpa.stages.register`; the checkpoint is registered from
-    its object-store URI (``checkpoint_uri``), so nothing is uploaded twice.
+    The step lays the pipeline's artifacts out as the run directory that stage reads
+    (``config.yaml``, ``summary.json``, ``level/checkpoint``). It needs a tracking server
+    (``MLFLOW_TRACKING_URI`` from the ``mpa-config`` ConfigMap, or ``tracking.uri``): an embedded
+    store would vanish with the pod.
     """
+    import yaml
+
+    from mpa.stages.register import register
+
     cfg, _ = load_plan(plan_dir)
+    if not (cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI")):
+        raise ValueError(
+            "register needs an MLflow tracking server: set MLFLOW_TRACKING_URI (the mpa-config "
+            "ConfigMap) or the tracking.uri config field (config_overrides)"
+        )
+    work = Path(tempfile.mkdtemp(prefix="mpa-register-"))
     try:
-        from mpa.stages import register as register_stage
-    except ImportError as exc:
-        raise NotImplementedError(
-            "mpa.stages.register (the MLflow registry stage) is not installed in this image; "
-            "cannot register the aligned student"
-        ) from exc
-    return register_stage.register_from_pipeline(
-        cfg=cfg,
-        checkpoint_dir=checkpoint_dir,
-        checkpoint_uri=checkpoint_uri,
-        score_before=score_before,
-        score_after=score_after,
-        pipeline_run_id=run_id,
-    )
+        tracking = cfg.tracking.model_copy(update={"kfp_run_id": run_id or cfg.tracking.kfp_run_id})
+        cfg = cfg.model_copy(update={"out": str(work), "tracking": tracking})
+        (work / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+        before = json.loads((Path(before_dir) / "score.json").read_text(encoding="utf-8"))
+        after = json.loads((Path(after_dir) / "score.json").read_text(encoding="utf-8"))
+        counts = json.loads((Path(parity_dir) / "counts.json").read_text(encoding="utf-8"))
+        summary = {
+            "out": str(work),
+            "task": cfg.task.name,
+            "teacher": cfg.teacher.model,
+            "student": cfg.student.model,
+            "match_rule": cfg.identify.match,
+            "identify": counts,
+            "eval_before": before,
+            "eval_after": after,
+            "delta": after["score"] - before["score"],
+        }
+        write_json_atomic(work / "summary.json", summary)
+        (work / "level").mkdir()
+        (work / "level" / "checkpoint").symlink_to(Path(checkpoint_dir).resolve(), target_is_directory=True)
+        version = register(run_dir=work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return dict(vars(version))
