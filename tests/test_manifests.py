@@ -155,8 +155,11 @@ def test_teacher_server_only_in_gpu_overlay(rendered):
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
     assert any(v.get("persistentVolumeClaim", {}).get("claimName") == "mpa-model-cache" for v in spec["volumes"])
     assert _by(docs, "Service")["mpa-teacher"]["spec"]["ports"][0]["port"] == 8000
-    cm = _by(docs, "ConfigMap")["mpa-config"]["data"]
-    assert cm["OPENAI_BASE_URL"] == "http://mpa-teacher:8000/v1"
+    assert "--served-model-name=teacher" in c["args"]
+    # the run parameters that point PA/PI at this server
+    shared = yaml.safe_load((ROOT / "pipelines" / "params" / "textvqa-shared-teacher.yaml").read_text())
+    assert shared["teacher_backend"] == "openai" and shared["teacher"] == "teacher"
+    assert shared["config_overrides"]["teacher.openai.base_url"] == "http://mpa-teacher:8000/v1"
 
 
 def test_pods_are_non_root_bounded_and_pinned(rendered):

@@ -138,7 +138,6 @@ class PipelineSettings(_Strict):
             "AWS_DEFAULT_REGION",
             "MLFLOW_TRACKING_URI",
             "MLFLOW_S3_ENDPOINT_URL",
-            "OPENAI_BASE_URL",
         ]
     )
     secrets: list[SecretEnv] = Field(default_factory=_default_secrets)
