@@ -569,11 +569,19 @@ def download_model(ref: str, tracking_uri: str | None = None, dst: str | Path | 
         shutil.rmtree(dst)  # aliases move: always fetch what the alias points at now
     dst.mkdir(parents=True)
     try:
-        if uri:
-            import mlflow
-
-            mlflow.set_registry_uri(uri)
-        path = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref, dst_path=str(dst), tracking_uri=uri))
+        source = ref
+        if ref.startswith("models:/"):  # resolve here: MLflow's own resolver ignores tracking_uri for the registry
+            name, _, which = ref[len("models:/"):].rstrip("/").partition("@")
+            c = client(uri) if uri else __import__("mlflow").MlflowClient()
+            if which:
+                mv = c.get_model_version_by_alias(name, which)
+            else:
+                name, _, version = name.partition("/")
+                if not version:
+                    raise TrackingError(f"{ref}: give models:/<name>@<alias> or models:/<name>/<version>")
+                mv = c.get_model_version(name, version)
+            source = mv.source
+        path = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst), tracking_uri=uri))
     except MlflowException as exc:
         raise TrackingError(f"cannot load {ref} from {uri or 'the default MLflow store'}: {exc.message}") from exc
     if not (path / "config.json").is_file():
