@@ -104,7 +104,9 @@ def test_secrets_are_references_never_values(spec):
         assert secrets(name)["mpa-openai"]["keyToEnv"] == [{"envVar": "OPENAI_API_KEY", "secretKey": "OPENAI_API_KEY"}]
     assert "mpa-openai" not in secrets("exec-level") and "mpa-openai" not in secrets("exec-register")
     assert {e["envVar"] for e in secrets("exec-register")["mpa-mlflow"]["keyToEnv"]} == {
-        "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
+        "MLFLOW_TRACKING_USERNAME",
+        "MLFLOW_TRACKING_PASSWORD",
+    }
     # plain env in the containers is only these (no credential can hide in the spec)
     plain = {"MPA_MODEL_CACHE", "PYTHONUNBUFFERED", "TOKENIZERS_PARALLELISM"}
     for c in _containers(pipeline).values():
@@ -145,7 +147,8 @@ def test_register_only_if_better(spec):
     reg = pipeline["deploymentSpec"]["executors"]["exec-register"]
     assert reg["container"]["image"].endswith(":" + __import__("mpa").__version__)
     assert root["gate"]["inputs"]["parameters"]["score_before"]["taskOutputParameter"]["producerTask"] == (
-        "evaluate-student")
+        "evaluate-student"
+    )
 
 
 def test_components_are_thin_and_install_nothing(spec):
@@ -162,8 +165,18 @@ def test_pipeline_parameters_map_onto_run_config(spec):
     pipeline, _ = spec
     params = set(pipeline["root"]["inputDefinitions"]["parameters"])
     assert params == set(PARAM_FIELDS) | PIPELINE_ONLY
-    required = {"task", "teacher", "student", "images", "benchmark", "match_rule", "shards", "epochs",
-                "learning_rate", "train_batch_size"}
+    required = {
+        "task",
+        "teacher",
+        "student",
+        "images",
+        "benchmark",
+        "match_rule",
+        "shards",
+        "epochs",
+        "learning_rate",
+        "train_batch_size",
+    }
     assert required <= params
 
 
@@ -171,10 +184,26 @@ def test_pipeline_parameters_map_onto_run_config(spec):
 
 
 def _params(**kw):
-    base = dict(task="textvqa", teacher="/m/t", student="/m/s", images="s3://b/img/", max_images=0,
-                benchmark="textvqa", benchmark_annotations="s3://b/val.json", benchmark_images="",
-                eval_max_samples=0, match_rule="anls", qa_per_image=2, epochs=1.0, train_batch_size=0,
-                learning_rate=0.0, lora=True, seed=3, min_improvement=0.5, registered_model="")
+    base = dict(
+        task="textvqa",
+        teacher="/m/t",
+        student="/m/s",
+        images="s3://b/img/",
+        max_images=0,
+        benchmark="textvqa",
+        benchmark_annotations="s3://b/val.json",
+        benchmark_images="",
+        eval_max_samples=0,
+        match_rule="anls",
+        qa_per_image=2,
+        epochs=1.0,
+        train_batch_size=0,
+        learning_rate=0.0,
+        lora=True,
+        seed=3,
+        min_improvement=0.5,
+        registered_model="",
+    )
     return {**base, **kw}
 
 
@@ -204,15 +233,22 @@ def test_config_from_params_errors_name_the_input():
 
 
 def test_settings_override_resources_at_compile_time(tmp_path):
-    settings = settings_from_dict({
-        "gpu_image": "registry.example/mpa-gpu@sha256:" + "a" * 64,
-        "model_cache_pvc": None,
-        "shard_parallelism": 3,
-        "stages": {"annotate": {"accelerator_count": 2, "accelerator_type": "nvidia.com/gpu",
-                                "node_selector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
-                                "memory_limit": "80Gi"},
-                   "level": {"tolerations": [{"key": "dedicated", "operator": "Equal", "value": "train"}]}},
-    })
+    settings = settings_from_dict(
+        {
+            "gpu_image": "registry.example/mpa-gpu@sha256:" + "a" * 64,
+            "model_cache_pvc": None,
+            "shard_parallelism": 3,
+            "stages": {
+                "annotate": {
+                    "accelerator_count": 2,
+                    "accelerator_type": "nvidia.com/gpu",
+                    "node_selector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+                    "memory_limit": "80Gi",
+                },
+                "level": {"tolerations": [{"key": "dedicated", "operator": "Equal", "value": "train"}]},
+            },
+        }
+    )
     pipeline, k8s = _load(kc.compile_pipeline(tmp_path / "p.yaml", settings))
     ann = _containers(pipeline)["exec-annotate"]
     assert ann["resources"]["accelerator"]["resourceCount"] == "2"
@@ -220,9 +256,12 @@ def test_settings_override_resources_at_compile_time(tmp_path):
     assert ann["resources"]["resourceCpuRequest"] == "4"  # untouched defaults survive the merge
     assert ann["image"].startswith("registry.example/mpa-gpu@sha256:")
     assert k8s["exec-annotate"]["nodeSelector"]["labels"] == {  # mappings merge with the defaults
-        "nvidia.com/gpu.present": "true", "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
-    assert k8s["exec-level"]["tolerations"] == [{"key": "dedicated", "operator": "Equal", "value": "train",
-                                                  "effect": "NoSchedule"}]
+        "nvidia.com/gpu.present": "true",
+        "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3",
+    }
+    assert k8s["exec-level"]["tolerations"] == [
+        {"key": "dedicated", "operator": "Equal", "value": "train", "effect": "NoSchedule"}
+    ]
     assert all("pvcMount" not in ex for ex in k8s.values())
     assert all(e["name"] != "MPA_MODEL_CACHE" for c in _containers(pipeline).values() for e in c.get("env", []))
     loop = next(t for t in pipeline["root"]["dag"]["tasks"].values() if "parameterIterator" in t)
@@ -351,8 +390,11 @@ def test_load_run_params(tmp_path):
     p = tmp_path / "run.yaml"
     p.write_text("teacher: Qwen/Qwen2-VL-7B-Instruct\nshards: 8\nconfig_overrides: {teacher.batch_size: 16}\n")
     params = kc.load_run_params(p, {"shards": 16})
-    assert params == {"teacher": "Qwen/Qwen2-VL-7B-Instruct", "shards": 16,
-                      "config_overrides": {"teacher.batch_size": 16}}
+    assert params == {
+        "teacher": "Qwen/Qwen2-VL-7B-Instruct",
+        "shards": 16,
+        "config_overrides": {"teacher.batch_size": 16},
+    }
     p.write_text("techer: x\n")
     with pytest.raises(kc.PipelineClientError, match="techer"):
         kc.load_run_params(p)
@@ -378,8 +420,9 @@ def test_cli_compile(tmp_path):
     s = tmp_path / "settings.yaml"
     s.write_text("stages: {level: {accelerator_count: 4}}\n")
     out = tmp_path / "c.yaml"
-    res = CliRunner().invoke(pipeline_app, ["compile", "--out", str(out), "--settings", str(s),
-                                            "--gpu-image", "reg.example/gpu:1"])
+    res = CliRunner().invoke(
+        pipeline_app, ["compile", "--out", str(out), "--settings", str(s), "--gpu-image", "reg.example/gpu:1"]
+    )
     assert res.exit_code == 0, res.output
     pipeline, _ = _load(out)
     level = _containers(pipeline)["exec-level"]
@@ -391,8 +434,24 @@ def test_cli_run_waits_and_exits_nonzero_on_failure(tmp_path, monkeypatch):
     params = tmp_path / "run.yaml"
     params.write_text("shards: 2\nimages: s3://bucket/images/\n")
     fake = FakeKFP(final_state="FAILED")
-    res = _cli(["run", "--package", str(COMPILED), "--params", str(params), "--param", "epochs=2",
-                "--experiment", "ci", "--wait", "--timeout", "60"], monkeypatch, fake)
+    res = _cli(
+        [
+            "run",
+            "--package",
+            str(COMPILED),
+            "--params",
+            str(params),
+            "--param",
+            "epochs=2",
+            "--experiment",
+            "ci",
+            "--wait",
+            "--timeout",
+            "60",
+        ],
+        monkeypatch,
+        fake,
+    )
     assert res.exit_code == 1, res.output
     run = next(c[1] for c in fake.calls if c[0] == "run_pipeline")
     assert run["params"] == {"shards": 2, "images": "s3://bucket/images/", "epochs": 2}

@@ -35,11 +35,19 @@ def test_whole_pipeline_on_the_local_runner(tiny_ws, tmp_path, monkeypatch):
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
     start = time.perf_counter()
     mpa_pipeline(
-        task="textvqa", teacher=str(tiny_ws["teacher"]), student=str(tiny_ws["student"]),
-        images=str(tiny_ws["images"]), benchmark="textvqa", benchmark_annotations=str(tiny_ws["benchmark"]),
-        eval_max_samples=4, match_rule="vqa", epochs=2.0, train_batch_size=4, learning_rate=0.003, shards=2,
-        config_overrides={"annotate.max_new_tokens": 24, "identify.max_new_tokens": 6,
-                          "evaluate.max_new_tokens": 6},
+        task="textvqa",
+        teacher=str(tiny_ws["teacher"]),
+        student=str(tiny_ws["student"]),
+        images=str(tiny_ws["images"]),
+        benchmark="textvqa",
+        benchmark_annotations=str(tiny_ws["benchmark"]),
+        eval_max_samples=4,
+        match_rule="vqa",
+        epochs=2.0,
+        train_batch_size=4,
+        learning_rate=0.003,
+        shards=2,
+        config_overrides={"annotate.max_new_tokens": 24, "identify.max_new_tokens": 6, "evaluate.max_new_tokens": 6},
     )
     seconds = time.perf_counter() - start
     run = _one(tmp_path / "root", "mpa-*")
@@ -91,13 +99,21 @@ def test_whole_pipeline_on_the_local_runner(tiny_ws, tmp_path, monkeypatch):
     if not gate:
         from mpa.kfp.steps import register_model
 
-        register_model(str(plan), str(ckpt), str(parity_dir), str(run / "evaluate-student" / "predictions"),
-                       str(run / "evaluate-aligned" / "predictions"), run_id="local-test-run")
+        register_model(
+            str(plan),
+            str(ckpt),
+            str(parity_dir),
+            str(run / "evaluate-student" / "predictions"),
+            str(run / "evaluate-aligned" / "predictions"),
+            run_id="local-test-run",
+        )
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     [model] = client.search_registered_models()
     [version] = client.search_model_versions(f"name = '{model.name}'")
     assert version.tags["mpa.k_parity"] == str(counts["k_parity"])
     assert float(version.tags["mpa.score"]) == after["score"]
     assert version.tags["mpa.promotion"] == ("champion" if gate else "challenger")
-    print(f"local pipeline run: {seconds:.1f} s; score {before['score']:.1f} -> {after['score']:.1f}; "
-          f"K={counts['k_parity']}")
+    print(
+        f"local pipeline run: {seconds:.1f} s; score {before['score']:.1f} -> {after['score']:.1f}; "
+        f"K={counts['k_parity']}"
+    )

@@ -37,8 +37,12 @@ def _k8s_version() -> str:
 
 @pytest.fixture(scope="module", params=OVERLAYS)
 def rendered(request, tmp_path_factory) -> tuple[str, Path, list[dict]]:
-    out = subprocess.run([_kubectl(), "kustomize", str(MANIFESTS / "overlays" / request.param)],
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [_kubectl(), "kustomize", str(MANIFESTS / "overlays" / request.param)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     path = tmp_path_factory.mktemp("render") / f"{request.param}.yaml"
     path.write_text(out.stdout)
@@ -50,8 +54,11 @@ def _by(docs: list[dict], kind: str) -> dict[str, dict]:
 
 
 def _pod_specs(docs: list[dict]) -> dict[str, dict]:
-    return {f"{d['kind']}/{d['metadata']['name']}": d["spec"]["template"]["spec"]
-            for d in docs if d["kind"] in ("Deployment", "StatefulSet", "Job")}
+    return {
+        f"{d['kind']}/{d['metadata']['name']}": d["spec"]["template"]["spec"]
+        for d in docs
+        if d["kind"] in ("Deployment", "StatefulSet", "Job")
+    }
 
 
 def test_overlays_exist():
@@ -62,8 +69,12 @@ def test_overlay_validates_strictly(rendered):
     _, path, _ = rendered
     version = _k8s_version()
     assert tuple(int(x) for x in version.split(".")[:2]) >= (1, 32)
-    res = subprocess.run([sys.executable, "-m", "kubernetes_validate", "--strict", "--quiet",
-                          "-k", version, str(path)], capture_output=True, text=True, check=False)
+    res = subprocess.run(
+        [sys.executable, "-m", "kubernetes_validate", "--strict", "--quiet", "-k", version, str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
 
 
@@ -75,8 +86,12 @@ def test_secret_templates_validate_and_hold_no_values():
         assert doc["kind"] == "Secret" and "data" not in doc
         assert all(v == "" for v in doc["stringData"].values()), f"{f} holds a value"
         names.add(doc["metadata"]["name"])
-    res = subprocess.run([sys.executable, "-m", "kubernetes_validate", "--strict", "--quiet", "-k", _k8s_version(),
-                          *map(str, files)], capture_output=True, text=True, check=False)
+    res = subprocess.run(
+        [sys.executable, "-m", "kubernetes_validate", "--strict", "--quiet", "-k", _k8s_version(), *map(str, files)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     assert names == {"mpa-s3", "mpa-mlflow-db", "mpa-openai", "mpa-hf", "mpa-mlflow"}
 
@@ -84,8 +99,10 @@ def test_secret_templates_validate_and_hold_no_values():
 def test_no_secret_objects_in_overlays_and_every_reference_has_a_template(rendered):
     _, _, docs = rendered
     assert not _by(docs, "Secret"), "Secrets come from manifests/secrets/ templates, never from an overlay"
-    templates = {yaml.safe_load(f.read_text())["metadata"]["name"]: set(yaml.safe_load(f.read_text())["stringData"])
-                 for f in (MANIFESTS / "secrets").glob("*.yaml")}
+    templates = {
+        yaml.safe_load(f.read_text())["metadata"]["name"]: set(yaml.safe_load(f.read_text())["stringData"])
+        for f in (MANIFESTS / "secrets").glob("*.yaml")
+    }
     for name, spec in _pod_specs(docs).items():
         for c in spec["containers"]:
             for env in c.get("env", []):
@@ -135,7 +152,7 @@ def test_mlflow_with_database_backend_and_s3_artifacts(rendered):
     _, _, docs = rendered
     mlflow = _by(docs, "Deployment")["mlflow"]["spec"]["template"]["spec"]["containers"][0]
     cmd = " ".join(mlflow["command"] + mlflow["args"])
-    assert "--backend-store-uri \"postgresql://" in cmd and "--artifacts-destination s3://" in cmd
+    assert '--backend-store-uri "postgresql://' in cmd and "--artifacts-destination s3://" in cmd
     assert mlflow["readinessProbe"]["httpGet"]["path"] == "/health"
     assert "mlflow" in _by(docs, "Service") and "mlflow-db" in _by(docs, "Service")
     assert "mlflow-db" in _by(docs, "StatefulSet")
@@ -158,7 +175,7 @@ def test_teacher_server_only_in_gpu_overlay(rendered):
     assert "--served-model-name=teacher" in c["args"]
     # the run parameters that point PA/PI at this server
     shared = yaml.safe_load((ROOT / "pipelines" / "params" / "textvqa-shared-teacher.yaml").read_text())
-    assert shared["teacher_backend"] == "openai" and shared["teacher"] == "teacher"
+    assert shared["teacher_backend"] == "openai" and shared["config_overrides"]["teacher.served_name"] == "teacher"
     assert shared["config_overrides"]["teacher.openai.base_url"] == "http://mpa-teacher:8000/v1"
 
 

@@ -17,16 +17,69 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 SKAFFOLD = yaml.safe_load((ROOT / "skaffold.yaml").read_text())
 
-TOP_KEYS = {"apiVersion", "kind", "metadata", "requires", "build", "test", "manifests", "deploy", "portForward",
-            "resourceSelector", "verify", "customActions", "profiles"}
+TOP_KEYS = {
+    "apiVersion",
+    "kind",
+    "metadata",
+    "requires",
+    "build",
+    "test",
+    "manifests",
+    "deploy",
+    "portForward",
+    "resourceSelector",
+    "verify",
+    "customActions",
+    "profiles",
+}
 BUILD_KEYS = {"artifacts", "insecureRegistries", "tagPolicy", "platforms", "local", "googleCloudBuild", "cluster"}
-ARTIFACT_KEYS = {"image", "context", "sync", "platforms", "docker", "bazel", "ko", "jib", "kaniko", "buildpacks",
-                 "custom", "cluster", "requires", "hooks", "runtimeType"}
-DOCKER_KEYS = {"dockerfile", "target", "buildArgs", "network", "addHost", "cacheFrom", "cliFlags", "pullParent",
-               "noCache", "cacheTo", "squash", "secrets", "ssh"}
+ARTIFACT_KEYS = {
+    "image",
+    "context",
+    "sync",
+    "platforms",
+    "docker",
+    "bazel",
+    "ko",
+    "jib",
+    "kaniko",
+    "buildpacks",
+    "custom",
+    "cluster",
+    "requires",
+    "hooks",
+    "runtimeType",
+}
+DOCKER_KEYS = {
+    "dockerfile",
+    "target",
+    "buildArgs",
+    "network",
+    "addHost",
+    "cacheFrom",
+    "cliFlags",
+    "pullParent",
+    "noCache",
+    "cacheTo",
+    "squash",
+    "secrets",
+    "ssh",
+}
 LOCAL_KEYS = {"push", "tryImportMissing", "useDockerCLI", "useBuildkit", "concurrency"}
-PROFILE_KEYS = {"name", "activation", "requiresAllActivations", "patches", "build", "test", "manifests", "deploy",
-                "portForward", "resourceSelector", "verify", "customActions"}
+PROFILE_KEYS = {
+    "name",
+    "activation",
+    "requiresAllActivations",
+    "patches",
+    "build",
+    "test",
+    "manifests",
+    "deploy",
+    "portForward",
+    "resourceSelector",
+    "verify",
+    "customActions",
+}
 
 
 def _sections():
@@ -56,14 +109,25 @@ def test_schema_version_and_keys():
         assert set(build) <= BUILD_KEYS, where
         assert set(build.get("local", {})) <= LOCAL_KEYS, where
         if "tagPolicy" in build:
-            assert build["tagPolicy"]["gitCommit"]["variant"] in ("Tags", "CommitSha", "AbbrevCommitSha", "TreeSha",
-                                                                 "AbbrevTreeSha")
+            assert build["tagPolicy"]["gitCommit"]["variant"] in (
+                "Tags",
+                "CommitSha",
+                "AbbrevCommitSha",
+                "TreeSha",
+                "AbbrevTreeSha",
+            )
         for art in build.get("artifacts", []):
             assert set(art) <= ARTIFACT_KEYS and set(art["docker"]) <= DOCKER_KEYS, (where, art)
         if "manifests" in section:
             assert set(section["manifests"]) == {"kustomize"} and set(section["manifests"]["kustomize"]) == {"paths"}
-    deploy_keys = {"kubectl", "statusCheck", "statusCheckDeadlineSeconds", "tolerateFailuresUntilDeadline",
-                   "kubeContext", "logs"}
+    deploy_keys = {
+        "kubectl",
+        "statusCheck",
+        "statusCheckDeadlineSeconds",
+        "tolerateFailuresUntilDeadline",
+        "kubeContext",
+        "logs",
+    }
     assert set(SKAFFOLD["deploy"]) <= deploy_keys
     assert {p["name"] for p in SKAFFOLD["profiles"]} == {"dev", "gpu"}
 
@@ -142,13 +206,14 @@ def test_dockerfile_pinned_non_root_no_secrets(dockerfile):
 def test_gpu_image_has_vllm_and_cuda_base_cpu_image_has_cpu_torch():
     gpu = (ROOT / "images" / "gpu.Dockerfile").read_text()
     cpu = (ROOT / "images" / "cpu.Dockerfile").read_text()
-    assert "nvidia/cuda:" in gpu and 'vllm==${VLLM_VERSION}' in gpu
+    assert "nvidia/cuda:" in gpu and "vllm==${VLLM_VERSION}" in gpu
     assert "download.pytorch.org/whl/cpu" in cpu and "torch==2.13.0" in cpu and "psycopg2" in cpu
 
 
 def test_dockerignore_sends_only_what_the_images_copy():
-    lines = [ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines()
-             if ln.strip() and not ln.startswith("#")]
+    lines = [
+        ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines() if ln.strip() and not ln.startswith("#")
+    ]
     assert lines[0] == "**"
     assert {"!pyproject.toml", "!README.md", "!src/"} <= set(lines)
     assert not any(ln.startswith("!") and (".env" in ln or "secret" in ln.lower()) for ln in lines)
