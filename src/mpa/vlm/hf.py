@@ -70,8 +70,30 @@ def peek_model_type(path: str) -> str | None:
 
 
 def check_remote_code(cfg: ModelConfig, path: str) -> str | None:
-    """Refuse families that need remote code unless the config allows it; return the model type."""
-    model_type = peek_model_type(path)
+    """Refuse families that need remote code unless the config allows it; return the model type.
+
+    Local checkpoints are recognised from config.json; for a hub id the config is resolved the way
+    ``from_pretrained`` resolves it (then cached), which refuses custom code unless allowed.
+    """
+    if Path(path).is_dir():
+        model_type = peek_model_type(path)
+    else:
+        from transformers import AutoConfig
+
+        kwargs: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code}
+        if cfg.revision:
+            kwargs["revision"] = cfg.revision
+        try:
+            model_type = AutoConfig.from_pretrained(path, **kwargs).model_type
+        except ValueError as exc:
+            if "trust_remote_code" not in str(exc):
+                raise ModelLoadError(f"cannot read the config of {cfg.model}: {exc}") from exc
+            raise ModelLoadError(
+                f"{cfg.model} runs the model author's own Python code; set trust_remote_code: true in its "
+                "model config (or --trust-remote-code) if you trust it"
+            ) from exc
+        except OSError:
+            return None  # unreachable or missing: from_pretrained reports it with its own message
     if model_type in REMOTE_CODE_MODEL_TYPES and not cfg.trust_remote_code:
         raise ModelLoadError(
             f"{cfg.model} is a {model_type!r} checkpoint, which runs the model author's own Python code; "
