@@ -5,6 +5,8 @@ config, model cache, MLflow, object store, teacher server) and no secret value i
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -198,3 +200,37 @@ def test_dev_overlay_fits_a_small_cluster(rendered):
         assert pvcs["mpa-model-cache"]["spec"]["accessModes"] == ["ReadWriteOnce"]
     else:
         assert pvcs["mpa-model-cache"]["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+def _flags(args: list[str]) -> set[str]:
+    return {a.split("=", 1)[0] for a in args if a.startswith("--")}
+
+
+def _help(cmd: list[str]) -> str:
+    res = subprocess.run(
+        cmd, capture_output=True, text=True, check=False, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    return res.stdout
+
+
+def test_mlflow_server_flags_exist():
+    pytest.importorskip("mlflow")
+    docs = [d for d in yaml.safe_load_all((MANIFESTS / "base" / "mlflow.yaml").read_text()) if d]
+    c = docs[0]["spec"]["template"]["spec"]["containers"][0]
+    used = _flags(shlex.split(c["args"][0].replace("exec mlflow server", "")))
+    assert {"--backend-store-uri", "--artifacts-destination"} <= used
+    known = set(re.findall(r"--[a-z][a-z-]+", _help([sys.executable, "-m", "mlflow", "server", "--help"])))
+    assert used <= known, used - known
+
+
+def test_vllm_server_flags_exist():
+    pytest.importorskip("vllm")
+    docs = [
+        d for d in yaml.safe_load_all((MANIFESTS / "components" / "teacher-vllm" / "teacher.yaml").read_text()) if d
+    ]
+    c = docs[0]["spec"]["template"]["spec"]["containers"][0]
+    assert c["command"][-1] == "vllm.entrypoints.openai.api_server"
+    used = _flags(c["args"])
+    known = set(re.findall(r"--[a-z][a-z-]+", _help([sys.executable, "-m", c["command"][2], "--help"])))
+    assert used <= known, used - known
