@@ -48,6 +48,16 @@ from transformers import PreTrainedModel
 from .configuration_stub import StubInternVLChatConfig
 
 
+class Vision(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(3, 16)
+
+    def forward(self, pixel_values):
+        assert pixel_values.dtype == self.proj.weight.dtype, "pixels must arrive in the tower's dtype"
+        return self.proj(pixel_values.mean(dim=(2, 3)))
+
+
 class StubInternVLChatModel(PreTrainedModel):
     """InternVL2's call signatures over a one-layer model (vision: mean-pooled pixels)."""
 
@@ -57,13 +67,13 @@ class StubInternVLChatModel(PreTrainedModel):
     def __init__(self, config):
         super().__init__(config)
         self.embed = torch.nn.Embedding(config.vocab_size, 16)
-        self.vision = torch.nn.Linear(3, 16)
+        self.vision_model = Vision()
         self.head = torch.nn.Linear(16, config.vocab_size)
         self.post_init()
 
     def _embeds(self, pixel_values, input_ids):
         x = self.embed(input_ids)
-        vit = self.vision(pixel_values.mean(dim=(2, 3)))  # one feature per tile
+        vit = self.vision_model(pixel_values)  # one feature per tile
         mask = input_ids == self.img_context_token_id
         per_tile = mask.sum() // max(len(vit), 1)
         x = x.clone()
@@ -147,3 +157,26 @@ def test_training_step_with_answer_only_labels(remote_ckpt):
         opt.step()
         opt.zero_grad()
     assert loss.item() < first
+
+
+def test_pl_stage_trains_a_remote_code_student(remote_ckpt, tmp_path):
+    """mpa.stages.level on the remote-code checkpoint: AutoModel, img_context_token_id, image_flags."""
+    from mpa.config import TrainConfig
+    from mpa.stages.level import level
+    from mpa.tasks import get_task
+
+    Image.new("RGB", (56, 28), (200, 0, 0)).save(tmp_path / "a.png")
+    rows = [{"image": str(tmp_path / "a.png"), "question": "What color?", "answer": "red", "kept": True}] * 4
+    (tmp_path / "parity.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    cfg = ModelConfig(model=str(remote_ckpt), device="cpu", trust_remote_code=True)
+    s = level(samples_path=tmp_path / "parity.jsonl", student=cfg, task=get_task("textvqa"),
+              cfg=TrainConfig(batch_size=2, learning_rate=1e-2, epochs=2), out_dir=tmp_path / "level", show=False)
+    assert s.steps == 4 and s.last_loss < s.first_loss
+    assert load_model(ModelConfig(model=s.checkpoint, device="cpu", trust_remote_code=True)).img_context_token_id
+
+
+def test_bf16_model_gets_pixels_in_its_dtype(remote_ckpt):
+    cfg = ModelConfig(model=str(remote_ckpt), device="cpu", trust_remote_code=True, dtype="bfloat16")
+    vlm = HFVLM(cfg)
+    assert next(vlm.model.parameters()).dtype == torch.bfloat16
+    assert len(vlm.generate([VLMRequest(Image.new("RGB", (28, 28)), "What color?")], GenParams(max_new_tokens=1))) == 1

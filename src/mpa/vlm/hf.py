@@ -148,9 +148,31 @@ def load_model(cfg: ModelConfig, path: str | None = None, device: torch.device |
         model = auto.from_pretrained(path, **kwargs)
     except OSError as exc:
         raise ModelLoadError(f"cannot load model {cfg.model}: {exc}") from exc
+    if adapter_for_model_type(model_type).needs_remote_code:
+        _prepare_remote_code_model(model, cfg, path)
     if device.type == "cpu":
         tune_cpu_threads(model)
     return model.to(device)
+
+
+def _prepare_remote_code_model(model: Any, cfg: ModelConfig, path: str) -> None:
+    """InternVL2 (remote code) needs ``img_context_token_id`` set by its caller (its own ``chat()`` and
+    fine-tuning script do so), and its vision tower expects pixels in its own dtype (bf16 on GPU)."""
+    from mpa.vlm.adapters import InternVL2Processor
+
+    processor = load_processor(cfg, path)
+    model.img_context_token_id = processor.tokenizer.convert_tokens_to_ids(InternVL2Processor.IMG_CONTEXT)
+    vision = getattr(model, "vision_model", None)
+    if isinstance(vision, torch.nn.Module):
+        def cast_pixels(module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+            dtype = next(module.parameters()).dtype
+            if args and torch.is_tensor(args[0]) and args[0].is_floating_point():
+                args = (args[0].to(dtype), *args[1:])
+            if torch.is_tensor(kwargs.get("pixel_values")):
+                kwargs = {**kwargs, "pixel_values": kwargs["pixel_values"].to(dtype)}
+            return args, kwargs
+
+        vision.register_forward_pre_hook(cast_pixels, with_kwargs=True)
 
 
 TINY_MODEL_PARAMS = 50_000_000
