@@ -225,6 +225,10 @@ def test_config_from_params_errors_name_the_input():
         config_from_params(_params(), {"teacher.model": "x"})
     with pytest.raises(ValueError, match="identify.match"):
         config_from_params(_params(match_rule="fuzzy"))
+    with pytest.raises(ValueError, match="credentials never go in run parameters"):
+        config_from_params(_params(), {"storage.secret_access_key": "x"})
+    with pytest.raises(ValueError, match="credentials never go in run parameters"):
+        config_from_params(_params(), {"teacher.options.hf_token": "x"})
     with pytest.raises(ValueError, match="unknown pipeline parameters: bogus"):
         config_from_params({**_params(), "bogus": 1})
 

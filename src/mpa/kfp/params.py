@@ -57,6 +57,14 @@ def _set(data: dict, dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
+SECRET_WORDS = ("secret", "password", "api_key", "apikey", "access_key", "credential", "private_key")
+
+
+def is_secret_field(dotted: str) -> bool:
+    leaf = dotted.rsplit(".", 1)[-1].lower()
+    return any(w in leaf for w in SECRET_WORDS) or leaf == "token" or leaf.endswith("_token")
+
+
 def config_from_params(params: dict[str, Any], overrides: dict[str, Any] | None = None) -> RunConfig:
     """Build and validate the run config from pipeline parameters (+ dotted ``overrides``)."""
     unknown = set(params) - set(PARAM_FIELDS) - PIPELINE_ONLY
@@ -72,6 +80,11 @@ def config_from_params(params: dict[str, Any], overrides: dict[str, Any] | None 
         _set(data, field, value)
     taken = {PARAM_FIELDS[n]: n for n in params if n in PARAM_FIELDS}
     for key, value in (overrides or {}).items():
+        if is_secret_field(key):
+            raise ValueError(
+                f"config_overrides sets {key!r}: credentials never go in run parameters (they are "
+                "stored with the run); give them to the pods as Secrets (manifests/secrets/)"
+            )
         if key in taken:
             raise ValueError(f"config_overrides sets {key!r}: use the pipeline parameter {taken[key]!r} instead")
         _set(data, key, value)
