@@ -490,3 +490,28 @@ def test_pipeline_group_registers_on_the_main_cli():
     app = typer.Typer()
     register(app)
     assert [g.name for g in app.registered_groups] == ["pipeline"]
+
+
+@pytest.mark.parametrize("name", ["cpu-dev", "h100"])
+def test_example_settings_compile(name, tmp_path):
+    from mpa.kfp.settings import load_settings
+
+    settings = load_settings(ROOT / "pipelines" / "settings" / f"{name}.yaml")
+    pipeline, k8s = _load(kc.compile_pipeline(tmp_path / "p.yaml", settings))
+    containers = _containers(pipeline)
+    if name == "cpu-dev":
+        assert all("accelerator" not in c["resources"] for c in containers.values())
+        assert all("mpa-cpu" in c["image"] for c in containers.values())
+        assert all("tolerations" not in ex and "pvcMount" not in ex for ex in k8s.values())
+    else:
+        for ex in ("exec-annotate", "exec-identify", "exec-level"):
+            assert k8s[ex]["nodeSelector"]["labels"]["nvidia.com/gpu.product"] == "NVIDIA-H100-80GB-HBM3"
+        assert containers["exec-level"]["resources"]["resourceMemoryLimit"] == "160Gi"
+
+
+def test_compiled_spec_loads_as_a_kfp_component():
+    from kfp import components
+
+    comp = components.load_component_from_file(str(COMPILED))
+    assert comp.name == "mpa"
+    assert set(comp.component_spec.inputs) == set(PARAM_FIELDS) | PIPELINE_ONLY
