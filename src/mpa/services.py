@@ -29,7 +29,7 @@ S3_BUCKET = "mpa"
 MLFLOW_BUCKET = "mlflow"
 
 
-class ServiceError(RuntimeError):
+class ServiceError(ValueError):  # ValueError: the CLI prints it as one line
     """A local server that would not start (the message points at its log)."""
 
 
