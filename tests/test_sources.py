@@ -103,3 +103,12 @@ def test_hf_source_errors(tmp_path):
 
     with pytest.raises(ImageSourceError, match="image column"):
         hf_dataset_images("x/y", load_dataset=lambda name, split: FakeDS(), cache_dir=tmp_path)
+
+
+def test_chartqa_train_folder_as_unlabeled_source(tmp_path):
+    """The official ChartQA train/ folder: train_human.json + train_augmented.json + png/."""
+    (tmp_path / "png").mkdir()
+    for name, rows in (("train_human.json", ["a.png", "b.png"]), ("train_augmented.json", ["b.png", "c.png"])):
+        (tmp_path / name).write_text(json.dumps([{"imgname": r, "query": "secret?", "label": "42"} for r in rows]))
+    uris = benchmark_images("chartqa", str(tmp_path))
+    assert uris == [str(tmp_path / "png" / n) for n in ("a.png", "b.png", "c.png")]

@@ -10,7 +10,8 @@ Supported benchmarks (name -> metric, see :mod:`mpa.metrics`):
 - ``chartqa`` (relaxed accuracy): ``test_human.json`` / ``test_augmented.json`` (a list of
   ``{imgname, query, label}``); ``annotations`` is one such file (split inferred from the file
   name: it must contain ``human`` or ``augmented``) or a directory holding ``test_human.json``
-  and/or ``test_augmented.json`` (human first). ``answers = [label]``,
+  and/or ``test_augmented.json`` (human first; in the official ``train/`` and ``val/`` folders the
+  single ``*_human.json`` / ``*_augmented.json``). ``answers = [label]``,
   ``question_id = f"{split}-{index}"`` (index within its file). Image = ``{images}/{imgname}``;
   when ``images`` is not given and the annotation directory has a ``png/`` sub-directory (the
   official ChartQA layout), that sub-directory is used.
@@ -252,6 +253,11 @@ def _load_chartqa(annotations: PathLike, images: str | None) -> list[BenchmarkSa
     found = []
     for split, fname in CHARTQA_FILES.items():
         path = _join(ann, fname)
+        if not storage.is_s3(ann) and not Path(path).exists():
+            # the official train/ and val/ folders hold train_human.json / val_human.json and so on
+            others = sorted(Path(ann).glob(f"*_{split}.json"))
+            if len(others) == 1:
+                path = str(others[0])
         try:
             samples.extend(_load_chartqa_file(path, split, root))
         except FileNotFoundError:
