@@ -67,6 +67,8 @@ def make_server(script: Script) -> ThreadingHTTPServer:
                 self.send_header("Content-Length", str(len(out)))
                 self.end_headers()
                 self.wfile.write(out)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client timed out and hung up (the timeout test)
             finally:
                 with script.lock:
                     script.in_flight -= 1
