@@ -21,6 +21,11 @@ def test_params_never_contain_secrets(tiny_config):
     assert not any(s in v for v in params.values() for s in ("AKIA-SECRET", "very-secret", "sk-123"))
     assert not any(k.startswith("storage.access_key") or k.endswith("api_key") for k in params)
     assert "teacher.openai.api_key_env" in params  # the *name* of the env var is not a secret
+    assert params["annotate.max_new_tokens"] == "24"  # "token" inside a longer word is not a secret
+    for key in ("secret_access_key", "api_key", "password", "hf_token", "access_key_id", "authorization"):
+        assert tracking.is_secret_key(key), key
+    for key in ("max_new_tokens", "max_model_len", "api_key_env", "kv_cache_memory_bytes"):
+        assert not tracking.is_secret_key(key), key
 
 
 @pytest.mark.parametrize(("score", "base", "champ", "margin", "alias", "why"), [
@@ -112,3 +117,27 @@ def test_embedded_default_tracks_registers_and_loads(tiny_config, tiny_ws, tmp_p
                                       "--tracking-uri", uri])
     assert res.exit_code == 0, res.output
     assert c.get_model_version("later", "1").tags["mpa.task"] == "textvqa"
+
+
+@pytest.mark.usefixtures("no_servers_env")
+def test_failed_promotion_leaves_no_version_behind(tiny_config, tmp_path, monkeypatch):
+    cfg = parse_config({**tiny_config, "out": str(tmp_path / "run")})
+    ckpt = tmp_path / "run" / "level" / "checkpoint"
+    ckpt.mkdir(parents=True)
+    (ckpt / "config.json").write_text("{}")
+    tracker = tracking.Tracker(cfg, tmp_path / "run", cfg.out)
+    tracker.start()
+
+    def broken_promote(*a, **k):
+        raise RuntimeError("registry went away")
+
+    real_promote = tracking.promote
+    monkeypatch.setattr(tracking, "promote", broken_promote)
+    with pytest.raises(RuntimeError, match="registry went away"):
+        tracker.register({"out": cfg.out}, ckpt)
+    name = tracking.default_model_name(cfg)
+    assert tracker.client.search_model_versions(f"name = '{name}'") == []
+    monkeypatch.setattr(tracking, "promote", real_promote)
+    # the same call succeeds once the registry is back, with a fresh version
+    v = tracker.register({"out": cfg.out}, ckpt)
+    assert v.alias == "challenger" and "no benchmark score" in v.reason

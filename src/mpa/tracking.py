@@ -44,7 +44,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STATE_FILE = "mlflow_run.json"
-SECRET_WORDS = ("secret", "password", "token", "api_key", "apikey", "access_key", "credential", "private")
+SECRET_WORDS = ("secret", "password", "passwd", "token", "apikey", "credential", "credentials", "private")
+SECRET_SUFFIXES = ("api_key", "access_key", "access_key_id", "private_key", "auth", "authorization")
 CHAMPION, CHALLENGER = "champion", "challenger"
 
 
@@ -99,8 +100,11 @@ def _quiet_mlflow() -> None:
 
 # ----------------------------------------------------------------------------- params and tags
 def is_secret_key(key: str) -> bool:
+    """Whether a config key names a secret (``api_key``, ``secret_access_key``; not ``max_new_tokens``)."""
     k = key.lower().replace("-", "_")
-    return any(w in k for w in SECRET_WORDS) and not k.endswith(("_env", "api_key_env"))
+    if k.endswith("_env"):  # the *name* of an environment variable holding a secret
+        return False
+    return any(w in SECRET_WORDS for w in k.split("_")) or k.endswith(SECRET_SUFFIXES)
 
 
 def flatten_params(data: dict, prefix: str = "") -> dict[str, str]:
@@ -408,11 +412,15 @@ class Tracker:
         mv = register_version(self.client, name, source, self.run_id, tags,
                               description=f"MPA-aligned {self.cfg.student.model} on {self.cfg.task.name}")
         out = RegisteredVersion(name=name, version=str(mv.version), source=source)
-        self.client.set_tag(self.run_id, "mpa.registered_model", f"{name}/{mv.version}")
-        if tc.promote:
-            decision = promote(self.client, name, out.version, margin=tc.promotion_margin)
-            out.alias, out.reason = decision.alias, decision.reason
-            self.client.set_tag(self.run_id, "mpa.promotion", decision.alias)
+        try:
+            self.client.set_tag(self.run_id, "mpa.registered_model", f"{name}/{mv.version}")
+            if tc.promote:
+                decision = promote(self.client, name, out.version, margin=tc.promotion_margin)
+                out.alias, out.reason = decision.alias, decision.reason
+                self.client.set_tag(self.run_id, "mpa.promotion", decision.alias)
+        except BaseException:
+            _safe_delete(self.client, name, out.version)  # no half-registered version stays behind
+            raise
         self.state["registered"] = out.__dict__
         self._save_state()
         return out
