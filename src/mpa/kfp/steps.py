@@ -127,6 +127,7 @@ def annotate_shard(plan_dir: str, shard: int, out_dir: str) -> dict:
             show=False,
             shard=(shard, n),
             cache=cache,
+            preprocess_workers=cfg.teacher.preprocess_workers,
         )
     finally:
         teacher.close()
@@ -165,6 +166,7 @@ def identify_shard(plan_dir: str, shard: int, annotations_dir: str, out_dir: str
             student_batch_size=cfg.student.batch_size,
             show=False,
             cache=cache,
+            preprocess_workers=cfg.teacher.preprocess_workers,
         )
     finally:
         teacher.release()
