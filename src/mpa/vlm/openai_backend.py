@@ -178,11 +178,18 @@ class OpenAIVLM(VLM):
     def generate(self, requests: list[VLMRequest], params: GenParams) -> list[str]:
         if not requests:
             return []
+        if params.seed is not None and not params.greedy:
+            # one seed per request: a shared seed would make the k samples of one image identical
+            from dataclasses import replace
+
+            per = [replace(params, seed=params.seed + i) for i in range(len(requests))]
+        else:
+            per = [params] * len(requests)
         n = min(self.settings.max_concurrency, len(requests))
         if n == 1:
-            return [self.complete(r, params) for r in requests]
+            return [self.complete(r, p) for r, p in zip(requests, per, strict=True)]
         with ThreadPoolExecutor(n, thread_name_prefix="mpa-openai") as pool:
-            return list(pool.map(lambda r: self.complete(r, params), requests))
+            return list(pool.map(self.complete, requests, per))
 
     def usage_summary(self) -> dict[str, Any]:
         return {"endpoint": self.settings.base_url, "model": self.served_model, **asdict(self.usage)}
