@@ -124,6 +124,11 @@ def test_full_run_against_real_mlflow_and_s3(servers_env, tiny_config, tiny_ws, 
     res = CliRunner().invoke(app, ["promote", "--name", name, "--version", mv.version])
     assert res.exit_code == 0, res.output
     assert '"alias": "champion"' in res.output
+    # `mpa register` from the run directory on S3 (masked secrets in its config.yaml come from the env)
+    res = CliRunner().invoke(app, ["register", "--run-dir", out, "--name", name + "-copy"])
+    assert res.exit_code == 0, res.output
+    copy = c.get_model_version_by_alias(name + "-copy", "champion")
+    assert copy.tags["mpa.pipeline_run"] == run.info.run_id
 
 
 def test_object_server_down_mid_run_then_resume(tracking_server, fresh_object_server, tiny_config, tmp_path,
