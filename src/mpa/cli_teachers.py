@@ -80,7 +80,33 @@ def run_shard(cfg, shard: str, stages: str = "pa,pi", show: bool = True) -> dict
     teacher.release()
     student.release()
     write_json_atomic(d / "shard_summary.json", result)
+    _log_plan_beside_measured(cfg, d, result)
     return result
+
+
+def _log_plan_beside_measured(cfg, d: Path, result: dict) -> None:
+    """Write ``plan_vs_measured.json``: the cost model for this shard's images beside what it measured."""
+    import logging
+
+    from mpa.plan import make_plan
+    from mpa.records import write_json_atomic
+
+    pa, pi = result.get("annotate"), result.get("identify")
+    if not pa:
+        return
+    try:
+        p = make_plan(cfg, n_images=pa["n_images"])
+    except (ValueError, OSError) as exc:
+        logging.getLogger(__name__).info("no plan for %s: %s", d, exc)
+        return
+    secs = pa["seconds"] + (pi["seconds"] if pi else 0.0)
+    meas = {"images": pa["n_images"], "pa_images_per_s": pa["n_images"] / pa["seconds"] if pa["seconds"] else None,
+            "pa_pi_seconds": secs, "cache_hits": pa.get("cache_hits", 0) + (pi or {}).get("cache_hits", 0),
+            "student_calls_saved": (pi or {}).get("student_calls_saved"),
+            "achieved_tflops": p.total_flops / secs / 1e12 if secs else None}
+    if meas["achieved_tflops"] is not None:
+        meas["utilization_of_plan_gpu"] = meas["achieved_tflops"] / p.peak_tflops
+    write_json_atomic(d / "plan_vs_measured.json", {"plan": p.as_dict(), "measured": meas})
 
 
 def register(app: typer.Typer) -> None:
