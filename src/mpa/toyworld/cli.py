@@ -22,6 +22,7 @@ def train_cmd(
     lr: float = typer.Option(2e-3, "--lr"),
     eval_every: int = typer.Option(500, "--eval-every", help="evaluate + save every N steps (0: at the end)"),
     snapshots: bool = typer.Option(False, "--snapshots", help="keep a copy of every evaluated checkpoint"),
+    stop_after: int | None = typer.Option(None, "--stop-after", help="stop at this step, keeping the schedule"),
 ) -> None:
     """Train a toy checkpoint from scratch (deterministic for a given seed); prints final accuracy."""
     from mpa.toyworld.train import ROLES, train
@@ -31,7 +32,7 @@ def train_cmd(
         raise typer.BadParameter(f"unknown role {role!r}; choose one of {choices}", param_hint="--role")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     final = train(role, out, steps=steps, seed=seed, batch_size=batch_size, lr=lr, eval_every=eval_every,
-                  snapshots=snapshots)
+                  snapshots=snapshots, stop_after=stop_after)
     typer.echo(json.dumps(final, indent=1))
 
 

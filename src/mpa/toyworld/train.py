@@ -277,12 +277,15 @@ def train(
     spec: RoleSpec | None = None,
     init_from: str | Path | None = None,
     snapshots: bool = False,
+    stop_after: int | None = None,
 ) -> dict:
     """Train ``role`` (teacher | student | tiny) from scratch and save a stock checkpoint to ``out_dir``.
 
     Returns the final metrics (also written to ``out_dir/train_meta.json``). The checkpoint is
     saved at every evaluation, so an interrupted run leaves a usable model behind; with
     ``snapshots`` a copy of each evaluated checkpoint is also kept in ``out_dir/snapshots/step_N``.
+    ``stop_after`` ends the run early at that step while keeping the ``steps``-long schedule
+    (learning-rate decay, PA curriculum), so a run cut short is reproducible.
     """
     from transformers import AutoModelForImageTextToText
 
@@ -340,7 +343,7 @@ def train(
         model.save_pretrained(out)
         processor.save_pretrained(out)
         meta = {
-            "role": role, "seed": seed, "steps": step, "batch_size": batch_size, "lr": lr,
+            "role": role, "seed": seed, "steps": step, "schedule_steps": steps, "batch_size": batch_size, "lr": lr,
             "vision_lr_mult": vision_lr_mult, "warmup": warmup, "aux_weight": aux_weight,
             "spec": asdict(spec), "n_params": n_params, "history": history,
         }
@@ -353,7 +356,8 @@ def train(
         return rec
 
     try:
-        for step in range(steps):
+        last = min(steps, stop_after or steps)
+        for step in range(last):
             f = _lr_factor(step, warmup, steps)
             for g in opt.param_groups:
                 g["lr"] = g["base"] * f
@@ -376,9 +380,9 @@ def train(
                 log.info("step %d lm %.4f aux %.4f %.0f ms/step", step + 1, run_lm / log_every,
                          run_aux / log_every, 1000 * dt)
                 run_lm = run_aux = 0.0
-            if eval_every and (step + 1) % eval_every == 0 and step + 1 < steps:
+            if eval_every and (step + 1) % eval_every == 0 and step + 1 < last:
                 checkpoint(step + 1)
-        final = checkpoint(steps)
+        final = checkpoint(last)
     finally:
         hook.remove()
     return final
