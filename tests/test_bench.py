@@ -8,9 +8,18 @@ from mpa.bench import compute_ratios, format_tables
 
 
 def row(pa_s: float, pi_s: float, n: int = 10) -> dict:
-    return {"n_images": n, "pa_engine_s": pa_s, "pi_engine_s": pi_s, "pa_images_per_s": n / pa_s,
-            "pi_images_per_s": n / pi_s, "pa_wall_s": pa_s, "pi_wall_s": pi_s, "teacher_load_s": 1.0,
-            "pi_student_calls": 4, "pi_student_calls_saved": 6}
+    return {
+        "n_images": n,
+        "pa_engine_s": pa_s,
+        "pi_engine_s": pi_s,
+        "pa_images_per_s": n / pa_s,
+        "pi_images_per_s": n / pi_s,
+        "pa_wall_s": pa_s,
+        "pi_wall_s": pi_s,
+        "teacher_load_s": 1.0,
+        "pi_student_calls": 4,
+        "pi_student_calls_saved": 6,
+    }
 
 
 def test_ratios_are_relative_to_per_sample_hf():
@@ -23,8 +32,16 @@ def test_ratios_are_relative_to_per_sample_hf():
 
 def test_tables_show_failures_prefix_cache_and_scaling():
     rows = {"hf_per_sample": row(6.0, 4.0), "vllm_offline": {"error": "exit 1; see x.log"}}
-    prefix = [{"prefix_caching": True, "image_tokens": 144, "pa_pass_s": 1.0, "pi_pass_s": 0.5,
-               "prefix_cache_hits": 100.0, "prefix_cache_queries": 300.0}]
+    prefix = [
+        {
+            "prefix_caching": True,
+            "image_tokens": 144,
+            "pa_pass_s": 1.0,
+            "pi_pass_s": 0.5,
+            "prefix_cache_hits": 100.0,
+            "prefix_cache_queries": 300.0,
+        }
+    ]
     scaling = [{"shards": 2, "ok": True, "wall_s": 10.0, "images_per_s": 3.2, "max_shard_stage_s": 4.0}]
     text = "\n".join(format_tables(rows, prefix, scaling))
     assert "vllm_offline    failed: exit 1" in text

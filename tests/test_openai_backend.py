@@ -60,8 +60,12 @@ def make_server(script: Script) -> ThreadingHTTPServer:
                     self.wfile.write(b'{"error": {"message": "scripted failure"}}')
                     return
                 text = body["messages"][0]["content"][1]["text"]
-                out = json.dumps({"choices": [{"message": {"content": f" echo:{text} "}}],
-                                  "usage": {"prompt_tokens": 100, "completion_tokens": 5}}).encode()
+                out = json.dumps(
+                    {
+                        "choices": [{"message": {"content": f" echo:{text} "}}],
+                        "usage": {"prompt_tokens": 100, "completion_tokens": 5},
+                    }
+                ).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(out)))
@@ -87,8 +91,14 @@ def fake():
 
 
 def vlm_for(url: str, sleeps: list[float] | None = None, **kw) -> OpenAIVLM:
-    settings = OpenAISettings(base_url=url, backoff_base_s=0.01, backoff_max_s=0.05,
-                              price_input_per_mtok=2.5, price_output_per_mtok=10.0, **kw)
+    settings = OpenAISettings(
+        base_url=url,
+        backoff_base_s=0.01,
+        backoff_max_s=0.05,
+        price_input_per_mtok=2.5,
+        price_output_per_mtok=10.0,
+        **kw,
+    )
     cfg = ModelConfig(model="some/teacher", backend="openai", served_name="gpt-x", openai=settings)
     return OpenAIVLM(cfg, sleep=(sleeps.append if sleeps is not None else time.sleep))
 
@@ -109,7 +119,7 @@ def test_request_is_image_first_base64_with_key_from_env(fake, monkeypatch):
     assert image_part["type"] == "image_url" and text_part == {"type": "text", "text": "what colour?"}
     prefix = "data:image/png;base64,"
     assert image_part["image_url"]["url"].startswith(prefix)
-    decoded = Image.open(io.BytesIO(base64.b64decode(image_part["image_url"]["url"][len(prefix):])))
+    decoded = Image.open(io.BytesIO(base64.b64decode(image_part["image_url"]["url"][len(prefix) :])))
     assert decoded.size == (32, 24)
     assert script.headers[0]["Authorization"] == "Bearer sk-test-123"
 
@@ -168,7 +178,7 @@ def test_backoff_is_exponential_with_full_jitter():
 
     rng = random.Random(0)
     for attempt in range(8):
-        cap = min(10.0, 0.5 * 2 ** attempt)
+        cap = min(10.0, 0.5 * 2**attempt)
         draws = [backoff_delay(attempt, 0.5, 10.0, rng) for _ in range(200)]
         assert min(draws) >= 0.0 and max(draws) <= cap
         assert max(draws) > 0.7 * cap  # spread over the whole window, not a fixed delay

@@ -11,8 +11,10 @@ import pytest
 
 from mpa.config import AnnotateConfig, ModelConfig, OpenAISettings
 
-pytestmark = [pytest.mark.vllm,
-              pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM not installed")]
+pytestmark = [
+    pytest.mark.vllm,
+    pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM not installed"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +49,10 @@ def test_server_answers_like_transformers_and_usage_is_counted(ws, server):
     from mpa.vlm.base import GenParams, VLMRequest
     from mpa.vlm.hf import HFVLM
 
-    reqs = [VLMRequest(Image.open(p).convert("RGB"), get_task("textvqa").pa_prompt)
-            for p in sorted(ws["images"].glob("*.png"))[:4]]
+    reqs = [
+        VLMRequest(Image.open(p).convert("RGB"), get_task("textvqa").pa_prompt)
+        for p in sorted(ws["images"].glob("*.png"))[:4]
+    ]
     vlm = client(server, max_concurrency=4)
     got = vlm.generate(reqs, GenParams(max_new_tokens=24))
     want = HFVLM(ModelConfig(model=str(ws["teacher"]))).generate(reqs, GenParams(max_new_tokens=24))
@@ -69,9 +73,15 @@ def test_pa_survives_the_server_being_killed_and_restarted(ws, server, tmp_path)
 
     def run() -> None:
         try:
-            result["summary"] = annotate(images=str(ws["images"]), teacher=vlm, task=get_task("textvqa"),
-                                         cfg=AnnotateConfig(max_new_tokens=24), out_path=out, batch_size=1,
-                                         show=False)
+            result["summary"] = annotate(
+                images=str(ws["images"]),
+                teacher=vlm,
+                task=get_task("textvqa"),
+                cfg=AnnotateConfig(max_new_tokens=24),
+                out_path=out,
+                batch_size=1,
+                show=False,
+            )
         except Exception as exc:  # noqa: BLE001 - reported below
             result["error"] = exc
 
@@ -93,5 +103,7 @@ def test_pa_survives_the_server_being_killed_and_restarted(ws, server, tmp_path)
     recs = list(read_jsonl(out))
     assert len(recs) == len({r["id"] for r in recs}) == 8
     assert vlm.usage.retries >= 1 and vlm.usage.failures == 0
-    print(f"killed after {lines_at_kill} images; {vlm.usage.retries} retries; "
-          f"restart healthy in {server.start_seconds[-1]:.1f}s")
+    print(
+        f"killed after {lines_at_kill} images; {vlm.usage.retries} retries; "
+        f"restart healthy in {server.start_seconds[-1]:.1f}s"
+    )

@@ -69,16 +69,33 @@ def test_local_checkpoint_params_are_counted(tmp_path):
 
     for i in range(3):
         Image.new("RGB", (56, 84)).save(imgs / f"{i}.png")
-    cfg = parse_config({"teacher": {"model": str(d)}, "student": {"model": str(d)},
-                        "data": {"images": str(imgs)}, "out": str(tmp_path / "run")})
+    cfg = parse_config(
+        {
+            "teacher": {"model": str(d)},
+            "student": {"model": str(d)},
+            "data": {"images": str(imgs)},
+            "out": str(tmp_path / "run"),
+        }
+    )
     plan = make_plan(cfg)
     assert plan.n_images == 3 and plan.image_size == (56, 84)
     assert 1e4 < plan.stages[0].lm_flops < 1e12
     assert measured(tmp_path / "run", plan) is None
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "summary.json").write_text(json.dumps({
-        "annotate": {"n_images": 3}, "identify": {"n_parsed": 3, "n_annotations": 3, "student_calls": 1,
-                                                  "n_teacher_consistent": 1, "student_calls_saved": 2},
-        "timings_s": {"annotate": 1.5, "identify": 0.5}}))
+    (tmp_path / "run" / "summary.json").write_text(
+        json.dumps(
+            {
+                "annotate": {"n_images": 3},
+                "identify": {
+                    "n_parsed": 3,
+                    "n_annotations": 3,
+                    "student_calls": 1,
+                    "n_teacher_consistent": 1,
+                    "student_calls_saved": 2,
+                },
+                "timings_s": {"annotate": 1.5, "identify": 0.5},
+            }
+        )
+    )
     m = measured(tmp_path / "run", plan)
     assert m["pa_images_per_s"] == pytest.approx(2.0) and m["student_calls_saved"] == 2

@@ -59,9 +59,20 @@ def test_shards_are_disjoint_cover_and_ignore_listing_order(tmp_path):
 
 
 def _ann(uri: str, k: int = 0, ok: bool = True, error: str | None = None) -> dict:
-    return {"id": f"{Path(uri).stem}-{k}", "image": uri, "image_sha256": "x", "task": "textvqa",
-            "prompt_version": "1", "teacher": "t", "k": k, "question": "q?" if ok else None,
-            "answer": "a" if ok else None, "raw": "", "parse_ok": ok, "error": error}
+    return {
+        "id": f"{Path(uri).stem}-{k}",
+        "image": uri,
+        "image_sha256": "x",
+        "task": "textvqa",
+        "prompt_version": "1",
+        "teacher": "t",
+        "k": k,
+        "question": "q?" if ok else None,
+        "answer": "a" if ok else None,
+        "raw": "",
+        "parse_ok": ok,
+        "error": error,
+    }
 
 
 def test_merge_accounts_for_every_image_and_names_missing_shards(tmp_path):
@@ -106,8 +117,14 @@ def test_cache_skips_finished_work_and_a_changed_prompt_redoes_it(tiny, tmp_path
     teacher = load_vlm(ModelConfig(model=str(tiny["teacher"])))
     cache = ResultCache(tmp_path / "cache")
     task = get_task("textvqa")
-    kw = dict(images=str(tiny["images"]), teacher=teacher, cfg=AnnotateConfig(max_new_tokens=24), show=False,
-              cache=cache, max_images=6)
+    kw = dict(
+        images=str(tiny["images"]),
+        teacher=teacher,
+        cfg=AnnotateConfig(max_new_tokens=24),
+        show=False,
+        cache=cache,
+        max_images=6,
+    )
     first = annotate(task=task, out_path=tmp_path / "a1.jsonl", **kw)
     assert (first.cache_hits, first.generated) == (0, 6)
     again = annotate(task=task, out_path=tmp_path / "a2.jsonl", **kw)  # a fresh run dir, same cache
@@ -117,33 +134,53 @@ def test_cache_skips_finished_work_and_a_changed_prompt_redoes_it(tiny, tmp_path
     bumped = Task(task.name, task.pa_prompt, task.metric, prompt_version="2")
     changed = annotate(task=bumped, out_path=tmp_path / "a3.jsonl", **kw)
     assert (changed.cache_hits, changed.generated) == (0, 6)
-    other_decoding = annotate(task=task, out_path=tmp_path / "a4.jsonl",
-                              **{**kw, "cfg": AnnotateConfig(max_new_tokens=20)})
+    other_decoding = annotate(
+        task=task, out_path=tmp_path / "a4.jsonl", **{**kw, "cfg": AnnotateConfig(max_new_tokens=20)}
+    )
     assert other_decoding.cache_hits == 0
 
 
 def _shard_cmd(cfg_path: Path, shard: str, stages: str = "pa,pi") -> list[str]:
-    return [sys.executable, "-m", "mpa.cli_teachers", "run-shard", "--config", str(cfg_path), "--shard", shard,
-            "--stages", stages]
+    return [
+        sys.executable,
+        "-m",
+        "mpa.cli_teachers",
+        "run-shard",
+        "--config",
+        str(cfg_path),
+        "--shard",
+        shard,
+        "--stages",
+        stages,
+    ]
 
 
 def test_killed_shard_resumes_without_loss_or_duplicates(tiny, tmp_path):
     """SIGKILL a real `run-shard` process mid-PA, run it again, merge: every image exactly once."""
     out = tmp_path / "run"
-    cfg = {"task": {"name": "textvqa"},
-           # the untrained student as "teacher": it writes until max_new_tokens, slow enough to kill mid-run
-           "teacher": {"model": str(tiny["student"]), "batch_size": 1},
-           "student": {"model": str(tiny["student"]), "batch_size": 4},
-           "data": {"images": str(tiny["images"])},
-           "annotate": {"max_new_tokens": 64}, "identify": {"max_new_tokens": 4}, "out": str(out)}
+    cfg = {
+        "task": {"name": "textvqa"},
+        # the untrained student as "teacher": it writes until max_new_tokens, slow enough to kill mid-run
+        "teacher": {"model": str(tiny["student"]), "batch_size": 1},
+        "student": {"model": str(tiny["student"]), "batch_size": 4},
+        "data": {"images": str(tiny["images"])},
+        "annotate": {"max_new_tokens": 64},
+        "identify": {"max_new_tokens": 4},
+        "out": str(out),
+    }
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     uris = list_images(str(tiny["images"]))
     shard0 = select_shard(uris, (0, 2))
     ann0 = shard_dir(out, 0, 2) / "annotations.jsonl"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(_shard_cmd(cfg_path, "0/2", "pa"), env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        _shard_cmd(cfg_path, "0/2", "pa"),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     deadline = time.time() + 240
     while time.time() < deadline:
         if ann0.is_file() and ann0.read_bytes().count(b"\n") >= 2:
@@ -164,8 +201,13 @@ def test_killed_shard_resumes_without_loss_or_duplicates(tiny, tmp_path):
     assert summary0["annotate"]["n_resumed"] >= partial
     assert summary0["annotate"]["n_images"] == len(shard0)
 
-    merge = subprocess.run([sys.executable, "-m", "mpa.cli_teachers", "merge-shards", "--config", str(cfg_path),
-                            "--shards", "2"], env=env, capture_output=True, text=True, timeout=120)
+    merge = subprocess.run(
+        [sys.executable, "-m", "mpa.cli_teachers", "merge-shards", "--config", str(cfg_path), "--shards", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert merge.returncode == 0, merge.stderr[-2000:]
     report = json.loads(merge.stdout.strip().splitlines()[-1])
     assert report["missing"] == 0 and report["n_images"] == len(uris)
@@ -174,6 +216,11 @@ def test_killed_shard_resumes_without_loss_or_duplicates(tiny, tmp_path):
     assert sorted(r["image"] for r in merged) == sorted(uris)
     assert len({r["id"] for r in merged}) == len(merged)
     shutil.rmtree(out / "shards" / "1-of-2")
-    bad = subprocess.run([sys.executable, "-m", "mpa.cli_teachers", "merge-shards", "--config", str(cfg_path),
-                          "--shards", "2"], env=env, capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "mpa.cli_teachers", "merge-shards", "--config", str(cfg_path), "--shards", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode != 0 and "1/2" in (bad.stdout + bad.stderr)

@@ -15,9 +15,13 @@ PA_REGEX = r"Question: [A-Za-z ]{1,40}\? Answer: (red|green|blue|yellow)"
 
 
 def test_engine_kwargs_cpu_defaults_and_gpu_settings():
-    cfg = ModelConfig(model="/m", backend="vllm", max_pixels=512 * 28 * 28,
-                      vllm=VLLMSettings(tensor_parallel_size=2, max_model_len=4096, gpu_memory_utilization=0.8),
-                      options={"disable_log_stats": False})
+    cfg = ModelConfig(
+        model="/m",
+        backend="vllm",
+        max_pixels=512 * 28 * 28,
+        vllm=VLLMSettings(tensor_parallel_size=2, max_model_len=4096, gpu_memory_utilization=0.8),
+        options={"disable_log_stats": False},
+    )
     cpu = engine_kwargs(cfg, "/m", on_gpu=False)
     assert cpu["dtype"] == "float32" and cpu["enforce_eager"] is True
     assert cpu["distributed_executor_backend"] == "uni" and cpu["kv_cache_memory_bytes"] == CPU_DEFAULT_KV_BYTES
@@ -41,8 +45,9 @@ def ws(tmp_path_factory):
 def engine(ws):
     from mpa.vlm.vllm_backend import VLLMVLM
 
-    vlm = VLLMVLM(ModelConfig(model=str(ws["teacher"]), backend="vllm",
-                              vllm=VLLMSettings(kv_cache_memory_bytes=64 << 20)))
+    vlm = VLLMVLM(
+        ModelConfig(model=str(ws["teacher"]), backend="vllm", vllm=VLLMSettings(kv_cache_memory_bytes=64 << 20))
+    )
     yield vlm
     vlm.close()
 
@@ -89,11 +94,25 @@ def test_pa_and_pi_stages_run_on_the_vllm_teacher(ws, engine, tmp_path):
     from mpa.vlm.hf import HFVLM
 
     task = get_task("textvqa")
-    pa = annotate(images=str(ws["images"]), teacher=engine, task=task, cfg=AnnotateConfig(max_new_tokens=24),
-                  out_path=tmp_path / "ann.jsonl", batch_size=8, show=False, preprocess_workers=1)
+    pa = annotate(
+        images=str(ws["images"]),
+        teacher=engine,
+        task=task,
+        cfg=AnnotateConfig(max_new_tokens=24),
+        out_path=tmp_path / "ann.jsonl",
+        batch_size=8,
+        show=False,
+        preprocess_workers=1,
+    )
     assert pa.n_images == 8 and pa.n_parsed >= 6
-    pi = identify(annotations_path=tmp_path / "ann.jsonl", teacher=engine,
-                  student=lambda: HFVLM(ModelConfig(model=str(ws["student"]))), task=task,
-                  cfg=IdentifyConfig(max_new_tokens=6), out_dir=tmp_path / "pi", show=False)
+    pi = identify(
+        annotations_path=tmp_path / "ann.jsonl",
+        teacher=engine,
+        student=lambda: HFVLM(ModelConfig(model=str(ws["student"]))),
+        task=task,
+        cfg=IdentifyConfig(max_new_tokens=6),
+        out_dir=tmp_path / "pi",
+        show=False,
+    )
     assert pi.n_teacher_consistent >= 1
     assert pi.student_calls + pi.student_calls_saved == pi.n_parsed

@@ -51,8 +51,15 @@ def make_bench_workspace(out: str | Path, n_images: int = 32, teacher_steps: int
     corpus = [*DEFAULT_CORPUS, task.pa_prompt, answer_prompt, ANSWER_INSTRUCTION, *colors]
     processor = build_qwen2vl_processor(corpus, vocab_size=500)
     build_tiny_qwen2vl(paths["teacher"], hidden_size=64, num_layers=2, num_heads=2, seed=seed, processor=processor)
-    build_tiny_qwen2vl(paths["student"], hidden_size=64, num_layers=1, num_heads=2, vision_embed_dim=16,
-                       seed=seed + 1, processor=processor)
+    build_tiny_qwen2vl(
+        paths["student"],
+        hidden_size=64,
+        num_layers=1,
+        num_heads=2,
+        vision_embed_dim=16,
+        seed=seed + 1,
+        processor=processor,
+    )
     examples = []
     for i in range(32):
         c = colors[i % len(colors)]
@@ -113,11 +120,20 @@ def _model_cfg(kind: str, model: str, batch_size: int, base_url: str | None = No
     if kind == "hf_batched":
         return ModelConfig(model=model, backend="hf", batch_size=batch_size)
     if kind.startswith("vllm_offline"):
-        return ModelConfig(model=model, backend="vllm", batch_size=max(batch_size, 64),
-                           vllm=VLLMSettings(kv_cache_memory_bytes=64 << 20))
+        return ModelConfig(
+            model=model,
+            backend="vllm",
+            batch_size=max(batch_size, 64),
+            vllm=VLLMSettings(kv_cache_memory_bytes=64 << 20),
+        )
     if kind == "vllm_server":
-        return ModelConfig(model=model, backend="openai", served_name=served, batch_size=max(batch_size, 64),
-                           openai=OpenAISettings(base_url=base_url or "", max_concurrency=32, timeout_s=120))
+        return ModelConfig(
+            model=model,
+            backend="openai",
+            served_name=served,
+            batch_size=max(batch_size, 64),
+            openai=OpenAISettings(base_url=base_url or "", max_concurrency=32, timeout_s=120),
+        )
     raise ValueError(f"unknown bench backend {kind!r}; choose from {', '.join(KINDS)}")
 
 
@@ -150,9 +166,15 @@ def measure(kind: str, ws: dict, n_images: int, batch_size: int, work: Path) -> 
     warm_up(teacher.inner, ws, task.pa_prompt)
     res["teacher_load_s"] = time.perf_counter() - t
     try:
-        pa = annotate(images=str(ws["images"]), teacher=teacher, task=task,
-                      cfg=AnnotateConfig(max_new_tokens=PA_TOKENS, temperature=1.0), out_path=work / "ann.jsonl",
-                      batch_size=tcfg.batch_size, show=False)
+        pa = annotate(
+            images=str(ws["images"]),
+            teacher=teacher,
+            task=task,
+            cfg=AnnotateConfig(max_new_tokens=PA_TOKENS, temperature=1.0),
+            out_path=work / "ann.jsonl",
+            batch_size=tcfg.batch_size,
+            show=False,
+        )
         res.update(pa_engine_s=teacher.seconds, pa_wall_s=pa.seconds, pa_parsed=pa.n_parsed)
         teacher.seconds = 0.0
         holder: dict[str, Any] = {}
@@ -166,8 +188,7 @@ def measure(kind: str, ws: dict, n_images: int, batch_size: int, work: Path) -> 
                 from mpa.vlm.vllm_backend import VLLMServer
 
                 server.stop()
-                server = VLLMServer(ws["student"], served_name="student",
-                                    log_path=work / "server_student.log").start()
+                server = VLLMServer(ws["student"], served_name="student", log_path=work / "server_student.log").start()
                 scfg = _model_cfg(kind, str(ws["student"]), batch_size, server.base_url, "student")
             else:
                 scfg = _model_cfg(kind, str(ws["student"]), batch_size)
@@ -176,14 +197,27 @@ def measure(kind: str, ws: dict, n_images: int, batch_size: int, work: Path) -> 
             res["student_load_s"] = time.perf_counter() - t0
             return holder["s"]
 
-        pi = identify(annotations_path=work / "ann.jsonl", teacher=teacher, student=student, task=task,
-                      cfg=IdentifyConfig(max_new_tokens=PI_TOKENS), out_dir=work / "pi",
-                      teacher_batch_size=tcfg.batch_size, student_batch_size=tcfg.batch_size, show=False)
+        pi = identify(
+            annotations_path=work / "ann.jsonl",
+            teacher=teacher,
+            student=student,
+            task=task,
+            cfg=IdentifyConfig(max_new_tokens=PI_TOKENS),
+            out_dir=work / "pi",
+            teacher_batch_size=tcfg.batch_size,
+            student_batch_size=tcfg.batch_size,
+            show=False,
+        )
         s_secs = holder["s"].seconds if "s" in holder else 0.0
-        res.update(pi_teacher_engine_s=teacher.seconds, pi_student_engine_s=s_secs,
-                   pi_engine_s=teacher.seconds + s_secs, pi_wall_s=pi.seconds - res.get("student_load_s", 0.0),
-                   pi_teacher_consistent=pi.n_teacher_consistent, pi_student_calls=pi.student_calls,
-                   pi_student_calls_saved=pi.student_calls_saved)
+        res.update(
+            pi_teacher_engine_s=teacher.seconds,
+            pi_student_engine_s=s_secs,
+            pi_engine_s=teacher.seconds + s_secs,
+            pi_wall_s=pi.seconds - res.get("student_load_s", 0.0),
+            pi_teacher_consistent=pi.n_teacher_consistent,
+            pi_student_calls=pi.student_calls,
+            pi_student_calls_saved=pi.student_calls_saved,
+        )
         if "s" in holder:
             holder["s"].close()
         usage = getattr(teacher.inner, "usage_summary", None)
@@ -213,9 +247,14 @@ def measure_prefix_cache(ws: dict, n_images: int, enabled: bool, work: Path, siz
     task = get_task("textvqa")
     paths = sorted(Path(ws["images"]).glob("*.png"))[:n_images]
     imgs = [Image.open(p).convert("RGB").resize((size, size)) for p in paths]
-    cfg = ModelConfig(model=str(ws["teacher"]), backend="vllm", max_pixels=size * size, min_pixels=size * size,
-                      vllm=VLLMSettings(kv_cache_memory_bytes=256 << 20, enable_prefix_caching=enabled),
-                      options={"disable_log_stats": False})
+    cfg = ModelConfig(
+        model=str(ws["teacher"]),
+        backend="vllm",
+        max_pixels=size * size,
+        min_pixels=size * size,
+        vllm=VLLMSettings(kv_cache_memory_bytes=256 << 20, enable_prefix_caching=enabled),
+        options={"disable_log_stats": False},
+    )
     vlm = VLLMVLM(cfg)
     params = GenParams(max_new_tokens=PI_TOKENS)
     try:
@@ -228,8 +267,13 @@ def measure_prefix_cache(ws: dict, n_images: int, enabled: bool, work: Path, siz
         hits = _prefix_counters(vlm)
     finally:
         vlm.close()
-    return {"prefix_caching": enabled, "image_tokens": (size // 28) ** 2, "pa_pass_s": first, "pi_pass_s": second,
-            **hits}
+    return {
+        "prefix_caching": enabled,
+        "image_tokens": (size // 28) ** 2,
+        "pa_pass_s": first,
+        "pi_pass_s": second,
+        **hits,
+    }
 
 
 def _prefix_counters(vlm: Any) -> dict[str, float]:
@@ -247,12 +291,19 @@ def _prefix_counters(vlm: Any) -> dict[str, float]:
 
 # --- orchestration ------------------------------------------------------------------------------
 
+
 def _child(args: list[str], log: Path, timeout: float = 1800) -> dict[str, Any]:
     """Run ``python -m mpa.bench <args>`` in a fresh process; its last stdout line is JSON."""
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     with open(log, "w") as fh:
-        proc = subprocess.run([sys.executable, "-m", "mpa.bench", *args], env=env, stdout=subprocess.PIPE,
-                              stderr=fh, text=True, timeout=timeout)
+        proc = subprocess.run(
+            [sys.executable, "-m", "mpa.bench", *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=fh,
+            text=True,
+            timeout=timeout,
+        )
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
     if proc.returncode != 0 or not lines:
         return {"error": f"exit {proc.returncode}; see {log}"}
@@ -270,20 +321,28 @@ def _scaling(ws: dict, n_images: int, batch_size: int, work: Path, counts: list[
         out = work / f"scale_{n}"
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
-        cfg = {"task": {"name": "textvqa"},
-               "teacher": {"model": str(ws["teacher"]), "batch_size": batch_size},
-               "student": {"model": str(ws["student"]), "batch_size": batch_size},
-               "data": {"images": str(ws["images"])},
-               "annotate": {"temperature": 1.0, "max_new_tokens": PA_TOKENS},
-               "identify": {"max_new_tokens": PI_TOKENS}, "cache": {"enabled": False}, "out": str(out)}
+        cfg = {
+            "task": {"name": "textvqa"},
+            "teacher": {"model": str(ws["teacher"]), "batch_size": batch_size},
+            "student": {"model": str(ws["student"]), "batch_size": batch_size},
+            "data": {"images": str(ws["images"])},
+            "annotate": {"temperature": 1.0, "max_new_tokens": PA_TOKENS},
+            "identify": {"max_new_tokens": PI_TOKENS},
+            "cache": {"enabled": False},
+            "out": str(out),
+        }
         (out / "config.yaml").write_text(yaml.safe_dump(cfg))
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         t = time.perf_counter()
-        procs = [subprocess.Popen([sys.executable, "-m", "mpa.cli_teachers", "run-shard", "--config",
-                                   str(out / "config.yaml"), "--shard", f"{i}/{n}"], env=env, stdout=subprocess.DEVNULL,
-                                  stderr=open(out / f"shard{i}.log", "w"))  # noqa: SIM115
-                 for i in range(n)]
+        logs = [open(out / f"shard{i}.log", "w") for i in range(n)]  # noqa: SIM115 - closed below
+        cmd = [sys.executable, "-m", "mpa.cli_teachers", "run-shard", "--config", str(out / "config.yaml")]
+        procs = [
+            subprocess.Popen([*cmd, "--shard", f"{i}/{n}"], env=env, stdout=subprocess.DEVNULL, stderr=logs[i])
+            for i in range(n)
+        ]
         codes = [p.wait() for p in procs]
+        for fh in logs:
+            fh.close()
         wall = time.perf_counter() - t
         engine = []
         for i in range(n):
@@ -291,14 +350,28 @@ def _scaling(ws: dict, n_images: int, batch_size: int, work: Path, counts: list[
             if f.is_file():
                 s = json.loads(f.read_text())
                 engine.append(s["annotate"]["seconds"] + s["identify"]["seconds"])
-        rows.append({"shards": n, "ok": all(c == 0 for c in codes), "wall_s": wall,
-                     "images_per_s": n_images / wall, "max_shard_stage_s": max(engine) if engine else None})
+        rows.append(
+            {
+                "shards": n,
+                "ok": all(c == 0 for c in codes),
+                "wall_s": wall,
+                "images_per_s": n_images / wall,
+                "max_shard_stage_s": max(engine) if engine else None,
+            }
+        )
     return rows
 
 
-def run_bench(workdir: str | Path, *, n_images: int = 64, backends: list[str] | None = None,
-              shard_counts: list[int] | None = None, batch_size: int = 16, prefix_cache: bool = True,
-              echo: Callable[[str], Any] = print) -> dict[str, Any]:
+def run_bench(
+    workdir: str | Path,
+    *,
+    n_images: int = 64,
+    backends: list[str] | None = None,
+    shard_counts: list[int] | None = None,
+    batch_size: int = 16,
+    prefix_cache: bool = True,
+    echo: Callable[[str], Any] = print,
+) -> dict[str, Any]:
     work = Path(workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
     backends = list(backends or KINDS)
@@ -308,14 +381,20 @@ def run_bench(workdir: str | Path, *, n_images: int = 64, backends: list[str] | 
     rows: dict[str, dict[str, Any]] = {}
     for kind in backends:
         echo(f"measuring {kind} …")
-        rows[kind] = _child(["--measure", kind, "--work", str(work), "--n-images", str(n_images),
-                             "--batch-size", str(batch_size)], work / f"{kind}.log")
+        rows[kind] = _child(
+            ["--measure", kind, "--work", str(work), "--n-images", str(n_images), "--batch-size", str(batch_size)],
+            work / f"{kind}.log",
+        )
     prefix: list[dict[str, Any]] = []
     if prefix_cache and any(k.startswith("vllm") for k in backends):
         for enabled in (True, False):
             echo(f"measuring vLLM prefix cache {'on' if enabled else 'off'} …")
-            prefix.append(_child(["--prefix", "on" if enabled else "off", "--work", str(work),
-                                  "--n-images", str(n_images)], work / f"prefix_{enabled}.log"))
+            prefix.append(
+                _child(
+                    ["--prefix", "on" if enabled else "off", "--work", str(work), "--n-images", str(n_images)],
+                    work / f"prefix_{enabled}.log",
+                )
+            )
     scaling = _scaling(ws, n_images, batch_size, work, shard_counts) if shard_counts else []
     ratios = compute_ratios(rows)
     for line in format_tables(rows, prefix, scaling):
@@ -351,8 +430,11 @@ def format_tables(rows: dict[str, dict], prefix: list[dict], scaling: list[dict]
     def f(v: Any, fmt: str = ".2f") -> str:
         return format(v, fmt) if isinstance(v, int | float) else "-"
 
-    lines = ["", f"{'backend':<15} {'PA img/s':>9} {'PI img/s':>9} {'PA eng s':>9} {'PI eng s':>9} "
-             f"{'PA wall s':>9} {'PI wall s':>9} {'load s':>7}  notes"]
+    lines = [
+        "",
+        f"{'backend':<15} {'PA img/s':>9} {'PI img/s':>9} {'PA eng s':>9} {'PI eng s':>9} "
+        f"{'PA wall s':>9} {'PI wall s':>9} {'load s':>7}  notes",
+    ]
     for kind, r in rows.items():
         if "error" in r:
             lines.append(f"{kind:<15} failed: {r['error']}")
@@ -362,25 +444,37 @@ def format_tables(rows: dict[str, dict], prefix: list[dict], scaling: list[dict]
             notes.append(f"server healthy in {r['server_start_s']:.1f}s")
         if r.get("pi_student_calls_saved") is not None:
             notes.append(f"student calls {r['pi_student_calls']} (saved {r['pi_student_calls_saved']})")
-        lines.append(f"{kind:<15} {f(r.get('pa_images_per_s')):>9} {f(r.get('pi_images_per_s')):>9} "
-                     f"{f(r.get('pa_engine_s')):>9} {f(r.get('pi_engine_s')):>9} {f(r.get('pa_wall_s')):>9} "
-                     f"{f(r.get('pi_wall_s')):>9} {f(r.get('teacher_load_s'), '.1f'):>7}  {'; '.join(notes)}")
+        lines.append(
+            f"{kind:<15} {f(r.get('pa_images_per_s')):>9} {f(r.get('pi_images_per_s')):>9} "
+            f"{f(r.get('pa_engine_s')):>9} {f(r.get('pi_engine_s')):>9} {f(r.get('pa_wall_s')):>9} "
+            f"{f(r.get('pi_wall_s')):>9} {f(r.get('teacher_load_s'), '.1f'):>7}  {'; '.join(notes)}"
+        )
     if prefix:
         lines += ["", "vLLM prefix cache (PI prompt after PA prompt, same images, image first):"]
         for p in prefix:
             if "error" in p:
                 lines.append(f"  failed: {p['error']}")
             else:
-                hit = (f", prefix-cache hits {p['prefix_cache_hits']:.0f}/{p['prefix_cache_queries']:.0f} tokens"
-                       if "prefix_cache_hits" in p else "")
-                lines.append(f"  prefix caching {'on ' if p['prefix_caching'] else 'off'}: {p['image_tokens']} image "
-                             f"tokens/image, PA pass {p['pa_pass_s']:.2f}s, PI pass {p['pi_pass_s']:.2f}s{hit}")
+                hit = (
+                    f", prefix-cache hits {p['prefix_cache_hits']:.0f}/{p['prefix_cache_queries']:.0f} tokens"
+                    if "prefix_cache_hits" in p
+                    else ""
+                )
+                lines.append(
+                    f"  prefix caching {'on ' if p['prefix_caching'] else 'off'}: {p['image_tokens']} image "
+                    f"tokens/image, PA pass {p['pa_pass_s']:.2f}s, PI pass {p['pi_pass_s']:.2f}s{hit}"
+                )
     if scaling:
-        lines += ["", f"{'shards':>6} {'wall s':>8} {'img/s':>7} {'slowest shard stage s':>22}  (HF batched, PA+PI, "
-                  f"separate processes on this machine)"]
+        lines += [
+            "",
+            f"{'shards':>6} {'wall s':>8} {'img/s':>7} {'slowest shard stage s':>22}  (HF batched, PA+PI, "
+            f"separate processes on this machine)",
+        ]
         for s in scaling:
-            lines.append(f"{s['shards']:>6} {s['wall_s']:>8.1f} {s['images_per_s']:>7.2f} "
-                         f"{f(s['max_shard_stage_s']):>22}{'' if s['ok'] else '  (a shard failed)'}")
+            lines.append(
+                f"{s['shards']:>6} {s['wall_s']:>8.1f} {s['images_per_s']:>7.2f} "
+                f"{f(s['max_shard_stage_s']):>22}{'' if s['ok'] else '  (a shard failed)'}"
+            )
     return lines
 
 

@@ -80,7 +80,7 @@ class ResultCache:
     def get_many(self, keys: list[str]) -> dict[str, str]:
         found: dict[str, str] = {}
         for i in range(0, len(keys), 500):
-            part = keys[i: i + 500]
+            part = keys[i : i + 500]
             q = f"SELECT key, value FROM results WHERE key IN ({','.join('?' * len(part))})"
             found.update(dict(self._db.execute(q, part).fetchall()))
         return found
@@ -90,8 +90,10 @@ class ResultCache:
             return
         now = time.time()
         with self._db:
-            self._db.executemany("INSERT OR REPLACE INTO results (key, value, created) VALUES (?, ?, ?)",
-                                 [(k, v, now) for k, v in items.items()])
+            self._db.executemany(
+                "INSERT OR REPLACE INTO results (key, value, created) VALUES (?, ?, ?)",
+                [(k, v, now) for k, v in items.items()],
+            )
         self.stats.writes += len(items)
 
     def __len__(self) -> int:

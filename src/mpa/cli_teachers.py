@@ -61,16 +61,35 @@ def run_shard(cfg, shard: str, stages: str = "pa,pi", show: bool = True) -> dict
     result: dict = {"shard": f"{i}/{n}"}
     wanted = {s.strip() for s in stages.split(",")}
     if "pa" in wanted:
-        pa = annotate(images=cfg.data.images, teacher=teacher(), task=task, cfg=cfg.annotate,
-                      out_path=d / "annotations.jsonl", batch_size=cfg.teacher.batch_size,
-                      max_images=cfg.data.max_images, seed=cfg.seed, show=show, shard=(i, n), cache=cache,
-                      preprocess_workers=cfg.teacher.preprocess_workers)
+        pa = annotate(
+            images=cfg.data.images,
+            teacher=teacher(),
+            task=task,
+            cfg=cfg.annotate,
+            out_path=d / "annotations.jsonl",
+            batch_size=cfg.teacher.batch_size,
+            max_images=cfg.data.max_images,
+            seed=cfg.seed,
+            show=show,
+            shard=(i, n),
+            cache=cache,
+            preprocess_workers=cfg.teacher.preprocess_workers,
+        )
         result["annotate"] = asdict(pa)
     if "pi" in wanted:
-        pi = identify(annotations_path=d / "annotations.jsonl", teacher=teacher, student=student, task=task,
-                      cfg=cfg.identify, out_dir=d / "pi", teacher_batch_size=cfg.teacher.batch_size,
-                      student_batch_size=cfg.student.batch_size, show=show, cache=cache,
-                      preprocess_workers=cfg.teacher.preprocess_workers)
+        pi = identify(
+            annotations_path=d / "annotations.jsonl",
+            teacher=teacher,
+            student=student,
+            task=task,
+            cfg=cfg.identify,
+            out_dir=d / "pi",
+            teacher_batch_size=cfg.teacher.batch_size,
+            student_batch_size=cfg.student.batch_size,
+            show=show,
+            cache=cache,
+            preprocess_workers=cfg.teacher.preprocess_workers,
+        )
         result["identify"] = asdict(pi)
     if teacher._vlm is not None:
         _write_usage(teacher._vlm, d / "usage.json")
@@ -100,10 +119,14 @@ def _log_plan_beside_measured(cfg, d: Path, result: dict) -> None:
         logging.getLogger(__name__).info("no plan for %s: %s", d, exc)
         return
     secs = pa["seconds"] + (pi["seconds"] if pi else 0.0)
-    meas = {"images": pa["n_images"], "pa_images_per_s": pa["n_images"] / pa["seconds"] if pa["seconds"] else None,
-            "pa_pi_seconds": secs, "cache_hits": pa.get("cache_hits", 0) + (pi or {}).get("cache_hits", 0),
-            "student_calls_saved": (pi or {}).get("student_calls_saved"),
-            "achieved_tflops": p.total_flops / secs / 1e12 if secs else None}
+    meas = {
+        "images": pa["n_images"],
+        "pa_images_per_s": pa["n_images"] / pa["seconds"] if pa["seconds"] else None,
+        "pa_pi_seconds": secs,
+        "cache_hits": pa.get("cache_hits", 0) + (pi or {}).get("cache_hits", 0),
+        "student_calls_saved": (pi or {}).get("student_calls_saved"),
+        "achieved_tflops": p.total_flops / secs / 1e12 if secs else None,
+    }
     if meas["achieved_tflops"] is not None:
         meas["utilization_of_plan_gpu"] = meas["achieved_tflops"] / p.peak_tflops
     write_json_atomic(d / "plan_vs_measured.json", {"plan": p.as_dict(), "measured": meas})
@@ -142,8 +165,9 @@ def register(app: typer.Typer) -> None:
         from mpa.sharding import merge_shards
 
         cfg = _config(config, set_, out=out)
-        report = merge_shards(cfg.out, shards, list_images(cfg.data.images, cfg.data.max_images),
-                              strict=not allow_missing)
+        report = merge_shards(
+            cfg.out, shards, list_images(cfg.data.images, cfg.data.max_images), strict=not allow_missing
+        )
         typer.echo(json.dumps({k: v for k, v in asdict(report).items() if k != "missing_images"}))
 
     @app.command()
@@ -174,7 +198,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def bench(
         workdir: Annotated[Path, typer.Option(help="scratch directory (tiny models and images are built here)")] = Path(
-            "runs/bench"),
+            "runs/bench"
+        ),
         n_images: Annotated[int, typer.Option(min=4, help="images per measurement")] = 64,
         backends: Annotated[str, typer.Option(help="comma list of the backends to measure")] = ",".join(ALL_BACKENDS),
         shards: Annotated[str, typer.Option(help="shard counts for the scaling table ('' to skip)")] = "1,2,4",
@@ -183,9 +208,14 @@ def register(app: typer.Typer) -> None:
         """PA and PI images/s: per-sample HF, batched HF, vLLM offline, vLLM server; last line JSON ratios."""
         from mpa.bench import run_bench
 
-        res = run_bench(workdir, n_images=n_images, backends=[b for b in backends.split(",") if b],
-                        shard_counts=[int(s) for s in shards.split(",") if s], batch_size=batch_size,
-                        echo=typer.echo)
+        res = run_bench(
+            workdir,
+            n_images=n_images,
+            backends=[b for b in backends.split(",") if b],
+            shard_counts=[int(s) for s in shards.split(",") if s],
+            batch_size=batch_size,
+            echo=typer.echo,
+        )
         typer.echo(json.dumps(res["ratios"]))
 
 
@@ -194,8 +224,7 @@ def main() -> None:
     import logging
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    app = typer.Typer(name="mpa-teachers", no_args_is_help=True, pretty_exceptions_enable=False,
-                      add_completion=False)
+    app = typer.Typer(name="mpa-teachers", no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
     register(app)
     from mpa.config import ConfigError
     from mpa.sharding import IncompleteMerge, ShardSpecError

@@ -85,8 +85,7 @@ class Plan:
 
 def qwen_image_tokens(width: int, height: int, max_pixels: int | None, min_pixels: int | None = None) -> int:
     """Visual tokens Qwen2-VL spends on one image (after the 2×2 merge: one per 28×28 px)."""
-    h, w = smart_resize(height, width, 28, min_pixels or QWEN_DEFAULT_MIN_PIXELS,
-                        max_pixels or QWEN_DEFAULT_MAX_PIXELS)
+    h, w = smart_resize(height, width, 28, min_pixels or QWEN_DEFAULT_MIN_PIXELS, max_pixels or QWEN_DEFAULT_MAX_PIXELS)
     return (h // 28) * (w // 28)
 
 
@@ -209,13 +208,21 @@ def make_plan(cfg: RunConfig, n_images: int | None = None) -> Plan:
     api = None
     teacher_is_api = cfg.teacher.backend == "openai"
 
-    def work(name: str, model: ModelFacts, label: str, calls: float, image_tokens: int, prompt: int,
-             out: int) -> StageWork:
+    def work(
+        name: str, model: ModelFacts, label: str, calls: float, image_tokens: int, prompt: int, out: int
+    ) -> StageWork:
         prefill = calls * (image_tokens + prompt)
         decode = calls * out
-        return StageWork(name, label, calls, prefill, decode, calls * image_tokens,
-                         2 * model.lm_params * (prefill + decode),
-                         model.vision_gflop_per_image_token * 1e9 * calls * image_tokens)
+        return StageWork(
+            name,
+            label,
+            calls,
+            prefill,
+            decode,
+            calls * image_tokens,
+            2 * model.lm_params * (prefill + decode),
+            model.vision_gflop_per_image_token * 1e9 * calls * image_tokens,
+        )
 
     student = model_facts(cfg.student, p.student_params, p.vision_gflop_per_image_token)
     if teacher_is_api:
@@ -229,34 +236,73 @@ def make_plan(cfg: RunConfig, n_images: int | None = None) -> Plan:
             pin, pout = GPT4O_DEFAULT_PRICES
             notes.append("API prices: GPT-4o list prices (set teacher.openai.price_*_per_mtok for yours)")
         detail = "low" if cfg.teacher.openai.image_detail == "low" else "high"
-        api_img = (gpt4o_image_tokens(width, height, detail) if p.api_image_tokens == "gpt4o-tiles" else img_tok)
+        api_img = gpt4o_image_tokens(width, height, detail) if p.api_image_tokens == "gpt4o-tiles" else img_tok
         in_tok = pa_calls * (api_img + p.prompt_tokens) + pi_t_calls * (api_img + p.prompt_tokens + question_tokens)
         out_tok = pa_calls * p.pa_output_tokens + pi_t_calls * p.pi_output_tokens
-        api = {"model": cfg.teacher.served_name or cfg.teacher.model, "image_tokens_per_image": api_img,
-               "input_tokens": in_tok, "output_tokens": out_tok,
-               "price_input_per_mtok": pin, "price_output_per_mtok": pout,
-               "usd": (in_tok * pin + out_tok * pout) / 1e6,
-               "usd_batch_api": (in_tok * pin + out_tok * pout) / 2e6}
+        api = {
+            "model": cfg.teacher.served_name or cfg.teacher.model,
+            "image_tokens_per_image": api_img,
+            "input_tokens": in_tok,
+            "output_tokens": out_tok,
+            "price_input_per_mtok": pin,
+            "price_output_per_mtok": pout,
+            "usd": (in_tok * pin + out_tok * pout) / 1e6,
+            "usd_batch_api": (in_tok * pin + out_tok * pout) / 2e6,
+        }
     else:
         teacher = model_facts(cfg.teacher, p.teacher_params, p.vision_gflop_per_image_token)
-        stages.append(work("PA teacher", teacher, cfg.teacher.model, pa_calls, img_tok, p.prompt_tokens,
-                           p.pa_output_tokens))
-        stages.append(work("PI teacher", teacher, cfg.teacher.model, pi_t_calls, img_tok,
-                           p.prompt_tokens + question_tokens, p.pi_output_tokens))
-        notes.append("PI teacher counts the image prefill again; with the same vLLM engine and prefix "
-                     "caching, image-first prompts can reuse PA's prefill (an upper bound here)")
-    stages.append(work("PI student", student, cfg.student.model, pi_s_calls, s_img_tok,
-                       p.prompt_tokens + question_tokens, p.pi_output_tokens))
+        stages.append(
+            work("PA teacher", teacher, cfg.teacher.model, pa_calls, img_tok, p.prompt_tokens, p.pa_output_tokens)
+        )
+        stages.append(
+            work(
+                "PI teacher",
+                teacher,
+                cfg.teacher.model,
+                pi_t_calls,
+                img_tok,
+                p.prompt_tokens + question_tokens,
+                p.pi_output_tokens,
+            )
+        )
+        notes.append(
+            "PI teacher counts the image prefill again; with the same vLLM engine and prefix "
+            "caching, image-first prompts can reuse PA's prefill (an upper bound here)"
+        )
+    stages.append(
+        work(
+            "PI student",
+            student,
+            cfg.student.model,
+            pi_s_calls,
+            s_img_tok,
+            p.prompt_tokens + question_tokens,
+            p.pi_output_tokens,
+        )
+    )
     gpu = p.gpus.get(p.gpu)
     if gpu is None:
         raise ValueError(f"plan.gpu {p.gpu!r} is not in plan.gpus ({', '.join(p.gpus)}); add its peak_tflops")
     total = sum(s.flops for s in stages)
     at_peak = total / (gpu.peak_tflops * 1e12) / 60
     minutes = at_peak / p.utilization
-    return Plan(n_images=n_images, image_size=(width, height), image_tokens_per_image=img_tok, pixel_cap=cap,
-                stages=stages, gpu=p.gpu, peak_tflops=gpu.peak_tflops, utilization=p.utilization,
-                total_flops=total, gpu_minutes_at_peak=at_peak, gpu_minutes=minutes,
-                gpu_usd=minutes / 60 * gpu.usd_per_hour, api=api, student_calls_saved=saved, notes=notes)
+    return Plan(
+        n_images=n_images,
+        image_size=(width, height),
+        image_tokens_per_image=img_tok,
+        pixel_cap=cap,
+        stages=stages,
+        gpu=p.gpu,
+        peak_tflops=gpu.peak_tflops,
+        utilization=p.utilization,
+        total_flops=total,
+        gpu_minutes_at_peak=at_peak,
+        gpu_minutes=minutes,
+        gpu_usd=minutes / 60 * gpu.usd_per_hour,
+        api=api,
+        student_calls_saved=saved,
+        notes=notes,
+    )
 
 
 def measured(out: str | Path, plan: Plan) -> dict[str, Any] | None:
@@ -296,8 +342,13 @@ def measured(out: str | Path, plan: Plan) -> dict[str, Any] | None:
             student += pi.get("student_calls", 0)
             saved += pi.get("student_calls_saved", 0)
             hits += pa.get("cache_hits", 0) + pi.get("cache_hits", 0)
-        res.update(shards=len(shard_files), images=n_img, student_calls_saved=saved, cache_hits=hits,
-                   teacher_consistent_rate=consistent / max(1, parsed))
+        res.update(
+            shards=len(shard_files),
+            images=n_img,
+            student_calls_saved=saved,
+            cache_hits=hits,
+            teacher_consistent_rate=consistent / max(1, parsed),
+        )
         if pa_s:
             res["pa_images_per_s"] = n_img / pa_s
         if pa_s + pi_s:
@@ -319,16 +370,22 @@ def format_plan(plan: Plan) -> list[str]:
         f"{'stage':<11} {'calls':>10} {'prefill tok':>13} {'decode tok':>12} {'PFLOP':>9}  model",
     ]
     for s in plan.stages:
-        lines.append(f"{s.name:<11} {s.calls:>10.0f} {s.prefill_tokens:>13.3g} {s.decode_tokens:>12.3g} "
-                     f"{s.flops / 1e15:>9.2f}  {s.model}")
-    lines.append(f"total {plan.total_flops:.3g} FLOP → {plan.gpu}: {plan.gpu_minutes_at_peak:.1f} GPU-min at peak "
-                 f"({plan.peak_tflops:g} TFLOP/s), {plan.gpu_minutes:.1f} GPU-min at {plan.utilization:.0%} "
-                 f"utilisation (≈ ${plan.gpu_usd:.2f})")
+        lines.append(
+            f"{s.name:<11} {s.calls:>10.0f} {s.prefill_tokens:>13.3g} {s.decode_tokens:>12.3g} "
+            f"{s.flops / 1e15:>9.2f}  {s.model}"
+        )
+    lines.append(
+        f"total {plan.total_flops:.3g} FLOP → {plan.gpu}: {plan.gpu_minutes_at_peak:.1f} GPU-min at peak "
+        f"({plan.peak_tflops:g} TFLOP/s), {plan.gpu_minutes:.1f} GPU-min at {plan.utilization:.0%} "
+        f"utilisation (≈ ${plan.gpu_usd:.2f})"
+    )
     lines.append(f"PI student calls saved by asking only on teacher-consistent samples: {plan.student_calls_saved:.0f}")
     if plan.api:
         a = plan.api
-        lines.append(f"API teacher {a['model']}: {a['input_tokens']:.3g} input + {a['output_tokens']:.3g} output "
-                     f"tokens ({a['image_tokens_per_image']} per image) → ${a['usd']:.2f} "
-                     f"(${a['usd_batch_api']:.2f} with a batch API)")
+        lines.append(
+            f"API teacher {a['model']}: {a['input_tokens']:.3g} input + {a['output_tokens']:.3g} output "
+            f"tokens ({a['image_tokens_per_image']} per image) → ${a['usd']:.2f} "
+            f"(${a['usd_batch_api']:.2f} with a batch API)"
+        )
     lines.extend(f"note: {n}" for n in plan.notes)
     return lines

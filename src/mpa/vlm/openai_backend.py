@@ -64,13 +64,17 @@ def chat_messages(request: VLMRequest, fmt: str = "png", detail: str = "auto") -
     image_url: dict[str, str] = {"url": image_data_url(request.image, fmt)}
     if detail != "auto":
         image_url["detail"] = detail
-    return [{"role": "user", "content": [{"type": "image_url", "image_url": image_url},
-                                         {"type": "text", "text": request.prompt}]}]
+    return [
+        {
+            "role": "user",
+            "content": [{"type": "image_url", "image_url": image_url}, {"type": "text", "text": request.prompt}],
+        }
+    ]
 
 
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
     """Exponential back-off with full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
-    return rng.uniform(0.0, min(cap, base * (2 ** attempt)))
+    return rng.uniform(0.0, min(cap, base * (2**attempt)))
 
 
 class OpenAIVLM(VLM):
@@ -171,8 +175,10 @@ class OpenAIVLM(VLM):
             self.usage.prompt_tokens += int(u.get("prompt_tokens") or 0)
             self.usage.completion_tokens += int(u.get("completion_tokens") or 0)
             self.usage.seconds_in_requests += seconds
-            self.usage.cost_usd = (self.usage.prompt_tokens * s.price_input_per_mtok
-                                   + self.usage.completion_tokens * s.price_output_per_mtok) / 1e6
+            self.usage.cost_usd = (
+                self.usage.prompt_tokens * s.price_input_per_mtok
+                + self.usage.completion_tokens * s.price_output_per_mtok
+            ) / 1e6
 
     # -- the VLM interface --------------------------------------------------------------------
     def generate(self, requests: list[VLMRequest], params: GenParams) -> list[str]:

