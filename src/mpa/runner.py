@@ -101,7 +101,15 @@ def run_pipeline(cfg: RunConfig, *, show: bool = True) -> dict[str, Any]:
     cache), pulls what the prefix already holds (resume), and uploads its outputs after every stage.
     Tracking (``cfg.tracking``) opens one MLflow run, logs every stage, and ends with register + promote.
     """
+    previous = storage.settings()
     storage.configure(storage_settings(cfg))
+    try:
+        return _run_tracked(cfg, show)
+    finally:
+        storage.configure(previous)  # a run's storage settings (maybe credentials) do not outlive it
+
+
+def _run_tracked(cfg: RunConfig, show: bool) -> dict[str, Any]:
     outputs = _Outputs(cfg)
     tracker = None
     if cfg.tracking.enabled:
@@ -118,7 +126,6 @@ def run_pipeline(cfg: RunConfig, *, show: bool = True) -> dict[str, Any]:
     try:
         summary = _run_stages(cfg, outputs, tracker, show)
         if tracker is not None:
-            tracker.log_files(outputs.local, ["summary.json", "config.yaml"])
             ckpt = outputs.local / "level" / "checkpoint"
             if cfg.tracking.register_model and ckpt.is_dir():
                 reg = tracker.register(summary, ckpt)
@@ -130,6 +137,7 @@ def run_pipeline(cfg: RunConfig, *, show: bool = True) -> dict[str, Any]:
             summary["mlflow"] = {"tracking_uri": tracker.uri, "run_id": tracker.run_id,
                                  "experiment": cfg.tracking.experiment}
             write_json_atomic(outputs.local / "summary.json", summary)
+            tracker.log_files(outputs.local, ["summary.json", "config.yaml"])
             tracker.finish("FINISHED")
         outputs.sync(final=True)
     except BaseException:
