@@ -171,6 +171,9 @@ def test_concurrency_is_bounded_and_order_kept(fake):
     assert 1 < script.max_in_flight <= 3
     assert script.seen[0]["top_p"] == 1.0
     assert sorted(b["seed"] for b in script.seen) == list(range(1, 13))  # distinct per request
+    script.seen.clear()
+    vlm_for(url, send_seed=False).generate([VLMRequest(img(), "p")], GenParams(temperature=0.7, seed=1))
+    assert "seed" not in script.seen[0]
 
 
 def test_backoff_is_exponential_with_full_jitter():

