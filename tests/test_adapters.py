@@ -40,8 +40,13 @@ EXPECTED = {
     "llava": ("USER: <image>\nWhat color? ASSISTANT:", " red</s>"),
     "internvl": ("<IMG_CONTEXT>\nWhat color?<|im_end|>\n<|im_start|>assistant\n", "red<|im_end|>"),
 }
-FAMILY = {"qwen2_vl": "qwen2_vl", "qwen2_5_vl": "qwen2_5_vl", "smolvlm": "idefics3", "llava": "llava",
-          "internvl": "internvl"}
+FAMILY = {
+    "qwen2_vl": "qwen2_vl",
+    "qwen2_5_vl": "qwen2_5_vl",
+    "smolvlm": "idefics3",
+    "llava": "llava",
+    "internvl": "internvl",
+}
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +71,9 @@ def test_family_renders_trains_and_generates(tiny_dirs, family):
     assert text.endswith(prompt_end)
 
     # answer-only labels: exactly the answer (with the family's leading space) and its end marker
-    batch = encode_for_training(proc, [_img(), _img(size=(40, 56))], ["What color?", "A longer question?"],
-                                ["red", "blue"])
+    batch = encode_for_training(
+        proc, [_img(), _img(size=(40, 56))], ["What color?", "A longer question?"], ["red", "blue"]
+    )
     labels = batch["labels"]
     assert labels.shape == batch["input_ids"].shape
     first = labels[0][labels[0] != -100]
@@ -108,8 +114,14 @@ def test_remote_code_family_is_refused_unless_configured(tmp_path):
 
 @pytest.mark.parametrize(
     ("size", "max_tiles", "grid"),
-    [((448, 448), 12, (1, 1)), ((896, 448), 12, (2, 1)), ((1024, 768), 12, (4, 3)), ((800, 600), 6, (3, 2)),
-     ((300, 1200), 12, (1, 4)), ((1920, 1080), 6, (2, 1))],
+    [
+        ((448, 448), 12, (1, 1)),
+        ((896, 448), 12, (2, 1)),
+        ((1024, 768), 12, (4, 3)),
+        ((800, 600), 6, (3, 2)),
+        ((300, 1200), 12, (1, 4)),
+        ((1920, 1080), 6, (2, 1)),
+    ],
 )
 def test_internvl2_tile_grid_matches_reference(size, max_tiles, grid):
     assert internvl2_tile_grid(*size, max_tiles=max_tiles) == grid
@@ -127,8 +139,9 @@ def internvl2_processor():
 
     special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>"]
     raw = train_bpe_tokenizer(CORPUS, 400, special)
-    tok = Qwen2TokenizerFast(tokenizer_object=raw, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                             unk_token=None, bos_token=None)
+    tok = Qwen2TokenizerFast(
+        tokenizer_object=raw, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None, bos_token=None
+    )
     return InternVL2Processor(tok, template="internlm2-chat", image_size=28, num_image_token=2, max_tiles=4)
 
 
@@ -169,6 +182,8 @@ def test_internvl2_generate_through_engine(internvl2_processor):
             return torch.tensor([red] * input_ids.shape[0])
 
     vlm = HFVLM(ModelConfig(model="stand-in", device="cpu", trust_remote_code=True), model=StandIn(), processor=proc)
-    out = vlm.generate([VLMRequest(_img(), "What color?"), VLMRequest(_img(size=(28, 90)), "Longer question?")],
-                       GenParams(max_new_tokens=3))
+    out = vlm.generate(
+        [VLMRequest(_img(), "What color?"), VLMRequest(_img(size=(28, 90)), "Longer question?")],
+        GenParams(max_new_tokens=3),
+    )
     assert out == ["red", "red"]

@@ -22,7 +22,7 @@ from mpa.vlm.adapters import InternVL2Processor
 from mpa.vlm.base import GenParams, VLMRequest
 from mpa.vlm.hf import HFVLM, ModelLoadError, encode_for_training, load_model, load_processor
 
-CONFIG_PY = '''
+CONFIG_PY = """
 from transformers import PretrainedConfig
 
 
@@ -39,7 +39,7 @@ class StubInternVLChatConfig(PretrainedConfig):
         self.max_dynamic_patch = max_dynamic_patch
         self.use_thumbnail = use_thumbnail
         self.vocab_size = vocab_size
-'''
+"""
 
 MODEL_PY = '''
 import torch
@@ -104,18 +104,35 @@ def remote_ckpt(tmp_path_factory):
 
     d = tmp_path_factory.mktemp("internvl2_remote")
     special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>"]
-    tok = Qwen2TokenizerFast(tokenizer_object=train_bpe_tokenizer(DEFAULT_CORPUS, 400, special),
-                             eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None, bos_token=None)
+    tok = Qwen2TokenizerFast(
+        tokenizer_object=train_bpe_tokenizer(DEFAULT_CORPUS, 400, special),
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+        bos_token=None,
+    )
     tok.save_pretrained(d)
     (d / "configuration_stub.py").write_text(CONFIG_PY)
     (d / "modeling_stub.py").write_text(MODEL_PY)
-    (d / "config.json").write_text(json.dumps({
-        "model_type": "internvl_chat", "architectures": ["StubInternVLChatModel"],
-        "auto_map": {"AutoConfig": "configuration_stub.StubInternVLChatConfig",
-                     "AutoModel": "modeling_stub.StubInternVLChatModel"},
-        "template": "internlm2-chat", "downsample_ratio": 0.5, "max_dynamic_patch": 4, "use_thumbnail": True,
-        "force_image_size": 28, "vision_config": {"image_size": 28, "patch_size": 14}, "vocab_size": len(tok),
-    }))
+    (d / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "internvl_chat",
+                "architectures": ["StubInternVLChatModel"],
+                "auto_map": {
+                    "AutoConfig": "configuration_stub.StubInternVLChatConfig",
+                    "AutoModel": "modeling_stub.StubInternVLChatModel",
+                },
+                "template": "internlm2-chat",
+                "downsample_ratio": 0.5,
+                "max_dynamic_patch": 4,
+                "use_thumbnail": True,
+                "force_image_size": 28,
+                "vision_config": {"image_size": 28, "patch_size": 14},
+                "vocab_size": len(tok),
+            }
+        )
+    )
     from transformers import AutoConfig, AutoModel
 
     torch.manual_seed(0)
@@ -134,9 +151,13 @@ def test_gate_then_load_through_automodel(remote_ckpt):
     vlm = HFVLM(cfg)
     assert type(vlm.model).__name__ == "StubInternVLChatModel"
     assert vlm.model.img_context_token_id == proc.tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>")
-    out = vlm.generate([VLMRequest(Image.new("RGB", (56, 28), (200, 0, 0)), "What color?"),
-                        VLMRequest(Image.new("RGB", (28, 28), (0, 0, 200)), "A longer question, really?")],
-                       GenParams(max_new_tokens=2))
+    out = vlm.generate(
+        [
+            VLMRequest(Image.new("RGB", (56, 28), (200, 0, 0)), "What color?"),
+            VLMRequest(Image.new("RGB", (28, 28), (0, 0, 200)), "A longer question, really?"),
+        ],
+        GenParams(max_new_tokens=2),
+    )
     assert len(out) == 2 and all(isinstance(t, str) for t in out)
 
 
@@ -169,8 +190,14 @@ def test_pl_stage_trains_a_remote_code_student(remote_ckpt, tmp_path):
     rows = [{"image": str(tmp_path / "a.png"), "question": "What color?", "answer": "red", "kept": True}] * 4
     (tmp_path / "parity.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     cfg = ModelConfig(model=str(remote_ckpt), device="cpu", trust_remote_code=True)
-    s = level(samples_path=tmp_path / "parity.jsonl", student=cfg, task=get_task("textvqa"),
-              cfg=TrainConfig(batch_size=2, learning_rate=1e-2, epochs=2), out_dir=tmp_path / "level", show=False)
+    s = level(
+        samples_path=tmp_path / "parity.jsonl",
+        student=cfg,
+        task=get_task("textvqa"),
+        cfg=TrainConfig(batch_size=2, learning_rate=1e-2, epochs=2),
+        out_dir=tmp_path / "level",
+        show=False,
+    )
     assert s.steps == 4 and s.last_loss < s.first_loss
     assert load_model(ModelConfig(model=s.checkpoint, device="cpu", trust_remote_code=True)).img_context_token_id
 

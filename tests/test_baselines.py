@@ -20,8 +20,12 @@ from mpa.tinymodels import (
     quick_train,
 )
 
-CORPUS = [*DEFAULT_CORPUS, get_task("textvqa").pa_prompt, get_task("textvqa").answer_prompt(TINY_QUESTION),
-          *TINY_COLORS]
+CORPUS = [
+    *DEFAULT_CORPUS,
+    get_task("textvqa").pa_prompt,
+    get_task("textvqa").answer_prompt(TINY_QUESTION),
+    *TINY_COLORS,
+]
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +45,12 @@ def _cfg(ws, tmp_path, teacher: str, student: str, **extra):
         "data": {"images": str(ws["images"])},
         "annotate": {"temperature": 0.0},
         "train": {"batch_size": 4, "learning_rate": 3e-3, "epochs": 1},
-        "evaluate": {"benchmark": "textvqa", "annotations": str(ws["benchmark"]), "images": str(ws["bench_images"]),
-                     "max_samples": 4},
+        "evaluate": {
+            "benchmark": "textvqa",
+            "annotations": str(ws["benchmark"]),
+            "images": str(ws["bench_images"]),
+            "max_samples": 4,
+        },
         "out": str(tmp_path / "run"),
         "tracking": {"enabled": False},  # MLflow is tested elsewhere; keep these runs fast
     }
@@ -77,8 +85,10 @@ def test_mixed_pair_smolvlm_teacher_qwen_student(ws, tmp_path):
     examples = []
     for i in range(16):
         c, img = colors[i % 4], _tiny_image(colors[i % 4], i)
-        examples += [(img, task.pa_prompt, f"Question: {TINY_QUESTION} Answer: {c}"),
-                     (img, task.answer_prompt(TINY_QUESTION), c)]
+        examples += [
+            (img, task.pa_prompt, f"Question: {TINY_QUESTION} Answer: {c}"),
+            (img, task.answer_prompt(TINY_QUESTION), c),
+        ]
     quick_train(model, proc, examples, steps=80, lr=1e-2, batch=8)
     model.save_pretrained(teacher_dir)
     summary = run_pipeline(_cfg(ws, tmp_path, teacher_dir, ws["student"]), show=False)
@@ -103,11 +113,19 @@ def test_no_pi_baseline_trains_on_every_parsed_pseudo_label(ws, tmp_path):
 @pytest.mark.parametrize("lora", [False, True])
 def test_few_shot_baseline_full_and_lora(ws, tmp_path, lora):
     cfg = _cfg(ws, tmp_path, ws["teacher"], ws["student"], train={"lora": lora, "lora_r": 4, "lora_alpha": 8})
-    s = run_baseline(cfg, "few-shot", shots=4, train_annotations=str(ws["benchmark"]),
-                     train_images=str(ws["bench_images"]), show=False)
+    s = run_baseline(
+        cfg,
+        "few-shot",
+        shots=4,
+        train_annotations=str(ws["benchmark"]),
+        train_images=str(ws["bench_images"]),
+        show=False,
+    )
     assert s["n_train"] == 4 and s["level"]["lora"] is lora
-    rows = [json.loads(line) for line in
-            (tmp_path / "run" / "baselines" / "few-shot" / "train.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line)
+        for line in (tmp_path / "run" / "baselines" / "few-shot" / "train.jsonl").read_text().splitlines()
+    ]
     assert all(r["answer"] in TINY_COLORS for r in rows)
 
 

@@ -37,8 +37,12 @@ class Handler(BaseHTTPRequestHandler):
         color = _color_of(next(c for c in content if c["type"] == "image_url")["image_url"]["url"])
         text = next(c for c in content if c["type"] == "text")["text"]
         reply = f"Question: {TINY_QUESTION}\nAnswer: {color}" if "Question:" in text else color
-        out = json.dumps({"choices": [{"message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
-                          "usage": {"prompt_tokens": 100, "completion_tokens": 5}}).encode()
+        out = json.dumps(
+            {
+                "choices": [{"message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 100, "completion_tokens": 5},
+            }
+        ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(out)))
@@ -67,23 +71,41 @@ def test_api_teacher_with_tiny_smolvlm_student(api, tmp_path):
     for i in range(4):
         _tiny_image(colors[i], i).save(ws["images"] / f"{i}.png")
         _tiny_image(colors[i], 50 + i).save(ws["bench_images"] / f"b{i}.png")
-    ws["benchmark"].write_text(json.dumps({"data": [
-        {"question_id": i, "question": TINY_QUESTION, "image_id": f"b{i}", "answers": [colors[i]] * 10}
-        for i in range(4)]}))
+    ws["benchmark"].write_text(
+        json.dumps(
+            {
+                "data": [
+                    {"question_id": i, "question": TINY_QUESTION, "image_id": f"b{i}", "answers": [colors[i]] * 10}
+                    for i in range(4)
+                ]
+            }
+        )
+    )
     task = get_task("textvqa")
-    student = build_tiny("smolvlm", tmp_path / "smolvlm", hidden_size=32, num_layers=1,
-                         corpus=[*DEFAULT_CORPUS, task.pa_prompt, task.answer_prompt(TINY_QUESTION), *TINY_COLORS])
-    cfg = parse_config({
-        "task": {"name": "textvqa"},
-        "teacher": {"model": "gpt-4o", "backend": "openai", "batch_size": 4, "openai": {"base_url": api}},
-        "student": {"model": str(student), "device": "cpu", "batch_size": 4},
-        "data": {"images": str(ws["images"])},
-        "train": {"batch_size": 4, "learning_rate": 3e-3},
-        "evaluate": {"benchmark": "textvqa", "annotations": str(ws["benchmark"]), "images": str(ws["bench_images"]),
-                     "max_samples": 4},
-        "out": str(tmp_path / "run"),
-        "tracking": {"enabled": False},
-    })
+    student = build_tiny(
+        "smolvlm",
+        tmp_path / "smolvlm",
+        hidden_size=32,
+        num_layers=1,
+        corpus=[*DEFAULT_CORPUS, task.pa_prompt, task.answer_prompt(TINY_QUESTION), *TINY_COLORS],
+    )
+    cfg = parse_config(
+        {
+            "task": {"name": "textvqa"},
+            "teacher": {"model": "gpt-4o", "backend": "openai", "batch_size": 4, "openai": {"base_url": api}},
+            "student": {"model": str(student), "device": "cpu", "batch_size": 4},
+            "data": {"images": str(ws["images"])},
+            "train": {"batch_size": 4, "learning_rate": 3e-3},
+            "evaluate": {
+                "benchmark": "textvqa",
+                "annotations": str(ws["benchmark"]),
+                "images": str(ws["bench_images"]),
+                "max_samples": 4,
+            },
+            "out": str(tmp_path / "run"),
+            "tracking": {"enabled": False},
+        }
+    )
     s = run_pipeline(cfg, show=False)
     assert s["annotate"]["n_parsed"] == 4
     assert s["identify"]["n_teacher_consistent"] == 4

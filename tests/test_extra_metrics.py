@@ -25,8 +25,10 @@ from mpa.extra_metrics import (
 @pytest.fixture
 def icdar(tmp_path):
     # the official file starts with a BOM and escapes quotes inside the word
-    gt = '\ufeffword_1.png, "Tiredness"\nword_2.png, "JOINT"\nword_3.png, "###"\nword_4.png, "it\'s"\n' \
-         'word_5.png, "\\"Quote"\n'
+    gt = (
+        '\ufeffword_1.png, "Tiredness"\nword_2.png, "JOINT"\nword_3.png, "###"\nword_4.png, "it\'s"\n'
+        'word_5.png, "\\"Quote"\n'
+    )
     (tmp_path / "gt.txt").write_text(gt, encoding="utf-8")
     for i in range(1, 6):
         Image.new("RGB", (40, 16), (i * 40, 0, 0)).save(tmp_path / f"word_{i}.png")
@@ -35,8 +37,12 @@ def icdar(tmp_path):
 
 def test_icdar2015_loader(icdar):
     words = load_icdar2015_words(str(icdar / "gt.txt"))
-    assert [(w.id, w.word) for w in words] == [("word_1", "Tiredness"), ("word_2", "JOINT"), ("word_4", "it's"),
-                                               ("word_5", '"Quote')]
+    assert [(w.id, w.word) for w in words] == [
+        ("word_1", "Tiredness"),
+        ("word_2", "JOINT"),
+        ("word_4", "it's"),
+        ("word_5", '"Quote'),
+    ]
     assert words[0].image == str(icdar / "word_1.png")
     assert len(load_icdar2015_words(str(icdar / "gt.txt"), skip_dont_care=False)) == 5
 
@@ -51,14 +57,18 @@ def test_word_recognition_rate_hand_computed(icdar):
 
 
 def test_ptb_like_tokenizer():
-    assert ptb_like_tokenize('A man\'s sign reads "STOP!" -- don\'t go.') == "a man 's sign reads stop do n't go"
+    assert ptb_like_tokenize("A man's sign reads \"STOP!\" -- don't go.") == "a man 's sign reads stop do n't go"
     assert ptb_like_tokenize("Coca-Cola costs 3.50 (U.S.A.)") == "coca-cola costs 3.50 -lrb- u.s.a. -rrb-"
 
 
 @pytest.mark.skipif(shutil.which("java") is None, reason="the Stanford PTB tokenizer needs java")
 def test_python_tokenizer_agrees_with_stanford_ptb():
-    caps = ['A man\'s sign reads "STOP!" -- don\'t go.', "The price is 3.50 dollars, at Joe's café (open 24/7).",
-            "Coca-Cola bottles; U.S.A. made...", "a red sign that says 'EXIT' on it"]
+    caps = [
+        "A man's sign reads \"STOP!\" -- don't go.",
+        "The price is 3.50 dollars, at Joe's café (open 24/7).",
+        "Coca-Cola bottles; U.S.A. made...",
+        "a red sign that says 'EXIT' on it",
+    ]
     data = {str(i): [c] for i, c in enumerate(caps)}
     assert _tokenize(data, "python") == _tokenize(data, "ptb")
 
@@ -77,9 +87,13 @@ def test_caption_scores_hand_computed():
 
 
 def test_caption_loaders(tmp_path):
-    data = {"data": [{"image_id": "img1", "caption_str": "a cat", "reference_strs": ["a cat", "the cat"]},
-                     {"image_id": "img1", "caption_str": "the cat", "reference_strs": ["a cat", "the cat"]},
-                     {"image_id": "img2", "caption_str": "a sign"}]}
+    data = {
+        "data": [
+            {"image_id": "img1", "caption_str": "a cat", "reference_strs": ["a cat", "the cat"]},
+            {"image_id": "img1", "caption_str": "the cat", "reference_strs": ["a cat", "the cat"]},
+            {"image_id": "img2", "caption_str": "a sign"},
+        ]
+    }
     (tmp_path / "TextCaps_0.1_val.json").write_text(json.dumps(data))
     Image.new("RGB", (8, 8)).save(tmp_path / "img1.png")
     samples = load_caption_references(str(tmp_path / "TextCaps_0.1_val.json"))
@@ -107,7 +121,9 @@ def test_evaluations_run_a_model_and_resume(icdar, tmp_path):
     assert r["wrr"] == 50.0 and r["wrr_exact"] == 25.0
     again = evaluate_words(Scripted([]), words, tmp_path / "w.jsonl")  # resumes: no model call
     assert again["wrr"] == 50.0
-    samples = [CaptionSample("a", str(icdar / "word_1.png"), ["a red word"]),
-               CaptionSample("b", str(icdar / "word_2.png"), ["another word"])]
+    samples = [
+        CaptionSample("a", str(icdar / "word_1.png"), ["a red word"]),
+        CaptionSample("b", str(icdar / "word_2.png"), ["another word"]),
+    ]
     c = evaluate_captions(Scripted(["a red word", "something"]), samples, tmp_path / "c.jsonl", tokenizer="python")
     assert c["n"] == 2 and c["bleu1"] > 0

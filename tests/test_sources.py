@@ -18,21 +18,32 @@ def test_parse_source():
     assert parse_source("/data/imgs") == {"kind": "dir", "path": "/data/imgs"}
     assert parse_source("s3://b/p/")["kind"] == "s3"
     assert parse_source("bench:textvqa:/a/TextVQA_0.5.1_train.json:/a/train_images") == {
-        "kind": "bench", "name": "textvqa", "annotations": "/a/TextVQA_0.5.1_train.json", "images": "/a/train_images"}
+        "kind": "bench",
+        "name": "textvqa",
+        "annotations": "/a/TextVQA_0.5.1_train.json",
+        "images": "/a/train_images",
+    }
     assert parse_source("bench:stvqa:s3://b/train_task_1.json:s3://b/imgs")["annotations"] == "s3://b/train_task_1.json"
     assert parse_source("bench:stvqa:s3://b/train_task_1.json")["images"] is None
-    assert parse_source("hf:lmms-lab/textvqa") == {"kind": "hf", "dataset": "lmms-lab/textvqa", "split": "train",
-                                                   "column": None}
+    assert parse_source("hf:lmms-lab/textvqa") == {
+        "kind": "hf",
+        "dataset": "lmms-lab/textvqa",
+        "split": "train",
+        "column": None,
+    }
     with pytest.raises(ImageSourceError):
         parse_source("bench:textvqa")
 
 
-@pytest.mark.parametrize(("name", "ann", "questions"), [
-    ("textvqa", "textvqa/TextVQA_0.5.1_val.json", None),
-    ("stvqa", "stvqa/train_task_1.json", None),
-    ("chartqa", "chartqa", None),
-    ("okvqa", "okvqa/mscoco_val2014_annotations.json", "okvqa/OpenEnded_mscoco_val2014_questions.json"),
-])
+@pytest.mark.parametrize(
+    ("name", "ann", "questions"),
+    [
+        ("textvqa", "textvqa/TextVQA_0.5.1_val.json", None),
+        ("stvqa", "stvqa/train_task_1.json", None),
+        ("chartqa", "chartqa", None),
+        ("okvqa", "okvqa/mscoco_val2014_annotations.json", "okvqa/OpenEnded_mscoco_val2014_questions.json"),
+    ],
+)
 def test_benchmark_split_gives_images_only(name, ann, questions):
     uris = benchmark_images(name, str(FIX / ann), questions=questions and str(FIX / questions))
     assert uris == sorted(set(uris)) and all(isinstance(u, str) for u in uris)
@@ -52,8 +63,14 @@ def test_materialize_benchmark_split_for_pa(tmp_path):
     for i in range(3):
         Image.new("RGB", (8, 8), (i * 50, 0, 0)).save(imgs / f"im{i}.jpg")
         for q in range(2):  # several questions per image: one image for PA
-            data.append({"question_id": i * 10 + q, "question": f"secret question {q}?", "image_id": f"im{i}",
-                         "answers": ["secret answer"] * 10})
+            data.append(
+                {
+                    "question_id": i * 10 + q,
+                    "question": f"secret question {q}?",
+                    "image_id": f"im{i}",
+                    "answers": ["secret answer"] * 10,
+                }
+            )
     ann = tmp_path / "TextVQA_0.5.1_train.json"
     ann.write_text(json.dumps({"data": data}))
     out = materialize(f"bench:textvqa:{ann}:{imgs}", tmp_path / "pa_images")

@@ -43,8 +43,9 @@ def majority_answer(answers: list[str]) -> str:
     return next(a.strip() for a in answers if counts.get(a.strip()) == best)
 
 
-def few_shot_samples(benchmark: str, annotations: str, n: int, *, questions: str | None = None,
-                     images: str | None = None, seed: int = 0) -> list[dict[str, str]]:
+def few_shot_samples(
+    benchmark: str, annotations: str, n: int, *, questions: str | None = None, images: str | None = None, seed: int = 0
+) -> list[dict[str, str]]:
     """``n`` labeled (image, question, answer) training samples drawn reproducibly from a train split."""
     from mpa.data.benchmarks import load_benchmark
 
@@ -54,8 +55,10 @@ def few_shot_samples(benchmark: str, annotations: str, n: int, *, questions: str
     if n > len(pool):
         raise BaselineError(f"few-shot asks for {n} samples but {annotations} has {len(pool)} labeled ones")
     chosen = random.Random(seed).sample(pool, n)
-    return [{"image": s.image, "question": s.question, "answer": majority_answer(s.answers),
-             "question_id": s.question_id} for s in chosen]
+    return [
+        {"image": s.image, "question": s.question, "answer": majority_answer(s.answers), "question_id": s.question_id}
+        for s in chosen
+    ]
 
 
 def run_baseline(
@@ -86,8 +89,10 @@ def run_baseline(
     task = get_task(cfg.task.name, cfg.task.prompt_file, cfg.task.metric)
     bench = _load_benchmark(cfg)
     if bench is None and mode == "zero-shot":
-        raise BaselineError("zero-shot scores the student on a benchmark: set evaluate.benchmark and "
-                            "evaluate.annotations (or --benchmark/--annotations)")
+        raise BaselineError(
+            "zero-shot scores the student on a benchmark: set evaluate.benchmark and "
+            "evaluate.annotations (or --benchmark/--annotations)"
+        )
     summary: dict[str, Any] = {"mode": mode, "out": str(out), "task": task.name, "student": cfg.student.model}
     timings: dict[str, float] = {}
 
@@ -95,9 +100,15 @@ def run_baseline(
         t = time.perf_counter()
         vlm = load_vlm(model_cfg)
         try:
-            return evaluate(model=vlm, benchmark=cfg.evaluate.benchmark, samples=bench,
-                            predictions_path=out / "eval" / f"{name}.jsonl", batch_size=cfg.student.batch_size,
-                            max_new_tokens=cfg.evaluate.max_new_tokens, label=f"eval {name}")
+            return evaluate(
+                model=vlm,
+                benchmark=cfg.evaluate.benchmark,
+                samples=bench,
+                predictions_path=out / "eval" / f"{name}.jsonl",
+                batch_size=cfg.student.batch_size,
+                max_new_tokens=cfg.evaluate.max_new_tokens,
+                label=f"eval {name}",
+            )
         finally:
             vlm.close()
             timings[f"eval_{name}"] = time.perf_counter() - t
@@ -113,29 +124,45 @@ def run_baseline(
     t = time.perf_counter()
     if mode == "no-pi":
         teacher = _Lazy(cfg.teacher)
-        pa = annotate(images=cfg.data.images, teacher=teacher(), task=task, cfg=cfg.annotate,
-                      out_path=out / "annotations.jsonl", batch_size=cfg.teacher.batch_size,
-                      max_images=cfg.data.max_images, seed=cfg.seed, show=show)
+        pa = annotate(
+            images=cfg.data.images,
+            teacher=teacher(),
+            task=task,
+            cfg=cfg.annotate,
+            out_path=out / "annotations.jsonl",
+            batch_size=cfg.teacher.batch_size,
+            max_images=cfg.data.max_images,
+            seed=cfg.seed,
+            show=show,
+        )
         teacher.release()
         summary["annotate"] = asdict(pa)
         samples_path = out / "annotations.jsonl"  # every parseable pseudo-label, no PI filter
         summary["n_train"] = pa.n_parsed
     else:
-        rows = few_shot_samples(train_benchmark or cfg.evaluate.benchmark or cfg.task.name, train_annotations,
-                                shots, questions=train_questions, images=train_images, seed=cfg.train.seed)
+        rows = few_shot_samples(
+            train_benchmark or cfg.evaluate.benchmark or cfg.task.name,
+            train_annotations,
+            shots,
+            questions=train_questions,
+            images=train_images,
+            seed=cfg.train.seed,
+        )
         samples_path = out / "train.jsonl"
         write_jsonl_atomic(samples_path, rows)
         summary["n_train"] = len(rows)
     timings["prepare"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    pl = level(samples_path=samples_path, student=cfg.student, task=task, cfg=cfg.train, out_dir=out / "level",
-               show=show)
+    pl = level(
+        samples_path=samples_path, student=cfg.student, task=task, cfg=cfg.train, out_dir=out / "level", show=show
+    )
     timings["level"] = time.perf_counter() - t
     summary["level"] = asdict(pl)
     if bench is not None:
-        summary["eval_after"] = score(cfg.student.model_copy(update={"model": pl.checkpoint, "revision": None}),
-                                      "after")
+        summary["eval_after"] = score(
+            cfg.student.model_copy(update={"model": pl.checkpoint, "revision": None}), "after"
+        )
         summary["score"] = summary["eval_after"]["score"]
         summary["delta"] = summary["eval_after"]["score"] - summary["eval_before"]["score"]
     summary["timings_s"] = timings

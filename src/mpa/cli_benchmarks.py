@@ -18,13 +18,16 @@ def register(app: typer.Typer) -> None:
         out: Annotated[str | None, typer.Option(help="run directory (results go to <out>/baselines/<mode>)")] = None,
         shots: Annotated[int | None, typer.Option(min=1, help="few-shot: number of labeled samples")] = None,
         train_annotations: Annotated[
-            str | None, typer.Option(help="few-shot: the benchmark's official train annotation file")] = None,
+            str | None, typer.Option(help="few-shot: the benchmark's official train annotation file")
+        ] = None,
         train_questions: Annotated[str | None, typer.Option(help="few-shot, OK-VQA: train questions file")] = None,
         train_images: Annotated[str | None, typer.Option(help="few-shot: train image directory")] = None,
         train_benchmark: Annotated[
-            str | None, typer.Option(help="few-shot: format of the train file (default: evaluate.benchmark)")] = None,
-        lora: Annotated[bool | None, typer.Option("--lora/--full", help="few-shot/no-pi: LoRA or full fine-tuning")
-                        ] = None,
+            str | None, typer.Option(help="few-shot: format of the train file (default: evaluate.benchmark)")
+        ] = None,
+        lora: Annotated[
+            bool | None, typer.Option("--lora/--full", help="few-shot/no-pi: LoRA or full fine-tuning")
+        ] = None,
         set_: SetOpt = None,
     ) -> None:
         """Run one of the paper's baselines on your data with the same config as `mpa run`; prints JSON."""
@@ -34,17 +37,27 @@ def register(app: typer.Typer) -> None:
             raise UserError(f"unknown baseline {mode!r}; choose one of: {', '.join(MODES)}")
         cfg = _config(config, set_, **{"out": out, "train.lora": lora})
         try:
-            s = run_baseline(cfg, mode, shots=shots, train_annotations=train_annotations,
-                             train_questions=train_questions, train_images=train_images,
-                             train_benchmark=train_benchmark)
+            s = run_baseline(
+                cfg,
+                mode,
+                shots=shots,
+                train_annotations=train_annotations,
+                train_questions=train_questions,
+                train_images=train_images,
+                train_benchmark=train_benchmark,
+            )
         except BaselineError as exc:
             raise UserError(str(exc)) from exc
         typer.echo(json.dumps({k: s.get(k) for k in ("mode", "score", "delta", "n_train", "out") if k in s}))
 
     @app.command()
     def images(
-        source: Annotated[str, typer.Option(help="dir, s3:// prefix, bench:<name>:<annotations>[:<images>] "
-                                                 "or hf:<dataset>[:<split>[:<column>]]")],
+        source: Annotated[
+            str,
+            typer.Option(
+                help="dir, s3:// prefix, bench:<name>:<annotations>[:<images>] or hf:<dataset>[:<split>[:<column>]]"
+            ),
+        ],
         out: Annotated[Path, typer.Option(help="directory to fill with the images (links or copies)")],
         max_images: Annotated[int | None, typer.Option(min=1)] = None,
         questions: Annotated[str | None, typer.Option(help="OK-VQA questions file (bench:okvqa:…)")] = None,
@@ -64,7 +77,7 @@ def register(app: typer.Typer) -> None:
     @app.command("eval-words")
     def eval_words(
         model: Annotated[str, typer.Option(help="HF id, local checkpoint dir or s3:// prefix")],
-        gt: Annotated[str, typer.Option(help="ICDAR2015 word-recognition gt.txt (word_1.png, \"text\")")],
+        gt: Annotated[str, typer.Option(help='ICDAR2015 word-recognition gt.txt (word_1.png, "text")')],
         images: Annotated[str | None, typer.Option(help="word image directory (default: beside gt)")] = None,
         predictions: Annotated[Path, typer.Option()] = Path("words_predictions.jsonl"),
         batch_size: Annotated[int, typer.Option(min=1)] = 8,
@@ -74,8 +87,11 @@ def register(app: typer.Typer) -> None:
         from mpa.extra_metrics import evaluate_words, load_icdar2015_words
 
         samples = load_icdar2015_words(gt, images)
-        typer.echo(json.dumps(evaluate_words(_vlm(model, batch_size, trust_remote_code), samples, predictions,
-                                             batch_size=batch_size)))
+        typer.echo(
+            json.dumps(
+                evaluate_words(_vlm(model, batch_size, trust_remote_code), samples, predictions, batch_size=batch_size)
+            )
+        )
 
     @app.command("eval-captions")
     def eval_captions(
@@ -91,8 +107,17 @@ def register(app: typer.Typer) -> None:
         from mpa.extra_metrics import evaluate_captions, load_caption_references
 
         samples = load_caption_references(annotations, images)
-        typer.echo(json.dumps(evaluate_captions(_vlm(model, batch_size, trust_remote_code), samples, predictions,
-                                                batch_size=batch_size, tokenizer=tokenizer)))
+        typer.echo(
+            json.dumps(
+                evaluate_captions(
+                    _vlm(model, batch_size, trust_remote_code),
+                    samples,
+                    predictions,
+                    batch_size=batch_size,
+                    tokenizer=tokenizer,
+                )
+            )
+        )
 
     @app.command("score-words")
     def score_words(
@@ -123,8 +148,10 @@ def register(app: typer.Typer) -> None:
 
         for a in ADAPTERS:
             remote = " (trust_remote_code)" if a.needs_remote_code else ""
-            typer.echo(f"{a.family}: model types {', '.join(a.model_types)}; PL batch {a.preset.batch_size}, "
-                       f"lr {a.preset.learning_rate:g}{remote}")
+            typer.echo(
+                f"{a.family}: model types {', '.join(a.model_types)}; PL batch {a.preset.batch_size}, "
+                f"lr {a.preset.learning_rate:g}{remote}"
+            )
 
     @app.command("make-tiny-family")
     def make_tiny_family(

@@ -48,8 +48,7 @@ def _unquote(field: str) -> str:
     return re.sub(r'\\(["\\])', r"\1", field)
 
 
-def load_icdar2015_words(gt_file: str, images: str | None = None, *, skip_dont_care: bool = True
-                         ) -> list[WordSample]:
+def load_icdar2015_words(gt_file: str, images: str | None = None, *, skip_dont_care: bool = True) -> list[WordSample]:
     """Read an ICDAR2015 word-recognition ground-truth file (``word_1.png, "Tiredness"`` per line)."""
     root = images if images is not None else _parent(gt_file)
     samples = []
@@ -92,8 +91,26 @@ def word_recognition_rate(samples: list[WordSample], predictions: dict[str, str]
 
 # --- text-aware captioning -----------------------------------------------------------------------
 
-PTB_PUNCTUATIONS = {"''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-",
-                    ".", "?", "!", ",", ":", "-", "--", "...", ";", '"'}  # PTB turns " into `` or ''
+PTB_PUNCTUATIONS = {
+    "''",
+    "'",
+    "``",
+    "`",
+    "-LRB-",
+    "-RRB-",
+    "-LCB-",
+    "-RCB-",
+    ".",
+    "?",
+    "!",
+    ",",
+    ":",
+    "-",
+    "--",
+    "...",
+    ";",
+    '"',
+}  # PTB turns " into `` or ''
 _PTB_TOKEN = re.compile(
     r"\.\.\.|--|``|''"  # multi-character punctuation
     r"|n't\b|'(?:s|re|ve|ll|d|m)\b"  # clitics (split off by the word loop below)
@@ -130,8 +147,9 @@ def _tokenize(captions: dict[str, list[str]], tokenizer: str) -> dict[str, list[
     raise ValueError(f"unknown tokenizer {tokenizer!r}; choose auto, ptb or python")
 
 
-def caption_scores(references: dict[str, list[str]], predictions: dict[str, str], *,
-                   tokenizer: str = "auto") -> dict[str, Any]:
+def caption_scores(
+    references: dict[str, list[str]], predictions: dict[str, str], *, tokenizer: str = "auto"
+) -> dict[str, Any]:
     """BLEU-1, ROUGE-L and CIDEr (×100) of one predicted caption per image against its references.
 
     Images without a prediction are scored with an empty caption (and counted in ``n_missing``).
@@ -150,8 +168,15 @@ def caption_scores(references: dict[str, list[str]], predictions: dict[str, str]
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
     rouge, _ = Rouge().compute_score(gts, res)
     cider, _ = Cider().compute_score(gts, res)
-    return {"metric": "captioning", "bleu1": 100.0 * bleu[0], "bleu4": 100.0 * bleu[3],
-            "rouge_l": 100.0 * rouge, "cider": 100.0 * cider, "n": len(ids), "n_missing": missing}
+    return {
+        "metric": "captioning",
+        "bleu1": 100.0 * bleu[0],
+        "bleu4": 100.0 * bleu[3],
+        "rouge_l": 100.0 * rouge,
+        "cider": 100.0 * cider,
+        "n": len(ids),
+        "n_missing": missing,
+    }
 
 
 @dataclass
@@ -218,8 +243,16 @@ def read_predictions(path: str) -> dict[str, str]:
     return out
 
 
-def generate_answers(model: Any, items: list[tuple[str, str]], prompt: str, predictions_path: str | Path, *,
-                     batch_size: int = 8, max_new_tokens: int = 16, label: str = "extra eval") -> dict[str, str]:
+def generate_answers(
+    model: Any,
+    items: list[tuple[str, str]],
+    prompt: str,
+    predictions_path: str | Path,
+    *,
+    batch_size: int = 8,
+    max_new_tokens: int = 16,
+    label: str = "extra eval",
+) -> dict[str, str]:
     """Have a VLM answer ``prompt`` for each ``(id, image)``; resumable jsonl of ``{"id", "answer"}``."""
     from mpa.data.images import UnreadableImage, load_image
     from mpa.records import JsonlLog
@@ -231,7 +264,7 @@ def generate_answers(model: Any, items: list[tuple[str, str]], prompt: str, pred
         todo = [(i, img) for i, img in items if i not in out.done]
         with progress_bar(label, total=len(items), completed=len(items) - len(todo)) as advance:
             for b in range(0, len(todo), batch_size):
-                chunk, reqs, ok = todo[b: b + batch_size], [], []
+                chunk, reqs, ok = todo[b : b + batch_size], [], []
                 for i, img in chunk:
                     try:
                         reqs.append(VLMRequest(load_image(img).image, prompt))
@@ -244,17 +277,42 @@ def generate_answers(model: Any, items: list[tuple[str, str]], prompt: str, pred
         return {r["id"]: r["answer"] for r in out.records}
 
 
-def evaluate_words(model: Any, samples: list[WordSample], predictions_path: str | Path, *, batch_size: int = 8,
-                   prompt: str = WORD_PROMPT) -> dict[str, Any]:
-    preds = generate_answers(model, [(s.id, s.image) for s in samples], prompt, predictions_path,
-                             batch_size=batch_size, label="word recognition")
+def evaluate_words(
+    model: Any,
+    samples: list[WordSample],
+    predictions_path: str | Path,
+    *,
+    batch_size: int = 8,
+    prompt: str = WORD_PROMPT,
+) -> dict[str, Any]:
+    preds = generate_answers(
+        model,
+        [(s.id, s.image) for s in samples],
+        prompt,
+        predictions_path,
+        batch_size=batch_size,
+        label="word recognition",
+    )
     return word_recognition_rate(samples, preds) | {"model": model.model_id}
 
 
-def evaluate_captions(model: Any, samples: list[CaptionSample], predictions_path: str | Path, *,
-                      batch_size: int = 8, prompt: str = CAPTION_PROMPT, max_new_tokens: int = 48,
-                      tokenizer: str = "auto") -> dict[str, Any]:
-    preds = generate_answers(model, [(s.id, s.image) for s in samples], prompt, predictions_path,
-                             batch_size=batch_size, max_new_tokens=max_new_tokens, label="captioning")
-    return caption_scores({s.id: s.references for s in samples}, preds, tokenizer=tokenizer) | {
-        "model": model.model_id}
+def evaluate_captions(
+    model: Any,
+    samples: list[CaptionSample],
+    predictions_path: str | Path,
+    *,
+    batch_size: int = 8,
+    prompt: str = CAPTION_PROMPT,
+    max_new_tokens: int = 48,
+    tokenizer: str = "auto",
+) -> dict[str, Any]:
+    preds = generate_answers(
+        model,
+        [(s.id, s.image) for s in samples],
+        prompt,
+        predictions_path,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        label="captioning",
+    )
+    return caption_scores({s.id: s.references for s in samples}, preds, tokenizer=tokenizer) | {"model": model.model_id}

@@ -29,14 +29,14 @@ HF_PREFIX = "hf:"
 def parse_source(source: str) -> dict[str, Any]:
     """Split a source string into its kind and parts (``dir``, ``s3``, ``bench`` or ``hf``)."""
     if source.startswith(BENCH_PREFIX):
-        parts = source[len(BENCH_PREFIX):]
+        parts = source[len(BENCH_PREFIX) :]
         name, _, rest = parts.partition(":")
         if not name or not rest:
             raise ImageSourceError(f"bad benchmark source {source!r}: use bench:<name>:<annotations>[:<images>]")
         ann, images = _split_images(rest)
         return {"kind": "bench", "name": name, "annotations": ann, "images": images}
     if source.startswith(HF_PREFIX):
-        dataset, split, column = ([*source[len(HF_PREFIX):].split(":"), None, None])[:3]
+        dataset, split, column = ([*source[len(HF_PREFIX) :].split(":"), None, None])[:3]
         if not dataset:
             raise ImageSourceError(f"bad dataset source {source!r}: use hf:<dataset id>[:<split>[:<image column>]]")
         return {"kind": "hf", "dataset": dataset, "split": split or "train", "column": column}
@@ -48,11 +48,17 @@ def _split_images(rest: str) -> tuple[str, str | None]:
     marker = rest.find(":", rest.find("s3://") + 5 if rest.startswith("s3://") else 0)
     if marker == -1:
         return rest, None
-    return rest[:marker], rest[marker + 1:] or None
+    return rest[:marker], rest[marker + 1 :] or None
 
 
-def benchmark_images(name: str, annotations: str, *, images: str | None = None, questions: str | None = None,
-                     max_images: int | None = None) -> list[str]:
+def benchmark_images(
+    name: str,
+    annotations: str,
+    *,
+    images: str | None = None,
+    questions: str | None = None,
+    max_images: int | None = None,
+) -> list[str]:
     """Sorted, de-duplicated image references of a benchmark split; no question or answer leaves here."""
     from mpa.data.benchmarks import load_benchmark
 
@@ -64,9 +70,15 @@ def benchmark_images(name: str, annotations: str, *, images: str | None = None, 
     return uris[:max_images] if max_images else uris
 
 
-def hf_dataset_images(dataset: str, split: str = "train", column: str | None = None, *,
-                      cache_dir: str | os.PathLike | None = None, max_images: int | None = None,
-                      load_dataset: Any = None) -> list[str]:
+def hf_dataset_images(
+    dataset: str,
+    split: str = "train",
+    column: str | None = None,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    max_images: int | None = None,
+    load_dataset: Any = None,
+) -> list[str]:
     """Write the images of a ``datasets`` split to PNG files (once) and return their paths.
 
     ``column`` defaults to the first column of ``Image`` type (else one named ``image``). All other
@@ -76,9 +88,7 @@ def hf_dataset_images(dataset: str, split: str = "train", column: str | None = N
         try:
             from datasets import load_dataset
         except ImportError as exc:
-            raise ImageSourceError(
-                f"reading hf:{dataset} needs the `datasets` package: pip install datasets"
-            ) from exc
+            raise ImageSourceError(f"reading hf:{dataset} needs the `datasets` package: pip install datasets") from exc
     ds = load_dataset(dataset, split=split)
     column = column or _image_column(ds)
     if column not in ds.column_names:
@@ -135,21 +145,29 @@ def _png_bytes(img: Any) -> bytes:
     return buf.getvalue()
 
 
-def resolve_images(source: str, max_images: int | None = None, *, questions: str | None = None,
-                   cache_dir: str | os.PathLike | None = None) -> list[str]:
+def resolve_images(
+    source: str,
+    max_images: int | None = None,
+    *,
+    questions: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> list[str]:
     """Image references for any source string (see the module docstring)."""
     spec = parse_source(source)
     if spec["kind"] == "bench":
-        return benchmark_images(spec["name"], spec["annotations"], images=spec["images"], questions=questions,
-                                max_images=max_images)
+        return benchmark_images(
+            spec["name"], spec["annotations"], images=spec["images"], questions=questions, max_images=max_images
+        )
     if spec["kind"] == "hf":
-        return hf_dataset_images(spec["dataset"], spec["split"], spec["column"], cache_dir=cache_dir,
-                                 max_images=max_images)
+        return hf_dataset_images(
+            spec["dataset"], spec["split"], spec["column"], cache_dir=cache_dir, max_images=max_images
+        )
     return list_images(source, max_images)
 
 
-def materialize(source: str, out_dir: str | os.PathLike, max_images: int | None = None, *,
-                questions: str | None = None) -> Path:
+def materialize(
+    source: str, out_dir: str | os.PathLike, max_images: int | None = None, *, questions: str | None = None
+) -> Path:
     """Make any source a plain image directory PA can read (``data.images``): symlinks to local files,
     copies of ``s3://`` objects; labels never reach it. Returns ``out_dir``."""
     from mpa import storage

@@ -59,8 +59,7 @@ class Adapter:
 
     def render_prompts(self, processor: Any, prompts: list[str]) -> list[str]:
         return [
-            processor.apply_chat_template(self.messages(p), add_generation_prompt=True, tokenize=False)
-            for p in prompts
+            processor.apply_chat_template(self.messages(p), add_generation_prompt=True, tokenize=False) for p in prompts
         ]
 
     def processor_images(self, images: list) -> list:
@@ -73,8 +72,10 @@ class Adapter:
         """The text that ends an assistant turn (``<|im_end|>`` for Qwen2-VL)."""
         tok = processor.tokenizer
         rendered = processor.apply_chat_template(
-            [{"role": "user", "content": [{"type": "text", "text": "x"}]},
-             {"role": "assistant", "content": [{"type": "text", "text": SENTINEL}]}],
+            [
+                {"role": "user", "content": [{"type": "text", "text": "x"}]},
+                {"role": "assistant", "content": [{"type": "text", "text": SENTINEL}]},
+            ],
             tokenize=False,
         )
         tail = rendered.split(SENTINEL, 1)[1]
@@ -178,7 +179,7 @@ class SentinelAdapter(Adapter):
             [*user, {"role": "assistant", "content": [{"type": "text", "text": SENTINEL}]}], tokenize=False
         )
         head, tail = full.split(SENTINEL, 1)
-        prefix = head[len(gen):] if head.startswith(gen) else ""
+        prefix = head[len(gen) :] if head.startswith(gen) else ""
         suffix = tail.rstrip()
         eos = processor.tokenizer.eos_token or ""
         if eos and eos not in suffix:
@@ -293,8 +294,13 @@ class InternVL2RemoteAdapter(SentinelAdapter):
 
 
 ADAPTERS: tuple[Adapter, ...] = (
-    QwenVLAdapter(), Qwen25VLAdapter(), Idefics3Adapter(), SmolVLMAdapter(), LlavaAdapter(),
-    InternVLAdapter(), InternVL2RemoteAdapter(),
+    QwenVLAdapter(),
+    Qwen25VLAdapter(),
+    Idefics3Adapter(),
+    SmolVLMAdapter(),
+    LlavaAdapter(),
+    InternVLAdapter(),
+    InternVL2RemoteAdapter(),
 )
 DEFAULT_ADAPTER = Adapter()
 
@@ -335,15 +341,22 @@ def family_of(model_type: str | None) -> str:
 #: InternVL2's conversation templates (``config.template``), in its MPT separator style:
 #: ``system + sep + user_role + query + sep + assistant_role`` (no newline between turns).
 INTERNVL2_SYSTEM = (
-    "你是由上海人工智能实验室联合商汤科技开发的书生多模态大模型，英文名叫InternVL, "
-    "是一个有用无害的人工智能助手。"
+    "你是由上海人工智能实验室联合商汤科技开发的书生多模态大模型，英文名叫InternVL, 是一个有用无害的人工智能助手。"
 )
 INTERNVL2_TEMPLATES: dict[str, dict[str, str]] = {
     # InternVL2-2B / 8B / 26B (InternLM2 chat) and InternVL2-1B / 40B / 76B (Hermes-2): ChatML
-    "internlm2-chat": {"system": "<|im_start|>system\n", "user": "<|im_start|>user\n",
-                       "assistant": "<|im_start|>assistant\n", "sep": "<|im_end|>"},
-    "Hermes-2": {"system": "<|im_start|>system\n", "user": "<|im_start|>user\n",
-                 "assistant": "<|im_start|>assistant\n", "sep": "<|im_end|>"},
+    "internlm2-chat": {
+        "system": "<|im_start|>system\n",
+        "user": "<|im_start|>user\n",
+        "assistant": "<|im_start|>assistant\n",
+        "sep": "<|im_end|>",
+    },
+    "Hermes-2": {
+        "system": "<|im_start|>system\n",
+        "user": "<|im_start|>user\n",
+        "assistant": "<|im_start|>assistant\n",
+        "sep": "<|im_end|>",
+    },
     # InternVL2-4B (Phi-3)
     "phi3-chat": {"system": "<|system|>\n", "user": "<|user|>\n", "assistant": "<|assistant|>\n", "sep": "<|end|>"},
 }
@@ -351,12 +364,21 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def internvl2_tile_grid(width: int, height: int, max_tiles: int = 12, min_tiles: int = 1,
-                        image_size: int = 448) -> tuple[int, int]:
+def internvl2_tile_grid(
+    width: int, height: int, max_tiles: int = 12, min_tiles: int = 1, image_size: int = 448
+) -> tuple[int, int]:
     """InternVL2's dynamic resolution: the (columns, rows) grid whose aspect ratio is closest to the image's
     (ties go to the larger grid when the image has more than half its pixels)."""
-    ratios = sorted({(i, j) for n in range(min_tiles, max_tiles + 1) for i in range(1, n + 1)
-                     for j in range(1, n + 1) if min_tiles <= i * j <= max_tiles}, key=lambda r: r[0] * r[1])
+    ratios = sorted(
+        {
+            (i, j)
+            for n in range(min_tiles, max_tiles + 1)
+            for i in range(1, n + 1)
+            for j in range(1, n + 1)
+            if min_tiles <= i * j <= max_tiles
+        },
+        key=lambda r: r[0] * r[1],
+    )
     aspect = width / height
     best, best_diff, area = (1, 1), float("inf"), width * height
     for r in ratios:
@@ -372,8 +394,11 @@ def internvl2_tiles(image, max_tiles: int = 12, image_size: int = 448, use_thumb
     """Split an image into ``image_size`` tiles on its grid, plus a thumbnail when there are several."""
     cols, rows = internvl2_tile_grid(*image.size, max_tiles=max_tiles, image_size=image_size)
     resized = image.resize((cols * image_size, rows * image_size))
-    tiles = [resized.crop((c * image_size, r * image_size, (c + 1) * image_size, (r + 1) * image_size))
-             for r in range(rows) for c in range(cols)]
+    tiles = [
+        resized.crop((c * image_size, r * image_size, (c + 1) * image_size, (r + 1) * image_size))
+        for r in range(rows)
+        for c in range(cols)
+    ]
     if use_thumbnail and len(tiles) != 1:
         tiles.append(image.resize((image_size, image_size)))
     return tiles
@@ -391,9 +416,17 @@ class InternVL2Processor:
     _mpa_family = "internvl_chat"
     IMG_START, IMG_END, IMG_CONTEXT = "<img>", "</img>", "<IMG_CONTEXT>"
 
-    def __init__(self, tokenizer: Any, *, template: str = "internlm2-chat", image_size: int = 448,
-                 num_image_token: int = 256, max_tiles: int = 12, use_thumbnail: bool = True,
-                 system_message: str = INTERNVL2_SYSTEM) -> None:
+    def __init__(
+        self,
+        tokenizer: Any,
+        *,
+        template: str = "internlm2-chat",
+        image_size: int = 448,
+        num_image_token: int = 256,
+        max_tiles: int = 12,
+        use_thumbnail: bool = True,
+        system_message: str = INTERNVL2_SYSTEM,
+    ) -> None:
         if template not in INTERNVL2_TEMPLATES:
             raise ValueError(f"unknown InternVL2 template {template!r}; known: {', '.join(INTERNVL2_TEMPLATES)}")
         self.tokenizer = tokenizer
@@ -426,17 +459,23 @@ class InternVL2Processor:
         patch = int(vision.get("patch_size", 14))
         num_image_token = int((image_size // patch) ** 2 * float(cfg.get("downsample_ratio", 0.5)) ** 2)
         tok = AutoTokenizer.from_pretrained(path, use_fast=False, **kwargs)
-        return cls(tok, template=cfg.get("template", "internlm2-chat"), image_size=image_size,
-                   num_image_token=num_image_token, max_tiles=max_tiles or int(cfg.get("max_dynamic_patch", 12)),
-                   use_thumbnail=bool(cfg.get("use_thumbnail", True)))
+        return cls(
+            tok,
+            template=cfg.get("template", "internlm2-chat"),
+            image_size=image_size,
+            num_image_token=num_image_token,
+            max_tiles=max_tiles or int(cfg.get("max_dynamic_patch", 12)),
+            use_thumbnail=bool(cfg.get("use_thumbnail", True)),
+        )
 
     def save_pretrained(self, path: str) -> None:
         self.tokenizer.save_pretrained(path)
 
     # chat format -----------------------------------------------------------------------------
 
-    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = False,
-                            tokenize: bool = False, **_: Any) -> str:
+    def apply_chat_template(
+        self, messages: list[dict], add_generation_prompt: bool = False, tokenize: bool = False, **_: Any
+    ) -> str:
         t = INTERNVL2_TEMPLATES[self.template]
         out = t["system"] + self.system_message + t["sep"]
         for m in messages:
@@ -464,8 +503,9 @@ class InternVL2Processor:
             arrays.append(torch.from_numpy(a.transpose(2, 0, 1).copy()))
         return torch.stack(arrays)
 
-    def __call__(self, text: list[str], images: list | None = None, padding: bool = True,
-                 return_tensors: str = "pt", **_: Any):
+    def __call__(
+        self, text: list[str], images: list | None = None, padding: bool = True, return_tensors: str = "pt", **_: Any
+    ):
         from transformers import BatchFeature
 
         images = list(images or [])
