@@ -34,6 +34,8 @@ def ws(tmp_path_factory):
     paths = make_tiny_workspace(root / "ws", n_images=6)
     paths["smolvlm"] = build_tiny("smolvlm", root / "smolvlm", corpus=CORPUS, hidden_size=32, num_layers=1)
     paths["llava"] = build_tiny("llava", root / "llava", corpus=CORPUS, hidden_size=32, num_layers=1)
+    paths["internvl"] = build_tiny("internvl", root / "internvl", corpus=CORPUS, hidden_size=32, num_layers=1)
+    paths["qwen2_5_vl"] = build_tiny("qwen2_5_vl", root / "qwen2_5_vl", corpus=CORPUS, hidden_size=32, num_layers=1)
     return paths
 
 
@@ -59,22 +61,22 @@ def _cfg(ws, tmp_path, teacher: str, student: str, **extra):
     return parse_config(data)
 
 
-@pytest.mark.parametrize("student", ["smolvlm", "llava"])
+@pytest.mark.parametrize("student", ["smolvlm", "llava", "internvl"])
 def test_mixed_pair_qwen2vl_teacher_other_family_student(ws, tmp_path, student):
-    """Qwen2-VL teacher → SmolVLM / LLaVA student, like the paper's InternVL2-8B → Qwen2VL-2B."""
+    """Qwen2-VL teacher → SmolVLM / LLaVA / InternVL student, like the paper's InternVL2-8B → Qwen2VL-2B."""
     summary = run_pipeline(_cfg(ws, tmp_path, ws["teacher"], ws[student]), show=False)
     assert summary["annotate"]["n_parsed"] == 6
     assert summary["identify"]["k_parity"] > 0
     assert summary["level"]["steps"] >= 1
     ckpt = json.loads((tmp_path / "run" / "level" / "checkpoint" / "config.json").read_text())
-    assert ckpt["model_type"] == {"smolvlm": "idefics3", "llava": "llava"}[student]
+    assert ckpt["model_type"] == {"smolvlm": "idefics3", "llava": "llava", "internvl": "internvl"}[student]
     assert "eval_after" in summary
     preds = (tmp_path / "run" / "eval" / "after.jsonl").read_text()
     assert '"error"' not in preds
 
 
-def test_mixed_pair_smolvlm_teacher_qwen_student(ws, tmp_path):
-    """The other direction: a (briefly trained) SmolVLM teacher annotates for a Qwen2-VL student."""
+def test_mixed_pair_smolvlm_teacher_qwen25_student(ws, tmp_path):
+    """The other direction: a (briefly trained) SmolVLM teacher annotates for a Qwen2.5-VL student."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     task = get_task("textvqa")
@@ -91,7 +93,7 @@ def test_mixed_pair_smolvlm_teacher_qwen_student(ws, tmp_path):
         ]
     quick_train(model, proc, examples, steps=80, lr=1e-2, batch=8)
     model.save_pretrained(teacher_dir)
-    summary = run_pipeline(_cfg(ws, tmp_path, teacher_dir, ws["student"]), show=False)
+    summary = run_pipeline(_cfg(ws, tmp_path, teacher_dir, ws["qwen2_5_vl"]), show=False)
     assert summary["annotate"]["n_parsed"] >= 4
     assert summary["identify"]["k_parity"] > 0
     assert summary["level"]["steps"] >= 1
