@@ -30,7 +30,16 @@ class LoadedImage:
 
 
 def list_images(source: str, max_images: int | None = None) -> list[str]:
-    """Sorted image paths/URIs under ``source`` (files with an image suffix only)."""
+    """Sorted image paths/URIs under ``source`` (files with an image suffix only).
+
+    ``source`` is a directory, an ``s3://`` prefix, or a labeled dataset whose labels are dropped
+    at load time: ``bench:<name>:<annotations>[:<images>]`` or ``hf:<dataset>[:<split>[:<column>]]``
+    (see :mod:`mpa.data.sources`).
+    """
+    if source.startswith(("bench:", "hf:")):
+        from mpa.data.sources import resolve_images
+
+        return resolve_images(source, max_images)
     if storage.is_s3(source):
         uris = [u for u in storage.list_s3(source) if u.lower().endswith(IMAGE_SUFFIXES)]
     else:

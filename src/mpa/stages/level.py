@@ -24,19 +24,10 @@ from mpa.data.images import load_image
 from mpa.records import read_jsonl, write_json_atomic
 from mpa.tasks import Task
 from mpa.ui import progress_bar, summary_table
+from mpa.vlm.adapters import PRESETS
 from mpa.vlm.hf import encode_for_training, load_model, load_processor, resolve_model_ref
 
-# Paper, PL settings per S-VLM family: (batch size, learning rate).
-PRESETS: dict[str, tuple[int, float]] = {
-    "qwen2_vl": (16, 1e-5),
-    "qwen2_5_vl": (16, 1e-5),
-    "internvl_chat": (16, 4e-5),
-    "internvl": (16, 4e-5),
-    "idefics3": (16, 1e-4),
-    "smolvlm": (16, 1e-4),
-    "llava": (16, 1e-4),
-    "tinyllava": (16, 1e-4),
-}
+# Paper, PL settings per S-VLM family: (batch size, learning rate), kept with the family adapters.
 DEFAULT_PRESET = (16, 1e-5)
 
 
