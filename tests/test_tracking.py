@@ -68,6 +68,8 @@ def test_promote_moves_aliases_in_the_registry(tmp_path):
     # the CLI does the same for CI
     res = CliRunner().invoke(_app(), ["promote", "--name", "m", "--version", v2, "--tracking-uri", uri])
     assert res.exit_code == 0 and '"alias": "challenger"' in res.output
+    gate = ["promote", "--name", "m", "--version", v2, "--tracking-uri", uri, "--require-champion"]
+    assert CliRunner().invoke(_app(), gate).exit_code == 1
 
 
 def _app():

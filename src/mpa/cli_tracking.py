@@ -34,11 +34,14 @@ def register(app: typer.Typer) -> None:
         version: Annotated[str, typer.Option(help="model version, or 'latest'")] = "latest",
         margin: Annotated[float, typer.Option(help="score points to beat the base student and the champion by")] = 0.0,
         tracking_uri: TrackingOpt = None,
+        require_champion: Annotated[bool, typer.Option(
+            "--require-champion", help="exit 1 unless the version became (or is) champion (a CI gate)")] = False,
     ) -> None:
         """Give a model version `champion` (if it beats the base student and the champion) or `challenger`.
 
         Reads the scores from the version's tags (``mpa.score``, ``mpa.base_score``); the reason is tagged
-        as ``mpa.promotion_reason``. Exit code 0 either way; the JSON says which alias it got.
+        as ``mpa.promotion_reason``. Prints JSON with the alias and the reason; exit code 0 unless
+        --require-champion and it stayed challenger.
         """
         import os
 
@@ -51,6 +54,8 @@ def register(app: typer.Typer) -> None:
         tracking.check_reachable(uri)
         d = tracking.promote(tracking.client(uri), name, version, margin=margin)
         typer.echo(json.dumps(d.__dict__ | {"name": name}))
+        if require_champion and d.alias != tracking.CHAMPION:
+            raise typer.Exit(1)
 
     services = typer.Typer(help="Local MLflow + S3 (SeaweedFS) servers for development and demos.",
                            no_args_is_help=True)
