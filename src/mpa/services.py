@@ -159,9 +159,12 @@ class ObjectServer:
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise ServiceError(f"weed mini exited with {self.proc.returncode}; log {log}:\n{_tail(log)}")
-            try:
+            try:  # buckets exist, and a write and a read go through (volumes registered with the master)
                 for b in self.buckets:
                     client.head_bucket(Bucket=b)
+                client.put_object(Bucket=self.buckets[0], Key=".ready-probe", Body=b"ok")
+                client.get_object(Bucket=self.buckets[0], Key=".ready-probe")["Body"].read()
+                client.delete_object(Bucket=self.buckets[0], Key=".ready-probe")
                 return
             except (BotoCoreError, ClientError) as exc:
                 last = exc

@@ -468,7 +468,11 @@ def upload_dir(local_dir: str | os.PathLike, prefix_uri: str, *, skip: Callable[
 
 
 def download_dir(prefix_uri: str, local_dir: str | os.PathLike, *, overwrite: bool = False) -> int:
-    """Download every object under ``prefix_uri`` into ``local_dir``; return how many were fetched."""
+    """Download every object under ``prefix_uri`` into ``local_dir``; return how many were fetched.
+
+    Files already present locally are kept unless ``overwrite`` (a local working copy of a run may be
+    ahead of its last sync; downloads are atomic, so an existing file is never a torn download).
+    """
     prefix_uri = prefix_uri.rstrip("/") + "/"
     bucket, prefix = split_s3(prefix_uri)
     root = Path(local_dir)
@@ -478,7 +482,7 @@ def download_dir(prefix_uri: str, local_dir: str | os.PathLike, *, overwrite: bo
         if not rel or rel.endswith("/"):
             continue
         dest = root / rel
-        if not overwrite and dest.is_file() and dest.stat().st_size == obj["Size"]:
+        if not overwrite and dest.is_file():
             continue
         download_file(f"s3://{bucket}/{obj['Key']}", dest)
         n += 1

@@ -167,6 +167,12 @@ def test_object_server_down_mid_run_then_resume(tracking_server, fresh_object_se
     assert c.get_run(state["run_id"]).info.status == "FINISHED"
     assert storage.exists("s3://mpa/down/run/level/checkpoint/config.json")
     assert len(c.search_model_versions(f"name = '{cfg.tracking.registered_model}'")) == 1
+    # another machine (an empty working copy) resumes from what the bucket holds
+    elsewhere = cfg.model_copy(update={"storage": cfg.storage.model_copy(update={"work_dir": str(tmp_path / "m2")})})
+    again = runner.run_pipeline(elsewhere, show=False)
+    assert again["annotate"]["n_resumed"] == 12 and again["mlflow"]["run_id"] == state["run_id"]
+    assert (tmp_path / "m2" / "level" / "checkpoint" / "config.json").is_file()
+    assert len(c.search_model_versions(f"name = '{cfg.tracking.registered_model}'")) == 1
 
 
 def test_wrong_credentials_mid_run_registers_nothing(servers_env, tiny_config, tmp_path, monkeypatch):
