@@ -13,8 +13,6 @@ Start-up times are collected in ``STARTUP`` and printed in the terminal summary.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from mpa import storage
@@ -99,4 +97,4 @@ def report(terminalreporter) -> None:
 
 
 __all__ = ["object_server", "tracking_server", "fresh_object_server", "s3_env", "servers_env", "no_servers_env",
-           "use_object_server", "report", "os"]
+           "use_object_server", "report"]
