@@ -3,7 +3,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.mpa-installed
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup demo test lint
+.PHONY: setup demo test lint services services-down
 
 $(STAMP): pyproject.toml scripts/setup_env.sh
 	VENV=$(VENV) bash scripts/setup_env.sh
@@ -21,3 +21,9 @@ test: setup
 lint: setup
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
+
+services: setup
+	bash scripts/services.sh up
+
+services-down:
+	bash scripts/services.sh down

@@ -73,7 +73,7 @@ def run_baseline(
     show: bool = True,
 ) -> dict[str, Any]:
     """Run one baseline; return (and write) its summary with the benchmark score before/after."""
-    from mpa.runner import _Lazy, _load_benchmark
+    from mpa.runner import LazyVLM, _load_benchmark
     from mpa.stages.annotate import annotate
     from mpa.stages.evaluate import evaluate
     from mpa.stages.level import level
@@ -123,7 +123,7 @@ def run_baseline(
 
     t = time.perf_counter()
     if mode == "no-pi":
-        teacher = _Lazy(cfg.teacher)
+        teacher = LazyVLM(cfg.teacher)
         pa = annotate(
             images=cfg.data.images,
             teacher=teacher(),

@@ -104,3 +104,10 @@ class ResultCache:
 
     def summary(self) -> dict[str, Any]:
         return {"path": str(self.path), **asdict(self.stats)}
+
+
+def open_run_cache(cfg: Any, run_dir: str | Path) -> ResultCache | None:
+    """The PA/PI result cache of a run (``cache.dir``, default ``<run dir>/cache``); None when disabled."""
+    if not cfg.cache.enabled:
+        return None
+    return ResultCache(Path(cfg.cache.dir) if cfg.cache.dir else Path(run_dir) / "cache")

@@ -73,14 +73,19 @@ def annotate(
     set_: SetOpt = None,
 ) -> None:
     """PA: the teacher writes one task-specific question + answer per image (resumable)."""
+    from mpa.cache import open_run_cache
     from mpa.stages.annotate import annotate as run_annotate
     from mpa.tasks import get_task
 
     cfg = _config(config, set_, **{"data.images": images, "out": out})
     task = get_task(cfg.task.name, cfg.task.prompt_file, cfg.task.metric)
+    cache = open_run_cache(cfg, cfg.out)
     run_annotate(images=cfg.data.images, teacher=_models(cfg.teacher), task=task, cfg=cfg.annotate,
                  out_path=Path(cfg.out) / "annotations.jsonl", batch_size=cfg.teacher.batch_size,
-                 max_images=cfg.data.max_images, seed=cfg.seed)
+                 max_images=cfg.data.max_images, seed=cfg.seed, shard=cfg.data.shard, cache=cache,
+                 preprocess_workers=cfg.teacher.preprocess_workers)
+    if cache is not None:
+        cache.close()
 
 
 @app.command()
@@ -91,7 +96,8 @@ def identify(
     set_: SetOpt = None,
 ) -> None:
     """PI: teacher and student answer each generated question; keep E(teacher) ∧ ¬E(student)."""
-    from mpa.runner import _Lazy
+    from mpa.cache import open_run_cache
+    from mpa.runner import LazyVLM
     from mpa.stages.identify import identify as run_identify
     from mpa.tasks import get_task
 
@@ -100,9 +106,13 @@ def identify(
     ann = Path(cfg.out) / "annotations.jsonl"
     if not ann.is_file():
         raise UserError(f"no annotations at {ann}: run `mpa annotate` first (same --config/--out)")
-    run_identify(annotations_path=ann, teacher=_Lazy(cfg.teacher), student=_Lazy(cfg.student), task=task,
+    cache = open_run_cache(cfg, cfg.out)
+    run_identify(annotations_path=ann, teacher=LazyVLM(cfg.teacher), student=LazyVLM(cfg.student), task=task,
                  cfg=cfg.identify, out_dir=Path(cfg.out) / "pi", teacher_batch_size=cfg.teacher.batch_size,
-                 student_batch_size=cfg.student.batch_size)
+                 student_batch_size=cfg.student.batch_size, cache=cache,
+                 preprocess_workers=cfg.teacher.preprocess_workers)
+    if cache is not None:
+        cache.close()
 
 
 @app.command()
@@ -173,7 +183,9 @@ def run(config: ConfigOpt, out: Annotated[str | None, typer.Option(help="run dir
 
     cfg = _config(config, set_, out=out)
     summary = run_pipeline(cfg)
-    console.print(f"run summary: {Path(cfg.out) / 'summary.json'}")
+    from mpa import storage
+
+    console.print(f"run summary: {storage.join(cfg.out, 'summary.json')}")
     if "delta" in summary:
         typer.echo(json.dumps({"before": summary["eval_before"]["score"], "after": summary["eval_after"]["score"],
                                "k_parity": summary["identify"]["k_parity"]}))

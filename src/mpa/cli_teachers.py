@@ -24,15 +24,6 @@ def _config(path: Path, sets: list[str] | None, **flags: object):
     return cli_config(path, sets, **flags)
 
 
-def open_cache(cfg, out: Path):
-    """The run's result cache (``cache.dir``, default ``<out>/cache``), or None when disabled."""
-    from mpa.cache import ResultCache
-
-    if not cfg.cache.enabled:
-        return None
-    return ResultCache(Path(cfg.cache.dir) if cfg.cache.dir else Path(cfg.out) / "cache")
-
-
 def _write_usage(vlm, path: Path) -> None:
     from mpa.records import write_json_atomic
 
@@ -45,8 +36,9 @@ def run_shard(cfg, shard: str, stages: str = "pa,pi", show: bool = True) -> dict
     """PA (and PI) on shard ``i/n`` of the image source, under ``<out>/shards/<i>-of-<n>/`` (resumable)."""
     from dataclasses import asdict
 
+    from mpa.cache import open_run_cache
     from mpa.records import write_json_atomic
-    from mpa.runner import _Lazy
+    from mpa.runner import LazyVLM
     from mpa.sharding import parse_shard, shard_dir
     from mpa.stages.annotate import annotate
     from mpa.stages.identify import identify
@@ -56,8 +48,8 @@ def run_shard(cfg, shard: str, stages: str = "pa,pi", show: bool = True) -> dict
     d = shard_dir(cfg.out, i, n)
     d.mkdir(parents=True, exist_ok=True)
     task = get_task(cfg.task.name, cfg.task.prompt_file, cfg.task.metric)
-    cache = open_cache(cfg, Path(cfg.out))
-    teacher, student = _Lazy(cfg.teacher), _Lazy(cfg.student)
+    cache = open_run_cache(cfg, cfg.out)
+    teacher, student = LazyVLM(cfg.teacher), LazyVLM(cfg.student)
     result: dict = {"shard": f"{i}/{n}"}
     wanted = {s.strip() for s in stages.split(",")}
     if "pa" in wanted:

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from mpa import storage
+from mpa.cache import open_run_cache
 from mpa.config import ModelConfig, RunConfig
 from mpa.records import write_json_atomic
 from mpa.stages.annotate import annotate
@@ -34,7 +35,7 @@ from mpa.vlm.base import VLM, load_vlm
 log = logging.getLogger(__name__)
 
 
-class _Lazy:
+class LazyVLM:
     """Load a model on first use; free it on ``release``."""
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -150,15 +151,6 @@ def _run_tracked(cfg: RunConfig, show: bool) -> dict[str, Any]:
     return summary
 
 
-def _open_cache(cfg: RunConfig, out: Path) -> Any:
-    """The PA/PI result cache (``cache.dir``, default ``<run dir>/cache``), or None when disabled."""
-    if not cfg.cache.enabled:
-        return None
-    from mpa.cache import ResultCache
-
-    return ResultCache(Path(cfg.cache.dir) if cfg.cache.dir else out / "cache")
-
-
 def _resolve_registry_models(cfg: RunConfig) -> RunConfig:
     """``models:/<name>@<alias>`` teacher/student references become local checkpoints."""
     from mpa.tracking import download_model, is_model_uri
@@ -177,7 +169,7 @@ def _run_stages(cfg: RunConfig, outputs: _Outputs, tracker: Any, show: bool) -> 
     (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json") | {"out": outputs.uri},
                                                     sort_keys=False))
     task = get_task(cfg.task.name, cfg.task.prompt_file, cfg.task.metric)
-    teacher, student = _Lazy(cfg.teacher), _Lazy(cfg.student)
+    teacher, student = LazyVLM(cfg.teacher), LazyVLM(cfg.student)
     timings: dict[str, float] = {}
     summary: dict[str, Any] = {"out": outputs.uri, "task": task.name, "teacher": cfg.teacher.model,
                                "student": cfg.student.model, "match_rule": cfg.identify.match}
@@ -185,7 +177,7 @@ def _run_stages(cfg: RunConfig, outputs: _Outputs, tracker: Any, show: bool) -> 
         summary["local_dir"] = str(out)
 
     t = time.perf_counter()
-    cache = _open_cache(cfg, out)
+    cache = open_run_cache(cfg, out)
     pa = annotate(images=cfg.data.images, teacher=teacher(), task=task, cfg=cfg.annotate,
                   out_path=out / "annotations.jsonl", batch_size=cfg.teacher.batch_size,
                   max_images=cfg.data.max_images, seed=cfg.seed, show=show, shard=cfg.data.shard, cache=cache,

@@ -144,7 +144,7 @@ def annotate_shard(plan_dir: str, shard: int, out_dir: str) -> dict:
 def identify_shard(plan_dir: str, shard: int, annotations_dir: str, out_dir: str) -> dict:
     """PI on one shard's annotations. ``out_dir`` gets the engine's shard layout (``annotations.jsonl``,
     ``pi/{audit,parity}.jsonl``, ``pi/counts.json``) plus ``shard.json``, ready for :func:`merge_parity`."""
-    from mpa.runner import _Lazy
+    from mpa.runner import LazyVLM
     from mpa.stages.identify import identify
 
     use_model_cache()
@@ -152,7 +152,7 @@ def identify_shard(plan_dir: str, shard: int, annotations_dir: str, out_dir: str
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy2(Path(annotations_dir) / "annotations.jsonl", out / "annotations.jsonl")
-    teacher, student = _Lazy(cfg.teacher), _Lazy(cfg.student)
+    teacher, student = LazyVLM(cfg.teacher), LazyVLM(cfg.student)
     cache = _result_cache(cfg)
     try:
         summary = identify(

@@ -21,9 +21,14 @@ class ModelLoadError(RuntimeError):
 
 
 def resolve_model_ref(ref: str, revision: str | None = None) -> str:
-    """Turn an HF id, a local directory or an ``s3://`` prefix into what ``from_pretrained`` takes."""
+    """Turn an HF id, a local directory, an ``s3://`` prefix or an MLflow ``models:/<name>@<alias>``
+    reference into what ``from_pretrained`` takes."""
     from mpa import storage
 
+    if ref.startswith("models:/"):  # the MLflow registry (mpa.tracking)
+        from mpa.tracking import download_model
+
+        return str(download_model(ref))
     if storage.is_s3(ref):
         return str(storage.download_prefix_cached(ref))
     path = Path(ref).expanduser()
