@@ -166,3 +166,14 @@ def test_make_question_matches_family(qtype):
     other = "text" if fam == "chart" else "chart"
     with pytest.raises(ValueError):
         W.make_question(sample_scene(random.Random(0), other), qtype, random.Random(0))
+
+
+def test_unanswerable_questions_are_well_formed_but_unanswerable():
+    rng = random.Random(4)
+    for _ in range(100):
+        scene = sample_scene(rng, max_items=5)
+        q = W.make_unanswerable_question(scene, rng)
+        assert q is not None and parse_question(q) is not None
+        assert oracle_answer(scene, q) is None
+    full = sample_scene(random.Random(0), "chart", min_items=6, max_items=6)
+    assert W.make_unanswerable_question(full, rng) is None

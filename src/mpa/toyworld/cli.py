@@ -23,6 +23,9 @@ def train_cmd(
     eval_every: int = typer.Option(500, "--eval-every", help="evaluate + save every N steps (0: at the end)"),
     snapshots: bool = typer.Option(False, "--snapshots", help="keep a copy of every evaluated checkpoint"),
     stop_after: int | None = typer.Option(None, "--stop-after", help="stop at this step, keeping the schedule"),
+    init_from: Path | None = typer.Option(None, "--init-from", help="continue from this checkpoint"),
+    warmup: int = typer.Option(100, "--warmup"),
+    aux_weight: float = typer.Option(1.0, "--aux-weight", help="weight of the per-cell auxiliary loss"),
 ) -> None:
     """Train a toy checkpoint from scratch (deterministic for a given seed); prints final accuracy."""
     from mpa.toyworld.train import ROLES, train
@@ -32,7 +35,8 @@ def train_cmd(
         raise typer.BadParameter(f"unknown role {role!r}; choose one of {choices}", param_hint="--role")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     final = train(role, out, steps=steps, seed=seed, batch_size=batch_size, lr=lr, eval_every=eval_every,
-                  snapshots=snapshots, stop_after=stop_after)
+                  snapshots=snapshots, stop_after=stop_after, init_from=init_from, warmup=warmup,
+                  aux_weight=aux_weight)
     typer.echo(json.dumps(final, indent=1))
 
 

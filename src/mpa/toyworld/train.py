@@ -37,10 +37,12 @@ from mpa.toyworld.world import (
     N_CELLS,
     QTYPES,
     TEMPLATES,
+    UNANSWERABLE,
     WORDS,
     Scene,
     all_questions,
     make_question,
+    make_unanswerable_question,
     normalize_answer,
     oracle_answer,
     render,
@@ -65,6 +67,7 @@ class RoleSpec:
     qtype_weights: dict[str, float] = field(default_factory=dict)  # default 1.0 per type
     pa_fraction: float = 0.0  # share of samples that train pseudo-annotation
     pa_start: float = 0.0  # PA samples join after this fraction of the steps (curriculum)
+    unanswerable_fraction: float = 0.0  # questions about absent items, answered "none"
     steps: int = 1000
 
 
@@ -74,7 +77,13 @@ ROLES: dict[str, RoleSpec] = {
         qtype_weights={"chart_value": 2.0, "text_word": 1.5, "text_colour": 1.5},
     ),
     "student": RoleSpec(
-        96, 3, 4, 48, 2, qtype_weights={"text_word": 0.02, "text_colour": 0.02}, steps=4000
+        96, 3, 4, 48, 2, qtype_weights={"chart_min": 0.0, "text_colour": 0.0}, steps=4000
+    ),
+    # stage 2 of the teacher: continue from stage 1 (``--init-from``) and also learn to say "none"
+    # about absent items, so PI can drop the teacher's hallucinated pseudo-annotations
+    "teacher_refine": RoleSpec(
+        128, 3, 4, 64, 2, pa_fraction=0.25, steps=1500, unanswerable_fraction=0.1,
+        qtype_weights={"chart_value": 2.0, "text_word": 1.5, "text_colour": 1.5},
     ),
     # a tiny, fast configuration for tests
     "tiny": RoleSpec(32, 1, 2, 16, 1, pa_fraction=0.25, steps=20),
@@ -131,6 +140,11 @@ def sample_example(rng: random.Random, spec: RoleSpec, with_pa: bool = True) -> 
         q = make_question(scene, qtype, rng)
         a = oracle_answer(scene, q)
         return Example(scene, TOYVQA.pa_prompt, f"Question: {q} Answer: {a}", f"pa:{qtype}")
+    if spec.unanswerable_fraction > 0 and rng.random() < spec.unanswerable_fraction:
+        scene = sample_scene(rng, max_items=5)
+        q = make_unanswerable_question(scene, rng)
+        assert q is not None and oracle_answer(scene, q) is None
+        return Example(scene, TOYVQA.answer_prompt(q), UNANSWERABLE, "unanswerable")
     qtype = _pick_qtype(rng, spec.qtype_weights)
     scene = sample_scene(rng, TEMPLATES[qtype][0])
     q = make_question(scene, qtype, rng)
@@ -204,6 +218,18 @@ def make_eval_items(n_per_type: int, seed: int = 12345, qtypes: list[str] | None
             scene = sample_scene(rng, TEMPLATES[qtype][0])
             q = make_question(scene, qtype, rng)
             items.append((render(scene), q, oracle_answer(scene, q), qtype))
+    return items
+
+
+def make_unanswerable_items(n: int, seed: int = 54321):
+    """Held-out questions about absent items (expected answer: ``none``)."""
+    rng = random.Random(f"unans-{seed}")
+    items = []
+    while len(items) < n:
+        scene = sample_scene(rng, FAMILIES[len(items) % 2], max_items=5)
+        q = make_unanswerable_question(scene, rng)
+        if q:
+            items.append((render(scene), q, UNANSWERABLE, "unanswerable"))
     return items
 
 
@@ -334,6 +360,8 @@ def train(
         model.eval()
         vlm = HFVLM(ModelConfig(model=str(out), device="cpu"), model=model, processor=processor)
         acc = evaluate(vlm, eval_items)
+        if spec.unanswerable_fraction > 0:
+            acc["unanswerable"] = evaluate(vlm, make_unanswerable_items(eval_per_type))["unanswerable"]
         rec = {"step": step, "elapsed_s": round(time.time() - t0, 1), "accuracy": acc}
         if spec.pa_fraction > 0 and step >= spec.pa_start * steps:
             rec["pa"] = pa_sample_stats(vlm)

@@ -232,6 +232,27 @@ def make_question(scene: Scene, qtype: str, rng: random.Random) -> str:
     return template.format(colour=it.colour, word=it.word)
 
 
+UNANSWERABLE = "none"  # what the teacher learns to say about things that are not in the image
+
+
+def make_unanswerable_question(scene: Scene, rng: random.Random) -> str | None:
+    """A well-formed template question about something absent from ``scene`` (oracle: ``None``).
+
+    The teacher learns to answer these with :data:`UNANSWERABLE`, so when its own sampled
+    pseudo-annotation asks about an absent item, its greedy answer disagrees and PI drops it.
+    """
+    options: list[str] = []
+    if scene.family == "chart":
+        absent = [c for c in COLOUR_NAMES if scene.by_colour(c) is None]
+        options += [TEMPLATES["chart_value"][1].format(colour=c) for c in absent]
+    else:
+        absent = [c for c in COLOUR_NAMES if scene.by_colour(c) is None]
+        options += [TEMPLATES["text_word"][1].format(colour=c) for c in absent]
+        present = {i.word for i in scene.items}
+        options += [TEMPLATES["text_colour"][1].format(word=w) for w in WORDS if w not in present]
+    return rng.choice(options) if options else None
+
+
 def sample_qa(scene: Scene, rng: random.Random, qtypes: list[str] | None = None) -> tuple[str, str, str]:
     """``(qtype, question, answer)`` for a random applicable question type."""
     choices = [q for q in (qtypes or QTYPES) if TEMPLATES[q][0] == scene.family]
