@@ -16,11 +16,11 @@ from mpa.vlm.hf import HFVLM
 
 def test_reduced_training_run_gives_a_checkpoint_the_engine_loads(tmp_path):
     out = tmp_path / "tiny"
-    final = train("tiny", out, steps=12, seed=0, batch_size=8, eval_every=0, eval_per_type=1, warmup=4)
-    assert final["step"] == 12
+    final = train("tiny", out, steps=24, seed=0, batch_size=8, eval_every=0, eval_per_type=1, warmup=4)
+    assert final["step"] == 24
     assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
     meta = json.loads((out / "train_meta.json").read_text())
-    assert meta["role"] == "tiny" and meta["steps"] == 12
+    assert meta["role"] == "tiny" and meta["steps"] == 24
     vlm = HFVLM(ModelConfig(model=str(out), device="cpu"))
     # stock Qwen2-VL, one visual token per cell, and no training-only heads in the checkpoint
     assert type(vlm.model).__name__ == "Qwen2VLForConditionalGeneration"
@@ -41,6 +41,19 @@ def test_training_is_deterministic(tmp_path):
     a = load_file(tmp_path / "a" / "model.safetensors")
     b = load_file(tmp_path / "b" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cli_train_tiny(tmp_path):
+    from typer.testing import CliRunner
+
+    from mpa.toyworld.cli import app
+
+    out = tmp_path / "cli"
+    args = ["train", "--role", "tiny", "--out", str(out), "--steps", "4", "--stop-after", "2", "--batch-size", "4"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    meta = json.loads((out / "train_meta.json").read_text())
+    assert meta["steps"] == 2 and meta["schedule_steps"] == 4
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +77,7 @@ def test_shipped_teacher_far_ahead_of_student(shipped):
     t, s = shipped
     items = make_eval_items(10, seed=4242)
     ta, sa = evaluate(t, items), evaluate(s, items)
-    assert ta["overall"] >= 85
+    assert all(ta[q] >= 90 for q in ta)
     assert ta["overall"] - sa["overall"] >= 15
     gap = [q for q in ROLES["student"].qtype_weights if ROLES["student"].qtype_weights[q] < 1]
     assert all(ta[q] - sa[q] >= 20 for q in gap)

@@ -77,7 +77,7 @@ ROLES: dict[str, RoleSpec] = {
         qtype_weights={"chart_value": 2.0, "text_word": 1.5, "text_colour": 1.5},
     ),
     "student": RoleSpec(
-        96, 3, 4, 48, 2, qtype_weights={"chart_min": 0.0, "text_colour": 0.0}, steps=4000
+        96, 3, 4, 48, 2, qtype_weights={"text_word": 0.02, "text_colour": 0.02}, steps=4000
     ),
     # stage 2 of the teacher: continue from stage 1 (``--init-from``) and also learn to say "none"
     # about absent items, so PI can drop the teacher's hallucinated pseudo-annotations
