@@ -177,3 +177,15 @@ def test_unanswerable_questions_are_well_formed_but_unanswerable():
         assert oracle_answer(scene, q) is None
     full = sample_scene(random.Random(0), "chart", min_items=6, max_items=6)
     assert W.make_unanswerable_question(full, rng) is None
+
+
+def test_testset_loads_with_the_engine_textvqa_loader(tmp_path):
+    from pathlib import Path
+
+    from mpa.data.benchmarks import load_benchmark
+
+    out = make_testset(tmp_path / "t", 7, seed=2)
+    samples = load_benchmark("textvqa", str(out / "annotations.json"), images=str(out / "images"))
+    assert len(samples) == 7
+    assert all(Path(str(s.image)).is_file() for s in samples)
+    assert {s.qtype for s in samples} == set(W.QTYPES)
