@@ -153,3 +153,14 @@ def test_several_qa_per_image_with_dedupe(tiny_ws, tmp_path):
         kept = [r for r in rows if r["image"] == img and r["parse_ok"]]
         assert len({r["question"].lower() for r in kept}) == len(kept)
     assert s.n_duplicates >= 4
+
+
+def test_evaluate_fails_fast_when_benchmark_images_are_missing(tiny_ws, tmp_path):
+    from mpa.data.benchmarks import load_benchmark
+    from mpa.stages.evaluate import MissingBenchmarkImages, evaluate
+
+    samples = load_benchmark("textvqa", str(tiny_ws["benchmark"]), images=str(tmp_path))
+    vlm = HFVLM(ModelConfig(model=str(tiny_ws["student"])))
+    with pytest.raises(MissingBenchmarkImages, match=r"8 of 8 benchmark images not found"):
+        evaluate(model=vlm, benchmark="textvqa", samples=samples, predictions_path=tmp_path / "p.jsonl")
+    assert not (tmp_path / "p.jsonl").exists()

@@ -42,7 +42,7 @@ def demo_config(out: Path, n_images: int, n_test: int, seed: int) -> dict[str, A
         "identify": {"match": "vqa", "max_new_tokens": 8},
         "train": {"batch_size": 16, "learning_rate": 5e-4, "epochs": 1, "seed": seed, "warmup_ratio": 0.1},
         "evaluate": {"benchmark": "textvqa", "annotations": str(out / "test" / "annotations.json"),
-                     "max_new_tokens": 8},
+                     "images": str(out / "test" / "images"), "max_new_tokens": 8},
         "out": str(out / "run"),
         "seed": seed,
     }
@@ -85,7 +85,7 @@ def run_demo(out: str | Path = "runs/demo", seed: int = 0, n_images: int = 600, 
     summary = run_pipeline(cfg, show=True)
     timings.update(summary["timings_s"])
     run_dir = Path(cfg.out)
-    bench = load_benchmark("textvqa", cfg.evaluate.annotations)
+    bench = load_benchmark("textvqa", cfg.evaluate.annotations, images=cfg.evaluate.images)
     task = get_task("toyvqa")
 
     t = time.perf_counter()

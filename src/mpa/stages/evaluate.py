@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mpa import storage
 from mpa.data.images import UnreadableImage, load_image
 from mpa.records import JsonlLog
 from mpa.tasks import ANSWER_INSTRUCTION
@@ -14,6 +15,22 @@ from mpa.vlm.base import VLM, GenParams, VLMRequest
 
 if TYPE_CHECKING:
     from mpa.data.benchmarks import BenchmarkSample
+
+
+class MissingBenchmarkImages(FileNotFoundError):
+    """The benchmark's images are not where the loader looked (wrong or missing ``images`` dir)."""
+
+
+def check_images_exist(samples: list[BenchmarkSample]) -> None:
+    """Fail before any model call if local benchmark images are missing (a wrong ``--images``)."""
+    from pathlib import Path
+
+    missing = [s.image for s in samples if not storage.is_s3(s.image) and not Path(s.image).is_file()]
+    if missing:
+        raise MissingBenchmarkImages(
+            f"{len(missing)} of {len(samples)} benchmark images not found, e.g. {missing[0]}; "
+            "point --images / evaluate.images at the benchmark's image directory"
+        )
 
 
 def evaluate(
@@ -31,6 +48,7 @@ def evaluate(
     from mpa.data.benchmarks import score_predictions
 
     start = time.perf_counter()
+    check_images_exist(samples)
     params = GenParams(max_new_tokens=max_new_tokens, temperature=0.0)
     with JsonlLog(predictions_path, group_of=lambda r: r["question_id"]) as out:
         todo = [s for s in samples if s.question_id not in out.done]

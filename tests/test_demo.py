@@ -1,0 +1,31 @@
+"""`mpa demo` on a reduced toy world: the report a user gets, with every promised field."""
+
+from __future__ import annotations
+
+import json
+
+from PIL import Image
+
+from mpa.demo import MODELS, run_demo
+
+
+def test_demo_writes_report_and_pictures(tmp_path):
+    report = run_demo(tmp_path, seed=3, n_images=64, n_test=28)
+    on_disk = json.loads((tmp_path / "report.json").read_text())
+    assert on_disk == json.loads(json.dumps(report))
+    for key in ("n_images", "n_parsed", "n_teacher_consistent", "k_parity"):
+        assert isinstance(report[key], int)
+    assert report["n_images"] == 64
+    assert report["n_parsed"] >= report["n_teacher_consistent"] >= report["k_parity"] > 0
+    assert set(report["accuracy"]) == set(MODELS)
+    assert all(0.0 <= v <= 100.0 for v in report["accuracy"].values())
+    assert report["per_type"] and all(set(row) == set(MODELS) for row in report["per_type"].values())
+    plc = report["pseudo_label_correctness"]
+    assert 0.0 <= plc["pre_pi"] <= 1.0 and 0.0 <= plc["post_pi"] <= 1.0
+    assert {"annotate", "identify", "level", "eval_before", "eval_after", "eval_teacher"} <= set(report["timings_s"])
+    # the shipped teacher really knows more than the shipped student
+    assert report["accuracy"]["teacher"] > report["accuracy"]["student_zero_shot"] + 20
+    chart = Image.open(tmp_path / "chart.png")
+    assert chart.size[0] >= 400
+    html = (tmp_path / "report.html").read_text()
+    assert html.count("<figure>") == min(report["k_parity"], 24) and "data:image/png;base64," in html
