@@ -8,8 +8,9 @@ from pathlib import Path
 
 import typer
 
-app = typer.Typer(help="The toy world: synthetic VQA data and the tiny teacher/student checkpoints.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="The toy world: synthetic VQA data and the tiny teacher/student checkpoints.", no_args_is_help=True
+)
 
 
 @app.command("train")
@@ -34,9 +35,20 @@ def train_cmd(
         choices = ", ".join(ROLES)
         raise typer.BadParameter(f"unknown role {role!r}; choose one of {choices}", param_hint="--role")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    final = train(role, out, steps=steps, seed=seed, batch_size=batch_size, lr=lr, eval_every=eval_every,
-                  snapshots=snapshots, stop_after=stop_after, init_from=init_from, warmup=warmup,
-                  aux_weight=aux_weight)
+    final = train(
+        role,
+        out,
+        steps=steps,
+        seed=seed,
+        batch_size=batch_size,
+        lr=lr,
+        eval_every=eval_every,
+        snapshots=snapshots,
+        stop_after=stop_after,
+        init_from=init_from,
+        warmup=warmup,
+        aux_weight=aux_weight,
+    )
     typer.echo(json.dumps(final, indent=1))
 
 

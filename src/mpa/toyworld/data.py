@@ -50,11 +50,17 @@ def make_testset(out_dir: str | Path, n: int, seed: int = 1000, qtypes: list[str
             image_id = f"toytest_{seed}_{i:05d}"
             render(scene).save(img_dir / f"{image_id}.png")
             f.write(json.dumps({"file": f"{image_id}.png", "scene": scene.to_dict()}) + "\n")
-            data.append({
-                "question_id": i, "question": q, "image_id": image_id,
-                "answers": [a] * 10, "question_type": qtype,
-            })
+            data.append(
+                {
+                    "question_id": i,
+                    "question": q,
+                    "image_id": image_id,
+                    "answers": [a] * 10,
+                    "question_type": qtype,
+                }
+            )
     (out / "annotations.json").write_text(
-        json.dumps({"dataset_name": "toyvqa", "dataset_version": "0.5.1", "dataset_split": "test",
-                    "data": data}), encoding="utf-8")
+        json.dumps({"dataset_name": "toyvqa", "dataset_version": "0.5.1", "dataset_split": "test", "data": data}),
+        encoding="utf-8",
+    )
     return out

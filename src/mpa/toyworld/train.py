@@ -73,16 +73,28 @@ class RoleSpec:
 
 ROLES: dict[str, RoleSpec] = {
     "teacher": RoleSpec(
-        128, 3, 4, 64, 2, pa_fraction=0.25, pa_start=0.3, steps=8000,
+        128,
+        3,
+        4,
+        64,
+        2,
+        pa_fraction=0.25,
+        pa_start=0.3,
+        steps=8000,
         qtype_weights={"chart_value": 2.0, "text_word": 1.5, "text_colour": 1.5},
     ),
-    "student": RoleSpec(
-        96, 3, 4, 48, 2, qtype_weights={"text_word": 0.02, "text_colour": 0.02}, steps=4000
-    ),
+    "student": RoleSpec(96, 3, 4, 48, 2, qtype_weights={"text_word": 0.02, "text_colour": 0.02}, steps=4000),
     # stage 2 of the teacher: continue from stage 1 (``--init-from``) and also learn to say "none"
     # about absent items, so PI can drop the teacher's hallucinated pseudo-annotations
     "teacher_refine": RoleSpec(
-        128, 3, 4, 64, 2, pa_fraction=0.25, steps=1500, unanswerable_fraction=0.1,
+        128,
+        3,
+        4,
+        64,
+        2,
+        pa_fraction=0.25,
+        steps=1500,
+        unanswerable_fraction=0.1,
         qtype_weights={"chart_value": 2.0, "text_word": 1.5, "text_colour": 1.5},
     ),
     # a tiny, fast configuration for tests
@@ -190,8 +202,9 @@ def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """
     lg = logits[:, :-1].float()
     lab = labels[:, 1:]
-    tok = nn.functional.cross_entropy(lg.reshape(-1, lg.shape[-1]), lab.reshape(-1), ignore_index=-100,
-                                      reduction="none").view(lab.shape)
+    tok = nn.functional.cross_entropy(
+        lg.reshape(-1, lg.shape[-1]), lab.reshape(-1), ignore_index=-100, reduction="none"
+    ).view(lab.shape)
     mask = (lab != -100).float()
     return ((tok * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
 
@@ -266,7 +279,7 @@ def pa_sample_stats(vlm, n: int = 64, seed: int = 7) -> dict[str, float]:
     for s, o in zip(scenes, outs, strict=True):
         if "Answer:" not in o or not o.startswith("Question:"):
             continue
-        q, a = o[len("Question:"):].split("Answer:", 1)
+        q, a = o[len("Question:") :].split("Answer:", 1)
         g = grade_annotation(s, q.strip(), a.strip())
         if g is None:
             continue
@@ -327,8 +340,13 @@ def train(
     processor = build_processor()
     if init_from is None:
         build_tiny_qwen2vl(
-            out, hidden_size=spec.hidden_size, num_layers=spec.num_layers, num_heads=spec.num_heads,
-            vision_embed_dim=spec.vision_embed_dim, vision_depth=spec.vision_depth, seed=seed,
+            out,
+            hidden_size=spec.hidden_size,
+            num_layers=spec.num_layers,
+            num_heads=spec.num_heads,
+            vision_embed_dim=spec.vision_embed_dim,
+            vision_depth=spec.vision_depth,
+            seed=seed,
             processor=processor,
         )
         init_from = out
@@ -350,8 +368,15 @@ def train(
     opt = torch.optim.AdamW(groups, lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
     eval_items = make_eval_items(eval_per_type)
     n_params = sum(p.numel() for p in model.parameters())
-    log.info("training %s: %d params, %d steps, batch %d, lr %g (vision ×%g)",
-             role, n_params, steps, batch_size, lr, vision_lr_mult)
+    log.info(
+        "training %s: %d params, %d steps, batch %d, lr %g (vision ×%g)",
+        role,
+        n_params,
+        steps,
+        batch_size,
+        lr,
+        vision_lr_mult,
+    )
     history = []
     t0 = time.time()
     run_lm = run_aux = 0.0
@@ -371,9 +396,18 @@ def train(
         model.save_pretrained(out)
         processor.save_pretrained(out)
         meta = {
-            "role": role, "seed": seed, "steps": step, "schedule_steps": steps, "batch_size": batch_size, "lr": lr,
-            "vision_lr_mult": vision_lr_mult, "warmup": warmup, "aux_weight": aux_weight,
-            "spec": asdict(spec), "n_params": n_params, "history": history,
+            "role": role,
+            "seed": seed,
+            "steps": step,
+            "schedule_steps": steps,
+            "batch_size": batch_size,
+            "lr": lr,
+            "vision_lr_mult": vision_lr_mult,
+            "warmup": warmup,
+            "aux_weight": aux_weight,
+            "spec": asdict(spec),
+            "n_params": n_params,
+            "history": history,
         }
         (out / "train_meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
         if snapshots:
@@ -405,8 +439,13 @@ def train(
             run_aux += aux_loss.item()
             if (step + 1) % log_every == 0:
                 dt = (time.time() - t0) / (step + 1)
-                log.info("step %d lm %.4f aux %.4f %.0f ms/step", step + 1, run_lm / log_every,
-                         run_aux / log_every, 1000 * dt)
+                log.info(
+                    "step %d lm %.4f aux %.4f %.0f ms/step",
+                    step + 1,
+                    run_lm / log_every,
+                    run_aux / log_every,
+                    1000 * dt,
+                )
                 run_lm = run_aux = 0.0
             if eval_every and (step + 1) % eval_every == 0 and step + 1 < last:
                 checkpoint(step + 1)

@@ -40,8 +40,16 @@ COLOUR_NAMES = list(COLOURS)
 WORDS = ["stop", "exit", "open", "sale", "taxi", "cafe"]
 MAX_VALUE = 5
 NUMBER_WORDS = {
-    "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
-    "six": "6", "seven": "7", "eight": "8", "nine": "9",
+    "zero": "0",
+    "one": "1",
+    "two": "2",
+    "three": "3",
+    "four": "4",
+    "five": "5",
+    "six": "6",
+    "seven": "7",
+    "eight": "8",
+    "nine": "9",
 }
 
 FAMILIES = ("chart", "text")
@@ -78,9 +86,7 @@ class Scene:
 # ----------------------------------------------------------------------------- sampling
 
 
-def sample_scene(
-    rng: random.Random, family: str | None = None, min_items: int = 2, max_items: int = 6
-) -> Scene:
+def sample_scene(rng: random.Random, family: str | None = None, min_items: int = 2, max_items: int = 6) -> Scene:
     """A random scene. Charts have a unique tallest and a unique shortest bar."""
     family = family or rng.choice(FAMILIES)
     if family not in FAMILIES:
