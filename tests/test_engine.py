@@ -44,7 +44,7 @@ def test_mpa_run_end_to_end(tiny_config):
     assert type(reloaded.model).__name__ == "Qwen2VLForConditionalGeneration"
     for key in ("eval_before", "eval_after"):
         assert summary[key]["benchmark"] == "textvqa" and summary[key]["n"] == 8
-        assert 0.0 <= summary[key]["score"] <= 100.0
+        assert 0.0 <= summary[key]["score"] <= 100.0 and summary[key]["n_missing"] == 0
     assert set(summary["timings_s"]) == {"annotate", "identify", "eval_before", "level", "eval_after"}
     log = list(read_jsonl(run_dir / "level" / "train_log.jsonl"))
     assert len(log) == summary["level"]["steps"] and all(r["loss"] > 0 for r in log)

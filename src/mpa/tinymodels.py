@@ -197,7 +197,7 @@ def make_tiny_workspace(out: str | Path, n_images: int = 12, teacher_steps: int 
     - ``teacher/``: a tiny Qwen2-VL trained briefly to write ``Question: What color is the image?
       Answer: <colour>`` for the textvqa PA prompt and to answer that question;
     - ``student/``: a smaller, untrained tiny Qwen2-VL (it gets everything wrong: a real gap);
-    - ``bench/textvqa.json`` + ``bench/images``: a labeled benchmark in TextVQA v0.5.1 format.
+    - ``bench/textvqa.json`` + ``bench/b*.png``: a labeled benchmark in TextVQA v0.5.1 format.
     """
     import json
 
@@ -227,17 +227,17 @@ def make_tiny_workspace(out: str | Path, n_images: int = 12, teacher_steps: int 
     images.mkdir(parents=True, exist_ok=True)
     for i in range(n_images):
         _tiny_image(colors[(i + seed) % len(colors)], 100 + i).save(images / f"img_{i:04d}.png")
-    bench = out / "bench"
-    (bench / "images").mkdir(parents=True, exist_ok=True)
+    bench = out / "bench"  # images beside the annotations: the TextVQA loader's default image dir
+    bench.mkdir(parents=True, exist_ok=True)
     data = []
     for i in range(8):
         c = colors[i % len(colors)]
-        _tiny_image(c, 200 + i).save(bench / "images" / f"b{i:03d}.png")
+        _tiny_image(c, 200 + i).save(bench / f"b{i:03d}.png")
         data.append({"question_id": i, "question": TINY_QUESTION, "image_id": f"b{i:03d}", "answers": [c] * 10})
     (bench / "textvqa.json").write_text(json.dumps({"dataset_name": "tiny", "dataset_version": "0.5.1",
                                                    "data": data}))
     return {"teacher": teacher_dir, "student": student_dir, "images": images,
-            "benchmark": bench / "textvqa.json", "bench_images": bench / "images"}
+            "benchmark": bench / "textvqa.json", "bench_images": bench}
 
 
 # --- more families (Qwen2.5-VL, SmolVLM/Idefics3, LLaVA, InternVL): same recipe, stock classes ---
