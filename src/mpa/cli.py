@@ -222,13 +222,14 @@ def demo(
         "runs/demo"
     ),
     seed: Annotated[int, typer.Option(help="seed of the fresh unlabeled images, test set and training")] = 0,
-    n_images: Annotated[int, typer.Option(min=8, help="unlabeled images for PA")] = 600,
+    n_images: Annotated[int, typer.Option(min=8, help="unlabeled images for PA")] = 3000,
     n_test: Annotated[int, typer.Option(min=7, help="held-out labeled test questions")] = 280,
+    temperature: Annotated[float, typer.Option(min=0.0, help="PA sampling temperature of the teacher")] = 1.5,
 ) -> None:
     """MPA end to end in the toy world (shipped tiny teacher + student): a table, report.json, pictures."""
     from mpa.demo import run_demo
 
-    run_demo(out, seed=seed, n_images=n_images, n_test=n_test)
+    run_demo(out, seed=seed, n_images=n_images, n_test=n_test, temperature=temperature)
 
 
 def _mount_toyworld() -> None:
