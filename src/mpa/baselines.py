@@ -74,7 +74,7 @@ def run_baseline(
 ) -> dict[str, Any]:
     """Run one baseline; return (and write) its summary with the benchmark score before/after."""
     from mpa.runner import LazyVLM, _load_benchmark
-    from mpa.stages.annotate import annotate
+    from mpa.stages.annotate import annotate_with_config
     from mpa.stages.evaluate import evaluate
     from mpa.stages.level import level
     from mpa.tasks import get_task
@@ -124,17 +124,7 @@ def run_baseline(
     t = time.perf_counter()
     if mode == "no-pi":
         teacher = LazyVLM(cfg.teacher)
-        pa = annotate(
-            images=cfg.data.images,
-            teacher=teacher(),
-            task=task,
-            cfg=cfg.annotate,
-            out_path=out / "annotations.jsonl",
-            batch_size=cfg.teacher.batch_size,
-            max_images=cfg.data.max_images,
-            seed=cfg.seed,
-            show=show,
-        )
+        pa = annotate_with_config(cfg, teacher(), out / "annotations.jsonl", show=show)
         teacher.release()
         summary["annotate"] = asdict(pa)
         samples_path = out / "annotations.jsonl"  # every parseable pseudo-label, no PI filter

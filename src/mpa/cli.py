@@ -74,16 +74,11 @@ def annotate(
 ) -> None:
     """PA: the teacher writes one task-specific question + answer per image (resumable)."""
     from mpa.cache import open_run_cache
-    from mpa.stages.annotate import annotate as run_annotate
-    from mpa.tasks import get_task
+    from mpa.stages.annotate import annotate_with_config
 
     cfg = _config(config, set_, **{"data.images": images, "out": out})
-    task = get_task(cfg.task.name, cfg.task.prompt_file, cfg.task.metric)
     cache = open_run_cache(cfg, cfg.out)
-    run_annotate(images=cfg.data.images, teacher=_models(cfg.teacher), task=task, cfg=cfg.annotate,
-                 out_path=Path(cfg.out) / "annotations.jsonl", batch_size=cfg.teacher.batch_size,
-                 max_images=cfg.data.max_images, seed=cfg.seed, shard=cfg.data.shard, cache=cache,
-                 preprocess_workers=cfg.teacher.preprocess_workers)
+    annotate_with_config(cfg, _models(cfg.teacher), Path(cfg.out) / "annotations.jsonl", cache=cache)
     if cache is not None:
         cache.close()
 
@@ -98,19 +93,14 @@ def identify(
     """PI: teacher and student answer each generated question; keep E(teacher) ∧ ¬E(student)."""
     from mpa.cache import open_run_cache
     from mpa.runner import LazyVLM
-    from mpa.stages.identify import identify as run_identify
-    from mpa.tasks import get_task
+    from mpa.stages.identify import identify_with_config
 
     cfg = _config(config, set_, **{"out": out, "identify.match": match})
-    task = get_task(cfg.task.name, cfg.task.prompt_file, cfg.task.metric)
     ann = Path(cfg.out) / "annotations.jsonl"
     if not ann.is_file():
         raise UserError(f"no annotations at {ann}: run `mpa annotate` first (same --config/--out)")
     cache = open_run_cache(cfg, cfg.out)
-    run_identify(annotations_path=ann, teacher=LazyVLM(cfg.teacher), student=LazyVLM(cfg.student), task=task,
-                 cfg=cfg.identify, out_dir=Path(cfg.out) / "pi", teacher_batch_size=cfg.teacher.batch_size,
-                 student_batch_size=cfg.student.batch_size, cache=cache,
-                 preprocess_workers=cfg.teacher.preprocess_workers)
+    identify_with_config(cfg, LazyVLM(cfg.teacher), LazyVLM(cfg.student), ann, Path(cfg.out) / "pi", cache=cache)
     if cache is not None:
         cache.close()
 

@@ -40,51 +40,24 @@ def run_shard(cfg, shard: str, stages: str = "pa,pi", show: bool = True) -> dict
     from mpa.records import write_json_atomic
     from mpa.runner import LazyVLM
     from mpa.sharding import parse_shard, shard_dir
-    from mpa.stages.annotate import annotate
-    from mpa.stages.identify import identify
-    from mpa.tasks import get_task
+    from mpa.stages.annotate import annotate_with_config
+    from mpa.stages.identify import identify_with_config
 
     i, n = parse_shard(shard) or (0, 1)
     d = shard_dir(cfg.out, i, n)
     d.mkdir(parents=True, exist_ok=True)
-    task = get_task(cfg.task.name, cfg.task.prompt_file, cfg.task.metric)
     cache = open_run_cache(cfg, cfg.out)
     teacher, student = LazyVLM(cfg.teacher), LazyVLM(cfg.student)
     result: dict = {"shard": f"{i}/{n}"}
     wanted = {s.strip() for s in stages.split(",")}
     if "pa" in wanted:
-        pa = annotate(
-            images=cfg.data.images,
-            teacher=teacher(),
-            task=task,
-            cfg=cfg.annotate,
-            out_path=d / "annotations.jsonl",
-            batch_size=cfg.teacher.batch_size,
-            max_images=cfg.data.max_images,
-            seed=cfg.seed,
-            show=show,
-            shard=(i, n),
-            cache=cache,
-            preprocess_workers=cfg.teacher.preprocess_workers,
-        )
+        pa = annotate_with_config(cfg, teacher(), d / "annotations.jsonl", shard=(i, n), cache=cache, show=show)
         result["annotate"] = asdict(pa)
     if "pi" in wanted:
-        pi = identify(
-            annotations_path=d / "annotations.jsonl",
-            teacher=teacher,
-            student=student,
-            task=task,
-            cfg=cfg.identify,
-            out_dir=d / "pi",
-            teacher_batch_size=cfg.teacher.batch_size,
-            student_batch_size=cfg.student.batch_size,
-            show=show,
-            cache=cache,
-            preprocess_workers=cfg.teacher.preprocess_workers,
-        )
+        pi = identify_with_config(cfg, teacher, student, d / "annotations.jsonl", d / "pi", cache=cache, show=show)
         result["identify"] = asdict(pi)
-    if teacher._vlm is not None:
-        _write_usage(teacher._vlm, d / "usage.json")
+    if teacher.loaded is not None:
+        _write_usage(teacher.loaded, d / "usage.json")
     if cache is not None:
         result["cache"] = cache.summary()
         cache.close()

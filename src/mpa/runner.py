@@ -24,9 +24,9 @@ from mpa import storage
 from mpa.cache import open_run_cache
 from mpa.config import ModelConfig, RunConfig
 from mpa.records import write_json_atomic
-from mpa.stages.annotate import annotate
+from mpa.stages.annotate import annotate_with_config
 from mpa.stages.evaluate import evaluate
-from mpa.stages.identify import identify
+from mpa.stages.identify import identify_with_config
 from mpa.stages.level import build_replay_mix, level
 from mpa.tasks import get_task
 from mpa.ui import console
@@ -45,6 +45,11 @@ class LazyVLM:
     def __call__(self) -> VLM:
         if self._vlm is None:
             self._vlm = load_vlm(self.cfg)
+        return self._vlm
+
+    @property
+    def loaded(self) -> VLM | None:
+        """The model if it has been loaded, else None (nothing is loaded by asking)."""
         return self._vlm
 
     def release(self) -> None:
@@ -178,10 +183,7 @@ def _run_stages(cfg: RunConfig, outputs: _Outputs, tracker: Any, show: bool) -> 
 
     t = time.perf_counter()
     cache = open_run_cache(cfg, out)
-    pa = annotate(images=cfg.data.images, teacher=teacher(), task=task, cfg=cfg.annotate,
-                  out_path=out / "annotations.jsonl", batch_size=cfg.teacher.batch_size,
-                  max_images=cfg.data.max_images, seed=cfg.seed, show=show, shard=cfg.data.shard, cache=cache,
-                  preprocess_workers=cfg.teacher.preprocess_workers)
+    pa = annotate_with_config(cfg, teacher(), out / "annotations.jsonl", cache=cache, show=show)
     timings["annotate"] = time.perf_counter() - t
     summary["annotate"] = asdict(pa)
     outputs.sync()
@@ -189,10 +191,7 @@ def _run_stages(cfg: RunConfig, outputs: _Outputs, tracker: Any, show: bool) -> 
         tracker.log_annotate(summary["annotate"], timings["annotate"])
 
     t = time.perf_counter()
-    pi = identify(annotations_path=out / "annotations.jsonl", teacher=teacher, student=student, task=task,
-                  cfg=cfg.identify, out_dir=out / "pi", teacher_batch_size=cfg.teacher.batch_size,
-                  student_batch_size=cfg.student.batch_size, show=show, cache=cache,
-                  preprocess_workers=cfg.teacher.preprocess_workers)
+    pi = identify_with_config(cfg, teacher, student, out / "annotations.jsonl", out / "pi", cache=cache, show=show)
     if cache is not None:
         summary["cache"] = cache.summary()
         cache.close()

@@ -104,7 +104,7 @@ def _task(cfg: RunConfig):
 def annotate_shard(plan_dir: str, shard: int, out_dir: str) -> dict:
     """PA on shard ``shard`` of the plan's ``n`` (the stage's own content-hash split, :mod:`mpa.sharding`):
     ``out_dir/annotations.jsonl`` (+ ``summary.json``)."""
-    from mpa.stages.annotate import annotate
+    from mpa.stages.annotate import annotate_with_config
     from mpa.vlm.base import load_vlm
 
     use_model_cache()
@@ -115,20 +115,8 @@ def annotate_shard(plan_dir: str, shard: int, out_dir: str) -> dict:
     teacher = load_vlm(cfg.teacher)
     cache = _result_cache(cfg)
     try:
-        summary = annotate(
-            images=cfg.data.images,
-            teacher=teacher,
-            task=_task(cfg),
-            cfg=cfg.annotate,
-            out_path=out / "annotations.jsonl",
-            batch_size=cfg.teacher.batch_size,
-            max_images=cfg.data.max_images,
-            seed=cfg.seed,
-            show=False,
-            shard=(shard, n),
-            cache=cache,
-            preprocess_workers=cfg.teacher.preprocess_workers,
-        )
+        summary = annotate_with_config(cfg, teacher, out / "annotations.jsonl", shard=(shard, n), cache=cache,
+                                       show=False)
     finally:
         teacher.close()
         if cache is not None:
@@ -145,7 +133,7 @@ def identify_shard(plan_dir: str, shard: int, annotations_dir: str, out_dir: str
     """PI on one shard's annotations. ``out_dir`` gets the engine's shard layout (``annotations.jsonl``,
     ``pi/{audit,parity}.jsonl``, ``pi/counts.json``) plus ``shard.json``, ready for :func:`merge_parity`."""
     from mpa.runner import LazyVLM
-    from mpa.stages.identify import identify
+    from mpa.stages.identify import identify_with_config
 
     use_model_cache()
     cfg, _ = load_plan(plan_dir)
@@ -155,19 +143,8 @@ def identify_shard(plan_dir: str, shard: int, annotations_dir: str, out_dir: str
     teacher, student = LazyVLM(cfg.teacher), LazyVLM(cfg.student)
     cache = _result_cache(cfg)
     try:
-        summary = identify(
-            annotations_path=out / "annotations.jsonl",
-            teacher=teacher,
-            student=student,
-            task=_task(cfg),
-            cfg=cfg.identify,
-            out_dir=out / "pi",
-            teacher_batch_size=cfg.teacher.batch_size,
-            student_batch_size=cfg.student.batch_size,
-            show=False,
-            cache=cache,
-            preprocess_workers=cfg.teacher.preprocess_workers,
-        )
+        summary = identify_with_config(cfg, teacher, student, out / "annotations.jsonl", out / "pi", cache=cache,
+                                       show=False)
     finally:
         teacher.release()
         student.release()

@@ -11,11 +11,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mpa.cache import ResultCache, cache_key, model_identity, text_digest
-from mpa.config import AnnotateConfig
+from mpa.config import AnnotateConfig, RunConfig
 from mpa.data.images import LoadedImage, UnreadableImage, list_images, load_image
 from mpa.parsing import parse_qa
 from mpa.records import Annotation, JsonlLog
-from mpa.tasks import Task
+from mpa.tasks import Task, get_task
 from mpa.ui import progress_bar, summary_table
 from mpa.vlm.base import VLM, GenParams, VLMRequest
 
@@ -284,3 +284,29 @@ def _records_for_image(
             question=parsed.question, answer=parsed.answer, raw=raw, parse_ok=error is None, error=error,
         ))
     return out
+
+
+def annotate_with_config(
+    cfg: RunConfig,
+    teacher: VLM,
+    out_path: str | Path,
+    *,
+    shard: str | tuple[int, int] | None = None,
+    cache: ResultCache | None = None,
+    show: bool = True,
+) -> AnnotateSummary:
+    """PA with every setting taken from a run config (``shard`` overrides ``data.shard``)."""
+    return annotate(
+        images=cfg.data.images,
+        teacher=teacher,
+        task=get_task(cfg.task.name, cfg.task.prompt_file, cfg.task.metric),
+        cfg=cfg.annotate,
+        out_path=out_path,
+        batch_size=cfg.teacher.batch_size,
+        max_images=cfg.data.max_images,
+        seed=cfg.seed,
+        show=show,
+        shard=cfg.data.shard if shard is None else shard,
+        cache=cache,
+        preprocess_workers=cfg.teacher.preprocess_workers,
+    )

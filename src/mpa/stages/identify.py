@@ -15,10 +15,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mpa.cache import ResultCache, cache_key, model_identity, text_digest
-from mpa.config import IdentifyConfig
+from mpa.config import IdentifyConfig, RunConfig
 from mpa.metrics import match
 from mpa.records import Annotation, JsonlLog, Judgement, read_jsonl, write_json_atomic, write_jsonl_atomic
-from mpa.tasks import Task
+from mpa.tasks import Task, get_task
 from mpa.ui import progress_bar, summary_table
 from mpa.vlm.base import VLM, GenParams, VLMRequest
 
@@ -169,3 +169,29 @@ def identify(
     if show:
         summary_table("PI — parity identification", asdict(summary))
     return summary
+
+
+def identify_with_config(
+    cfg: RunConfig,
+    teacher: ModelSource,
+    student: ModelSource,
+    annotations_path: str | Path,
+    out_dir: str | Path,
+    *,
+    cache: ResultCache | None = None,
+    show: bool = True,
+) -> IdentifySummary:
+    """PI with every setting taken from a run config."""
+    return identify(
+        annotations_path=annotations_path,
+        teacher=teacher,
+        student=student,
+        task=get_task(cfg.task.name, cfg.task.prompt_file, cfg.task.metric),
+        cfg=cfg.identify,
+        out_dir=out_dir,
+        teacher_batch_size=cfg.teacher.batch_size,
+        student_batch_size=cfg.student.batch_size,
+        show=show,
+        cache=cache,
+        preprocess_workers=cfg.teacher.preprocess_workers,
+    )
