@@ -141,13 +141,13 @@ def test_object_server_down_mid_run_then_resume(tracking_server, fresh_object_se
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_server.uri)
     monkeypatch.setenv("MPA_CACHE", str(tmp_path / "cache"))
     cfg = parse_config(_cfg(tiny_config, out="s3://mpa/down/run"))
-    real_identify = runner.identify
+    real_identify = runner.identify_with_config
 
-    def identify_after_outage(**kw):
+    def identify_after_outage(*args, **kw):
         fresh_object_server.stop()  # the object server dies after PA's outputs were synced
-        return real_identify(**kw)
+        return real_identify(*args, **kw)
 
-    monkeypatch.setattr(runner, "identify", identify_after_outage)
+    monkeypatch.setattr(runner, "identify_with_config", identify_after_outage)
     t0 = time.perf_counter()
     with pytest.raises(storage.StorageUnavailable) as exc:
         runner.run_pipeline(cfg, show=False)
@@ -160,7 +160,7 @@ def test_object_server_down_mid_run_then_resume(tracking_server, fresh_object_se
 
     fresh_object_server.start()  # same data, ports and credentials
     storage.reset_clients()
-    monkeypatch.setattr(runner, "identify", real_identify)
+    monkeypatch.setattr(runner, "identify_with_config", real_identify)
     summary = runner.run_pipeline(cfg, show=False)
     assert summary["annotate"]["n_resumed"] == 12  # PA's work was kept
     assert summary["mlflow"]["run_id"] == state["run_id"]
