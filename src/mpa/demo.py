@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mpa.config import parse_config
+from mpa.config import ModelConfig, parse_config
 from mpa.records import read_jsonl, write_json_atomic
 from mpa.runner import run_pipeline
 from mpa.stages.evaluate import evaluate
@@ -101,39 +101,32 @@ def run_demo(out: str | Path = "runs/demo", seed: int = 0, n_images: int = 3000,
     bench = load_benchmark("textvqa", cfg.evaluate.annotations, images=cfg.evaluate.images)
     task = get_task("toyvqa")
 
-    t = time.perf_counter()
-    teacher = load_vlm(cfg.teacher)
-    teacher_eval = evaluate(model=teacher, benchmark="textvqa", samples=bench,
-                            predictions_path=run_dir / "eval" / "teacher.jsonl", batch_size=cfg.teacher.batch_size,
-                            max_new_tokens=cfg.evaluate.max_new_tokens, label="eval teacher")
-    teacher.close()
-    timings["eval_teacher"] = time.perf_counter() - t
+    def score(model_cfg: ModelConfig, name: str) -> dict:
+        t = time.perf_counter()
+        vlm = load_vlm(model_cfg)
+        try:
+            return evaluate(model=vlm, benchmark="textvqa", samples=bench,
+                            predictions_path=run_dir / "eval" / f"{name}.jsonl", batch_size=model_cfg.batch_size,
+                            max_new_tokens=cfg.evaluate.max_new_tokens, label=f"eval {name}")
+        finally:
+            vlm.close()
+            timings[f"eval_{name}"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    no_pi = level(samples_path=run_dir / "annotations.jsonl", student=cfg.student, task=task, cfg=cfg.train,
-                  out_dir=run_dir / "level_no_pi", show=False)
-    timings["level_no_pi"] = time.perf_counter() - t
-    t = time.perf_counter()
-    no_pi_vlm = load_vlm(cfg.student.model_copy(update={"model": no_pi.checkpoint}))
-    no_pi_eval = evaluate(model=no_pi_vlm, benchmark="textvqa", samples=bench,
-                          predictions_path=run_dir / "eval" / "no_pi.jsonl", batch_size=cfg.student.batch_size,
-                          max_new_tokens=cfg.evaluate.max_new_tokens, label="eval no-PI")
-    no_pi_vlm.close()
-    timings["eval_no_pi"] = time.perf_counter() - t
+    def train_student(samples_path: Path, name: str) -> ModelConfig:
+        t = time.perf_counter()
+        pl = level(samples_path=samples_path, student=cfg.student, task=task, cfg=cfg.train,
+                   out_dir=run_dir / f"level_{name}", show=False)
+        timings[f"level_{name}"] = time.perf_counter() - t
+        return cfg.student.model_copy(update={"model": pl.checkpoint})
 
+    teacher_eval = score(cfg.teacher, "teacher")
+    no_pi_eval = score(train_student(run_dir / "annotations.jsonl", "no_pi"), "no_pi")
     # A label-free remedy for forgetting, shown beside the paper's method (not its default):
     # the parity set plus as many teacher-consistent samples the student already answers.
-    t = time.perf_counter()
+    mix_path = run_dir / "pi" / "train_mix_replay.jsonl"
     mix = build_replay_mix(run_dir / "pi" / "audit.jsonl", run_dir / "pi" / "parity.jsonl", REPLAY_FRACTION,
-                           cfg.train.seed, run_dir / "pi" / "train_mix_replay.jsonl")
-    replay = level(samples_path=run_dir / "pi" / "train_mix_replay.jsonl", student=cfg.student, task=task,
-                   cfg=cfg.train, out_dir=run_dir / "level_replay", show=False)
-    replay_vlm = load_vlm(cfg.student.model_copy(update={"model": replay.checkpoint}))
-    replay_eval = evaluate(model=replay_vlm, benchmark="textvqa", samples=bench,
-                           predictions_path=run_dir / "eval" / "replay.jsonl", batch_size=cfg.student.batch_size,
-                           max_new_tokens=cfg.evaluate.max_new_tokens, label="eval replay")
-    replay_vlm.close()
-    timings["replay"] = time.perf_counter() - t
+                           cfg.train.seed, mix_path)
+    replay_eval = score(train_student(mix_path, "replay"), "replay")
 
     evals = {"teacher": teacher_eval, "student_zero_shot": summary["eval_before"],
              "student_mpa": summary["eval_after"], "student_no_pi": no_pi_eval, "student_mpa_replay": replay_eval}
@@ -148,7 +141,7 @@ def run_demo(out: str | Path = "runs/demo", seed: int = 0, n_images: int = 3000,
         "n_parsed": pi["n_parsed"],
         "n_teacher_consistent": pi["n_teacher_consistent"],
         "k_parity": pi["k_parity"],
-        "n_no_pi_samples": no_pi.n_samples,
+        "n_no_pi_samples": summary["annotate"]["n_parsed"],
         "n_replay_mix_samples": mix,
         "accuracy": {m: round(evals[m]["score"], 2) for m in MODELS},
         "per_type": {t: {m: round(evals[m]["by_type"][t], 2) for m in MODELS} for t in types},
