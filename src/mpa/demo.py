@@ -195,7 +195,7 @@ def render_chart(report: dict):
     values = {**report["per_type"], "overall": report["accuracy"]}
     bar, gap, left, top, height = 14, 18, 40, 40, 220
     width = left + len(groups) * (len(MODELS) * bar + gap) + 20
-    img = Image.new("RGB", (max(width, 560), top + height + 90), "white")
+    img = Image.new("RGB", (max(width, 560), top + height + 40 + 14 * len(MODELS)), "white")
     d = ImageDraw.Draw(img)
     d.text((left, 10), "accuracy % on held-out toy test set", fill="black")
     for pct in (0, 25, 50, 75, 100):
