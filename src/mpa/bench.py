@@ -27,29 +27,15 @@ def make_bench_workspace(out: str | Path, n_images: int = 32, teacher_steps: int
     vLLM's CPU attention supports head sizes 32, 64, 80, … (not the 16 of the default tiny models),
     so teacher and student here use 2 heads of 32. Reused if already built.
     """
-    from transformers import AutoModelForImageTextToText
-
-    from mpa.tasks import ANSWER_INSTRUCTION, get_task
-    from mpa.tinymodels import (
-        DEFAULT_CORPUS,
-        TINY_COLORS,
-        TINY_QUESTION,
-        _tiny_image,
-        build_qwen2vl_processor,
-        build_tiny_qwen2vl,
-        quick_train,
-    )
+    from mpa.tinymodels import TINY_COLORS, _tiny_image, build_tiny_qwen2vl, teach_tiny_teacher, tiny_processor
 
     out = Path(out)
     paths = {"teacher": out / "teacher", "student": out / "student", "images": out / "images"}
     marker = out / "workspace.json"
     if marker.is_file() and json.loads(marker.read_text()).get("n_images") == n_images:
         return paths
-    task = get_task("textvqa")
     colors = list(TINY_COLORS)
-    answer_prompt = task.answer_prompt(TINY_QUESTION)
-    corpus = [*DEFAULT_CORPUS, task.pa_prompt, answer_prompt, ANSWER_INSTRUCTION, *colors]
-    processor = build_qwen2vl_processor(corpus, vocab_size=500)
+    processor = tiny_processor()
     build_tiny_qwen2vl(paths["teacher"], hidden_size=64, num_layers=2, num_heads=2, seed=seed, processor=processor)
     build_tiny_qwen2vl(
         paths["student"],
@@ -60,15 +46,7 @@ def make_bench_workspace(out: str | Path, n_images: int = 32, teacher_steps: int
         seed=seed + 1,
         processor=processor,
     )
-    examples = []
-    for i in range(32):
-        c = colors[i % len(colors)]
-        img = _tiny_image(c, i)
-        examples.append((img, task.pa_prompt, f"Question: {TINY_QUESTION} Answer: {c}"))
-        examples.append((img, answer_prompt, c))
-    teacher = AutoModelForImageTextToText.from_pretrained(paths["teacher"])
-    quick_train(teacher, processor, examples, teacher_steps, seed=seed)
-    teacher.save_pretrained(paths["teacher"])
+    teach_tiny_teacher(paths["teacher"], processor, teacher_steps, seed=seed)
     paths["images"].mkdir(parents=True, exist_ok=True)
     for i in range(n_images):
         _tiny_image(colors[(i + seed) % len(colors)], 100 + i).save(paths["images"] / f"img_{i:04d}.png")

@@ -190,6 +190,36 @@ def quick_train(model, processor, examples: list[tuple], steps: int, lr: float =
     return losses
 
 
+def tiny_processor():
+    """The tiny workspace's processor: a BPE trained on the textvqa prompts and the colour answers."""
+    from mpa.tasks import ANSWER_INSTRUCTION, get_task
+
+    task = get_task("textvqa")
+    corpus = [*DEFAULT_CORPUS, task.pa_prompt, task.answer_prompt(TINY_QUESTION), ANSWER_INSTRUCTION,
+              *TINY_COLORS]
+    return build_qwen2vl_processor(corpus, vocab_size=500)
+
+
+def teach_tiny_teacher(teacher_dir: str | Path, processor, steps: int, seed: int = 0) -> None:
+    """Train a saved tiny model in place to write ``Question: What color is the image? Answer: <c>``
+    for the textvqa PA prompt and to answer that question."""
+    from transformers import AutoModelForImageTextToText
+
+    from mpa.tasks import get_task
+
+    task = get_task("textvqa")
+    colors = list(TINY_COLORS)
+    examples = []
+    for i in range(32):
+        c = colors[i % len(colors)]
+        img = _tiny_image(c, i)
+        examples.append((img, task.pa_prompt, f"Question: {TINY_QUESTION} Answer: {c}"))
+        examples.append((img, task.answer_prompt(TINY_QUESTION), c))
+    teacher = AutoModelForImageTextToText.from_pretrained(teacher_dir)
+    quick_train(teacher, processor, examples, steps, seed=seed)
+    teacher.save_pretrained(teacher_dir)
+
+
 def make_tiny_workspace(out: str | Path, n_images: int = 12, teacher_steps: int = 150, seed: int = 0) -> dict:
     """Build a self-contained tiny MPA workspace (seconds on a CPU, nothing downloaded).
 
@@ -201,28 +231,13 @@ def make_tiny_workspace(out: str | Path, n_images: int = 12, teacher_steps: int 
     """
     import json
 
-    from transformers import AutoModelForImageTextToText
-
-    from mpa.tasks import ANSWER_INSTRUCTION, get_task
-
     out = Path(out)
-    task = get_task("textvqa")
     colors = list(TINY_COLORS)
-    answer_prompt = task.answer_prompt(TINY_QUESTION)
-    corpus = [*DEFAULT_CORPUS, task.pa_prompt, answer_prompt, ANSWER_INSTRUCTION, *colors]
-    processor = build_qwen2vl_processor(corpus, vocab_size=500)
+    processor = tiny_processor()
     teacher_dir = build_tiny_qwen2vl(out / "teacher", hidden_size=64, num_layers=2, seed=seed, processor=processor)
     student_dir = build_tiny_qwen2vl(out / "student", hidden_size=32, num_layers=1, num_heads=2,
                                      vision_embed_dim=16, seed=seed + 1, processor=processor)
-    examples = []
-    for i in range(32):
-        c = colors[i % len(colors)]
-        img = _tiny_image(c, i)
-        examples.append((img, task.pa_prompt, f"Question: {TINY_QUESTION} Answer: {c}"))
-        examples.append((img, answer_prompt, c))
-    teacher = AutoModelForImageTextToText.from_pretrained(teacher_dir)
-    quick_train(teacher, processor, examples, teacher_steps, seed=seed)
-    teacher.save_pretrained(teacher_dir)
+    teach_tiny_teacher(teacher_dir, processor, teacher_steps, seed=seed)
     images = out / "images"
     images.mkdir(parents=True, exist_ok=True)
     for i in range(n_images):
