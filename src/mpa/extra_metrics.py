@@ -254,27 +254,10 @@ def generate_answers(
     label: str = "extra eval",
 ) -> dict[str, str]:
     """Have a VLM answer ``prompt`` for each ``(id, image)``; resumable jsonl of ``{"id", "answer"}``."""
-    from mpa.data.images import UnreadableImage, load_image
-    from mpa.records import JsonlLog
-    from mpa.ui import progress_bar
-    from mpa.vlm.base import GenParams, VLMRequest
+    from mpa.stages.evaluate import answer_all
 
-    params = GenParams(max_new_tokens=max_new_tokens, temperature=0.0)
-    with JsonlLog(predictions_path, group_of=lambda r: r["id"]) as out:
-        todo = [(i, img) for i, img in items if i not in out.done]
-        with progress_bar(label, total=len(items), completed=len(items) - len(todo)) as advance:
-            for b in range(0, len(todo), batch_size):
-                chunk, reqs, ok = todo[b : b + batch_size], [], []
-                for i, img in chunk:
-                    try:
-                        reqs.append(VLMRequest(load_image(img).image, prompt))
-                        ok.append(i)
-                    except UnreadableImage as exc:
-                        out.append_group([{"id": i, "answer": "", "error": str(exc)}])
-                texts = model.generate(reqs, params) if reqs else []
-                out.append_group([{"id": i, "answer": t} for i, t in zip(ok, texts, strict=True)])
-                advance(len(chunk))
-        return {r["id"]: r["answer"] for r in out.records}
+    return answer_all(model, [(i, img, prompt) for i, img in items], predictions_path, id_key="id",
+                      batch_size=batch_size, max_new_tokens=max_new_tokens, label=label)
 
 
 def evaluate_words(

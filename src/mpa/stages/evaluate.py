@@ -33,6 +33,36 @@ def check_images_exist(samples: list[BenchmarkSample]) -> None:
         )
 
 
+def answer_all(
+    model: VLM,
+    items: list[tuple[str, str, str]],
+    predictions_path: str | Path,
+    *,
+    id_key: str = "id",
+    batch_size: int = 8,
+    max_new_tokens: int = 16,
+    label: str = "answer",
+) -> dict[str, str]:
+    """Greedy answers to ``(id, image, prompt)`` items, in batches, into a resumable jsonl of
+    ``{id_key, "answer"}``; an unreadable image gets an empty answer and its error."""
+    params = GenParams(max_new_tokens=max_new_tokens, temperature=0.0)
+    with JsonlLog(predictions_path, group_of=lambda r: r[id_key]) as out:
+        todo = [it for it in items if it[0] not in out.done]
+        with progress_bar(label, total=len(items), completed=len(items) - len(todo)) as advance:
+            for b in range(0, len(todo), batch_size):
+                reqs, ok = [], []
+                for item_id, image, prompt in todo[b: b + batch_size]:
+                    try:
+                        reqs.append(VLMRequest(load_image(image).image, prompt))
+                        ok.append(item_id)
+                    except UnreadableImage as exc:
+                        out.append_group([{id_key: item_id, "answer": "", "error": str(exc)}])
+                answers = model.generate(reqs, params) if reqs else []
+                out.append_group([{id_key: i, "answer": a} for i, a in zip(ok, answers, strict=True)])
+                advance(len(todo[b: b + batch_size]))
+        return {r[id_key]: r["answer"] for r in out.records}
+
+
 def evaluate(
     *,
     model: VLM,
@@ -49,26 +79,9 @@ def evaluate(
 
     start = time.perf_counter()
     check_images_exist(samples)
-    params = GenParams(max_new_tokens=max_new_tokens, temperature=0.0)
-    with JsonlLog(predictions_path, group_of=lambda r: r["question_id"]) as out:
-        todo = [s for s in samples if s.question_id not in out.done]
-        with progress_bar(label, total=len(samples), completed=len(samples) - len(todo)) as advance:
-            for b in range(0, len(todo), batch_size):
-                chunk = todo[b: b + batch_size]
-                reqs, ok = [], []
-                for s in chunk:
-                    try:
-                        prompt = f"{s.question.strip()}\n{answer_instruction}"
-                        reqs.append(VLMRequest(load_image(s.image).image, prompt))
-                        ok.append(s)
-                    except UnreadableImage as exc:
-                        out.append_group([{"question_id": s.question_id, "answer": "", "error": str(exc)}])
-                answers = model.generate(reqs, params) if reqs else []
-                out.append_group(
-                    [{"question_id": s.question_id, "answer": a} for s, a in zip(ok, answers, strict=True)]
-                )
-                advance(len(chunk))
-        predictions = {r["question_id"]: r["answer"] for r in out.records}
+    items = [(s.question_id, s.image, f"{s.question.strip()}\n{answer_instruction}") for s in samples]
+    predictions = answer_all(model, items, predictions_path, id_key="question_id", batch_size=batch_size,
+                             max_new_tokens=max_new_tokens, label=label)
     result = score_predictions(benchmark, samples, predictions)
     result["seconds"] = time.perf_counter() - start
     result["model"] = model.model_id
