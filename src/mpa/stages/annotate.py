@@ -194,7 +194,9 @@ def annotate(
                 cached = cache.get_many(keys) if cache is not None else {}
                 miss = [j for j, key in enumerate(keys) if key not in cached]
                 requests = [VLMRequest(loaded[j // k].image, task.pa_prompt) for j in miss]
-                batch_params = GenParams(**{**asdict(params), "seed": seed * 1_000_003 + hash_seed(chunk)})
+                # seeded by the images' contents, so a run samples the same wherever its files live
+                content = [img.sha256 for img in loaded]
+                batch_params = GenParams(**{**asdict(params), "seed": seed * 1_000_003 + hash_seed(content)})
                 t = time.perf_counter()
                 fresh = teacher.generate(requests, batch_params) if requests else []
                 engine_s += time.perf_counter() - t
