@@ -179,6 +179,29 @@ def test_unanswerable_questions_are_well_formed_but_unanswerable():
     assert W.make_unanswerable_question(full, rng) is None
 
 
+def test_garbled_questions_are_unanswerable_and_cover_the_teachers_failure_modes():
+    rng = random.Random(5)
+    kinds = set()
+    for _ in range(300):
+        scene = sample_scene(rng)
+        q = W.make_garbled_question(scene, rng)
+        assert q.endswith("?") and oracle_answer(scene, q) is None
+        kinds.add("other family" if parse_question(q) is not None else "malformed")
+    assert kinds == {"other family", "malformed"}
+
+
+def test_ask_in_other_words_answers_with_the_oracle_and_renames():
+    from mpa.toyworld.train import ask_in_other_words
+
+    scene = Scene("text", [Item(0, "red", word="taxi"), Item(4, "blue", word="stop")])
+    rng = random.Random(0)
+    for _ in range(20):
+        q, a = ask_in_other_words(scene, "text_word", "Lis le panneau {colour}.", {"red": "rouge"}, rng)
+        assert (q, a) in {("Lis le panneau rouge.", "taxi"), ("Lis le panneau blue.", "stop")}
+        q, a = ask_in_other_words(scene, "text_colour", "Where is {word}?", {}, rng)
+        assert (q, a) in {("Where is taxi?", "red"), ("Where is stop?", "blue")}
+
+
 def test_testset_loads_with_the_engine_textvqa_loader(tmp_path):
     from pathlib import Path
 

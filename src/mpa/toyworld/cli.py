@@ -15,7 +15,12 @@ app = typer.Typer(
 
 @app.command("train")
 def train_cmd(
-    role: str = typer.Option(..., "--role", help="teacher | student | tiny"),
+    role: str = typer.Option(
+        ...,
+        "--role",
+        help="teacher (stage 1), teacher_refine (2: says 'none' about absent items), teacher_garbled "
+        "(3: also to garbled questions; use --init-from), student, or tiny (tests)",
+    ),
     out: Path = typer.Option(..., "--out", help="checkpoint directory to write"),
     steps: int | None = typer.Option(None, "--steps", help="default: the role's preset"),
     seed: int = typer.Option(0, "--seed"),

@@ -12,8 +12,10 @@ Batches are built with :func:`mpa.vlm.hf.encode_for_training` and the prompts th
 (``task.answer_prompt(q)`` for answering, ``task.pa_prompt`` for pseudo-annotation with target
 ``"Question: <q> Answer: <a>"``), so the checkpoints respond to exactly what the engine sends.
 
-The teacher learns every question type and PA. The student is smaller and sees the
-``gap`` question types rarely, so it has a real, measurable gap that MPA can close.
+The teacher learns every question type and PA (and, in later stages, to answer ``none`` to
+questions about absent items and to garbled questions). The student is smaller and learns the
+sign-reading types only in other words than the task's (``RoleSpec.templates``), so it has a real,
+measurable gap on the task's questions that MPA can close.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from mpa.toyworld.world import (
     WORDS,
     Scene,
     all_questions,
+    make_garbled_question,
     make_question,
     make_unanswerable_question,
     normalize_answer,
@@ -68,7 +71,12 @@ class RoleSpec:
     pa_fraction: float = 0.0  # share of samples that train pseudo-annotation
     pa_start: float = 0.0  # PA samples join after this fraction of the steps (curriculum)
     unanswerable_fraction: float = 0.0  # questions about absent items, answered "none"
+    garbled_fraction: float = 0.0  # garbled or other-family questions, answered "none"
     steps: int = 1000
+    # question types this role learns in other words than the world's templates (qtype -> template
+    # with ``{colour}``/``{word}``): the skill is learned, the task's question form is not
+    templates: dict[str, str] = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)  # colour/word -> how ``templates`` name it
 
 
 ROLES: dict[str, RoleSpec] = {
@@ -83,7 +91,19 @@ ROLES: dict[str, RoleSpec] = {
         steps=8000,
         qtype_weights={"chart_value": 2.0, "text_word": 1.5, "text_colour": 1.5},
     ),
-    "student": RoleSpec(96, 3, 4, 48, 2, qtype_weights={"text_word": 0.02, "text_colour": 0.02}, steps=4000),
+    # The student can read the signs, but learned it from other question forms than the task's (as a
+    # small VLM that can read text yet fails a benchmark's questions): a real gap on text_word and
+    # text_colour that a few hundred parity samples in the task's own wording can close.
+    "student": RoleSpec(
+        96,
+        3,
+        4,
+        48,
+        2,
+        qtype_weights={"text_word": 1.5, "text_colour": 1.5},
+        steps=5000,
+        templates={"text_word": "Read the {colour} sign.", "text_colour": "Where is {word}? Name its colour."},
+    ),
     # stage 2 of the teacher: continue from stage 1 (``--init-from``) and also learn to say "none"
     # about absent items, so PI can drop the teacher's hallucinated pseudo-annotations
     "teacher_refine": RoleSpec(
@@ -97,8 +117,33 @@ ROLES: dict[str, RoleSpec] = {
         unanswerable_fraction=0.1,
         qtype_weights={"chart_value": 2.0, "text_word": 1.5, "text_colour": 1.5},
     ),
+    # stage 3 of the teacher: continue from stage 2 and also answer "none" to garbled questions (its own
+    # hot-temperature samples include "< many signs are there?"), so PI drops those pseudo-annotations
+    "teacher_garbled": RoleSpec(
+        128,
+        3,
+        4,
+        64,
+        2,
+        pa_fraction=0.25,
+        steps=2500,
+        unanswerable_fraction=0.1,
+        garbled_fraction=0.15,
+        qtype_weights={"chart_value": 2.0, "text_word": 1.5, "text_colour": 1.5},
+    ),
     # a tiny, fast configuration for tests
-    "tiny": RoleSpec(32, 1, 2, 16, 1, pa_fraction=0.25, steps=20),
+    "tiny": RoleSpec(
+        32,
+        1,
+        2,
+        16,
+        1,
+        pa_fraction=0.25,
+        steps=20,
+        unanswerable_fraction=0.1,
+        garbled_fraction=0.1,
+        templates={"text_word": "Read the {colour} sign."},
+    ),
 }
 
 
@@ -157,12 +202,30 @@ def sample_example(rng: random.Random, spec: RoleSpec, with_pa: bool = True) -> 
         q = make_unanswerable_question(scene, rng)
         assert q is not None and oracle_answer(scene, q) is None
         return Example(scene, TOYVQA.answer_prompt(q), UNANSWERABLE, "unanswerable")
+    if spec.garbled_fraction > 0 and rng.random() < spec.garbled_fraction:
+        scene = sample_scene(rng)
+        return Example(scene, TOYVQA.answer_prompt(make_garbled_question(scene, rng)), UNANSWERABLE, "garbled")
     qtype = _pick_qtype(rng, spec.qtype_weights)
     scene = sample_scene(rng, TEMPLATES[qtype][0])
     q = make_question(scene, qtype, rng)
     a = oracle_answer(scene, q)
     assert a is not None
+    if qtype in spec.templates:
+        q, a = ask_in_other_words(scene, qtype, spec.templates[qtype], spec.names, rng)
     return Example(scene, TOYVQA.answer_prompt(q), a, qtype)
+
+
+def ask_in_other_words(
+    scene: Scene, qtype: str, template: str, names: dict[str, str], rng: random.Random
+) -> tuple[str, str]:
+    """A ``qtype`` question about a random item of ``scene``, worded by ``template`` (``{colour}`` and
+    ``{word}`` filled in, renamed by ``names``), and its oracle answer."""
+    it = rng.choice(scene.items)
+    answer = oracle_answer(scene, TEMPLATES[qtype][1].format(colour=it.colour, word=it.word))
+    if answer is None:
+        raise ValueError(f"{qtype} has no answer about {it} in this scene")
+    colour, word = names.get(it.colour, it.colour), names.get(str(it.word), str(it.word))
+    return template.format(colour=colour, word=word), answer
 
 
 def cell_labels(scene: Scene) -> dict[str, list[int]]:
@@ -243,6 +306,16 @@ def make_unanswerable_items(n: int, seed: int = 54321):
         q = make_unanswerable_question(scene, rng)
         if q:
             items.append((render(scene), q, UNANSWERABLE, "unanswerable"))
+    return items
+
+
+def make_garbled_items(n: int, seed: int = 65432):
+    """Held-out garbled or other-family questions (expected answer: ``none``)."""
+    rng = random.Random(f"garbled-{seed}")
+    items = []
+    for i in range(n):
+        scene = sample_scene(rng, FAMILIES[i % 2])
+        items.append((render(scene), make_garbled_question(scene, rng), UNANSWERABLE, "garbled"))
     return items
 
 
@@ -387,6 +460,8 @@ def train(
         acc = evaluate(vlm, eval_items)
         if spec.unanswerable_fraction > 0:
             acc["unanswerable"] = evaluate(vlm, make_unanswerable_items(eval_per_type))["unanswerable"]
+        if spec.garbled_fraction > 0:
+            acc["garbled"] = evaluate(vlm, make_garbled_items(eval_per_type))["garbled"]
         rec = {"step": step, "elapsed_s": round(time.time() - t0, 1), "accuracy": acc}
         if spec.pa_fraction > 0 and step >= spec.pa_start * steps:
             rec["pa"] = pa_sample_stats(vlm)

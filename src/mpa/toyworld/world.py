@@ -259,6 +259,61 @@ def make_unanswerable_question(scene: Scene, rng: random.Random) -> str | None:
     return rng.choice(options) if options else None
 
 
+# Filler words a garbled question may pick up (seen in the tiny teacher's hot-temperature samples:
+# "< many signs are there?", "format word is on the red sign?", "Which bar is the?").
+_NOISE_WORDS = [
+    "<",
+    ":",
+    "the",
+    "that",
+    "is",
+    "in",
+    "image",
+    "format",
+    "your",
+    "else",
+    "nothing",
+    "which",
+    "what",
+    "many",
+    "word",
+    "colour",
+    "value",
+    "answer",
+    "question",
+    *COLOUR_NAMES,
+    *WORDS,
+    "1",
+    "3",
+    "5",
+]
+
+
+def make_garbled_question(scene: Scene, rng: random.Random) -> str:
+    """A template question with one word replaced, dropped or repeated, or asked of the other family,
+    that the oracle cannot answer (``oracle_answer`` is ``None``); the teacher learns to say
+    :data:`UNANSWERABLE` to these, so PI drops its garbled pseudo-annotations."""
+    while True:
+        if rng.random() < 0.25:  # a well-formed question about the other family ("which bar…" of signs)
+            other = next(f for f in FAMILIES if f != scene.family)
+            q = rng.choice([t for t, (fam, _) in TEMPLATES.items() if fam == other])
+            q = TEMPLATES[q][1].format(colour=rng.choice(COLOUR_NAMES), word=rng.choice(WORDS))
+        else:
+            qtype = rng.choice(QTYPES_BY_FAMILY[scene.family])
+            words = make_question(scene, qtype, rng).rstrip("?").split()
+            i = rng.randrange(len(words))
+            op = rng.choice(("replace", "drop", "repeat"))
+            if op == "replace":
+                words[i] = rng.choice(_NOISE_WORDS)
+            elif op == "drop" and len(words) > 2:
+                del words[i]
+            else:
+                words[i:i] = [words[i]] * rng.randint(1, 2)
+            q = " ".join(words) + "?"
+        if oracle_answer(scene, q) is None:
+            return q
+
+
 def sample_qa(scene: Scene, rng: random.Random, qtypes: list[str] | None = None) -> tuple[str, str, str]:
     """``(qtype, question, answer)`` for a random applicable question type."""
     choices = [q for q in (qtypes or QTYPES) if TEMPLATES[q][0] == scene.family]
