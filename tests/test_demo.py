@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from PIL import Image
 
 from mpa.demo import MODELS, run_demo
@@ -29,3 +30,17 @@ def test_demo_writes_report_and_pictures(tmp_path):
     assert chart.size[0] >= 400
     html = (tmp_path / "report.html").read_text()
     assert html.count("<figure>") == min(report["k_parity"], 24) and "data:image/png;base64," in html
+
+
+def test_a_demo_directory_resumes_only_its_own_settings(tmp_path):
+    from mpa.demo import _check_or_mark_data
+
+    settings = {"seed": 0, "n_images": 64, "n_test": 28, "temperature": 1.75}
+    _check_or_mark_data(tmp_path, settings)
+    _check_or_mark_data(tmp_path, dict(settings))  # same settings: resumes
+    with pytest.raises(ValueError, match="choose another --out"):
+        _check_or_mark_data(tmp_path, {**settings, "n_images": 128})
+    old = tmp_path / "old"
+    (old / "run").mkdir(parents=True)
+    with pytest.raises(ValueError, match="older mpa version"):
+        _check_or_mark_data(old, settings)

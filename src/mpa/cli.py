@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from mpa.toyworld import DEMO_N_IMAGES, DEMO_N_TEST, DEMO_TEMPERATURE
 from mpa.ui import console
 
 app = typer.Typer(
@@ -212,9 +213,11 @@ def demo(
         "runs/demo"
     ),
     seed: Annotated[int, typer.Option(help="seed of the fresh unlabeled images, test set and training")] = 0,
-    n_images: Annotated[int, typer.Option(min=8, help="unlabeled images for PA")] = 3000,
-    n_test: Annotated[int, typer.Option(min=7, help="held-out labeled test questions")] = 280,
-    temperature: Annotated[float, typer.Option(min=0.0, help="PA sampling temperature of the teacher")] = 1.5,
+    n_images: Annotated[int, typer.Option(min=8, help="unlabeled images for PA")] = DEMO_N_IMAGES,
+    n_test: Annotated[int, typer.Option(min=7, help="held-out labeled test questions")] = DEMO_N_TEST,
+    temperature: Annotated[
+        float, typer.Option(min=0.0, help="PA sampling temperature of the teacher (1.0: cleaner pseudo-labels)")
+    ] = DEMO_TEMPERATURE,
 ) -> None:
     """MPA end to end in the toy world (shipped tiny teacher + student): a table, report.json, pictures."""
     from mpa.demo import run_demo

@@ -22,6 +22,7 @@ from mpa.runner import run_pipeline
 from mpa.stages.evaluate import evaluate
 from mpa.stages.level import build_replay_mix, level
 from mpa.tasks import get_task
+from mpa.toyworld import DEMO_N_IMAGES, DEMO_N_TEST, DEMO_TEMPERATURE, DEMO_TRAIN
 from mpa.ui import console
 from mpa.vlm.base import load_vlm
 
@@ -42,7 +43,7 @@ def demo_config(out: Path, n_images: int, n_test: int, seed: int, temperature: f
         "data": {"images": str(out / "unlabeled" / "images")},
         "annotate": {"temperature": temperature, "top_p": 1.0, "max_new_tokens": 32},
         "identify": {"match": "vqa", "max_new_tokens": 8},
-        "train": {"batch_size": 16, "learning_rate": 3e-4, "epochs": 1, "seed": seed},
+        "train": {**DEMO_TRAIN, "seed": seed},
         "evaluate": {"benchmark": "textvqa", "annotations": str(out / "test" / "annotations.json"),
                      "images": str(out / "test" / "images"), "max_new_tokens": 8},
         "out": str(out / "run"),
@@ -68,19 +69,16 @@ def grade_pseudo_labels(records: list[dict]) -> dict[str, float | None]:
             "answerability": sum(g is not None for g in grades) / len(grades)}
 
 
-# PA sampling temperature of the demo: at 1.5 the tiny teacher's pseudo-labels are about as noisy as
-# the paper's human study found for real teachers (≈0.7–0.8 correct before PI); at 1.0 they are
-# ≈0.9 correct and PI has little noise to remove. Both are reported in the README.
-DEMO_TEMPERATURE = 1.5
 
 
-def run_demo(out: str | Path = "runs/demo", seed: int = 0, n_images: int = 3000, n_test: int = 280,
+def run_demo(out: str | Path = "runs/demo", seed: int = 0, n_images: int = DEMO_N_IMAGES, n_test: int = DEMO_N_TEST,
              temperature: float = DEMO_TEMPERATURE, overrides: dict | None = None) -> dict[str, Any]:
     from mpa.data.benchmarks import load_benchmark
     from mpa.toyworld.data import make_testset, make_unlabeled
 
     out = Path(out)
     t0 = time.perf_counter()
+    _check_or_mark_data(out, {"seed": seed, "n_images": n_images, "n_test": n_test, "temperature": temperature})
     if not (out / "unlabeled" / "truth.jsonl").is_file():
         make_unlabeled(out / "unlabeled", n_images, seed=seed)
     if not (out / "test" / "annotations.json").is_file():
@@ -157,6 +155,22 @@ def run_demo(out: str | Path = "runs/demo", seed: int = 0, n_images: int = 3000,
     (out / "report.html").write_text(render_html(report, parity, chart), encoding="utf-8")
     print_report(report, out)
     return report
+
+
+def _check_or_mark_data(out: Path, settings: dict[str, Any]) -> None:
+    """A demo directory resumes only the demo it was made for; other settings need another ``--out``."""
+    import json
+
+    marker = out / "demo_settings.json"
+    if marker.is_file():
+        before = json.loads(marker.read_text(encoding="utf-8"))
+        if before != settings:
+            raise ValueError(f"{out} holds a demo made with {before}, not {settings}: choose another --out "
+                             "or delete it")
+    elif (out / "run").exists():
+        raise ValueError(f"{out} holds a demo from an older mpa version: choose another --out or delete it")
+    else:
+        write_json_atomic(marker, settings)
 
 
 def print_report(report: dict, out: Path) -> None:
