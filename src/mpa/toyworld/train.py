@@ -26,7 +26,7 @@ import math
 import random
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -79,18 +79,20 @@ class RoleSpec:
     names: dict[str, str] = field(default_factory=dict)  # colour/word -> how ``templates`` name it
 
 
+_TEACHER = RoleSpec(
+    128,
+    3,
+    4,
+    64,
+    2,
+    pa_fraction=0.25,
+    pa_start=0.3,
+    steps=8000,
+    qtype_weights={"chart_value": 2.0, "text_word": 1.5, "text_colour": 1.5},
+)
+
 ROLES: dict[str, RoleSpec] = {
-    "teacher": RoleSpec(
-        128,
-        3,
-        4,
-        64,
-        2,
-        pa_fraction=0.25,
-        pa_start=0.3,
-        steps=8000,
-        qtype_weights={"chart_value": 2.0, "text_word": 1.5, "text_colour": 1.5},
-    ),
+    "teacher": _TEACHER,
     # The student can read the signs, but learned it from other question forms than the task's (as a
     # small VLM that can read text yet fails a benchmark's questions): a real gap on text_word and
     # text_colour that a few hundred parity samples in the task's own wording can close.
@@ -106,31 +108,10 @@ ROLES: dict[str, RoleSpec] = {
     ),
     # stage 2 of the teacher: continue from stage 1 (``--init-from``) and also learn to say "none"
     # about absent items, so PI can drop the teacher's hallucinated pseudo-annotations
-    "teacher_refine": RoleSpec(
-        128,
-        3,
-        4,
-        64,
-        2,
-        pa_fraction=0.25,
-        steps=1500,
-        unanswerable_fraction=0.1,
-        qtype_weights={"chart_value": 2.0, "text_word": 1.5, "text_colour": 1.5},
-    ),
+    "teacher_refine": replace(_TEACHER, pa_start=0.0, steps=1500, unanswerable_fraction=0.1),
     # stage 3 of the teacher: continue from stage 2 and also answer "none" to garbled questions (its own
     # hot-temperature samples include "< many signs are there?"), so PI drops those pseudo-annotations
-    "teacher_garbled": RoleSpec(
-        128,
-        3,
-        4,
-        64,
-        2,
-        pa_fraction=0.25,
-        steps=2500,
-        unanswerable_fraction=0.1,
-        garbled_fraction=0.15,
-        qtype_weights={"chart_value": 2.0, "text_word": 1.5, "text_colour": 1.5},
-    ),
+    "teacher_garbled": replace(_TEACHER, pa_start=0.0, steps=2500, unanswerable_fraction=0.1, garbled_fraction=0.15),
     # a tiny, fast configuration for tests
     "tiny": RoleSpec(
         32,
