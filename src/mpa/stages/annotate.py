@@ -181,7 +181,6 @@ def annotate(
         n_resumed = len(uris) - len(todo)
         with progress_bar("PA annotate", total=len(uris), completed=n_resumed) as advance:
             for batch in prefetch.batches(todo, batch_size):
-                chunk = [u for u, _ in batch]
                 loaded: list[LoadedImage] = []
                 groups = []
                 for uri, item in batch:
@@ -214,7 +213,7 @@ def annotate(
                                                      task, teacher, max_words, cfg.dedupe_questions))
                 for group in groups:
                     out.append_group(group)
-                advance(len(chunk))
+                advance(len(batch))
         records = [Annotation.model_validate(r) for r in out.records if r["image"] in uri_set]
     failures: dict[str, int] = {}
     for r in records:
