@@ -16,7 +16,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def tiny_ws(tmp_path_factory) -> dict[str, Path]:
     """Tiny teacher (briefly trained), untrained student, unlabeled images, TextVQA-format benchmark."""
-    from mpa.tinymodels import make_tiny_workspace
+    from mpa.devtools.tinymodels import make_tiny_workspace
 
     return make_tiny_workspace(tmp_path_factory.mktemp("tiny_ws"), n_images=12)
 

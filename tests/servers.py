@@ -16,7 +16,7 @@ from __future__ import annotations
 import pytest
 
 from mpa import storage
-from mpa.services import ObjectServer, TrackingServer
+from mpa.devtools.services import ObjectServer, TrackingServer
 
 STARTUP: dict[str, float] = {}
 

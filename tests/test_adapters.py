@@ -17,8 +17,8 @@ import torch
 from PIL import Image
 
 from mpa.config import ModelConfig
+from mpa.devtools.tinymodels import DEFAULT_CORPUS, TINY_FAMILIES, build_tiny, quick_train
 from mpa.stages.level import PRESETS as LEVEL_PRESETS
-from mpa.tinymodels import DEFAULT_CORPUS, TINY_FAMILIES, build_tiny, quick_train
 from mpa.vlm.adapters import (
     PRESETS,
     InternVL2Processor,
@@ -135,7 +135,7 @@ def test_internvl2_tile_grid_matches_reference(size, max_tiles, grid):
 def internvl2_processor():
     from transformers import Qwen2TokenizerFast
 
-    from mpa.tinymodels import train_bpe_tokenizer
+    from mpa.devtools.tinymodels import train_bpe_tokenizer
 
     special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>"]
     raw = train_bpe_tokenizer(CORPUS, 400, special)

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from mpa.config import ModelConfig
-from mpa.tinymodels import DEFAULT_CORPUS, train_bpe_tokenizer
+from mpa.devtools.tinymodels import DEFAULT_CORPUS, train_bpe_tokenizer
 from mpa.vlm.adapters import InternVL2Processor
 from mpa.vlm.base import GenParams, VLMRequest
 from mpa.vlm.hf import HFVLM, ModelLoadError, encode_for_training, load_model, load_processor

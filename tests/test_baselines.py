@@ -6,11 +6,8 @@ import json
 
 import pytest
 
-from mpa.baselines import BaselineError, few_shot_samples, majority_answer, run_baseline
 from mpa.config import parse_config
-from mpa.runner import run_pipeline
-from mpa.tasks import get_task
-from mpa.tinymodels import (
+from mpa.devtools.tinymodels import (
     DEFAULT_CORPUS,
     TINY_COLORS,
     TINY_QUESTION,
@@ -19,6 +16,9 @@ from mpa.tinymodels import (
     make_tiny_workspace,
     quick_train,
 )
+from mpa.orchestrate.baselines import BaselineError, few_shot_samples, majority_answer, run_baseline
+from mpa.orchestrate.local import run_pipeline
+from mpa.tasks import get_task
 
 CORPUS = [
     *DEFAULT_CORPUS,

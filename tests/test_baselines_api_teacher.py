@@ -16,9 +16,9 @@ import pytest
 from PIL import Image
 
 from mpa.config import parse_config
-from mpa.runner import run_pipeline
+from mpa.devtools.tinymodels import DEFAULT_CORPUS, TINY_COLORS, TINY_QUESTION, _tiny_image, build_tiny
+from mpa.orchestrate.local import run_pipeline
 from mpa.tasks import get_task
-from mpa.tinymodels import DEFAULT_CORPUS, TINY_COLORS, TINY_QUESTION, _tiny_image, build_tiny
 
 
 def _color_of(data_url: str) -> str:

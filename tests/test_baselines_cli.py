@@ -1,4 +1,4 @@
-"""The CLI commands of mpa.cli_benchmarks (baselines, sources, extra evaluations, families)."""
+"""The CLI commands of mpa.cli.benchmarks (baselines, sources, extra evaluations, families)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mpa.bench import compute_ratios, format_tables
+from mpa.throughput import compute_ratios, format_tables
 
 
 def row(pa_s: float, pi_s: float, n: int = 10) -> dict:

@@ -7,7 +7,7 @@ import json
 import pytest
 from PIL import Image
 
-from mpa.demo import MODELS, run_demo
+from mpa.toyworld.demo import MODELS, run_demo
 
 
 def test_demo_writes_report_and_pictures(tmp_path):
@@ -33,7 +33,7 @@ def test_demo_writes_report_and_pictures(tmp_path):
 
 
 def test_a_demo_directory_resumes_only_its_own_settings(tmp_path):
-    from mpa.demo import _check_or_mark_data
+    from mpa.toyworld.demo import _check_or_mark_data
 
     settings = {"seed": 0, "n_images": 64, "n_test": 28, "temperature": 1.75}
     _check_or_mark_data(tmp_path, settings)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from mpa.config import ModelConfig, parse_config
+from mpa.orchestrate.local import run_pipeline
 from mpa.records import read_jsonl
-from mpa.runner import run_pipeline
 from mpa.stages.annotate import annotate
 from mpa.stages.level import EmptyParitySet, level
 from mpa.tasks import get_task

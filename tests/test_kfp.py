@@ -15,9 +15,9 @@ import yaml
 pytest.importorskip("kfp")
 pytest.importorskip("kfp.kubernetes")
 
-from mpa.kfp import client as kc  # noqa: E402
-from mpa.kfp.params import PARAM_FIELDS, PIPELINE_ONLY, config_from_params  # noqa: E402
-from mpa.kfp.settings import GPU_STAGES, STAGES, SettingsError, settings_from_dict  # noqa: E402
+from mpa.orchestrate.kubeflow import client as kc  # noqa: E402
+from mpa.orchestrate.kubeflow.params import PARAM_FIELDS, PIPELINE_ONLY, config_from_params  # noqa: E402
+from mpa.orchestrate.kubeflow.settings import GPU_STAGES, STAGES, SettingsError, settings_from_dict  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPILED = ROOT / "pipelines" / "compiled" / "mpa.yaml"
@@ -156,7 +156,7 @@ def test_components_are_thin_and_install_nothing(spec):
     for name, c in _containers(pipeline).items():
         src = c["command"][-1]
         assert "pip install" not in src and "pip" not in " ".join(c["command"][:-1]), name
-        assert "from mpa.kfp.steps import" in src, name
+        assert "from mpa.orchestrate.kubeflow.steps import" in src, name
         body = re.split(r"\)(?: -> [^\n]+)?:\n", src.split("\ndef ", 1)[1], maxsplit=1)[1]
         assert len([ln for ln in body.splitlines() if ln.strip()]) <= 12, f"{name} is not a thin wrapper"
 
@@ -283,7 +283,7 @@ def test_settings_errors():
 
 
 def test_example_settings_and_params_files_are_valid():
-    from mpa.kfp.settings import load_settings
+    from mpa.orchestrate.kubeflow.settings import load_settings
 
     for path in sorted((ROOT / "pipelines" / "settings").glob("*.yaml")):
         load_settings(path)
@@ -409,7 +409,7 @@ def test_load_run_params(tmp_path):
 def _cli(args, monkeypatch, fake):
     from typer.testing import CliRunner
 
-    from mpa.cli_pipeline import pipeline_app
+    from mpa.cli.pipeline import pipeline_app
 
     monkeypatch.setattr(kc, "make_client", lambda conn: fake)
     monkeypatch.setattr(kc, "git_revision", lambda cwd=None: ("0123456789ab", False))
@@ -419,7 +419,7 @@ def _cli(args, monkeypatch, fake):
 def test_cli_compile(tmp_path):
     from typer.testing import CliRunner
 
-    from mpa.cli_pipeline import pipeline_app
+    from mpa.cli.pipeline import pipeline_app
 
     s = tmp_path / "settings.yaml"
     s.write_text("stages: {level: {accelerator_count: 4}}\n")
@@ -485,7 +485,7 @@ def test_cli_upload_and_argument_errors(tmp_path, monkeypatch):
 def test_pipeline_group_registers_on_the_main_cli():
     import typer
 
-    from mpa.cli_pipeline import register
+    from mpa.cli.pipeline import register
 
     app = typer.Typer()
     register(app)
@@ -494,7 +494,7 @@ def test_pipeline_group_registers_on_the_main_cli():
 
 @pytest.mark.parametrize("name", ["cpu-dev", "h100"])
 def test_example_settings_compile(name, tmp_path):
-    from mpa.kfp.settings import load_settings
+    from mpa.orchestrate.kubeflow.settings import load_settings
 
     settings = load_settings(ROOT / "pipelines" / "settings" / f"{name}.yaml")
     pipeline, k8s = _load(kc.compile_pipeline(tmp_path / "p.yaml", settings))

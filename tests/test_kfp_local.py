@@ -26,7 +26,7 @@ def _one(root: Path, pattern: str) -> Path:
 def test_whole_pipeline_on_the_local_runner(tiny_ws, tmp_path, monkeypatch):
     from kfp import local
 
-    from mpa.kfp.pipeline import mpa_pipeline
+    from mpa.orchestrate.kubeflow.pipeline import mpa_pipeline
     from mpa.records import read_jsonl
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -97,7 +97,7 @@ def test_whole_pipeline_on_the_local_runner(tiny_ws, tmp_path, monkeypatch):
     from mlflow import MlflowClient
 
     if not gate:
-        from mpa.kfp.steps import register_model
+        from mpa.orchestrate.kubeflow.steps import register_model
 
         register_model(
             str(plan),

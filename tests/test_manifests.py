@@ -111,7 +111,7 @@ def test_no_secret_objects_in_overlays_and_every_reference_has_a_template(render
                 ref = env.get("valueFrom", {}).get("secretKeyRef")
                 if ref:
                     assert ref["key"] in templates.get(ref["name"], set()), (name, ref)
-    from mpa.kfp.settings import PipelineSettings
+    from mpa.orchestrate.kubeflow.settings import PipelineSettings
 
     for secret in PipelineSettings().secrets:  # what the compiled pipeline references
         assert set(secret.env) <= templates[secret.name], secret.name
@@ -136,7 +136,7 @@ def test_namespace_serviceaccount_and_least_privilege_rbac(rendered):
 
 
 def test_config_the_pipeline_reads_is_there(rendered):
-    from mpa.kfp.settings import PipelineSettings
+    from mpa.orchestrate.kubeflow.settings import PipelineSettings
 
     _, _, docs = rendered
     s = PipelineSettings()

@@ -19,7 +19,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
-    from mpa.bench import make_bench_workspace
+    from mpa.throughput import make_bench_workspace
 
     return make_bench_workspace(tmp_path_factory.getbasetemp() / "teachers_ws", n_images=8)
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from mpa.config import parse_config
-from mpa.plan import format_plan, gpt4o_image_tokens, make_plan, measured, qwen_image_tokens
+from mpa.costplan import format_plan, gpt4o_image_tokens, make_plan, measured, qwen_image_tokens
 
 
 def paper_config(**teacher) -> dict:
@@ -60,7 +60,7 @@ def test_gpt4o_teacher_costs_about_the_papers_11_dollars():
 
 
 def test_local_checkpoint_params_are_counted(tmp_path):
-    from mpa.tinymodels import build_tiny_qwen2vl
+    from mpa.devtools.tinymodels import build_tiny_qwen2vl
 
     d = build_tiny_qwen2vl(tmp_path / "m")
     imgs = tmp_path / "imgs"

@@ -32,7 +32,7 @@ from mpa.sharding import (
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from mpa.tinymodels import make_tiny_workspace
+    from mpa.devtools.tinymodels import make_tiny_workspace
 
     return make_tiny_workspace(tmp_path_factory.mktemp("tw"), n_images=16, teacher_steps=60)
 
@@ -144,7 +144,7 @@ def _shard_cmd(cfg_path: Path, shard: str, stages: str = "pa,pi") -> list[str]:
     return [
         sys.executable,
         "-m",
-        "mpa.cli_teachers",
+        "mpa.cli.teachers",
         "run-shard",
         "--config",
         str(cfg_path),
@@ -202,7 +202,7 @@ def test_killed_shard_resumes_without_loss_or_duplicates(tiny, tmp_path):
     assert summary0["annotate"]["n_images"] == len(shard0)
 
     merge = subprocess.run(
-        [sys.executable, "-m", "mpa.cli_teachers", "merge-shards", "--config", str(cfg_path), "--shards", "2"],
+        [sys.executable, "-m", "mpa.cli.teachers", "merge-shards", "--config", str(cfg_path), "--shards", "2"],
         env=env,
         capture_output=True,
         text=True,
@@ -217,7 +217,7 @@ def test_killed_shard_resumes_without_loss_or_duplicates(tiny, tmp_path):
     assert len({r["id"] for r in merged}) == len(merged)
     shutil.rmtree(out / "shards" / "1-of-2")
     bad = subprocess.run(
-        [sys.executable, "-m", "mpa.cli_teachers", "merge-shards", "--config", str(cfg_path), "--shards", "2"],
+        [sys.executable, "-m", "mpa.cli.teachers", "merge-shards", "--config", str(cfg_path), "--shards", "2"],
         env=env,
         capture_output=True,
         text=True,

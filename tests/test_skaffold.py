@@ -163,7 +163,7 @@ def test_each_profile_builds_the_images_its_manifests_use(profile):
 
 
 def test_pipeline_images_are_the_ones_skaffold_builds():
-    from mpa.kfp.settings import DEFAULT_CPU_IMAGE, DEFAULT_GPU_IMAGE
+    from mpa.orchestrate.kubeflow.settings import DEFAULT_CPU_IMAGE, DEFAULT_GPU_IMAGE
 
     built = {a["image"] for a in _effective("gpu")["build"]["artifacts"]}
     for image in (DEFAULT_CPU_IMAGE, DEFAULT_GPU_IMAGE):

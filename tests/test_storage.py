@@ -90,7 +90,7 @@ def test_access_denied_and_missing_are_not_retried(fake_s3):
 
 
 def test_unreachable_endpoint_names_it(monkeypatch):
-    from mpa.services import free_ports
+    from mpa.devtools.services import free_ports
 
     endpoint = f"http://127.0.0.1:{free_ports(1)[0]}"
     monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)

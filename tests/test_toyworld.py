@@ -151,7 +151,7 @@ def test_toyvqa_task_is_registered():
 def test_cli_make_data(tmp_path):
     from typer.testing import CliRunner
 
-    from mpa.toyworld.cli import app
+    from mpa.cli.toyworld import app
 
     r = CliRunner().invoke(app, ["make-data", "--out", str(tmp_path / "d"), "--n", "4", "--kind", "test"])
     assert r.exit_code == 0, r.output

@@ -46,7 +46,7 @@ def test_training_is_deterministic(tmp_path):
 def test_cli_train_tiny(tmp_path):
     from typer.testing import CliRunner
 
-    from mpa.toyworld.cli import app
+    from mpa.cli.toyworld import app
 
     out = tmp_path / "cli"
     args = ["train", "--role", "tiny", "--out", str(out), "--steps", "4", "--stop-after", "2", "--batch-size", "4"]

@@ -79,7 +79,7 @@ def _app():
 
 
 def test_unreachable_server_fails_fast_naming_it():
-    from mpa.services import free_ports
+    from mpa.devtools.services import free_ports
 
     uri = f"http://127.0.0.1:{free_ports(1)[0]}"
     t0 = time.perf_counter()
@@ -91,7 +91,7 @@ def test_unreachable_server_fails_fast_naming_it():
 @pytest.mark.usefixtures("no_servers_env")
 def test_embedded_default_tracks_registers_and_loads(tiny_config, tiny_ws, tmp_path):
     from mpa.config import ModelConfig
-    from mpa.runner import run_pipeline
+    from mpa.orchestrate.local import run_pipeline
     from mpa.vlm.base import load_vlm
 
     raw = {**tiny_config, "train": {"batch_size": 4, "learning_rate": 0.01, "epochs": 40}}

@@ -36,7 +36,7 @@ def test_engine_kwargs_cpu_defaults_and_gpu_settings():
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
-    from mpa.bench import make_bench_workspace
+    from mpa.throughput import make_bench_workspace
 
     return make_bench_workspace(tmp_path_factory.getbasetemp() / "teachers_ws", n_images=8)
 

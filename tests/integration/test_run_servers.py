@@ -41,7 +41,7 @@ def _client():
 
 
 def test_full_run_against_real_mlflow_and_s3(servers_env, tiny_config, tiny_ws, tmp_path, monkeypatch):
-    from mpa.runner import run_pipeline
+    from mpa.orchestrate.local import run_pipeline
     from mpa.tracking import download_model
 
     monkeypatch.setenv("MPA_CACHE", str(tmp_path / "cache"))
@@ -135,7 +135,7 @@ def test_object_server_down_mid_run_then_resume(tracking_server, fresh_object_se
                                                 monkeypatch):
     from servers import use_object_server
 
-    import mpa.runner as runner
+    import mpa.orchestrate.local as runner
 
     use_object_server(monkeypatch, fresh_object_server)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_server.uri)
@@ -176,7 +176,7 @@ def test_object_server_down_mid_run_then_resume(tracking_server, fresh_object_se
 
 
 def test_wrong_credentials_mid_run_registers_nothing(servers_env, tiny_config, tmp_path, monkeypatch):
-    import mpa.runner as runner
+    import mpa.orchestrate.local as runner
 
     monkeypatch.setenv("MPA_CACHE", str(tmp_path / "cache"))
     cfg = parse_config(_cfg(tiny_config, out=f"s3://mpa/creds-{uuid.uuid4().hex[:6]}/run"))
@@ -200,8 +200,8 @@ def test_wrong_credentials_mid_run_registers_nothing(servers_env, tiny_config, t
 
 
 def test_mlflow_unreachable_fails_fast_with_the_uri(tiny_config, tmp_path, monkeypatch):
-    from mpa.runner import run_pipeline
-    from mpa.services import free_ports
+    from mpa.devtools.services import free_ports
+    from mpa.orchestrate.local import run_pipeline
     from mpa.tracking import TrackingUnavailable
 
     uri = f"http://127.0.0.1:{free_ports(1)[0]}"

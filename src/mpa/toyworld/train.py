@@ -147,7 +147,7 @@ def tokenizer_corpus() -> list[str]:
 
 def build_processor():
     """The shared processor (teacher and student): BPE tokenizer trained on the toy texts."""
-    from mpa.tinymodels import build_qwen2vl_processor
+    from mpa.devtools.tinymodels import build_qwen2vl_processor
 
     return build_qwen2vl_processor(
         tokenizer_corpus(), vocab_size=VOCAB_SIZE, min_pixels=IMAGE_PIXELS, max_pixels=IMAGE_PIXELS
@@ -383,7 +383,7 @@ def train(
     from transformers import AutoModelForImageTextToText
 
     from mpa.config import ModelConfig
-    from mpa.tinymodels import build_tiny_qwen2vl
+    from mpa.devtools.tinymodels import build_tiny_qwen2vl
     from mpa.vlm.hf import HFVLM
 
     spec = spec or ROLES[role]

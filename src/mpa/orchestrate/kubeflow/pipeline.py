@@ -7,7 +7,7 @@ checkpoint against ``evaluate_student`` (the base student, run alongside PA) →
 only if the aligned student is better (``dsl.If``).
 
 Resources, images, secrets, node placement and the model cache are compile-time settings
-(:class:`mpa.kfp.settings.PipelineSettings`); :func:`build_pipeline` applies them to every task.
+(:class:`mpa.orchestrate.kubeflow.settings.PipelineSettings`); :func:`build_pipeline` applies them to every task.
 """
 
 # No ``from __future__ import annotations``: KFP reads the pipeline signature at decoration time.
@@ -16,8 +16,8 @@ from collections.abc import Callable
 
 from kfp import dsl, kubernetes
 
-from mpa.kfp import components as c
-from mpa.kfp.settings import PipelineSettings
+from mpa.orchestrate.kubeflow import components as c
+from mpa.orchestrate.kubeflow.settings import PipelineSettings
 
 # Run parameters and their defaults (the TextVQA setting of the paper, Qwen2-VL-7B → 2B).
 DEFAULT_PARAMS: dict[str, object] = {

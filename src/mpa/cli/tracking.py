@@ -67,7 +67,7 @@ def register(app: typer.Typer) -> None:
         mlflow_port: Annotated[int, typer.Option(help="MLflow server port")] = 5000,
     ) -> None:
         """Start the object server and the MLflow server (detached); print how to point runs at them."""
-        from mpa import services as svc
+        from mpa.devtools import services as svc
 
         state = svc.up(dir, s3_port=s3_port, mlflow_port=mlflow_port)
         typer.echo(f"S3 (SeaweedFS) {state['s3_endpoint']} ready in {state['startup_s']['s3']} s; "
@@ -78,14 +78,14 @@ def register(app: typer.Typer) -> None:
     @services.command("down")
     def down(dir: DirOpt = Path(".mpa-services")) -> None:
         """Stop the servers `mpa services up` started from --dir (data is kept)."""
-        from mpa import services as svc
+        from mpa.devtools import services as svc
 
         typer.echo(json.dumps({"stopped": svc.down(dir)}))
 
     @services.command("status")
     def status(dir: DirOpt = Path(".mpa-services")) -> None:
         """Whether the servers are running, and their addresses."""
-        from mpa import services as svc
+        from mpa.devtools import services as svc
 
         typer.echo(json.dumps(svc.status(dir)))
 

@@ -1,4 +1,4 @@
-"""One lightweight KFP component per step. Thin: each body imports :mod:`mpa.kfp.steps` (which
+"""One lightweight KFP component per step. Thin: each body imports :mod:`mpa.orchestrate.kubeflow.steps` (which
 calls the engine's stages) — the image already has ``mpa`` installed, so ``install_kfp_package``
 is off and nothing is pip-installed at run time. The image here is the CPU default; the pipeline
 sets each task's image, resources and Kubernetes settings at compile time.
@@ -9,7 +9,7 @@ sets each task's image, resources and Kubernetes settings at compile time.
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
-from mpa.kfp.settings import DEFAULT_CPU_IMAGE
+from mpa.orchestrate.kubeflow.settings import DEFAULT_CPU_IMAGE
 
 _component = dsl.component(base_image=DEFAULT_CPU_IMAGE, install_kfp_package=False)
 
@@ -41,7 +41,7 @@ def prepare(
 ) -> list:
     """Validate the run config, hash and shard the images; returns the shard indices to run."""
     params = {k: v for k, v in locals().items() if k not in ("shards", "config_overrides", "plan")}
-    from mpa.kfp.steps import prepare_plan
+    from mpa.orchestrate.kubeflow.steps import prepare_plan
 
     return prepare_plan(plan.path, params, shards, config_overrides)
 
@@ -49,7 +49,7 @@ def prepare(
 @_component
 def annotate(plan: Input[Dataset], shard: int, annotations: Output[Dataset]) -> dict:
     """PA on one image shard (the teacher writes question + answer per image)."""
-    from mpa.kfp.steps import annotate_shard
+    from mpa.orchestrate.kubeflow.steps import annotate_shard
 
     return annotate_shard(plan.path, shard, annotations.path)
 
@@ -57,7 +57,7 @@ def annotate(plan: Input[Dataset], shard: int, annotations: Output[Dataset]) -> 
 @_component
 def identify(plan: Input[Dataset], shard: int, annotations: Input[Dataset], judgements: Output[Dataset]) -> dict:
     """PI on one shard: keep E(teacher) ∧ ¬E(student)."""
-    from mpa.kfp.steps import identify_shard
+    from mpa.orchestrate.kubeflow.steps import identify_shard
 
     return identify_shard(plan.path, shard, annotations.path, judgements.path)
 
@@ -70,7 +70,7 @@ def merge(
     counts: Output[Metrics],
 ) -> int:
     """Fan-in: one parity set and audit from all shards; returns K (the parity-set size)."""
-    from mpa.kfp.steps import merge_parity
+    from mpa.orchestrate.kubeflow.steps import merge_parity
 
     totals = merge_parity(plan.path, [s.path for s in shards], parity.path)
     for key, value in totals.items():
@@ -87,7 +87,7 @@ def level(
     train_metrics: Output[Metrics],
 ) -> dict:
     """PL: fine-tune the student on the parity set; the aligned HF checkpoint is the Model artifact."""
-    from mpa.kfp.steps import numeric_metrics, train_student
+    from mpa.orchestrate.kubeflow.steps import numeric_metrics, train_student
 
     result = train_student(plan.path, parity.path, checkpoint.path, train_log.path)
     checkpoint.metadata["framework"] = "transformers"
@@ -99,7 +99,7 @@ def level(
 @_component
 def evaluate_student(plan: Input[Dataset], predictions: Output[Dataset], metrics: Output[Metrics]) -> float:
     """Benchmark score of the base student (before alignment)."""
-    from mpa.kfp.steps import evaluate_model, numeric_metrics
+    from mpa.orchestrate.kubeflow.steps import evaluate_model, numeric_metrics
 
     result = evaluate_model(plan.path, predictions.path)
     for key, value in numeric_metrics(result).items():
@@ -112,7 +112,7 @@ def evaluate_aligned(
     plan: Input[Dataset], checkpoint: Input[Model], predictions: Output[Dataset], metrics: Output[Metrics]
 ) -> float:
     """Benchmark score of the aligned student (after PL)."""
-    from mpa.kfp.steps import evaluate_model, numeric_metrics
+    from mpa.orchestrate.kubeflow.steps import evaluate_model, numeric_metrics
 
     result = evaluate_model(plan.path, predictions.path, checkpoint_dir=checkpoint.path)
     for key, value in numeric_metrics(result).items():
@@ -123,7 +123,7 @@ def evaluate_aligned(
 @_component
 def gate(plan: Input[Dataset], score_before: float, score_after: float, decision: Output[Metrics]) -> bool:
     """Is the aligned student better than the base by more than ``tracking.promotion_margin``?"""
-    from mpa.kfp.steps import is_better
+    from mpa.orchestrate.kubeflow.steps import is_better
 
     better, margin = is_better(plan.path, score_before, score_after)
     decision.log_metric("score_before", score_before)
@@ -144,6 +144,6 @@ def register(
     run_id: str,
 ) -> dict:
     """Register the aligned student in the MLflow registry, promoted by aliases (runs only when it is better)."""
-    from mpa.kfp.steps import register_model
+    from mpa.orchestrate.kubeflow.steps import register_model
 
     return register_model(plan.path, checkpoint.path, parity.path, before.path, after.path, run_id=run_id)

@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
         set_: SetOpt = None,
     ) -> None:
         """Run one of the paper's baselines on your data with the same config as `mpa run`; prints JSON."""
-        from mpa.baselines import MODES, BaselineError, run_baseline
+        from mpa.orchestrate.baselines import MODES, BaselineError, run_baseline
 
         if mode not in MODES:
             raise UserError(f"unknown baseline {mode!r}; choose one of: {', '.join(MODES)}")
@@ -159,7 +159,7 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option(help="directory for the checkpoint")],
     ) -> None:
         """Build a tiny random model of one family locally (no downloads), e.g. a student for a mixed pair."""
-        from mpa.tinymodels import build_tiny
+        from mpa.devtools.tinymodels import build_tiny
 
         try:
             typer.echo(json.dumps({"family": family, "model": str(build_tiny(family, out))}))

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from mpa.config import ModelConfig, parse_config
+from mpa.orchestrate.local import run_pipeline
 from mpa.records import read_jsonl, write_json_atomic
-from mpa.runner import run_pipeline
 from mpa.stages.evaluate import evaluate
 from mpa.stages.level import build_replay_mix, level
 from mpa.tasks import get_task

@@ -37,8 +37,8 @@ def run_shard(cfg, shard: str, stages: str = "pa,pi", show: bool = True) -> dict
     from dataclasses import asdict
 
     from mpa.cache import open_run_cache
+    from mpa.orchestrate.local import LazyVLM
     from mpa.records import write_json_atomic
-    from mpa.runner import LazyVLM
     from mpa.sharding import parse_shard, shard_dir
     from mpa.stages.annotate import annotate_with_config
     from mpa.stages.identify import identify_with_config
@@ -72,7 +72,7 @@ def _log_plan_beside_measured(cfg, d: Path, result: dict) -> None:
     """Write ``plan_vs_measured.json``: the cost model for this shard's images beside what it measured."""
     import logging
 
-    from mpa.plan import make_plan
+    from mpa.costplan import make_plan
     from mpa.records import write_json_atomic
 
     pa, pi = result.get("annotate"), result.get("identify")
@@ -144,7 +144,7 @@ def register(app: typer.Typer) -> None:
         set_: SetOpt = None,
     ) -> None:
         """Expected work before a run: images, image tokens, FLOPs per stage, GPU-minutes, API dollars."""
-        from mpa.plan import format_plan, make_plan, measured
+        from mpa.costplan import format_plan, make_plan, measured
         from mpa.records import write_json_atomic
 
         cfg = _config(config, set_, out=out)
@@ -171,7 +171,7 @@ def register(app: typer.Typer) -> None:
         batch_size: Annotated[int, typer.Option(min=1)] = 16,
     ) -> None:
         """PA and PI images/s: per-sample HF, batched HF, vLLM offline, vLLM server; last line JSON ratios."""
-        from mpa.bench import run_bench
+        from mpa.throughput import run_bench
 
         res = run_bench(
             workdir,
@@ -185,7 +185,7 @@ def register(app: typer.Typer) -> None:
 
 
 def main() -> None:
-    """``python -m mpa.cli_teachers …``: these commands alone (what shard pods run)."""
+    """``python -m mpa.cli.teachers …``: these commands alone (what shard pods run)."""
     import logging
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

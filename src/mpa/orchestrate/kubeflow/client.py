@@ -23,11 +23,11 @@ from typing import Any
 
 import yaml
 
-from mpa.kfp.settings import PipelineSettings
+from mpa.orchestrate.kubeflow.settings import PipelineSettings
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = Path(__file__).resolve().parents[4]
 COMPILED = REPO_ROOT / "pipelines" / "compiled" / "mpa.yaml"
 FINISHED = {"succeeded", "failed", "skipped", "error", "canceled", "cancelled"}
 
@@ -43,7 +43,7 @@ def compile_pipeline(out: str | Path, settings: PipelineSettings | None = None) 
     """Compile the MPA pipeline (with ``settings`` applied) to a KFP IR YAML file."""
     from kfp import compiler
 
-    from mpa.kfp.pipeline import build_pipeline
+    from mpa.orchestrate.kubeflow.pipeline import build_pipeline
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -168,7 +168,7 @@ def upload_version(
 def load_run_params(path: str | Path | None, sets: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Run parameters from a YAML mapping (``{param: value}``), with ``--param k=v`` on top;
     every name must be a parameter of the pipeline."""
-    from mpa.kfp.pipeline import DEFAULT_PARAMS
+    from mpa.orchestrate.kubeflow.pipeline import DEFAULT_PARAMS
 
     params: dict[str, Any] = {}
     if path is not None:

@@ -50,7 +50,7 @@ def prepare_plan(
 ) -> list[int]:
     """Validate the run config, hash and shard the image source; return the non-empty shards."""
     from mpa.data.images import list_images
-    from mpa.kfp.params import config_from_params
+    from mpa.orchestrate.kubeflow.params import config_from_params
     from mpa.sharding import hash_all, shard_of
 
     if shards < 1:
@@ -132,7 +132,7 @@ def annotate_shard(plan_dir: str, shard: int, out_dir: str) -> dict:
 def identify_shard(plan_dir: str, shard: int, annotations_dir: str, out_dir: str) -> dict:
     """PI on one shard's annotations. ``out_dir`` gets the engine's shard layout (``annotations.jsonl``,
     ``pi/{audit,parity}.jsonl``, ``pi/counts.json``) plus ``shard.json``, ready for :func:`merge_parity`."""
-    from mpa.runner import LazyVLM
+    from mpa.orchestrate.local import LazyVLM
     from mpa.stages.identify import identify_with_config
 
     use_model_cache()

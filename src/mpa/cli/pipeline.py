@@ -37,7 +37,7 @@ VersionOpt = Annotated[str | None, typer.Option("--version-name", help="default:
 
 
 def _settings(path: Path | None, gpu_image: str | None, cpu_image: str | None):
-    from mpa.kfp.settings import load_settings
+    from mpa.orchestrate.kubeflow.settings import load_settings
 
     s = load_settings(path)
     updates = {k: v for k, v in {"gpu_image": gpu_image, "cpu_image": cpu_image}.items() if v}
@@ -45,7 +45,7 @@ def _settings(path: Path | None, gpu_image: str | None, cpu_image: str | None):
 
 
 def _package(package: Path | None, settings: Path | None, gpu_image: str | None, cpu_image: str | None) -> Path:
-    from mpa.kfp.client import compile_pipeline
+    from mpa.orchestrate.kubeflow.client import compile_pipeline
 
     if package is not None:
         if not package.is_file():
@@ -60,7 +60,13 @@ def _package(package: Path | None, settings: Path | None, gpu_image: str | None,
 
 
 def _upload(package: Path, name: str, version: str | None, host, namespace, token):
-    from mpa.kfp.client import git_revision, make_client, resolve_connection, upload_version, version_name
+    from mpa.orchestrate.kubeflow.client import (
+        git_revision,
+        make_client,
+        resolve_connection,
+        upload_version,
+        version_name,
+    )
 
     conn = resolve_connection(host, namespace, token)
     client = make_client(conn)
@@ -79,7 +85,7 @@ def compile_cmd(
     cpu_image: CpuImageOpt = None,
 ) -> None:
     """Compile the pipeline to KFP IR YAML (resources, images and secrets from --settings)."""
-    from mpa.kfp.client import compile_pipeline, spec_digest
+    from mpa.orchestrate.kubeflow.client import compile_pipeline, spec_digest
 
     path = compile_pipeline(out, _settings(settings, gpu_image, cpu_image))
     typer.echo(json.dumps({"compiled": str(path), "digest": spec_digest(path)}))
@@ -135,8 +141,8 @@ def run_cmd(
     """Upload (idempotent) and start a run in an experiment, parameters from --params YAML."""
     import yaml
 
-    from mpa.kfp.client import load_run_params, run_succeeded, start_run
-    from mpa.kfp.client import wait as wait_for
+    from mpa.orchestrate.kubeflow.client import load_run_params, run_succeeded, start_run
+    from mpa.orchestrate.kubeflow.client import wait as wait_for
 
     sets = {}
     for pair in param or []:

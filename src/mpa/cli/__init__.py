@@ -93,7 +93,7 @@ def identify(
 ) -> None:
     """PI: teacher and student answer each generated question; keep E(teacher) ∧ ¬E(student)."""
     from mpa.cache import open_run_cache
-    from mpa.runner import LazyVLM
+    from mpa.orchestrate.local import LazyVLM
     from mpa.stages.identify import identify_with_config
 
     cfg = _config(config, set_, **{"out": out, "identify.match": match})
@@ -170,7 +170,7 @@ def score(
 def run(config: ConfigOpt, out: Annotated[str | None, typer.Option(help="run directory")] = None,
         set_: SetOpt = None) -> None:
     """All stages in-process (PA → PI → PL → evaluate before/after); resumes in the same --out."""
-    from mpa.runner import run_pipeline
+    from mpa.orchestrate.local import run_pipeline
 
     cfg = _config(config, set_, out=out)
     summary = run_pipeline(cfg)
@@ -201,7 +201,7 @@ def make_tiny(
     n_images: Annotated[int, typer.Option(min=1)] = 12,
 ) -> None:
     """Build tiny random Qwen2-VL teacher/student + images + a TextVQA-format benchmark (no downloads)."""
-    from mpa.tinymodels import make_tiny_workspace
+    from mpa.devtools.tinymodels import make_tiny_workspace
 
     paths = make_tiny_workspace(out, n_images=n_images)
     typer.echo(json.dumps({k: str(v) for k, v in paths.items()}))
@@ -220,13 +220,13 @@ def demo(
     ] = DEMO_TEMPERATURE,
 ) -> None:
     """MPA end to end in the toy world (shipped tiny teacher + student): a table, report.json, pictures."""
-    from mpa.demo import run_demo
+    from mpa.toyworld.demo import run_demo
 
     run_demo(out, seed=seed, n_images=n_images, n_test=n_test, temperature=temperature)
 
 
 def _mount_toyworld() -> None:
-    from mpa.toyworld.cli import app as toyworld_app
+    from mpa.cli.toyworld import app as toyworld_app
 
     app.add_typer(toyworld_app, name="toyworld", help="The toy world: synthetic data and the tiny checkpoints.")
 
@@ -236,10 +236,10 @@ _mount_toyworld()
 
 # Command groups that live beside their code: each module defines ``register(app)``.
 PLUGIN_MODULES = (
-    "mpa.cli_tracking",  # mpa register / promote / services
-    "mpa.cli_pipeline",  # mpa pipeline compile|upload|run
-    "mpa.cli_teachers",  # mpa plan / bench / merge-shards
-    "mpa.cli_benchmarks",  # baselines and extra evaluations
+    "mpa.cli.tracking",  # mpa register / promote / services
+    "mpa.cli.pipeline",  # mpa pipeline compile|upload|run
+    "mpa.cli.teachers",  # mpa plan / bench / merge-shards
+    "mpa.cli.benchmarks",  # baselines and extra evaluations
 )
 
 

@@ -73,7 +73,7 @@ def run_baseline(
     show: bool = True,
 ) -> dict[str, Any]:
     """Run one baseline; return (and write) its summary with the benchmark score before/after."""
-    from mpa.runner import LazyVLM, _load_benchmark
+    from mpa.orchestrate.local import LazyVLM, _load_benchmark
     from mpa.stages.annotate import annotate_with_config
     from mpa.stages.evaluate import evaluate
     from mpa.stages.level import level

@@ -22,12 +22,12 @@ from mpa.vlm.base import VLM, GenParams, VLMRequest
 
 
 def make_bench_workspace(out: str | Path, n_images: int = 32, teacher_steps: int = 150, seed: int = 0) -> dict:
-    """Like :func:`mpa.tinymodels.make_tiny_workspace`, with vLLM-on-CPU-compatible shapes.
+    """Like :func:`mpa.devtools.tinymodels.make_tiny_workspace`, with vLLM-on-CPU-compatible shapes.
 
     vLLM's CPU attention supports head sizes 32, 64, 80, … (not the 16 of the default tiny models),
     so teacher and student here use 2 heads of 32. Reused if already built.
     """
-    from mpa.tinymodels import TINY_COLORS, _tiny_image, build_tiny_qwen2vl, teach_tiny_teacher, tiny_processor
+    from mpa.devtools.tinymodels import TINY_COLORS, _tiny_image, build_tiny_qwen2vl, teach_tiny_teacher, tiny_processor
 
     out = Path(out)
     paths = {"teacher": out / "teacher", "student": out / "student", "images": out / "images"}
@@ -218,8 +218,8 @@ def measure_prefix_cache(ws: dict, n_images: int, enabled: bool, work: Path, siz
     from PIL import Image
 
     from mpa.config import ModelConfig, VLLMSettings
+    from mpa.devtools.tinymodels import TINY_QUESTION
     from mpa.tasks import get_task
-    from mpa.tinymodels import TINY_QUESTION
     from mpa.vlm.vllm_backend import VLLMVLM
 
     task = get_task("textvqa")
@@ -271,11 +271,11 @@ def _prefix_counters(vlm: Any) -> dict[str, float]:
 
 
 def _child(args: list[str], log: Path, timeout: float = 1800) -> dict[str, Any]:
-    """Run ``python -m mpa.bench <args>`` in a fresh process; its last stdout line is JSON."""
+    """Run ``python -m mpa.throughput <args>`` in a fresh process; its last stdout line is JSON."""
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     with open(log, "w") as fh:
         proc = subprocess.run(
-            [sys.executable, "-m", "mpa.bench", *args],
+            [sys.executable, "-m", "mpa.throughput", *args],
             env=env,
             stdout=subprocess.PIPE,
             stderr=fh,
@@ -313,7 +313,7 @@ def _scaling(ws: dict, n_images: int, batch_size: int, work: Path, counts: list[
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         t = time.perf_counter()
         logs = [open(out / f"shard{i}.log", "w") for i in range(n)]  # noqa: SIM115 - closed below
-        cmd = [sys.executable, "-m", "mpa.cli_teachers", "run-shard", "--config", str(out / "config.yaml")]
+        cmd = [sys.executable, "-m", "mpa.cli.teachers", "run-shard", "--config", str(out / "config.yaml")]
         procs = [
             subprocess.Popen([*cmd, "--shard", f"{i}/{n}"], env=env, stdout=subprocess.DEVNULL, stderr=logs[i])
             for i in range(n)

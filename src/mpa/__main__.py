@@ -1,0 +1,5 @@
+"""``python -m mpa``: the ``mpa`` command."""
+
+from mpa.cli import main
+
+main()

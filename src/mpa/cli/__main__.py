@@ -1,0 +1,5 @@
+"""``python -m mpa.cli``: the ``mpa`` command."""
+
+from mpa.cli import main
+
+main()
