@@ -107,18 +107,75 @@ class IdentifyConfig(_Strict):
     )
 
 
+class TrainJobSettings(_Strict):
+    """``train.backend: trainjob``: PL as a Kubeflow Trainer TrainJob (the ``kubeflow`` SDK's TrainerClient)."""
+
+    runtime: str = Field("mpa-torch", description="ClusterTrainingRuntime (or TrainingRuntime) to run on")
+    namespace: str | None = Field(None, description="default: the SDK's (in-cluster namespace or kube-config)")
+    num_nodes: int = Field(1, ge=1, description="nodes of the TrainJob")
+    gpus_per_node: int = Field(1, ge=0, description="GPUs per node = processes per node (0: one CPU process)")
+    cpu_per_node: str | None = Field(None, description="CPU request per node, e.g. '8'")
+    memory_per_node: str | None = Field(None, description="memory request per node, e.g. '64Gi'")
+    image: str | None = Field(None, description="override the runtime's image")
+    workspace: str | None = Field(
+        None,
+        description="where the nodes exchange data and the checkpoint: a path on a shared volume "
+        "(mounted by the runtime) or an s3:// prefix; default: the run's out",
+    )
+    packages_to_install: list[str] = Field(
+        default_factory=list, description="pip requirements the trainer installs first (none for our image)"
+    )
+    timeout_s: int = Field(24 * 3600, ge=60, description="give up waiting after this long")
+    poll_s: int = Field(10, ge=1, description="status poll interval")
+
+
 class TrainConfig(_Strict):
     """PL: fine-tune the student on the parity set, loss on answer tokens only (Eq. 3)."""
 
     epochs: float = Field(1.0, gt=0)
-    batch_size: int | None = Field(None, ge=1, description="default: the paper's preset for the family")
-    learning_rate: float | None = Field(None, gt=0, description="default: the paper's preset")
-    micro_batch_size: int | None = Field(
-        None, ge=1, description="samples per forward pass; gradient accumulation makes up batch_size"
+    batch_size: int | None = Field(
+        None, ge=1, description="global batch (all processes together); default: the paper's preset for the family"
     )
-    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
+    learning_rate: float | None = Field(None, gt=0, description="default: the paper's preset")
+    vision_learning_rate: float | None = Field(
+        None, gt=0,
+        description="learning rate of the vision tower (with the merger when it lies inside, as in Qwen2-VL); "
+        "default: learning_rate",
+    )
+    micro_batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="samples per forward pass and process (at most); gradient accumulation makes up "
+        "batch_size = micro_batch_size x accumulation x processes",
+    )
+    lr_schedule: Literal["linear", "cosine", "constant"] = Field(
+        "linear", description="decay after warm-up: linear to 0, cosine to 0, or constant"
+    )
+    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="share of the steps with a linear warm-up")
     weight_decay: float = Field(0.0, ge=0.0)
     max_grad_norm: float = Field(1.0, gt=0)
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="bf16: compute in bf16 with fp32 master weights and AdamW state (LoRA: frozen weights "
+        "stored in bf16); auto: bf16 on GPUs that have it, fp32 otherwise (CPU)",
+    )
+    gradient_checkpointing: bool | None = Field(
+        None, description="recompute activations in backward; default: on for real models (>= 50 M parameters)"
+    )
+    processes: int = Field(
+        1, ge=1, description="data-parallel processes `mpa level` launches on this machine (GPU: one per GPU)"
+    )
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp", description="ddp: every process holds the whole model; fsdp: weights, gradients and AdamW "
+        "state sharded over the processes (FSDP2)"
+    )
+    save_every_steps: int | None = Field(
+        None, ge=1, description="save model, optimizer, scheduler and data position every K steps (resume)"
+    )
+    backend: Literal["local", "trainjob"] = Field(
+        "local", description="where PL runs: in this process/machine, or as a Kubeflow Trainer TrainJob"
+    )
+    trainjob: TrainJobSettings = Field(default_factory=TrainJobSettings)
     lora: bool = False
     lora_r: int = Field(16, ge=1)
     lora_alpha: int = Field(32, ge=1)
@@ -129,6 +186,15 @@ class TrainConfig(_Strict):
         description="optional label-free anti-forgetting: mix in this fraction of teacher-consistent "
         "samples the student already answers (off by default: the paper trains on the parity set only)",
     )
+
+    @model_validator(mode="after")
+    def _check_sharding(self) -> TrainConfig:
+        if self.lora and self.strategy == "fsdp":
+            raise ValueError(
+                "train.lora with train.strategy fsdp: LoRA trains only the adapters and keeps the frozen weights "
+                "in bf16, which fit one GPU; use strategy ddp"
+            )
+        return self
 
 
 class EvalConfig(_Strict):
@@ -159,14 +225,15 @@ class GPUSpec(_Strict):
     peak_tflops: float = Field(..., gt=0, description="dense bf16 peak")
     hbm_gbps: float = Field(..., gt=0)
     usd_per_hour: float = Field(0.0, ge=0)
+    memory_gib: float | None = Field(None, gt=0, description="device memory (PL fit check)")
 
 
 def _default_gpus() -> dict[str, GPUSpec]:
     return {
-        "H100-SXM": GPUSpec(peak_tflops=989.0, hbm_gbps=3350.0, usd_per_hour=3.0),
-        "A100-80GB": GPUSpec(peak_tflops=312.0, hbm_gbps=2039.0, usd_per_hour=1.8),
-        "A6000": GPUSpec(peak_tflops=154.8, hbm_gbps=768.0, usd_per_hour=0.8),
-        "L4": GPUSpec(peak_tflops=121.0, hbm_gbps=300.0, usd_per_hour=0.7),
+        "H100-SXM": GPUSpec(peak_tflops=989.0, hbm_gbps=3350.0, usd_per_hour=3.0, memory_gib=80),
+        "A100-80GB": GPUSpec(peak_tflops=312.0, hbm_gbps=2039.0, usd_per_hour=1.8, memory_gib=80),
+        "A6000": GPUSpec(peak_tflops=154.8, hbm_gbps=768.0, usd_per_hour=0.8, memory_gib=48),
+        "L4": GPUSpec(peak_tflops=121.0, hbm_gbps=300.0, usd_per_hour=0.7, memory_gib=24),
     }
 
 
