@@ -137,7 +137,9 @@ def wrap_model(model: torch.nn.Module, ctx: DistContext, strategy: str, bf16: bo
     from torch.nn.parallel import DistributedDataParallel
 
     return DistributedDataParallel(
-        model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None, find_unused_parameters=False
+        model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None,
+        find_unused_parameters=False,
+        gradient_as_bucket_view=True,  # no second copy of the gradients in the all-reduce buckets
     )
 
 
