@@ -13,10 +13,13 @@ of processes may differ on resume (the checkpoint is resharded); the RNG state i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
 import shutil
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +60,14 @@ def latest(resume_dir: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
+@contextlib.contextmanager
+def _single_process_quiet() -> Iterator[None]:
+    """One process has no process group: that is intended, not worth a warning per save."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+        yield
+
+
 def _states(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
@@ -84,7 +95,8 @@ def save(
         tmp.mkdir(parents=True, exist_ok=True)
     ctx.barrier()
     msd, osd = _states(model, optimizer)
-    dcp.save({"model": msd, "optim": osd}, checkpoint_id=str(tmp))
+    with _single_process_quiet():
+        dcp.save({"model": msd, "optim": osd}, checkpoint_id=str(tmp), no_dist=not ctx.distributed)
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -127,7 +139,8 @@ def load(
         )
     msd, osd = _states(model, optimizer)
     state = {"model": msd, "optim": osd}
-    dcp.load(state, checkpoint_id=str(path))
+    with _single_process_quiet():
+        dcp.load(state, checkpoint_id=str(path), no_dist=not ctx.distributed)
     set_state_dict(
         model,
         optimizer,
