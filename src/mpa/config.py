@@ -125,6 +125,15 @@ class TrainJobSettings(_Strict):
     packages_to_install: list[str] = Field(
         default_factory=list, description="pip requirements the trainer installs first (none for our image)"
     )
+    env: dict[str, str] = Field(
+        default_factory=dict, description="plain environment variables for the nodes (never credentials: the "
+        "runtime takes those from Secrets)"
+    )
+    sdk_backend: Literal["kubernetes", "local-process"] = Field(
+        "kubernetes",
+        description="kubernetes: a TrainJob on the cluster; local-process: the SDK's local backend (a venv "
+        "per job, the trainer under torchrun on this machine) to try the path without a cluster",
+    )
     timeout_s: int = Field(24 * 3600, ge=60, description="give up waiting after this long")
     poll_s: int = Field(10, ge=1, description="status poll interval")
 
