@@ -268,15 +268,19 @@ def test_failed_trainjob_reports_its_log(tiny_ws, tmp_path):
 @pytest.mark.slow
 def test_trainjob_via_the_local_process_backend(tiny_ws, samples, tmp_path):
     """The SDK's local backend for real: venv per job, CPU torch wheel, mpa from this checkout, 2 ranks."""
+    from importlib.metadata import version
+
     from mpa.orchestrate.kubeflow.trainjob import submit_level
     from mpa.stages.level import level
 
-    torch_req = "torch==" + torch.__version__.split("+")[0]  # pip takes the CPU build the index/find-links offer
+    # pip takes the CPU torch build the index / find-links offer; torchvision for the Qwen2-VL processor
+    torch_req = "torch==" + torch.__version__.split("+")[0]
+    vision_req = "torchvision==" + version("torchvision").split("+")[0]
     env = {k: v for k, v in os.environ.items() if k.startswith("PIP_") or k in ("HOME", "TMPDIR", "SSL_CERT_FILE")}
     env.update(_env_path(), PET_NPROC_PER_NODE="2")
     env.pop("PYTHONPATH")  # the job's venv must import mpa from what it installed
     cfg = _config(tiny_ws, tmp_path, sdk_backend="local-process", runtime="torch-distributed",
-                  packages_to_install=[torch_req, f"mpa @ {REPO.as_uri()}"], env=env)
+                  packages_to_install=[torch_req, vision_req, f"mpa @ {REPO.as_uri()}"], env=env)
     lines: list[str] = []
     summary = submit_level(cfg, samples, tmp_path / "level", echo=lines.append)
     assert summary.world_size == 2

@@ -610,15 +610,17 @@ def activation_bytes(
     Per token and decoder layer, what autograd keeps: the two RMSNorms' inputs and normalised
     outputs (4h, fp32: the residual stream stays fp32 under autocast), the inputs of the q/k/v, output
     and MLP projections (3h), q, k, v and the attention output (2h + 2 kv), the gated MLP (4 x
-    intermediate). Per vision patch and block: the LayerNorm inputs (2 h_v), projection inputs
-    (3 h_v), q, k, v, attention output (4 h_v) and a plain MLP (2 x intermediate). With checkpointing
-    only each layer's input stays, plus one layer recomputed at a time. Logits only where an answer
-    token is predicted (``logits_to_keep``), and the pixels the patch embedding keeps.
+    intermediate). Per vision patch and block: the LayerNorms' inputs and outputs (4 h_v), q, k, v
+    and the rotary copies of q and k (5 h_v), the attention output and the projection's input (2 h_v),
+    and the MLP (3 x intermediate: Qwen2-VL's QuickGELU keeps its input, the sigmoid and the product;
+    plain-GELU towers keep 2, so this errs high for them). With checkpointing only each layer's
+    input stays, plus one layer recomputed at a time. Logits only where an answer token is predicted
+    (``logits_to_keep``); the pixels the patch embedding keeps; the 4-D attention mask.
     """
     tokens, vpatches = micro * seq_tokens, micro * patches
     h, vh = arch.hidden, arch.v_hidden
     lm_layer = 4 * h * 4 + (5 * h + 2 * arch.kv_dim + 4 * arch.intermediate) * act_bytes
-    vis_layer = (2 * vh + 7 * vh + 2 * arch.v_intermediate) * act_bytes
+    vis_layer = (11 * vh + 3 * arch.v_intermediate) * act_bytes
     if checkpointing:
         lm = arch.layers * tokens * h * 4 + tokens * lm_layer
         vis = arch.v_layers * vpatches * vh * act_bytes + vpatches * vis_layer
@@ -627,7 +629,8 @@ def activation_bytes(
         vis = arch.v_layers * vpatches * vis_layer
     logits = micro * answer_tokens * arch.vocab * (act_bytes + 4 + 4)
     pixels = vpatches * arch.patch_pixels * act_bytes
-    return lm + vis + logits + pixels
+    mask = micro * seq_tokens * seq_tokens * 4
+    return lm + vis + logits + pixels + mask
 
 
 def memory_estimate(

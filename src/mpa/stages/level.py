@@ -91,6 +91,8 @@ class LevelSummary:
     lr_schedule: str = "linear"
     vision_learning_rate: float | None = None
     resumed_from_step: int = 0
+    loop_seconds: float = 0.0  # the optimizer steps alone (no model loading, no saving)
+    loop_samples_per_s: float = 0.0
 
 
 def preset_for(model_type: str) -> tuple[int, float]:
@@ -367,6 +369,7 @@ def _train(
         (lambda: torch.autocast(device_type=ctx.device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
     )
     bar = progress_bar("PL train", total=steps, completed=first_step) if ctx.is_main and show else _no_bar()
+    loop_start = time.perf_counter()
     with open(log_path, "a", encoding="utf-8") if ctx.is_main else contextlib.nullcontext() as logf, bar as advance:
         for step in range(first_step, steps):
             encoded = []
@@ -405,6 +408,7 @@ def _train(
             advance(1)
             if cfg.save_every_steps and (step + 1) % cfg.save_every_steps == 0 and step + 1 < steps:
                 resume.save(resume_dir, step + 1, wrapped, optimizer, scheduler, losses, fp, ctx)
+    loop_seconds = time.perf_counter() - loop_start
     ckpt = out_dir / "checkpoint"
     _save_checkpoint(wrapped, processor, ctx, cfg, bf16, out_dir, ckpt)
     seconds = time.perf_counter() - start
@@ -414,7 +418,8 @@ def _train(
         last_loss=losses[-1], seconds=seconds, samples_per_s=(steps - first_step) * batch_size / seconds,
         world_size=ctx.world_size, accumulation=layout.accumulation, strategy=cfg.strategy,
         precision="bf16" if bf16 else "fp32", gradient_checkpointing=checkpointing, lr_schedule=cfg.lr_schedule,
-        vision_learning_rate=cfg.vision_learning_rate, resumed_from_step=first_step,
+        vision_learning_rate=cfg.vision_learning_rate, resumed_from_step=first_step, loop_seconds=loop_seconds,
+        loop_samples_per_s=(steps - first_step) * batch_size / loop_seconds if loop_seconds else 0.0,
     )
     if ctx.is_main:
         write_json_atomic(out_dir / "level_summary.json", asdict(summary))
