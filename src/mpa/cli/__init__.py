@@ -240,6 +240,7 @@ PLUGIN_MODULES = (
     "mpa.cli.pipeline",  # mpa pipeline compile|upload|run
     "mpa.cli.teachers",  # mpa plan / bench / merge-shards
     "mpa.cli.benchmarks",  # baselines and extra evaluations
+    "mpa.cli.paper",  # split / human-study / convert-tinyllava (reproducing the paper)
 )
 
 
