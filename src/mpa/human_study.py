@@ -142,7 +142,9 @@ def sample_sheet(run: str | os.PathLike, n: int, out: str | os.PathLike, *, seed
     ]
     parity = _records(run_dir / "pi" / "parity.jsonl", "parity set (run `mpa identify` first)")
     if len(parity) < half:
-        raise StudyError(f"the parity set has {len(parity)} samples, fewer than n/2 = {half}; use --n {2 * len(parity)}")
+        raise StudyError(
+            f"the parity set has {len(parity)} samples, fewer than n/2 = {half}; use --n {2 * len(parity)}"
+        )
     rng = random.Random(seed)
     after = rng.sample(parity, half)
     taken = {r["id"] for r in after}

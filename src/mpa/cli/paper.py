@@ -13,7 +13,7 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command()
     def split(
-        benchmark: Annotated[str, typer.Option(help="annotation format: stvqa (by file_path) or textvqa (by image_id)")],
+        benchmark: Annotated[str, typer.Option(help="format: stvqa (split by file_path) or textvqa (by image_id)")],
         annotations: Annotated[Path, typer.Option(help="the train annotation file, e.g. ST-VQA's train_task_1.json")],
         out: Annotated[Path, typer.Option(help="directory for train.json, holdout.json and split.json")],
         holdout: Annotated[float, typer.Option(help="fraction of the images held out, 0 < f < 1")] = 0.15,
