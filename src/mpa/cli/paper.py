@@ -66,3 +66,26 @@ def register(app: typer.Typer) -> None:
         typer.echo(json.dumps(score_sheets(sheets, key)))
 
     app.add_typer(study, name="human-study")
+
+    @app.command("convert-tinyllava")
+    def convert_tinyllava_cmd(
+        src: Annotated[Path, typer.Option(help="an original TinyLLaVA checkpoint directory, e.g. TinyLLaVA-2.0B")],
+        out: Annotated[Path, typer.Option(help="new directory for the transformers-native LLaVA checkpoint")],
+        vision_heads: Annotated[
+            int | None, typer.Option(help="SigLIP attention heads (default: 16, so400m's, when its width is 1152)")
+        ] = None,
+        tokenizer: Annotated[
+            Path | None, typer.Option(help="load the tokenizer from here instead of --src")
+        ] = None,
+    ) -> None:
+        """Convert the paper's TinyLLaVA-2B (bczhou/TinyLLaVA-2.0B, TinyLLaVABench format) to a stock LLaVA.
+
+        The result loads with AutoModelForImageTextToText and vLLM without remote code and is an mpa
+        student like any other (`student.model: OUT`), with TinyLLaVA's chat format and the paper's PL
+        preset (batch 16, lr 1e-4). Download the checkpoint first (e.g. `hf download bczhou/TinyLLaVA-2.0B
+        --local-dir SRC`); prints JSON.
+        """
+        from mpa.vlm.tinyllava import convert_tinyllava
+
+        path = convert_tinyllava(src, out, vision_heads=vision_heads, tokenizer=tokenizer)
+        typer.echo(json.dumps({"model": str(path)}))
