@@ -36,7 +36,7 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-from mpa.records import read_jsonl
+from mpa.records import read_jsonl, write_json_atomic
 
 __all__ = [
     "MEASURES",
@@ -176,7 +176,7 @@ def sample_sheet(run: str | os.PathLike, n: int, out: str | os.PathLike, *, seed
             advance()
     key_path = sheet.with_suffix(".key.json")
     html_path = sheet.with_suffix(".html")
-    _write_text(key_path, json.dumps({"run": str(run_dir), "seed": seed, "n": n, "items": key}, indent=1) + "\n")
+    write_json_atomic(key_path, {"run": str(run_dir), "seed": seed, "n": n, "items": key})
     _write_text(html_path, _html(items, thumbs, f"MPA human study: {sheet.stem}"))
     _write_text(sheet, buf.getvalue())
     return {"sheet": str(sheet), "html": str(html_path), "key": str(key_path), "n": n,

@@ -23,6 +23,8 @@ import random
 from pathlib import Path
 from typing import Any
 
+from mpa.records import write_json_atomic
+
 __all__ = ["SPLIT_KEYS", "split_benchmark"]
 
 #: benchmark -> the entry key that names an entry's image
@@ -93,5 +95,5 @@ def split_benchmark(benchmark: str, annotations: str | os.PathLike, holdout: flo
         "train": str(out_dir / "train.json"),
         "holdout_file": str(out_dir / "holdout.json"),
     }
-    _write_json(out_dir / "split.json", summary)
+    write_json_atomic(out_dir / "split.json", summary)
     return summary

@@ -11,8 +11,8 @@ An adapter knows, for one model family:
 - the paper's PL preset (batch size, learning rate) for that family;
 - whether the family needs ``trust_remote_code`` (only InternVL2's original checkpoints).
 
-Families: Qwen2-VL and Qwen2.5-VL, SmolVLM / Idefics3, LLaVA-style (llava-hf checkpoints such as
-TinyLLaVA's ``-hf`` conversions), InternVL (transformers-native ``-hf`` checkpoints) and InternVL2
+Families: Qwen2-VL and Qwen2.5-VL, SmolVLM / Idefics3, LLaVA-style (llava-hf checkpoints, and the
+paper's TinyLLaVA-2.0B once ``mpa convert-tinyllava`` has made it one), InternVL (transformers-native ``-hf`` checkpoints) and InternVL2
 with its original remote code (``internvl_chat``; :class:`InternVL2Processor`).
 
 The Qwen2-VL path is the engine's original code, unchanged byte for byte (checkpoints are being
