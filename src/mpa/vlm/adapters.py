@@ -12,8 +12,8 @@ An adapter knows, for one model family:
 - whether the family needs ``trust_remote_code`` (only InternVL2's original checkpoints).
 
 Families: Qwen2-VL and Qwen2.5-VL, SmolVLM / Idefics3, LLaVA-style (llava-hf checkpoints, and the
-paper's TinyLLaVA-2.0B once ``mpa convert-tinyllava`` has made it one), InternVL (transformers-native ``-hf`` checkpoints) and InternVL2
-with its original remote code (``internvl_chat``; :class:`InternVL2Processor`).
+paper's TinyLLaVA-2.0B once ``mpa convert-tinyllava`` has made it one), InternVL (transformers-native
+``-hf`` checkpoints) and InternVL2 with its original remote code (``internvl_chat``; :class:`InternVL2Processor`).
 
 The Qwen2-VL path is the engine's original code, unchanged byte for byte (checkpoints are being
 trained with it); other families get the same answer-only masking through a sentinel rendering of
