@@ -36,6 +36,7 @@ COMMAND_MODULES = (
     "mpa.cli.teachers",  # run-shard, merge-shards, plan, bench
     "mpa.cli.benchmarks",  # baseline, images, eval-words, eval-captions, score-*, families
     "mpa.cli.pipeline",  # pipeline compile|upload|run
+    "mpa.cli.paper",  # split, human-study sample|score, convert-tinyllava
     "mpa.cli.toyworld",  # toyworld train|make-data
     "mpa.cli.dev",  # make-tiny, make-tiny-family, services up|down|status
 )

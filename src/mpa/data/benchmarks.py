@@ -18,6 +18,16 @@ Supported benchmarks (name -> metric, see :mod:`mpa.metrics`):
 - ``okvqa`` (VQA accuracy): ``questions`` = VQA-v2 style questions file ``{"questions": [...]}``,
   ``annotations`` = ``{"annotations": [{question_id, image_id, answers: [{answer, ...}]}]}``.
   Image = ``{images}/COCO_val2014_{image_id:012d}.jpg``.
+- ``pathvqa`` (paper Table 7; normalised exact match, reported for yes/no and open questions):
+  the common JSON export of PathVQA, a list of ``{image, question, answer}`` records (or
+  ``{"data": [...]}``, or JSON lines); ``answer`` may be a string or a list. ``image`` is a file
+  name with or without extension (``test_0000`` → ``{images}/test_0000.jpg``, else ``.png``) or a
+  relative path; ``question_id``/``qid``/``id`` names a sample (default: its index in the file).
+  ``answer_type``/``question_type``/``qtype`` (``yes/no``/``closed`` or ``open``/``other``) sets
+  :attr:`BenchmarkSample.qtype`; without it, a question whose answer is yes or no is ``yes/no``,
+  any other ``open``. The score is the EvalAI-normalised exact match against the single answer
+  (VQA accuracy with one answer), and ``by_type`` gives the yes/no accuracy and the open-question
+  accuracy (exact match: what the paper's Table 7 computes for open questions is not known to us).
 
 ``images`` defaults to the annotation file's directory (or the directory itself for a ChartQA
 directory). ``annotations``/``questions`` may be ``s3://`` URIs (read via
@@ -55,10 +65,17 @@ __all__ = [
     "BenchmarkSample",
     "load_benchmark",
     "load_predictions",
+    "pathvqa_qtype",
     "score_predictions",
 ]
 
-BENCHMARKS: dict[str, str] = {"textvqa": "vqa", "stvqa": "anls", "chartqa": "relaxed", "okvqa": "vqa"}
+BENCHMARKS: dict[str, str] = {
+    "textvqa": "vqa",
+    "stvqa": "anls",
+    "chartqa": "relaxed",
+    "okvqa": "vqa",
+    "pathvqa": "vqa",  # one answer per question: normalised exact match
+}
 CHARTQA_FILES: dict[str, str] = {"human": "test_human.json", "augmented": "test_augmented.json"}
 
 
@@ -273,6 +290,64 @@ def _load_okvqa(annotations: PathLike, questions: PathLike | None, images: str) 
     return samples
 
 
+PATHVQA_YES_NO = "yes/no"
+PATHVQA_OPEN = "open"
+_PATHVQA_TYPES = {"yes/no": PATHVQA_YES_NO, "yes_no": PATHVQA_YES_NO, "yesno": PATHVQA_YES_NO,
+                  "closed": PATHVQA_YES_NO, "close": PATHVQA_YES_NO, "open": PATHVQA_OPEN,
+                  "other": PATHVQA_OPEN}
+
+
+def pathvqa_qtype(answers: list[str], declared: str | None = None) -> str:
+    """``yes/no`` or ``open``: the declared answer type when it names one, else by the answer."""
+    if declared is not None and str(declared).strip().lower() in _PATHVQA_TYPES:
+        return _PATHVQA_TYPES[str(declared).strip().lower()]
+    from mpa.metrics import normalize_answer
+
+    return PATHVQA_YES_NO if answers and normalize_answer(answers[0]) in ("yes", "no") else PATHVQA_OPEN
+
+
+def _pathvqa_records(path: PathLike) -> list[Any]:
+    raw = storage.read_bytes(path).decode("utf-8-sig")
+    try:
+        doc = json.loads(raw)
+    except json.JSONDecodeError:
+        doc = []
+        for lineno, line in enumerate(raw.splitlines(), 1):
+            if line.strip():
+                try:
+                    doc.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{path}:{lineno}: neither a JSON file nor JSON lines ({exc.msg})") from exc
+    if isinstance(doc, dict):
+        doc = _list_key(doc, "data", path)
+    if not isinstance(doc, list):
+        raise ValueError(f"{path}: expected a JSON list of {{image, question, answer}} records")
+    return doc
+
+
+def _load_pathvqa(annotations: PathLike, images: str) -> list[BenchmarkSample]:
+    local = not storage.is_s3(images)
+    samples = []
+    for i, e in enumerate(_pathvqa_records(annotations)):
+        question = _field(e, "question", annotations, i)
+        image = next((e[k] for k in ("image", "image_name", "img_id", "image_id") if k in e), None)
+        if image is None:
+            raise ValueError(f"{annotations}: entry {i} is missing key 'image'")
+        if "answers" in e:
+            answers = _answers(e, annotations, i)
+        else:
+            answers = [str(_field(e, "answer", annotations, i))]
+        qid = next((e[k] for k in ("question_id", "qid", "id") if k in e), i)
+        image = str(image)
+        path = image if Path(image).is_absolute() else storage.join(images, image)
+        if local and not Path(image).suffix:
+            path = next((p for p in (f"{path}.jpg", f"{path}.png") if Path(p).exists()), f"{path}.jpg")
+        declared = next((e[k] for k in ("answer_type", "question_type", "qtype") if k in e), None)
+        samples.append(BenchmarkSample(str(qid), str(question), path, answers,
+                                       qtype=pathvqa_qtype(answers, declared)))
+    return samples
+
+
 def load_benchmark(
     name: str,
     annotations: str,
@@ -286,7 +361,11 @@ def load_benchmark(
     ann = str(annotations)
     if ann.startswith("hf:"):
         dataset, _, split = ann[3:].partition(":")
-        return load_benchmark_hf(key, dataset, split or "validation", max_samples=max_samples)
+        samples = load_benchmark_hf(key, dataset, split or "validation", max_samples=max_samples)
+        if key == "pathvqa":
+            for s in samples:
+                s.qtype = pathvqa_qtype(s.answers, s.qtype)
+        return samples
     if key == "chartqa":
         samples = _load_chartqa(ann, None if images is None else str(images))
     else:
@@ -295,6 +374,8 @@ def load_benchmark(
             samples = _load_textvqa(ann, root)
         elif key == "stvqa":
             samples = _load_stvqa(ann, root)
+        elif key == "pathvqa":
+            samples = _load_pathvqa(ann, root)
         else:
             samples = _load_okvqa(ann, None if questions is None else str(questions), root)
     if max_samples is not None:

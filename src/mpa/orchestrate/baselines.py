@@ -4,8 +4,8 @@
 - ``no-pi``: MPA without the Parity Identifier — PA, then PL on *every* parseable pseudo-label
   (paper Tables 6 and 9: 21K pseudo-labels vs the 2K-sample parity set);
 - ``few-shot``: supervised fine-tuning on N human-labeled samples of the benchmark's train split
-  (paper Table 5), full fine-tuning or LoRA (``train.lora``); the training answer of a sample is
-  its most frequent ground-truth answer.
+  (paper Table 5, which uses N = 100), full fine-tuning or LoRA (``train.lora``); the training
+  answer of a sample is its most frequent ground-truth answer.
 
 All modes reuse the engine's stages (:func:`mpa.stages.annotate.annotate`,
 :func:`mpa.stages.level.level`, :func:`mpa.stages.evaluate.evaluate`) and write under
