@@ -86,43 +86,12 @@ def _check_name(name: str) -> str:
     return key
 
 
-def _read(path: PathLike) -> bytes:
-    """Bytes of a local file or s3 object; FileNotFoundError naming it when it does not exist."""
-    p = str(path)
-    if not storage.is_s3(p):
-        if not Path(p).is_file():
-            raise FileNotFoundError(f"file not found: {p}")
-        return Path(p).read_bytes()
-    try:
-        return storage.read_bytes(p)
-    except FileNotFoundError:
-        raise
-    except Exception as exc:  # botocore ClientError (NoSuchKey / 404) -> FileNotFoundError
-        code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
-        if code in {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}:
-            raise FileNotFoundError(f"file not found: {p}") from exc
-        raise
-
-
 def _load_json(path: PathLike) -> Any:
-    raw = _read(path)
+    raw = storage.read_bytes(path)
     try:
         return json.loads(raw.decode("utf-8-sig"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path}: not valid JSON ({exc})") from exc
-
-
-def _parent(path: PathLike) -> str:
-    p = str(path)
-    if storage.is_s3(p):
-        return p.rstrip("/").rsplit("/", 1)[0]
-    return str(Path(p).parent)
-
-
-def _join(root: str, name: str) -> str:
-    if storage.is_s3(root):
-        return f"{root.rstrip('/')}/{name.lstrip('/')}"
-    return str(Path(root) / name)
 
 
 def _list_key(obj: Any, key: str, path: PathLike) -> list[Any]:
@@ -176,9 +145,9 @@ def _load_textvqa(annotations: PathLike, images: str) -> list[BenchmarkSample]:
         qid = _field(e, "question_id", annotations, i)
         question = _field(e, "question", annotations, i)
         image_id = str(_field(e, "image_id", annotations, i))
-        image = _join(images, f"{image_id}.jpg")
+        image = storage.join(images, f"{image_id}.jpg")
         if local and not Path(image).exists():
-            png = _join(images, f"{image_id}.png")
+            png = storage.join(images, f"{image_id}.png")
             if Path(png).exists():
                 image = png
         samples.append(
@@ -198,7 +167,7 @@ def _load_stvqa(annotations: PathLike, images: str) -> list[BenchmarkSample]:
             BenchmarkSample(
                 str(qid),
                 str(question),
-                _join(images, file_path),
+                storage.join(images, file_path),
                 _answers(e, annotations, i),
                 qtype=_qtype(e),
             )
@@ -227,7 +196,7 @@ def _load_chartqa_file(path: PathLike, split: str, images: str) -> list[Benchmar
         query = _field(e, "query", path, i)
         label = _field(e, "label", path, i)
         samples.append(
-            BenchmarkSample(f"{split}-{i}", str(query), _join(images, imgname), [str(label)], split=split)
+            BenchmarkSample(f"{split}-{i}", str(query), storage.join(images, imgname), [str(label)], split=split)
         )
     return samples
 
@@ -241,7 +210,7 @@ def _load_chartqa(annotations: PathLike, images: str | None) -> list[BenchmarkSa
             raise FileNotFoundError(f"file not found: {ann}")
         is_dir = Path(ann).is_dir()
     if not is_dir:
-        root = images if images is not None else _parent(ann)
+        root = images if images is not None else storage.parent(ann)
         return _load_chartqa_file(ann, _chartqa_split(ann), root)
     if images is not None:
         root = images
@@ -252,7 +221,7 @@ def _load_chartqa(annotations: PathLike, images: str | None) -> list[BenchmarkSa
     samples: list[BenchmarkSample] = []
     found = []
     for split, fname in CHARTQA_FILES.items():
-        path = _join(ann, fname)
+        path = storage.join(ann, fname)
         if not storage.is_s3(ann) and not Path(path).exists():
             # the official train/ and val/ folders hold train_human.json / val_human.json and so on
             others = sorted(Path(ann).glob(f"*_{split}.json"))
@@ -296,7 +265,7 @@ def _load_okvqa(annotations: PathLike, questions: PathLike | None, images: str) 
             BenchmarkSample(
                 qid,
                 str(question),
-                _join(images, f"COCO_val2014_{image_num:012d}.jpg"),
+                storage.join(images, f"COCO_val2014_{image_num:012d}.jpg"),
                 ann["answers"],
                 qtype=ann["qtype"],
             )
@@ -321,7 +290,7 @@ def load_benchmark(
     if key == "chartqa":
         samples = _load_chartqa(ann, None if images is None else str(images))
     else:
-        root = str(images) if images is not None else _parent(ann)
+        root = str(images) if images is not None else storage.parent(ann)
         if key == "textvqa":
             samples = _load_textvqa(ann, root)
         elif key == "stvqa":
@@ -396,7 +365,7 @@ def load_benchmark_hf(
     """
     import hashlib
 
-    from mpa.data.sources import _image_column, _png_bytes
+    from mpa.data.hf_datasets import image_column, png_bytes
 
     key = _check_name(name)
     if load_dataset is None:
@@ -406,7 +375,7 @@ def load_benchmark_hf(
             raise ValueError(f"reading hf:{dataset} needs the `datasets` package: pip install datasets") from exc
     ds = load_dataset(dataset, split=split)
     cols = list(ds.column_names)
-    image_col = _image_column(ds)
+    image_col = image_column(ds)
     q_col = _hf_column(cols, "question", dataset)
     a_col = _hf_column(cols, "answers", dataset)
     id_col = _hf_column(cols, "question_id", dataset, required=False)
@@ -417,7 +386,7 @@ def load_benchmark_hf(
     samples = []
     for i in range(n):
         row = ds[i]
-        data = _png_bytes(row[image_col])
+        data = png_bytes(row[image_col])
         path = out_dir / f"{hashlib.sha256(data).hexdigest()[:20]}.png"
         if not path.exists():
             tmp = path.with_suffix(".tmp")
@@ -445,7 +414,7 @@ def load_predictions(path: PathLike) -> dict[str, str]:
     to str. Invalid JSON, a non-object line, a missing key, a non-scalar answer or a duplicate
     question_id raises ValueError naming ``file:line``.
     """
-    text = _read(path).decode("utf-8-sig")
+    text = storage.read_bytes(path).decode("utf-8-sig")
     preds: dict[str, str] = {}
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():

@@ -156,7 +156,7 @@ TINY_COLORS = {"red": (220, 30, 30), "green": (30, 170, 60), "blue": (40, 60, 22
 TINY_QUESTION = "What color is the image?"
 
 
-def _tiny_image(color: str, variant: int):
+def tiny_image(color: str, variant: int):
     from PIL import Image, ImageDraw
 
     img = Image.new("RGB", (56, 56), TINY_COLORS[color])
@@ -212,7 +212,7 @@ def teach_tiny_teacher(teacher_dir: str | Path, processor, steps: int, seed: int
     examples = []
     for i in range(32):
         c = colors[i % len(colors)]
-        img = _tiny_image(c, i)
+        img = tiny_image(c, i)
         examples.append((img, task.pa_prompt, f"Question: {TINY_QUESTION} Answer: {c}"))
         examples.append((img, task.answer_prompt(TINY_QUESTION), c))
     teacher = AutoModelForImageTextToText.from_pretrained(teacher_dir)
@@ -241,13 +241,13 @@ def make_tiny_workspace(out: str | Path, n_images: int = 12, teacher_steps: int 
     images = out / "images"
     images.mkdir(parents=True, exist_ok=True)
     for i in range(n_images):
-        _tiny_image(colors[(i + seed) % len(colors)], 100 + i).save(images / f"img_{i:04d}.png")
+        tiny_image(colors[(i + seed) % len(colors)], 100 + i).save(images / f"img_{i:04d}.png")
     bench = out / "bench"  # images beside the annotations: the TextVQA loader's default image dir
     bench.mkdir(parents=True, exist_ok=True)
     data = []
     for i in range(8):
         c = colors[i % len(colors)]
-        _tiny_image(c, 200 + i).save(bench / f"b{i:03d}.png")
+        tiny_image(c, 200 + i).save(bench / f"b{i:03d}.png")
         data.append({"question_id": i, "question": TINY_QUESTION, "image_id": f"b{i:03d}", "answers": [c] * 10})
     (bench / "textvqa.json").write_text(json.dumps({"dataset_name": "tiny", "dataset_version": "0.5.1",
                                                    "data": data}))

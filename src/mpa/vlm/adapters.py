@@ -332,10 +332,6 @@ def adapter_for(processor: Any) -> Adapter:
     return DEFAULT_ADAPTER
 
 
-def family_of(model_type: str | None) -> str:
-    return adapter_for_model_type(model_type).family
-
-
 # --- InternVL2, original remote-code checkpoints (``internvl_chat``) --------------------------------
 
 #: InternVL2's conversation templates (``config.template``), in its MPT separator style:
