@@ -247,13 +247,14 @@ def wait(
     timeout_s: int,
     poll_s: int = 30,
     *,
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] | None = None,
+    sleep: Callable[[float], None] | None = None,
     max_errors: int = 5,
 ) -> str:
     """Follow a run until it finishes (succeeded, failed, skipped, error, canceled); return that
     state in lower case. A refused token (HTTP 401/403, e.g. expired) stops at once with a clear
     error; a few server or network errors in a row are retried; ``TimeoutError`` after ``timeout_s``."""
+    clock, sleep = clock or time.monotonic, sleep or time.sleep
     deadline = clock() + timeout_s
     errors = 0
     while True:

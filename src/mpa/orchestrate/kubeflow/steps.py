@@ -176,7 +176,7 @@ def annotate_shard(spec_dir: str, shard: int, out_dir: str) -> dict:
     if changed:
         raise ValueError(f"{len(changed)} image(s) changed since prepare hashed them (first: {changed[0]}); "
                          "re-run the pipeline without cache")
-    result = {"shard": shard, "n_shards": shard_count(spec_dir), **asdict(summary)}
+    result = {**asdict(summary), "shard": shard, "n_shards": shard_count(spec_dir)}
     write_json_atomic(out / "summary.json", result)
     return result
 
@@ -272,6 +272,8 @@ def scratch_dir(prefix: str) -> Path:
     system's temp dir; a scratch volume the pod's user cannot write fails here, with its name."""
     root = os.environ.get(SCRATCH_ENV)
     if root:
+        if not os.path.isdir(root):
+            raise FileNotFoundError(f"{SCRATCH_ENV}={root} is not a directory: the scratch volume is not mounted")
         if not os.access(root, os.W_OK):
             raise PermissionError(
                 f"{SCRATCH_ENV}={root} is not writable by uid {os.getuid()}: the scratch volume's storage class must "
