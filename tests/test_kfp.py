@@ -73,7 +73,8 @@ def test_every_metadata_yaml_follows_the_schema():
     schema = json.loads(SCHEMA.read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
     validator = jsonschema.Draft202012Validator(schema)
-    files = sorted((ROOT / "components").glob("*/*/metadata.yaml")) + sorted((ROOT / "pipelines").glob("*/*/metadata.yaml"))
+    files = [*sorted((ROOT / "components").glob("*/*/metadata.yaml")),
+             *sorted((ROOT / "pipelines").glob("*/*/metadata.yaml"))]
     assert len(files) == len(COMPONENT_DIRS) + len(PIPELINE_DIRS)
     for f in files:
         meta = yaml.safe_load(f.read_text())
@@ -321,6 +322,9 @@ class FakeKFP:
         self.calls.append(("run_pipeline", kw))
         return SimpleNamespace(run_id="r-1")
 
+    def terminate_run(self, run_id):
+        self.calls.append(("terminate_run", run_id))
+
     def get_run(self, run_id):
         self.calls.append(("get_run", run_id))
         state = self.states.pop(0) if len(self.states) > 1 else self.states[0]
@@ -432,6 +436,16 @@ def test_cli_run_takes_a_run_config_waits_and_exits_nonzero_unless_it_succeeds(t
     assert res.exit_code == 1 and json.loads(res.output.strip().splitlines()[-1])["state"] == "canceled"
     res = _cli(["run", "--package", str(COMPILED), "--params", str(params), "--wait"], monkeypatch, FakeKFP())
     assert res.exit_code == 0 and json.loads(res.output.strip().splitlines()[-1])["state"] == "succeeded"
+
+
+def test_stop_terminates_only_a_run_that_has_not_finished(monkeypatch):
+    running = FakeKFP(states=["RUNNING"])
+    res = _cli(["stop", "r-1"], monkeypatch, running)
+    assert res.exit_code == 0 and json.loads(res.output)["state"] == "terminating"
+    assert ("terminate_run", "r-1") in running.calls
+    done = FakeKFP(states=["FAILED"])
+    assert json.loads(_cli(["stop", "r-1"], monkeypatch, done).output)["state"] == "failed"
+    assert not any(c[0] == "terminate_run" for c in done.calls)
 
 
 def test_cli_wait_follows_a_run(monkeypatch):

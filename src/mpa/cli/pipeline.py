@@ -160,7 +160,9 @@ def run_cmd(
         list[str] | None,
         typer.Option("--param", help="a run parameter of the pipeline, name=value: --param train_epochs=2"),
     ] = None,
-    shards: Annotated[int | None, typer.Option(help="PA/PI shard pods (default: the pipeline's, 4)")] = None,
+    shards: Annotated[
+        int | None, typer.Option(help="PA/PI shard pods (default: the pipeline's, 4)", envvar="MPA_SHARDS")
+    ] = None,
     experiment: Annotated[str, typer.Option(help="KFP experiment")] = "mpa",
     run_name: Annotated[str | None, typer.Option("--run-name", help="default: mpa-<version>-<time>")] = None,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="follow the run; exit 1 unless it succeeds")] = False,
@@ -211,6 +213,20 @@ def wait_cmd(
     from mpa.orchestrate.kubeflow.client import make_client, resolve_connection
 
     _follow(make_client(resolve_connection(host, namespace, token)), run_id, timeout)
+
+
+@pipeline_app.command("stop")
+def stop_cmd(
+    run_id: Annotated[str, typer.Argument(help="the run id `mpa pipeline run` printed")],
+    host: HostOpt = None,
+    namespace: NamespaceOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Terminate a run (its running pods are stopped); a run that has already finished is left as it is."""
+    from mpa.orchestrate.kubeflow.client import make_client, resolve_connection, stop
+
+    state = stop(make_client(resolve_connection(host, namespace, token)), run_id)
+    typer.echo(json.dumps({"run_id": run_id, "state": state}))
 
 
 def _follow(client, run_id: str, timeout: int) -> None:

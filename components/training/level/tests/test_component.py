@@ -13,7 +13,8 @@ from mpa_kfp.components.training.level import level
 
 def test_checkpoint_is_the_model_artifact(toy_checkpoint):
     ckpt = toy_checkpoint
-    assert (os.path.isfile(f"{ckpt.path}/config.json")) and any(p.endswith(".safetensors") for p in os.listdir(ckpt.path))
+    assert os.path.isfile(f"{ckpt.path}/config.json")
+    assert any(p.endswith(".safetensors") for p in os.listdir(ckpt.path))
     assert ckpt.metadata["framework"] == "transformers"
 
 

@@ -96,7 +96,8 @@ def type_problems(spec: dict) -> list[str]:
                         out.append(f"{where}.{name}: declared {want}, gets the constant {value!r}")
             item = task.get("parameterIterator", {}).get("itemInput")  # bound by the loop itself
             for name, spec_p in declared_p.items():
-                if name not in bound_p and name != item and not spec_p.get("isOptional") and "defaultValue" not in spec_p:
+                required = not spec_p.get("isOptional") and "defaultValue" not in spec_p
+                if required and name not in bound_p and name != item:
                     out.append(f"{where}: required parameter {name!r} is not bound")
             for name, binding in bound_a.items():
                 want_a = declared_a.get(name)

@@ -93,7 +93,8 @@ def test_register_only_if_better_and_registers_the_artifact_uri(spec):
     uri = body["register"]["inputs"]["parameters"]["checkpoint_uri"]["componentInputParameter"]
     assert uri == "pipelinechannel--level-Output"  # a string: the register pod downloads no checkpoint
     assert "checkpoint" not in body["register"]["inputs"].get("artifacts", {})
-    assert root["gate"]["inputs"]["parameters"]["score_before"]["taskOutputParameter"]["producerTask"] == "evaluate-base"
+    before = root["gate"]["inputs"]["parameters"]["score_before"]["taskOutputParameter"]
+    assert before["producerTask"] == "evaluate-base"
     reg = pipeline["deploymentSpec"]["executors"]["exec-register"]
     assert reg["container"]["image"].endswith(":" + mpa.__version__)
 

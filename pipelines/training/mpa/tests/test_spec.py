@@ -52,7 +52,8 @@ def cluster() -> dict[str, dict]:
         out[overlay.name] = {
             "Secret": secrets,
             "ConfigMap": {d["metadata"]["name"]: set(d.get("data") or {}) for d in docs if d["kind"] == "ConfigMap"},
-            "PersistentVolumeClaim": {d["metadata"]["name"]: set() for d in docs if d["kind"] == "PersistentVolumeClaim"},
+            "PersistentVolumeClaim": {d["metadata"]["name"]: set() for d in docs
+                                      if d["kind"] == "PersistentVolumeClaim"},
         }
     return out
 

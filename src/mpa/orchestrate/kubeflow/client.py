@@ -284,5 +284,14 @@ def wait(
         sleep(poll_s)
 
 
+def stop(client: Any, run_id: str) -> str:
+    """Terminate a run unless it has finished; return its state then (``terminating`` if asked to stop)."""
+    state = str(getattr(client.get_run(run_id), "state", "") or "").lower()
+    if state in FINISHED:
+        return state
+    client.terminate_run(run_id)
+    return "terminating"
+
+
 def run_succeeded(state: str) -> bool:
     return state == "succeeded"
