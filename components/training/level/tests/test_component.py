@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 
-import pytest
 from kfp.dsl import Dataset, Metrics, Model
 
 from mpa.records import read_jsonl
@@ -34,6 +33,5 @@ def test_training_work_goes_to_the_scratch_volume(toy_spec, toy_parity, tmp_path
                             train_log=Dataset(uri=str(tmp_path / "log")), train_metrics=metrics)
     assert uri == ckpt.uri and seen and seen[0].parent == scratch and not seen[0].exists()
     assert list(read_jsonl(tmp_path / "log" / "train_log.jsonl")) and metrics.metadata
-    monkeypatch.setenv("MPA_SCRATCH", str(tmp_path / "not-mounted"))  # a clear error, before any training
-    with pytest.raises(FileNotFoundError, match="MPA_SCRATCH=.* is not a directory"):
-        steps.scratch_dir("x")
+    monkeypatch.setenv("MPA_SCRATCH", str(tmp_path / "not-mounted"))  # the local runner mounts no volumes
+    assert steps.scratch_dir("x").parent != tmp_path / "not-mounted"

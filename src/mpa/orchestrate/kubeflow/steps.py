@@ -269,18 +269,19 @@ def merge_parity(spec_dir: str, shard_dirs: list[str], out_dir: str, metrics: Me
 
 def scratch_dir(prefix: str) -> Path:
     """A fresh temporary directory on the requested scratch volume (``MPA_SCRATCH``), else in the
-    system's temp dir; a scratch volume the pod's user cannot write fails here, with its name."""
+    system's temp dir. Where the path is not there at all (the KFP local runner sets the variable
+    but mounts no volumes) the temp dir is used, with a warning; a mounted volume the pod's user
+    cannot write fails here, with its name."""
     root = os.environ.get(SCRATCH_ENV)
-    if root:
-        if not os.path.isdir(root):
-            raise FileNotFoundError(f"{SCRATCH_ENV}={root} is not a directory: the scratch volume is not mounted")
-        if not os.access(root, os.W_OK):
-            raise PermissionError(
-                f"{SCRATCH_ENV}={root} is not writable by uid {os.getuid()}: the scratch volume's storage class must "
-                "provision group-writable volumes (KFP cannot set fsGroup), or set scratch_size: null in the settings"
-            )
-        return Path(tempfile.mkdtemp(prefix=prefix, dir=root))
-    return Path(tempfile.mkdtemp(prefix=prefix))
+    if root and not os.path.isdir(root):
+        log.warning("%s=%s is not mounted here: using the system's temp dir", SCRATCH_ENV, root)
+        root = None
+    if root and not os.access(root, os.W_OK):
+        raise PermissionError(
+            f"{SCRATCH_ENV}={root} is not writable by uid {os.getuid()}: the scratch volume's storage class must "
+            "provision volumes the pod's user can write (KFP cannot set fsGroup), or set scratch_size: null"
+        )
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=root))
 
 
 def train_student(spec_dir: str, parity_dir: str, checkpoint: Any, log_dir: str, metrics: MetricsSink | None = None
