@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-pipeline_app = typer.Typer(
+app = typer.Typer(
     name="pipeline",
     help=(
         "Kubeflow Pipelines: compile the MPA pipeline, upload a version named after the git revision and the "
@@ -52,16 +52,13 @@ DEFAULT_COMPILED = Path("pipelines/training/mpa/pipeline.yaml")
 
 
 def _pairs(pairs: list[str] | None, flag: str) -> dict:
-    """``name=value`` pairs, values parsed as YAML (``epochs=2`` is a number)."""
-    import yaml
+    """``name=value`` pairs, values parsed as YAML (``epochs=2`` is a number), as ``--set`` parses them."""
+    from mpa.config import ConfigError, parse_set_pairs
 
-    out = {}
-    for pair in pairs or []:
-        if "=" not in pair:
-            raise typer.BadParameter(f"expected name=value, got {pair!r}", param_hint=flag)
-        key, value = pair.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
-    return out
+    try:
+        return parse_set_pairs(pairs)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc).replace("--set ", f"{flag} "), param_hint=flag) from None
 
 
 def _settings(path: Path | None, gpu_image: str | None, cpu_image: str | None):
@@ -103,7 +100,7 @@ def _upload(package: Path, name: str, version: str | None, host, namespace, toke
     return conn, client, uploaded
 
 
-@pipeline_app.command("compile")
+@app.command("compile")
 def compile_cmd(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="where to write the compiled YAML (default: the committed spec)")
@@ -120,7 +117,7 @@ def compile_cmd(
     typer.echo(json.dumps({"compiled": str(path), "digest": spec_digest(path)}))
 
 
-@pipeline_app.command("upload")
+@app.command("upload")
 def upload_cmd(
     package: PackageOpt = None,
     pipeline_name: NameOpt = "mpa",
@@ -147,7 +144,7 @@ def upload_cmd(
     )
 
 
-@pipeline_app.command("run")
+@app.command("run")
 def run_cmd(
     params: Annotated[
         Path | None,
@@ -201,7 +198,7 @@ def run_cmd(
         _follow(client, run_id, timeout)
 
 
-@pipeline_app.command("wait")
+@app.command("wait")
 def wait_cmd(
     run_id: Annotated[str, typer.Argument(help="the run id `mpa pipeline run` printed")],
     timeout: Annotated[int, typer.Option(help="give up after this many seconds (exit 1)")] = 24 * 3600,
@@ -215,7 +212,7 @@ def wait_cmd(
     _follow(make_client(resolve_connection(host, namespace, token)), run_id, timeout)
 
 
-@pipeline_app.command("stop")
+@app.command("stop")
 def stop_cmd(
     run_id: Annotated[str, typer.Argument(help="the run id `mpa pipeline run` printed")],
     host: HostOpt = None,
@@ -242,6 +239,3 @@ def _follow(client, run_id: str, timeout: int) -> None:
     if not run_succeeded(state):
         raise typer.Exit(1)
 
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(pipeline_app, name="pipeline")

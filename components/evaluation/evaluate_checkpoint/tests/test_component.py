@@ -12,10 +12,10 @@ from mpa_kfp.components.evaluation.evaluate_checkpoint import evaluate_checkpoin
 def test_scores_the_checkpoint(toy_spec, toy_checkpoint, tmp_path, monkeypatch):
     spec, _ = toy_spec
     loaded = []
-    import mpa.vlm.base as base
+    import mpa.vlm.loader as loader
 
-    real = base.load_vlm
-    monkeypatch.setattr(base, "load_vlm", lambda cfg: loaded.append(cfg.model) or real(cfg))
+    real = loader.load_vlm
+    monkeypatch.setattr(loader, "load_vlm", lambda cfg: loaded.append(cfg.model) or real(cfg))
     score = evaluate_checkpoint.python_func(run_spec=Dataset(uri=str(spec)), checkpoint=toy_checkpoint,
                                             predictions=Dataset(uri=str(tmp_path / "p")),
                                             metrics=Metrics(uri=str(tmp_path / "m")))

@@ -177,22 +177,15 @@ def run_arguments(
     Checked here as prepare will check them (the same :func:`mpa.orchestrate.kubeflow.params.run_config`),
     so a bad config fails before anything is uploaded; a secret in either is refused.
     """
-    from mpa.config import ConfigError
-    from mpa.orchestrate.kubeflow.params import PIPELINE_ONLY, apply_overrides, run_config
+    from mpa.config import ConfigError, apply_overrides, read_config_data
+    from mpa.orchestrate.kubeflow.params import PIPELINE_ONLY, run_config
 
     inputs = package_inputs(package)
-    config: dict[str, Any] = {}
-    if config_file is not None:
-        p = Path(config_file)
-        if not p.is_file():
-            raise PipelineClientError(f"run config not found: {p}")
-        try:
-            config = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise PipelineClientError(f"run config {p} is not valid YAML: {exc}") from exc
-        if not isinstance(config, dict):
-            raise PipelineClientError(f"{p}: a run config is a mapping (the same file `mpa run -c` reads)")
-    config = apply_overrides(config, dict(sets or {}))
+    try:
+        config = read_config_data(config_file) if config_file is not None else {}
+        config = apply_overrides(config, dict(sets or {}))
+    except ConfigError as exc:
+        raise PipelineClientError(str(exc)) from None
     params = dict(params or {})
     named = sorted(set(params) & set(PIPELINE_ONLY))
     if named:

@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from mpa.config import ConfigError, RunConfig, parse_config
+from mpa.config import ConfigError, RunConfig, apply_overrides, parse_config
 from mpa.tracking import is_secret_key
 
 PIPELINE_ONLY = ("config", "shards")  # the run config itself, and how many PA/PI shard pods
@@ -79,24 +79,6 @@ def refuse_secrets(data: dict | None, what: str) -> None:
         )
 
 
-def apply_overrides(data: dict, overrides: dict[str, Any]) -> dict:
-    """A copy of ``data`` with dotted ``overrides`` applied (``{"train.lora": True}``).
-
-    Kept here only until :func:`mpa.config.apply_overrides` lands; then this calls that.
-    """
-    out = copy.deepcopy(data)
-    for key, value in overrides.items():
-        node = out
-        *parents, leaf = key.split(".")
-        for p in parents:
-            child = node.setdefault(p, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {key!r} goes through {p!r}, which is not a section")
-            node = child
-        node[leaf] = value
-    return out
-
-
 def run_config(config: dict | None, params: dict[str, Any], source: str = "pipeline parameters") -> RunConfig:
     """The run config of a pipeline run: ``config`` (as ``mpa run -c`` reads it) with every run
     parameter that is set (not ``None``) on top."""
@@ -105,4 +87,4 @@ def run_config(config: dict | None, params: dict[str, Any], source: str = "pipel
     refuse_secrets(config, "the run config")
     overrides = {config_field(name): value for name, value in params.items() if value is not None}
     refuse_secrets(dict.fromkeys(overrides), "the run parameters")
-    return parse_config(apply_overrides(config or {}, overrides), source)
+    return parse_config(apply_overrides(copy.deepcopy(config or {}), overrides, source), source)

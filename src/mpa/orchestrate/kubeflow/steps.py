@@ -88,7 +88,7 @@ def check_teacher_placement(cfg: RunConfig, env: dict[str, str] | None = None) -
 def prepare_run_spec(spec_dir: str, config: dict | None, shards: int, params: dict[str, Any]) -> list[int]:
     """Resolve and validate the run config (``config`` + the run parameters that are set), list and
     hash the image source, assign every image to a shard; return the non-empty shards."""
-    from mpa.data.images import list_images
+    from mpa.data.sources import list_images
     from mpa.orchestrate.kubeflow.params import run_config
     from mpa.sharding import hash_all, shard_of
 
@@ -130,30 +130,15 @@ def shard_images(rows: list[dict], shard: int) -> list[str]:
     return [r["uri"] for r in rows if int(r["shard"]) == shard]
 
 
-def _result_cache(cfg: RunConfig):
-    """The shared result cache, only where the config names a directory for it (e.g. on the model-cache
-    volume): a pod's own disk is gone when the pod is, so a default per-run cache would only cost time."""
-    if not cfg.cache.enabled or not cfg.cache.dir:
-        return None
-    from mpa.cache import ResultCache
-
-    return ResultCache(cfg.cache.dir)
-
-
-def _task(cfg: RunConfig):
-    from mpa.tasks import get_task
-
-    return get_task(cfg.task.name, cfg.task.prompt_file, cfg.task.metric)
-
-
 # --- PA ----------------------------------------------------------------------------------------
 
 
 def annotate_shard(spec_dir: str, shard: int, out_dir: str) -> dict:
     """PA on the images the run spec assigns to ``shard``: ``out_dir/annotations.jsonl`` (+ ``summary.json``).
     An image whose bytes changed since prepare hashed them fails the step (its shard would be wrong)."""
+    from mpa.cache import open_run_cache
     from mpa.stages.annotate import annotate_with_config
-    from mpa.vlm.base import load_vlm
+    from mpa.vlm.loader import load_vlm
 
     use_model_cache()
     cfg, rows = load_run_spec(spec_dir)
@@ -163,7 +148,7 @@ def annotate_shard(spec_dir: str, shard: int, out_dir: str) -> dict:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     teacher = load_vlm(cfg.teacher)
-    cache = _result_cache(cfg)
+    cache = open_run_cache(cfg, None)  # a pod's disk goes with it: only cache.dir
     try:
         summary = annotate_with_config(cfg, teacher, out / "annotations.jsonl", images=uris, cache=cache, show=False)
     finally:
@@ -187,8 +172,9 @@ def annotate_shard(spec_dir: str, shard: int, out_dir: str) -> dict:
 def identify_shard(spec_dir: str, shard: int, annotations_dir: str, out_dir: str) -> dict:
     """PI on one shard's annotations. ``out_dir`` gets the engine's shard layout (``annotations.jsonl``,
     ``pi/{audit,parity}.jsonl``, ``pi/counts.json``) plus ``shard.json``, ready for :func:`merge_parity`."""
-    from mpa.orchestrate.local import LazyVLM
+    from mpa.cache import open_run_cache
     from mpa.stages.identify import identify_with_config
+    from mpa.vlm.loader import LazyVLM
 
     use_model_cache()
     cfg, _ = load_run_spec(spec_dir)
@@ -196,7 +182,7 @@ def identify_shard(spec_dir: str, shard: int, annotations_dir: str, out_dir: str
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy2(Path(annotations_dir) / "annotations.jsonl", out / "annotations.jsonl")
     teacher, student = LazyVLM(cfg.teacher), LazyVLM(cfg.student)
-    cache = _result_cache(cfg)
+    cache = open_run_cache(cfg, None)  # a pod's disk goes with it: only cache.dir
     try:
         summary = identify_with_config(cfg, teacher, student, out / "annotations.jsonl", out / "pi", cache=cache,
                                        show=False)
@@ -290,22 +276,13 @@ def train_student(spec_dir: str, parity_dir: str, checkpoint: Any, log_dir: str,
     (the Model artifact); training's own files (intermediate checkpoints, optimizer state) stay on the
     scratch volume. Logs the numbers to ``metrics``; returns the checkpoint's URI (where the pipeline
     stores the artifact, what register registers)."""
-    from mpa.stages.level import build_replay_mix, level
+    from mpa.stages.level import level_with_config
 
     use_model_cache()
     cfg, _ = load_run_spec(spec_dir)
-    samples = Path(parity_dir) / "pi" / "parity.jsonl"
     work = scratch_dir("mpa-level-")
     try:
-        if cfg.train.replay_fraction > 0:
-            mix = work / "train_mix.jsonl"
-            build_replay_mix(
-                Path(parity_dir) / "pi" / "audit.jsonl", samples, cfg.train.replay_fraction, cfg.train.seed, mix
-            )
-            samples = mix
-        summary = level(
-            samples_path=samples, student=cfg.student, task=_task(cfg), cfg=cfg.train, out_dir=work, show=False
-        )
+        summary = level_with_config(cfg, work, pi_dir=Path(parity_dir) / "pi", show=False)
         logs = Path(log_dir)
         logs.mkdir(parents=True, exist_ok=True)
         for name in ("train_log.jsonl", "level_summary.json"):
@@ -331,34 +308,13 @@ def evaluate_model(spec_dir: str, out_dir: str, metrics: MetricsSink | None = No
                    checkpoint_dir: str | None = None) -> float:
     """Score the base student (``checkpoint_dir=None``) or an aligned checkpoint on the benchmark;
     predictions and ``score.json`` go to ``out_dir``, the numbers to ``metrics``; returns the score."""
-    from mpa.data.benchmarks import load_benchmark
-    from mpa.stages.evaluate import evaluate
-    from mpa.vlm.base import load_vlm
+    from mpa.stages.evaluate import evaluate_with_config
 
     use_model_cache()
     cfg, _ = load_run_spec(spec_dir)
-    ev = cfg.evaluate
-    samples = load_benchmark(
-        ev.benchmark, ev.annotations, questions=ev.questions, images=ev.images, max_samples=ev.max_samples
-    )
-    model_cfg = (
-        cfg.student
-        if checkpoint_dir is None
-        else cfg.student.model_copy(update={"model": str(checkpoint_dir), "revision": None})
-    )
-    vlm = load_vlm(model_cfg)
-    try:
-        result = evaluate(
-            model=vlm,
-            benchmark=ev.benchmark,
-            samples=samples,
-            predictions_path=Path(out_dir) / "predictions.jsonl",
-            batch_size=cfg.student.batch_size,
-            max_new_tokens=ev.max_new_tokens,
-            label="evaluate",
-        )
-    finally:
-        vlm.close()
+    model = None if checkpoint_dir is None else cfg.student.model_copy(
+        update={"model": str(checkpoint_dir), "revision": None})
+    result = evaluate_with_config(cfg, Path(out_dir) / "predictions.jsonl", model=model)
     write_json_atomic(Path(out_dir) / "score.json", result)
     if metrics is not None:
         for key, value in numeric_metrics(result).items():
