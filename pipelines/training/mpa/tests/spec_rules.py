@@ -49,6 +49,18 @@ def _constant_type(value: Any) -> set[str]:
     return {CONSTANT_TYPES.get(type(value), "?")}
 
 
+def _producer_output(tasks: dict, comps: dict, ref: dict, key: str, outputs_of: Callable, where: str,
+                     dag_name: str) -> tuple[dict | None, str | None]:
+    """The output a ``taskOutput*`` reference names, or the problem with the reference."""
+    producer = tasks.get(ref["producerTask"])
+    if producer is None:
+        return None, f"{where}: producer task {ref['producerTask']!r} is not in {dag_name}"
+    outputs = outputs_of(comps[producer["componentRef"]["name"]], "output")
+    if ref[key] not in outputs:
+        return None, f"{where}: {ref['producerTask']} has no output {ref[key]!r}"
+    return outputs[ref[key]], None
+
+
 def type_problems(spec: dict) -> list[str]:
     """Parameter and artifact types agree along every edge: pipeline/DAG inputs → task inputs, loop
     items → task inputs, task outputs → task inputs, constants → task inputs, DAG outputs → their
@@ -80,16 +92,13 @@ def type_problems(spec: dict) -> list[str]:
                         out.append(f"{where}.{name}: declared {want}, gets {have} from {dag_name} input {src!r}")
                 elif "taskOutputParameter" in binding:
                     ref = binding["taskOutputParameter"]
-                    producer = tasks.get(ref["producerTask"])
-                    if producer is None:
-                        out.append(f"{where}.{name}: producer task {ref['producerTask']!r} is not in {dag_name}")
-                        continue
-                    pcomp = comps[producer["componentRef"]["name"]]
-                    have = _params(pcomp, "output").get(ref["outputParameterKey"], {}).get("parameterType")
-                    if have is None:
-                        out.append(f"{where}.{name}: {ref['producerTask']} has no output {ref['outputParameterKey']!r}")
-                    elif have != want:
-                        out.append(f"{where}.{name}: declared {want}, gets {have} from {ref['producerTask']}")
+                    output, problem = _producer_output(tasks, comps, ref, "outputParameterKey", _params,
+                                                       f"{where}.{name}", dag_name)
+                    if problem:
+                        out.append(problem)
+                    elif output["parameterType"] != want:
+                        out.append(f"{where}.{name}: declared {want}, gets {output['parameterType']} "
+                                   f"from {ref['producerTask']}")
                 elif "runtimeValue" in binding:
                     value = binding["runtimeValue"].get("constant")
                     if want not in _constant_type(value):
@@ -105,15 +114,10 @@ def type_problems(spec: dict) -> list[str]:
                     out.append(f"{where}: binds artifact {name!r} the component does not declare")
                     continue
                 if "taskOutputArtifact" in binding:
-                    ref = binding["taskOutputArtifact"]
-                    producer = tasks.get(ref["producerTask"])
-                    if producer is None:
-                        out.append(f"{where}.{name}: producer task {ref['producerTask']!r} is not in {dag_name}")
-                        continue
-                    pcomp = comps[producer["componentRef"]["name"]]
-                    have_a = _artifacts(pcomp, "output").get(ref["outputArtifactKey"])
-                    if have_a is None:
-                        out.append(f"{where}.{name}: {ref['producerTask']} has no output {ref['outputArtifactKey']!r}")
+                    have_a, problem = _producer_output(tasks, comps, binding["taskOutputArtifact"],
+                                                       "outputArtifactKey", _artifacts, f"{where}.{name}", dag_name)
+                    if problem:
+                        out.append(problem)
                         continue
                     if have_a["artifactType"]["schemaTitle"] != want_a["artifactType"]["schemaTitle"]:
                         out.append(f"{where}.{name}: {want_a['artifactType']['schemaTitle']} gets "
