@@ -422,19 +422,20 @@ class Tracker:
                 self.client.log_artifact(self.run_id, str(p))
 
     # -- registry
-    def register(self, summary: dict, checkpoint: Path) -> RegisteredVersion:
-        """Log the checkpoint as run artifacts and register it; promote by aliases if configured."""
+    def register(self, summary: dict, checkpoint: Path, source: str | None = None) -> RegisteredVersion:
+        """Log the checkpoint as run artifacts and register it; promote by aliases if configured.
+        ``source``: the checkpoint is already stored at that URI; register it as it is."""
         tc = self.cfg.tracking
         name = tc.registered_model or default_model_name(self.cfg)
         reg = self.state.get("registered")
         if reg and reg.get("name") == name:
             return RegisteredVersion(**reg)
-        if tc.log_checkpoint:
+        if source is None and tc.log_checkpoint:
             if not self.done("checkpoint"):
                 self.client.log_artifacts(self.run_id, str(checkpoint), "checkpoint")
                 self.mark("checkpoint")
             source = f"{self.client.get_run(self.run_id).info.artifact_uri.rstrip('/')}/checkpoint"
-        else:
+        elif source is None:
             source = storage.join(self.out, "level", "checkpoint") if storage.is_s3(self.out) \
                 else str(checkpoint.resolve())
         tags = lineage_tags(self.cfg, summary, self.run_id)
