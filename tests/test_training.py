@@ -148,3 +148,11 @@ def test_answer_loss_is_hf_token_mean_with_and_without_answer_position_logits(ti
     n = answer_tokens(batch["labels"])
     for keep in (True, False):
         assert answer_loss_sum(model, batch, keep).item() / n == pytest.approx(hf, rel=1e-5)
+
+
+def test_trainjob_backend_is_not_trained_here_silently(tiny_config, tmp_path):
+    from mpa.stages.level import level_with_config
+
+    tiny_config["train"]["backend"] = "trainjob"
+    with pytest.raises(ValueError, match="train.backend trainjob: PL as a Kubeflow TrainJob runs from `mpa level`"):
+        level_with_config(parse_config(tiny_config), tmp_path / "level", samples_path=tmp_path / "s.jsonl")

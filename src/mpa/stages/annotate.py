@@ -11,11 +11,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mpa.cache import ResultCache, cache_key, model_identity, text_digest
-from mpa.config import AnnotateConfig, RunConfig
-from mpa.data.images import LoadedImage, UnreadableImage, list_images, load_image
+from mpa.config import AnnotateConfig, RunConfig, task_for
+from mpa.data.images import LoadedImage, UnreadableImage, load_image
+from mpa.data.sources import list_images
 from mpa.parsing import parse_qa
 from mpa.records import Annotation, JsonlLog
-from mpa.tasks import Task, get_task
+from mpa.tasks import Task
 from mpa.ui import progress_bar, summary_table
 from mpa.vlm.base import VLM, GenParams, VLMRequest
 
@@ -124,7 +125,7 @@ class ImagePrefetcher:
         return [pool.submit(_prepare_or_error, u, self.max_pixels, self.min_pixels) for u in chunk]
 
 
-def _pixel_cap(vlm: VLM, max_pixels: int | None) -> tuple[int | None, int | None]:
+def pixel_cap(vlm: VLM, max_pixels: int | None) -> tuple[int | None, int | None]:
     cfg = getattr(vlm, "cfg", None)
     if max_pixels is None and cfg is not None:
         max_pixels = cfg.max_pixels
@@ -137,7 +138,7 @@ def _question_key(q: str) -> str:
 
 def annotate(
     *,
-    images: str,
+    images: str | list[str],
     teacher: VLM,
     task: Task,
     cfg: AnnotateConfig,
@@ -153,6 +154,9 @@ def annotate(
 ) -> AnnotateSummary:
     """Run PA over every image in ``images``; append to ``out_path`` (resumable).
 
+    ``images`` is an image source (listed with :func:`mpa.data.images.list_images`) or the URIs
+    themselves, already listed (e.g. a KFP shard's part of the run spec: nothing is listed again).
+
     ``shard="i/n"`` keeps only shard i of n (by content hash, :mod:`mpa.sharding`); ``cache``
     answers attempts already made with the same image, task, prompt, model and decoding;
     ``preprocess_workers`` processes decode and resize images to ``max_pixels`` (default: the
@@ -161,14 +165,14 @@ def annotate(
     from mpa.sharding import parse_shard, select_shard
 
     start = time.perf_counter()
-    all_uris = list_images(images, max_images)
+    all_uris = list_images(images, max_images) if isinstance(images, str) else list(images)
     shard_t = parse_shard(shard) if isinstance(shard, str) else shard
     uris = select_shard(all_uris, shard_t) if shard_t else all_uris
     uri_set = set(uris)
     max_words = cfg.max_answer_words or task.max_answer_words
     params = GenParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
     k = cfg.qa_per_image
-    mp_, minp = _pixel_cap(teacher, max_pixels)
+    mp_, minp = pixel_cap(teacher, max_pixels)
     prefetch = ImagePrefetcher(preprocess_workers, mp_, minp)
     ident = model_identity(teacher) if cache is not None else {}
     base_key = {"stage": "pa", "task": task.name, "prompt_version": task.prompt_version,
@@ -293,14 +297,16 @@ def annotate_with_config(
     out_path: str | Path,
     *,
     shard: str | tuple[int, int] | None = None,
+    images: list[str] | None = None,
     cache: ResultCache | None = None,
     show: bool = True,
 ) -> AnnotateSummary:
-    """PA with every setting taken from a run config (``shard`` overrides ``data.shard``)."""
+    """PA with every setting taken from a run config (``shard`` overrides ``data.shard``; ``images``,
+    URIs already listed, replace listing ``data.images``)."""
     return annotate(
-        images=cfg.data.images,
+        images=cfg.data.images if images is None else images,
         teacher=teacher,
-        task=get_task(cfg.task.name, cfg.task.prompt_file, cfg.task.metric),
+        task=task_for(cfg),
         cfg=cfg.annotate,
         out_path=out_path,
         batch_size=cfg.teacher.batch_size,

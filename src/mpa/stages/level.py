@@ -41,7 +41,7 @@ from typing import Any
 
 import torch
 
-from mpa.config import ModelConfig, TrainConfig
+from mpa.config import ModelConfig, RunConfig, TrainConfig, task_for
 from mpa.data.images import load_image
 from mpa.records import read_jsonl, write_json_atomic
 from mpa.tasks import Task
@@ -484,6 +484,48 @@ def build_replay_mix(audit_path: str | Path, parity_path: str | Path, fraction: 
 
     rows = parity + [{"image": r["image"], "question": r["question"], "answer": r["answer"]} for r in replay]
     return write_jsonl_atomic(out_path, rows)
+
+
+def training_samples(
+    cfg: RunConfig, out_dir: str | Path, *, pi_dir: str | Path | None = None, samples_path: str | Path | None = None
+) -> Path:
+    """What PL trains on: ``samples_path``, else ``pi_dir/parity.jsonl`` (mixed with replayed samples from
+    ``pi_dir/audit.jsonl`` into ``out_dir/train_mix.jsonl`` when ``train.replay_fraction`` > 0)."""
+    if samples_path is not None:
+        return Path(samples_path)
+    if pi_dir is None:
+        raise ValueError("level_with_config needs pi_dir (the PI output) or samples_path")
+    samples = Path(pi_dir) / "parity.jsonl"
+    if cfg.train.replay_fraction > 0:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        mix = Path(out_dir) / "train_mix.jsonl"
+        build_replay_mix(Path(pi_dir) / "audit.jsonl", samples, cfg.train.replay_fraction, cfg.train.seed, mix)
+        samples = mix
+    return samples
+
+
+def level_with_config(
+    cfg: RunConfig,
+    out_dir: str | Path,
+    *,
+    pi_dir: str | Path | None = None,
+    samples_path: str | Path | None = None,
+    show: bool = True,
+) -> LevelSummary:
+    """PL with every setting taken from a run config: train the student on ``pi_dir/parity.jsonl`` (mixed with
+    replayed samples from ``pi_dir/audit.jsonl`` when ``train.replay_fraction`` > 0), or on ``samples_path``.
+
+    In this process (or ``train.processes`` local ones). ``train.backend: trainjob`` is run by
+    :func:`mpa.orchestrate.kubeflow.trainjob.level_for_backend` (``mpa level`` and the pipeline's level step).
+    """
+    if cfg.train.backend != "local":
+        raise ValueError(
+            f"train.backend {cfg.train.backend}: PL as a Kubeflow TrainJob runs from `mpa level` or the pipeline's "
+            "level step; this entry trains here — set train.backend: local"
+        )
+    samples = training_samples(cfg, out_dir, pi_dir=pi_dir, samples_path=samples_path)
+    return level(samples_path=samples, student=cfg.student, task=task_for(cfg), cfg=cfg.train,
+                 out_dir=Path(out_dir), show=show)
 
 
 if __name__ == "__main__":

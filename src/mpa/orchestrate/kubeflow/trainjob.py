@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from mpa import storage
-from mpa.config import RunConfig
-from mpa.stages.level import LevelSummary, make_spec, run_spec
-from mpa.tasks import Task, get_task
+from mpa.config import RunConfig, task_for
+from mpa.stages.level import LevelSummary, level_with_config, make_spec, run_spec, training_samples
+from mpa.tasks import Task
 
 log = logging.getLogger(__name__)
 #: what the nodes leave in ``<job dir>/level/`` besides the checkpoint
@@ -176,7 +176,7 @@ def submit_level(
 ) -> LevelSummary:
     """Run PL as a TrainJob and bring checkpoint, log and summary back into ``out_dir`` (local)."""
     out_dir = Path(out_dir)
-    task = task or get_task(cfg.task.name, cfg.task.prompt_file, cfg.task.metric)
+    task = task or task_for(cfg)
     echo = echo or (lambda line: log.info("%s", line))
     tj = cfg.train.trainjob
     job_dir = job_dir_for(cfg, samples_path)
@@ -202,3 +202,19 @@ def submit_level(
     summary["checkpoint"] = str(out_dir / "checkpoint")
     (out_dir / "level_summary.json").write_text(json.dumps(summary), encoding="utf-8")
     return LevelSummary(**summary)
+
+
+def level_for_backend(
+    cfg: RunConfig,
+    out_dir: str | Path,
+    *,
+    pi_dir: str | Path | None = None,
+    samples_path: str | Path | None = None,
+    show: bool = True,
+    echo: Callable[[str], None] | None = None,
+) -> LevelSummary:
+    """PL where ``train.backend`` says: here (:func:`mpa.stages.level.level_with_config`) or as a TrainJob."""
+    if cfg.train.backend != "trainjob":
+        return level_with_config(cfg, out_dir, pi_dir=pi_dir, samples_path=samples_path, show=show)
+    samples = training_samples(cfg, out_dir, pi_dir=pi_dir, samples_path=samples_path)
+    return submit_level(cfg, samples, out_dir, echo=echo)
