@@ -279,8 +279,13 @@ def test_trainjob_via_the_local_process_backend(tiny_ws, samples, tmp_path):
     env = {k: v for k, v in os.environ.items() if k.startswith("PIP_") or k in ("HOME", "TMPDIR", "SSL_CERT_FILE")}
     env.update(_env_path(), PET_NPROC_PER_NODE="2")
     env.pop("PYTHONPATH")  # the job's venv must import mpa from what it installed
+    pkg = tmp_path / "mpa-src"  # pip builds in the source tree: give it a copy, not the checkout
+    for tree in ("src", "components", "pipelines"):  # the wheel maps all three (pyproject.toml)
+        shutil.copytree(REPO / tree, pkg / tree, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, pkg / name)
     cfg = _config(tiny_ws, tmp_path, sdk_backend="local-process", runtime="torch-distributed",
-                  packages_to_install=[torch_req, vision_req, f"mpa @ {REPO.as_uri()}"], env=env)
+                  packages_to_install=[torch_req, vision_req, f"mpa @ {pkg.as_uri()}"], env=env)
     lines: list[str] = []
     summary = submit_level(cfg, samples, tmp_path / "level", echo=lines.append)
     assert summary.world_size == 2

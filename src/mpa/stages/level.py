@@ -345,8 +345,10 @@ def _train(
     model.to(ctx.device)
     wrapped = wrap_model(model, ctx, cfg.strategy, bf16)
     keep_logits = _accepts_logits_to_keep(wrapped)
+    # fused: one kernel per step, no full-size temporaries (foreach AdamW allocates a copy of the state)
     optimizer = torch.optim.AdamW(
-        param_groups(unwrap(wrapped), lr, cfg.vision_learning_rate), lr=lr, weight_decay=cfg.weight_decay
+        param_groups(unwrap(wrapped), lr, cfg.vision_learning_rate), lr=lr, weight_decay=cfg.weight_decay,
+        fused=True,
     )
     trainable = [p for g in optimizer.param_groups for p in g["params"]]
     scheduler = get_scheduler(

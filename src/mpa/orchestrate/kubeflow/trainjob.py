@@ -165,6 +165,15 @@ def follow(client: Any, name: str, cfg: RunConfig, echo: Callable[[str], None], 
     return client.wait_for_job_status(name, {COMPLETE, FAILED}, **wait)
 
 
+def _remove_local_venv(job_name: str) -> None:
+    """The local backend deletes its per-job venv (about 1.3 GB with torch) only when the job succeeds."""
+    import shutil
+
+    for d in Path(tempfile.gettempdir()).glob(f"{job_name}*"):
+        if (d / "pyvenv.cfg").is_file():
+            shutil.rmtree(d, ignore_errors=True)
+
+
 def submit_level(
     cfg: RunConfig,
     samples_path: str | Path,
@@ -187,7 +196,11 @@ def submit_level(
         name = client.train(runtime=client.get_runtime(tj.runtime), trainer=make_trainer(cfg, task, job_dir))
         echo(f"TrainJob {name}: {tj.num_nodes} node(s) x {max(1, tj.gpus_per_node)} process(es), runtime "
              f"{tj.runtime}, workspace {job_dir}")
-        job = follow(client, name, cfg, echo, out_dir / "trainjob.log")
+        try:
+            job = follow(client, name, cfg, echo, out_dir / "trainjob.log")
+        finally:
+            if tj.sdk_backend == "local-process":
+                _remove_local_venv(name)
         if job.status != COMPLETE:
             tail = (out_dir / "trainjob.log").read_text(encoding="utf-8").splitlines()[-30:]
             raise TrainJobFailed(f"TrainJob {name} ended {job.status}; last log lines:\n" + "\n".join(tail))
