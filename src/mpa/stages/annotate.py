@@ -15,7 +15,7 @@ from mpa.config import AnnotateConfig, RunConfig
 from mpa.data.images import LoadedImage, UnreadableImage, list_images, load_image
 from mpa.parsing import parse_qa
 from mpa.records import Annotation, JsonlLog
-from mpa.tasks import Task, get_task
+from mpa.tasks import Task, max_answer_words_for, task_for
 from mpa.ui import progress_bar, summary_table
 from mpa.vlm.base import VLM, GenParams, VLMRequest
 
@@ -165,8 +165,9 @@ def annotate(
     shard_t = parse_shard(shard) if isinstance(shard, str) else shard
     uris = select_shard(all_uris, shard_t) if shard_t else all_uris
     uri_set = set(uris)
-    max_words = cfg.max_answer_words or task.max_answer_words
-    params = GenParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
+    max_words = max_answer_words_for(task, cfg.max_answer_words)
+    params = GenParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                       top_k=cfg.top_k, repetition_penalty=cfg.repetition_penalty)
     k = cfg.qa_per_image
     mp_, minp = _pixel_cap(teacher, max_pixels)
     prefetch = ImagePrefetcher(preprocess_workers, mp_, minp)
@@ -267,7 +268,7 @@ def record_id(uri: str, sha: str, k: int) -> str:
 
 
 def _records_for_image(
-    uri: str, sha: str, texts: list[str], task: Task, teacher: VLM, max_words: int, dedupe: bool
+    uri: str, sha: str, texts: list[str], task: Task, teacher: VLM, max_words: int | None, dedupe: bool
 ) -> list[Annotation]:
     seen: set[str] = set()
     out = []
@@ -300,7 +301,7 @@ def annotate_with_config(
     return annotate(
         images=cfg.data.images,
         teacher=teacher,
-        task=get_task(cfg.task.name, cfg.task.prompt_file, cfg.task.metric),
+        task=task_for(cfg),
         cfg=cfg.annotate,
         out_path=out_path,
         batch_size=cfg.teacher.batch_size,
