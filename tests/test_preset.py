@@ -32,7 +32,7 @@ def test_default_preset_is_mpa_and_changes_nothing():
     assert cfg.preset == "mpa" and PRESETS["mpa"] == {}
     assert cfg.task.prompts == "ours" and cfg.annotate.temperature == 1.0 and cfg.annotate.max_new_tokens == 64
     assert match_rule_for(cfg) == "vqa" and cfg.evaluate.metric == "official"
-    assert max_answer_words_for(task_for(cfg), cfg.annotate.max_answer_words) == 5
+    assert max_answer_words_for(task_for(cfg), cfg.annotate.max_answer_words) is None  # no filter by default
 
 
 def test_set_preset_paper_gives_prompts_decoding_rule_and_metric_together(tmp_path):
@@ -49,14 +49,16 @@ def test_set_preset_paper_gives_prompts_decoding_rule_and_metric_together(tmp_pa
 
 
 def test_explicit_settings_win_over_the_preset(tmp_path):
-    data = {**BASE, "preset": "paper", "annotate": {"temperature": 0.7, "max_new_tokens": 64},
+    data = {**BASE, "preset": "paper",
+            "annotate": {"temperature": 0.7, "max_new_tokens": 64, "max_answer_words": "task"},
             "task": {"name": "okvqa", "prompts": "ours"}}
     cfg = load_config(_write(tmp_path, data), {"identify.match": "vqa", "evaluate.metric": "official"})
     assert cfg.annotate.temperature == 0.7  # YAML wins
     assert cfg.annotate.max_new_tokens == 64  # even when it equals mpa's own default
+    assert max_answer_words_for(task_for(cfg), cfg.annotate.max_answer_words) == 3  # OK-VQA's limit, asked for
     assert cfg.task.prompts == "ours"
     assert match_rule_for(cfg) == "vqa" and cfg.evaluate.metric == "official"  # --set wins
-    assert cfg.annotate.top_p == 1.0 and cfg.annotate.max_answer_words == 0  # the rest still from the preset
+    assert cfg.annotate.top_p == 1.0 and cfg.identify.max_new_tokens == 128  # the rest still from the preset
 
 
 def test_preset_leaves_prompts_of_tasks_the_paper_does_not_cover():
@@ -148,3 +150,29 @@ def test_evaluate_reports_the_preset_headline(tmp_path, toy_models):
                       max_new_tokens=8, answer_prompt=task_for(cfg).answer_prompt, metric=cfg.evaluate.metric)
     assert result["metric"] == "contains" and result["score"] == result["contains"]
     assert result["official_metric"] == "vqa" and 0.0 <= result["official"] <= 100.0
+
+
+def test_mpa_run_with_the_paper_preset_in_the_toy_world(tmp_path):
+    """`mpa run --set preset=paper` end to end on the shipped toy models (toyvqa keeps its own prompts)."""
+    from mpa.orchestrate.local import run_pipeline
+    from mpa.toyworld import DEMO_TRAIN
+    from mpa.toyworld.data import make_testset, make_unlabeled
+    from mpa.toyworld.demo import demo_config
+
+    make_unlabeled(tmp_path / "unlabeled", 24, seed=7)
+    make_testset(tmp_path / "test", 14, seed=8)
+    raw = demo_config(tmp_path, 24, 14, 7, 1.0)
+    del raw["annotate"], raw["identify"]  # the demo's own decoding and rule would win over the preset
+    raw["evaluate"].pop("max_new_tokens")
+    raw["train"] = {**DEMO_TRAIN, "seed": 7}
+    raw["tracking"] = {"enabled": False}
+    cfg = load_config(_write(tmp_path, raw), {"preset": "paper"})
+    summary = run_pipeline(cfg, show=False)
+    assert summary["match_rule"] == "contains" and summary["identify"]["match_rule"] == "contains"
+    for key in ("eval_before", "eval_after"):
+        result = summary[key]
+        assert result["metric"] == "contains" and result["score"] == result["contains"]
+        assert result["official_metric"] == "vqa" and "official" in result
+    written = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text(encoding="utf-8"))
+    assert written["preset"] == "paper" and written["annotate"]["temperature"] == 0.0
+    assert written["annotate"]["max_new_tokens"] == 128 and written["identify"]["match"] == "contains"

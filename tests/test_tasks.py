@@ -29,7 +29,8 @@ PAPER_TASKS = ["chartqa", "okvqa", "stvqa", "textvqa"]
 def test_each_task_owns_its_pi_rule_and_identify_match_overrides_it(task, rule):
     cfg = parse_config({**BASE, "task": {"name": task}})
     assert cfg.identify.match is None and match_rule_for(cfg) == rule
-    assert match_rule_for(parse_config({**BASE, "task": {"name": task}, "identify": {"match": "contains"}})) == "contains"
+    explicit = parse_config({**BASE, "task": {"name": task}, "identify": {"match": "contains"}})
+    assert match_rule_for(explicit) == "contains"
 
 
 def test_custom_task_matches_with_its_metric(tmp_path):
@@ -104,9 +105,17 @@ def test_cli_tasks_json_prints_one_object():
 
 
 @pytest.mark.parametrize(("task", "configured", "limit"),
-                         [("textvqa", None, 5), ("okvqa", None, 3), ("okvqa", 7, 7), ("textvqa", 0, None)])
-def test_answer_length_filter_default_override_and_off(task, configured, limit):
+                         [("textvqa", None, None), ("textvqa", "task", 5), ("okvqa", "task", 3), ("okvqa", 7, 7)])
+def test_answer_length_filter_is_off_by_default_and_can_use_the_tasks_limit(task, configured, limit):
     assert max_answer_words_for(get_task(task), configured) == limit
+
+
+@pytest.mark.parametrize("bad", [0, -2, "all"])
+def test_answer_length_filter_rejects_bad_values(bad):
+    from mpa.config import ConfigError
+
+    with pytest.raises(ConfigError, match="max_answer_words"):
+        parse_config({**BASE, "annotate": {"max_answer_words": bad}})
 
 
 def test_prompt_file_is_valid_yaml_with_a_version():

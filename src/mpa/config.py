@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 MatchRule = Literal["exact", "vqa", "relaxed", "anls", "contains"]
 PromptSetName = Literal["ours", "paper"]
@@ -104,9 +104,17 @@ class AnnotateConfig(_Strict):
     max_new_tokens: int = Field(64, ge=1)
     qa_per_image: int = Field(1, ge=1)
     dedupe_questions: bool = True
-    max_answer_words: int | None = Field(
-        None, ge=0, description="drop pseudo-labels with longer answers; default: the task's limit; 0: keep all"
+    max_answer_words: int | Literal["task"] | None = Field(
+        None, description="drop pseudo-labels whose answer has more words; task: the task's limit (5, OK-VQA 3); "
+        "default: keep all (in the toy world the filter removed only what PI removes anyway: docs/experiments.md)",
     )
+
+    @field_validator("max_answer_words")
+    @classmethod
+    def _positive_limit(cls, v: int | str | None) -> int | str | None:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("max_answer_words must be at least 1 word, 'task', or unset (no filter)")
+        return v
 
 
 class IdentifyConfig(_Strict):
@@ -260,7 +268,7 @@ PAPER_PRESET: dict[str, Any] = {
     "annotate.top_p": 1.0,
     "annotate.top_k": 0,
     "annotate.max_new_tokens": 128,
-    "annotate.max_answer_words": 0,  # no answer-length filter
+    "annotate.max_answer_words": None,  # no answer-length filter (mpa's default too)
     "identify.match": "contains",
     "identify.max_new_tokens": 128,
     "evaluate.max_new_tokens": 128,

@@ -43,7 +43,7 @@ class Task:
     metric: str  # "vqa" | "anls" | "relaxed" | "exact" | "contains"
     prompt_version: str = "1"
     answer_instruction: str = ANSWER_INSTRUCTION
-    max_answer_words: int = 5
+    max_answer_words: int = 5  # the limit of annotate.max_answer_words: task (the filter is off by default)
     description: str = ""
     match_rule: str | None = None  # PI's E(.) when identify.match is unset; None: the metric's rule
     answer_template: str = ANSWER_TEMPLATE  # how the question and the instruction are joined
@@ -223,11 +223,11 @@ def match_rule_for(cfg: RunConfig) -> str:
     return resolve_match_rule(task_for(cfg), cfg.identify.match)
 
 
-def max_answer_words_for(task: Task, configured: int | None) -> int | None:
-    """PA's answer-length filter: ``annotate.max_answer_words`` (0: no filter), else the task's limit."""
-    if configured is None:
+def max_answer_words_for(task: Task, configured: int | str | None) -> int | None:
+    """PA's answer-length filter: ``annotate.max_answer_words`` words, ``"task"``: the task's limit, None: off."""
+    if configured == "task":
         return task.max_answer_words
-    return configured or None
+    return int(configured) if configured is not None else None
 
 
 def describe_prompts(prompts: str = "ours") -> dict[str, dict[str, str]]:

@@ -118,10 +118,10 @@ def level(
 ) -> None:
     """PL: fine-tune the student on the parity set (answer-token loss; full or --set train.lora=true)."""
     from mpa.stages.level import level as run_level
-    from mpa.tasks import get_task
+    from mpa.tasks import task_for
 
     cfg = _config(config, set_, out=out)
-    task = get_task(cfg.task.name, cfg.task.prompt_file, cfg.task.metric)
+    task = task_for(cfg)
     path = samples or Path(cfg.out) / "pi" / "parity.jsonl"
     if not Path(path).is_file():
         raise UserError(f"no training samples at {path}: run `mpa identify` first")

@@ -77,7 +77,7 @@ def run_baseline(
     from mpa.stages.annotate import annotate_with_config
     from mpa.stages.evaluate import evaluate
     from mpa.stages.level import level
-    from mpa.tasks import get_task
+    from mpa.tasks import task_for
     from mpa.vlm.base import load_vlm
 
     if mode not in MODES:
@@ -86,7 +86,7 @@ def run_baseline(
         raise BaselineError("few-shot needs --shots N and --train-annotations (the benchmark's train file)")
     out = Path(cfg.out) / "baselines" / mode
     out.mkdir(parents=True, exist_ok=True)
-    task = get_task(cfg.task.name, cfg.task.prompt_file, cfg.task.metric)
+    task = task_for(cfg)
     bench = _load_benchmark(cfg)
     if bench is None and mode == "zero-shot":
         raise BaselineError(
@@ -108,6 +108,8 @@ def run_baseline(
                 batch_size=cfg.student.batch_size,
                 max_new_tokens=cfg.evaluate.max_new_tokens,
                 label=f"eval {name}",
+                answer_prompt=task.answer_prompt,
+                metric=cfg.evaluate.metric,
             )
         finally:
             vlm.close()

@@ -28,7 +28,7 @@ from mpa.stages.annotate import annotate_with_config
 from mpa.stages.evaluate import evaluate
 from mpa.stages.identify import identify_with_config
 from mpa.stages.level import build_replay_mix, level
-from mpa.tasks import get_task
+from mpa.tasks import match_rule_for, task_for
 from mpa.ui import console
 from mpa.vlm.base import VLM, load_vlm
 
@@ -173,11 +173,11 @@ def _run_stages(cfg: RunConfig, outputs: _Outputs, tracker: Any, show: bool) -> 
     out = outputs.local
     (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json") | {"out": outputs.uri},
                                                     sort_keys=False))
-    task = get_task(cfg.task.name, cfg.task.prompt_file, cfg.task.metric)
+    task = task_for(cfg)
     teacher, student = LazyVLM(cfg.teacher), LazyVLM(cfg.student)
     timings: dict[str, float] = {}
     summary: dict[str, Any] = {"out": outputs.uri, "task": task.name, "teacher": cfg.teacher.model,
-                               "student": cfg.student.model, "match_rule": cfg.identify.match}
+                               "student": cfg.student.model, "match_rule": match_rule_for(cfg)}
     if outputs.remote:
         summary["local_dir"] = str(out)
 
@@ -208,7 +208,8 @@ def _run_stages(cfg: RunConfig, outputs: _Outputs, tracker: Any, show: bool) -> 
         summary["eval_before"] = evaluate(model=student(), benchmark=cfg.evaluate.benchmark, samples=bench,
                                           predictions_path=out / "eval" / "before.jsonl",
                                           batch_size=cfg.student.batch_size,
-                                          max_new_tokens=cfg.evaluate.max_new_tokens, label="eval before")
+                                          max_new_tokens=cfg.evaluate.max_new_tokens, label="eval before",
+                                          answer_prompt=task.answer_prompt, metric=cfg.evaluate.metric)
         timings["eval_before"] = time.perf_counter() - t
         outputs.sync()
         if tracker is not None:
@@ -235,7 +236,8 @@ def _run_stages(cfg: RunConfig, outputs: _Outputs, tracker: Any, show: bool) -> 
         summary["eval_after"] = evaluate(model=aligned, benchmark=cfg.evaluate.benchmark, samples=bench,
                                          predictions_path=out / "eval" / "after.jsonl",
                                          batch_size=cfg.student.batch_size,
-                                         max_new_tokens=cfg.evaluate.max_new_tokens, label="eval after")
+                                         max_new_tokens=cfg.evaluate.max_new_tokens, label="eval after",
+                                         answer_prompt=task.answer_prompt, metric=cfg.evaluate.metric)
         aligned.close()
         timings["eval_after"] = time.perf_counter() - t
         before, after = summary["eval_before"]["score"], summary["eval_after"]["score"]

@@ -93,9 +93,15 @@ def _result_cache(cfg: RunConfig):
 
 
 def _task(cfg: RunConfig):
-    from mpa.tasks import get_task
+    from mpa.tasks import task_for
 
-    return get_task(cfg.task.name, cfg.task.prompt_file, cfg.task.metric)
+    return task_for(cfg)
+
+
+def _match_rule(cfg: RunConfig) -> str:
+    from mpa.tasks import match_rule_for
+
+    return match_rule_for(cfg)
 
 
 # --- PA ----------------------------------------------------------------------------------------
@@ -272,6 +278,8 @@ def evaluate_model(plan_dir: str, out_dir: str, checkpoint_dir: str | None = Non
             batch_size=cfg.student.batch_size,
             max_new_tokens=ev.max_new_tokens,
             label="evaluate",
+            answer_prompt=_task(cfg).answer_prompt,
+            metric=ev.metric,
         )
     finally:
         vlm.close()
@@ -329,7 +337,7 @@ def register_model(
             "task": cfg.task.name,
             "teacher": cfg.teacher.model,
             "student": cfg.student.model,
-            "match_rule": cfg.identify.match,
+            "match_rule": _match_rule(cfg),
             "identify": counts,
             "eval_before": before,
             "eval_after": after,
