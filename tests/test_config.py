@@ -6,7 +6,7 @@ BASE = {"teacher": {"model": "t"}, "student": {"model": "s"}, "data": {"images":
 
 
 def test_defaults_follow_the_paper():
-    from mpa.tasks import match_rule_for
+    from mpa.config import match_rule_for
 
     cfg = parse_config(BASE)
     assert cfg.identify.match is None and match_rule_for(cfg) == "vqa"  # unset: TextVQA's own rule

@@ -27,14 +27,11 @@ def vlm():
 
 
 @pytest.fixture(scope="module")
-def requests_():
-    import tempfile
-    from pathlib import Path
-
+def requests_(tmp_path_factory):
+    from mpa.tasks import TOYVQA
     from mpa.toyworld.data import make_unlabeled
-    from mpa.toyworld.task import TOYVQA
 
-    d = Path(tempfile.mkdtemp(prefix="mpa-decoding-"))
+    d = tmp_path_factory.mktemp("decoding")
     images = sorted((make_unlabeled(d, 4, seed=11) / "images").glob("*.png"))
     return [VLMRequest(Image.open(p).convert("RGB"), TOYVQA.answer_prompt(q))
             for p, q in zip(images, ["What is the tallest bar?", "What word is on the sign?",

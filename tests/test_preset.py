@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mpa.config import PAPER_PRESET, PRESETS, ConfigError, load_config, parse_config
-from mpa.tasks import load_prompt_set, match_rule_for, max_answer_words_for, task_for
+from mpa.config import PAPER_PRESET, PRESETS, ConfigError, load_config, match_rule_for, parse_config, task_for
+from mpa.tasks import load_prompt_set, max_answer_words_for
 from mpa.vlm.base import VLM, GenParams, VLMRequest
 
 BASE = {"teacher": {"model": "t"}, "student": {"model": "s"}, "data": {"images": "imgs"}}

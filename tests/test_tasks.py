@@ -7,16 +7,8 @@ import json
 import pytest
 import yaml
 
-from mpa.config import parse_config
-from mpa.tasks import (
-    PROMPTS_DIR,
-    describe_prompts,
-    get_task,
-    load_prompt_set,
-    match_rule_for,
-    max_answer_words_for,
-    task_for,
-)
+from mpa.config import match_rule_for, parse_config, task_for
+from mpa.tasks import PROMPTS_DIR, describe_prompts, get_task, load_prompt_set, max_answer_words_for
 
 BASE = {"teacher": {"model": "t"}, "student": {"model": "s"}, "data": {"images": "imgs"}}
 PAPER_TASKS = ["chartqa", "okvqa", "stvqa", "textvqa"]

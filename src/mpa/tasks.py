@@ -19,10 +19,7 @@ import string
 from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from mpa.config import RunConfig
+from typing import Any
 
 ANSWER_INSTRUCTION = "Answer the question using a single word or phrase."
 ANSWER_TEMPLATE = "{question}\n{instruction}"
@@ -98,21 +95,20 @@ register_task(Task("chartqa", _CHART, "relaxed", match_rule="relaxed",
 register_task(Task("okvqa", _OKVQA, "vqa", match_rule="vqa", max_answer_words=3,
                    description="OK-VQA: outside-knowledge VQA"))
 
+# The toy world's task (``mpa demo``): single-word answers about toy charts and signs.
+_TOYVQA = (
+    "Write one question about this image and its answer.\n"
+    "Reply in exactly this format and nothing else:\n"
+    "Question: <your question> Answer: <the answer>"
+)
+TOYVQA = register_task(
+    Task("toyvqa", _TOYVQA, "vqa", match_rule="vqa", max_answer_words=3,
+         description="toy world: bar charts and coloured signs with exact ground truth")
+)
+
 
 def task_names() -> list[str]:
-    _load_plugins()
     return sorted([*_REGISTRY, "custom"])
-
-
-def _load_plugins() -> None:
-    # The toy world registers its own task on import.
-    import importlib
-
-    try:
-        importlib.import_module("mpa.toyworld.task")
-    except ModuleNotFoundError as exc:
-        if exc.name != "mpa.toyworld.task" and exc.name != "mpa.toyworld":
-            raise
 
 
 # --- prompt sets ---------------------------------------------------------------------------------
@@ -160,7 +156,6 @@ def load_prompt_set(name: str) -> PromptSet:
 def tasks_with_prompts(prompts: str) -> list[str]:
     """The task names a prompt set has PA prompts for (``ours``: every built-in task)."""
     if prompts == "ours":
-        _load_plugins()
         return sorted(_REGISTRY)
     return sorted(load_prompt_set(prompts).pa_prompts)
 
@@ -198,29 +193,17 @@ def get_task(name: str, prompt_file: str | Path | None = None, metric: str = "vq
         version = hashlib.sha256(text.encode()).hexdigest()[:12]
         task = Task("custom", text, metric, prompt_version=version, description=f"custom prompt {path}")
         return _with_prompt_set(task, prompts, keep_pa_prompt=True)
-    _load_plugins()
     if name not in _REGISTRY:
         raise ValueError(f"unknown task {name!r}; choose one of: {', '.join(task_names())}")
     return _with_prompt_set(_REGISTRY[name], prompts)
 
 
-# --- resolving a run config ----------------------------------------------------------------------
-
-
-def task_for(cfg: RunConfig) -> Task:
-    """The task a run config describes (name, custom prompt file, metric and prompt set)."""
-    t = cfg.task
-    return get_task(t.name, t.prompt_file, t.metric, prompts=t.prompts)
+# --- what a run config resolves to (mpa.config.task_for / match_rule_for call these) -------------
 
 
 def resolve_match_rule(task: Task, configured: str | None) -> str:
     """PI's match rule: ``identify.match`` when set, else the task's own rule."""
     return configured or task.default_match_rule
-
-
-def match_rule_for(cfg: RunConfig) -> str:
-    """The PI match rule a run config resolves to (read this, never ``cfg.identify.match`` directly)."""
-    return resolve_match_rule(task_for(cfg), cfg.identify.match)
 
 
 def max_answer_words_for(task: Task, configured: int | str | None) -> int | None:
