@@ -263,6 +263,9 @@ _register_plugins()
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from mpa.redact import install_log_redaction, redact_text
+
+    install_log_redaction()  # no log line or error shows a credential
     from mpa.config import ConfigError
     from mpa.data.images import ImageSourceError
     from mpa.stages.level import EmptyParitySet
@@ -271,10 +274,10 @@ def main() -> None:
     try:
         app()
     except (UserError, ConfigError, ImageSourceError, ModelLoadError, EmptyParitySet, FileNotFoundError) as exc:
-        console.print(f"[red]error:[/] {exc}")
+        console.print(f"[red]error:[/] {redact_text(str(exc))}")
         sys.exit(2)
     except ValueError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        console.print(f"[red]error:[/] {redact_text(str(exc))}")
         sys.exit(2)
 
 

@@ -24,6 +24,7 @@ from mpa import storage
 from mpa.cache import open_run_cache
 from mpa.config import ModelConfig, RunConfig
 from mpa.records import write_json_atomic
+from mpa.redact import redact
 from mpa.stages.annotate import annotate_with_config
 from mpa.stages.evaluate import evaluate
 from mpa.stages.identify import identify_with_config
@@ -142,7 +143,7 @@ def _run_tracked(cfg: RunConfig, show: bool) -> dict[str, Any]:
                                   + (f" → @{reg.alias} ({reg.reason})" if reg.alias else ""))
             summary["mlflow"] = {"tracking_uri": tracker.uri, "run_id": tracker.run_id,
                                  "experiment": cfg.tracking.experiment}
-            write_json_atomic(outputs.local / "summary.json", summary)
+            write_json_atomic(outputs.local / "summary.json", redact(summary))
             tracker.log_files(outputs.local, ["summary.json", "config.yaml"])
             tracker.finish("FINISHED")
         outputs.sync(final=True)
@@ -171,7 +172,7 @@ def _resolve_registry_models(cfg: RunConfig) -> RunConfig:
 
 def _run_stages(cfg: RunConfig, outputs: _Outputs, tracker: Any, show: bool) -> dict[str, Any]:
     out = outputs.local
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json") | {"out": outputs.uri},
+    (out / "config.yaml").write_text(yaml.safe_dump(redact(cfg.model_dump(mode="json") | {"out": outputs.uri}),
                                                     sort_keys=False))
     task = get_task(cfg.task.name, cfg.task.prompt_file, cfg.task.metric)
     teacher, student = LazyVLM(cfg.teacher), LazyVLM(cfg.student)
@@ -248,7 +249,7 @@ def _run_stages(cfg: RunConfig, outputs: _Outputs, tracker: Any, show: bool) -> 
             console.print(f"[bold]{cfg.evaluate.benchmark}[/]: student {before:.2f} → aligned {after:.2f} "
                           f"({after - before:+.2f})")
     summary["timings_s"] = timings
-    write_json_atomic(out / "summary.json", summary)
+    write_json_atomic(out / "summary.json", redact(summary))
     return summary
 
 

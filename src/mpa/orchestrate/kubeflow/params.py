@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from mpa.config import RunConfig, parse_config
+from mpa.redact import is_secret_key, redact
 
 # pipeline parameter -> dotted RunConfig field
 PARAM_FIELDS: dict[str, str] = {
@@ -57,14 +58,6 @@ def _set(data: dict, dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
-SECRET_WORDS = ("secret", "password", "api_key", "apikey", "access_key", "credential", "private_key")
-
-
-def is_secret_field(dotted: str) -> bool:
-    leaf = dotted.rsplit(".", 1)[-1].lower()
-    return any(w in leaf for w in SECRET_WORDS) or leaf == "token" or leaf.endswith("_token")
-
-
 def config_from_params(params: dict[str, Any], overrides: dict[str, Any] | None = None) -> RunConfig:
     """Build and validate the run config from pipeline parameters (+ dotted ``overrides``)."""
     unknown = set(params) - set(PARAM_FIELDS) - PIPELINE_ONLY
@@ -80,7 +73,7 @@ def config_from_params(params: dict[str, Any], overrides: dict[str, Any] | None 
         _set(data, field, value)
     taken = {PARAM_FIELDS[n]: n for n in params if n in PARAM_FIELDS}
     for key, value in (overrides or {}).items():
-        if is_secret_field(key):
+        if is_secret_key(key) or redact(value) != value:  # a secret name, or a credential inside the value
             raise ValueError(
                 f"config_overrides sets {key!r}: credentials never go in run parameters (they are "
                 "stored with the run); give them to the pods as Secrets (manifests/secrets/)"
