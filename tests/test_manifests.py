@@ -260,7 +260,11 @@ def test_network_policies(rendered):
     assert deny == {"podSelector": {}, "policyTypes": ["Ingress"]}  # nothing gets in unless allowed below
     pipeline_pods = _pipeline_pod_labels()
     mlflow, db, store = (_pod_labels(docs, n) for n in ("mlflow", "mlflow-db", "mpa-object-store"))
-    services = [mlflow, db, store] + ([_pod_labels(docs, "mpa-teacher")] if overlay == "gpu" else [])
+    from mpa.orchestrate.kubeflow.teacher_server import TeacherServerSettings, build_objects
+
+    run_teacher, run_teacher_svc = build_objects(TeacherServerSettings(), "run-1", "m", "mpa")
+    run_teacher = run_teacher.spec.template.metadata.labels  # the per-run teacher server's pods
+    services = [mlflow, db, store, run_teacher] + ([_pod_labels(docs, "mpa-teacher")] if overlay == "gpu" else [])
 
     def only(policy: dict, allowed: list[dict[str, str]], port: int, extra: int = 0) -> None:
         srcs = _sources(policy)
@@ -281,6 +285,7 @@ def test_network_policies(rendered):
     assert len(ui) == 2
     if overlay == "gpu":
         only(_policy_for(docs, _pod_labels(docs, "mpa-teacher")), pipeline_pods[:1], 8000)
+    only(_policy_for(docs, run_teacher), pipeline_pods[:1], run_teacher_svc.spec.ports[0].port)
     pipeline_selector = _sources(_policy_for(docs, mlflow))[0]["podSelector"]
     assert all(_selects(pipeline_selector, labels) for labels in pipeline_pods)  # every stage's pod
     for labels in services:

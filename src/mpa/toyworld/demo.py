@@ -16,15 +16,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mpa.config import ModelConfig, parse_config
+from mpa.config import ModelConfig, apply_overrides, parse_config
 from mpa.orchestrate.local import run_pipeline
 from mpa.records import read_jsonl, write_json_atomic
-from mpa.stages.evaluate import evaluate
-from mpa.stages.level import build_replay_mix, level
-from mpa.tasks import get_task
+from mpa.stages.evaluate import benchmark_samples, evaluate_with_config
+from mpa.stages.level import level_with_config
 from mpa.toyworld import DEMO_N_IMAGES, DEMO_N_TEST, DEMO_TEMPERATURE, DEMO_TRAIN
 from mpa.ui import console
-from mpa.vlm.base import load_vlm
 
 MODELS = ("teacher", "student_zero_shot", "student_mpa", "student_no_pi", "student_mpa_replay")
 LABELS = {"teacher": "teacher", "student_zero_shot": "student", "student_mpa": "student + MPA",
@@ -69,11 +67,8 @@ def grade_pseudo_labels(records: list[dict]) -> dict[str, float | None]:
             "answerability": sum(g is not None for g in grades) / len(grades)}
 
 
-
-
 def run_demo(out: str | Path = "runs/demo", seed: int = 0, n_images: int = DEMO_N_IMAGES, n_test: int = DEMO_N_TEST,
              temperature: float = DEMO_TEMPERATURE, overrides: dict | None = None) -> dict[str, Any]:
-    from mpa.data.benchmarks import load_benchmark
     from mpa.toyworld.data import make_testset, make_unlabeled
 
     out = Path(out)
@@ -83,48 +78,39 @@ def run_demo(out: str | Path = "runs/demo", seed: int = 0, n_images: int = DEMO_
         make_unlabeled(out / "unlabeled", n_images, seed=seed)
     if not (out / "test" / "annotations.json").is_file():
         make_testset(out / "test", n_test, seed=1000 + seed)
-    raw = demo_config(out, n_images, n_test, seed, temperature)
-    for key, value in (overrides or {}).items():
-        node = raw
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
+    raw = apply_overrides(demo_config(out, n_images, n_test, seed, temperature), overrides, "mpa demo")
     cfg = parse_config(raw, "mpa demo")
     timings: dict[str, float] = {"make_data": time.perf_counter() - t0}
 
     summary = run_pipeline(cfg, show=True)
     timings.update(summary["timings_s"])
     run_dir = Path(cfg.out)
-    bench = load_benchmark("textvqa", cfg.evaluate.annotations, images=cfg.evaluate.images)
-    task = get_task("toyvqa")
+    bench = benchmark_samples(cfg)
 
     def score(model_cfg: ModelConfig, name: str) -> dict:
         t = time.perf_counter()
-        vlm = load_vlm(model_cfg)
         try:
-            return evaluate(model=vlm, benchmark="textvqa", samples=bench,
-                            predictions_path=run_dir / "eval" / f"{name}.jsonl", batch_size=model_cfg.batch_size,
-                            max_new_tokens=cfg.evaluate.max_new_tokens, label=f"eval {name}")
+            return evaluate_with_config(cfg, run_dir / "eval" / f"{name}.jsonl", model=model_cfg, samples=bench,
+                                        label=f"eval {name}")
         finally:
-            vlm.close()
             timings[f"eval_{name}"] = time.perf_counter() - t
 
-    def train_student(samples_path: Path, name: str) -> ModelConfig:
+    def train_student(name: str, **where: Any) -> tuple[ModelConfig, int]:
         t = time.perf_counter()
-        pl = level(samples_path=samples_path, student=cfg.student, task=task, cfg=cfg.train,
-                   out_dir=run_dir / f"level_{name}", show=False)
+        run_cfg = cfg
+        if name == "replay":
+            # A label-free remedy for forgetting, shown beside the paper's method (not its default):
+            # the parity set plus as many teacher-consistent samples the student already answers.
+            replay = cfg.train.model_copy(update={"replay_fraction": REPLAY_FRACTION})
+            run_cfg = cfg.model_copy(update={"train": replay})
+        pl = level_with_config(run_cfg, run_dir / f"level_{name}", show=False, **where)
         timings[f"level_{name}"] = time.perf_counter() - t
-        return cfg.student.model_copy(update={"model": pl.checkpoint})
+        return cfg.student.at(pl.checkpoint), pl.n_samples
 
     teacher_eval = score(cfg.teacher, "teacher")
-    no_pi_eval = score(train_student(run_dir / "annotations.jsonl", "no_pi"), "no_pi")
-    # A label-free remedy for forgetting, shown beside the paper's method (not its default):
-    # the parity set plus as many teacher-consistent samples the student already answers.
-    mix_path = run_dir / "pi" / "train_mix_replay.jsonl"
-    mix = build_replay_mix(run_dir / "pi" / "audit.jsonl", run_dir / "pi" / "parity.jsonl", REPLAY_FRACTION,
-                           cfg.train.seed, mix_path)
-    replay_eval = score(train_student(mix_path, "replay"), "replay")
+    no_pi_eval = score(train_student("no_pi", samples_path=run_dir / "annotations.jsonl")[0], "no_pi")
+    replay_student, mix = train_student("replay", pi_dir=run_dir / "pi")
+    replay_eval = score(replay_student, "replay")
 
     evals = {"teacher": teacher_eval, "student_zero_shot": summary["eval_before"],
              "student_mpa": summary["eval_after"], "student_no_pi": no_pi_eval, "student_mpa_replay": replay_eval}
