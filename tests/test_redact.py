@@ -30,9 +30,34 @@ def test_secret_names(key):
 @pytest.mark.parametrize("key", [
     "max_new_tokens", "prompt_tokens", "api_key_env", "max_model_len", "kv_cache_memory_bytes", "passes",
     "keyframes", "teacher.openai.allow_plain_http", "base_url", "endpoint_url", "mpa.task", "tags",
+    "plan.vision_gflop_per_image_token",
 ])
 def test_ordinary_names(key):
     assert not is_secret_key(key)
+
+
+def test_the_decider_flags_exactly_the_secret_fields_of_the_run_config():
+    """Over every field of RunConfig: only the SecretStr fields are secrets (no setting is hidden by mistake)."""
+    from pydantic import BaseModel, SecretStr
+
+    from mpa.config import RunConfig
+
+    def fields(model: type[BaseModel], prefix: str = "") -> dict[str, object]:
+        out: dict[str, object] = {}
+        for name, f in model.model_fields.items():
+            ann = f.annotation
+            inner = [a for a in getattr(ann, "__args__", ()) if isinstance(a, type)] or [ann]
+            sub = next((a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)), None)
+            out[prefix + name] = ann
+            if sub is not None:
+                out.update(fields(sub, f"{prefix}{name}."))
+        return out
+
+    all_fields = fields(RunConfig)
+    assert len(all_fields) > 100
+    secret = {k for k in all_fields if is_secret_key(k)}
+    declared = {k for k, ann in all_fields.items() if SecretStr in getattr(ann, "__args__", (ann,))}
+    assert secret == declared == {"storage.access_key_id", "storage.secret_access_key"}
 
 
 @pytest.mark.parametrize(("text", "secrets"), [

@@ -42,13 +42,17 @@ def is_secret_key(key: str) -> bool:
 
     ``api_key``, ``my_key``, ``token``, ``auth_token``, ``password``, ``pwd``, ``sas``, ``bearer``,
     ``client_secret``, ``storage.secret_access_key``, ``X-Amz-Signature`` are; ``max_new_tokens``,
-    ``api_key_env`` (the *name* of the variable holding the key) and ``passes`` are not.
+    ``api_key_env`` (the *name* of the variable holding the key), ``passes`` and rates such as
+    ``vision_gflop_per_image_token`` are not.
     """
     for part in str(key).split("."):
         p = part.lower().replace("-", "_")
         if p.endswith(NAME_OF_SECRET_SUFFIXES):
             continue
-        if any(w in SECRET_WORDS for w in _words(part)):
+        words = _words(part)
+        if "per" in words:  # a rate or unit (vision_gflop_per_image_token), not a credential
+            continue
+        if any(w in SECRET_WORDS for w in words):
             return True
     return False
 
@@ -126,7 +130,7 @@ def redact(value: Any, key: str | None = None) -> Any:
     In a mapping, the value of a secret key becomes ``***`` (kept, so a reader sees it was set);
     text anywhere is passed through :func:`redact_text`.
     """
-    if key is not None and is_secret_key(key) and value not in (None, "", {}, []):
+    if key is not None and is_secret_key(key) and value not in (None, "", {}, []) and not isinstance(value, bool):
         return REDACTED
     if isinstance(value, dict):
         return {k: redact(v, str(k)) for k, v in value.items()}
