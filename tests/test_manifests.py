@@ -246,9 +246,20 @@ def _sources(policy: dict) -> list[dict]:
     return [src for rule in policy["spec"]["ingress"] for src in rule["from"]]
 
 
+def _admits(src: dict, labels: dict[str, str], namespace: str, policy_namespace: str = "mpa") -> bool:
+    """Whether one ``from`` entry admits a pod with ``labels`` in ``namespace``."""
+    ns = src.get("namespaceSelector")
+    if ns is None and namespace != policy_namespace:  # no namespaceSelector: the policy's namespace only
+        return False
+    if ns and not _selects(ns, {"kubernetes.io/metadata.name": namespace}):
+        return False
+    return _selects(src.get("podSelector", {}), labels)
+
+
 def _policy_for(docs: list[dict], pod_labels: dict[str, str]) -> dict:
+    """The one allow-policy selecting these pods (deny-only policies have no ingress rules)."""
     hits = [p for p in _by(docs, "NetworkPolicy").values()
-            if p["spec"]["podSelector"] and _selects(p["spec"]["podSelector"], pod_labels)]
+            if p["spec"].get("ingress") and _selects(p["spec"]["podSelector"], pod_labels)]
     assert len(hits) == 1, hits
     return hits[0]
 
@@ -256,8 +267,8 @@ def _policy_for(docs: list[dict], pod_labels: dict[str, str]) -> dict:
 def test_network_policies(rendered):
     overlay, _, docs = rendered
     policies = _by(docs, "NetworkPolicy")
-    deny = policies["default-deny-ingress"]["spec"]
-    assert deny == {"podSelector": {}, "policyTypes": ["Ingress"]}  # nothing gets in unless allowed below
+    # the overlays deploy into a namespace of their own: nothing gets in unless allowed below
+    assert policies["default-deny-ingress"]["spec"] == {"podSelector": {}, "policyTypes": ["Ingress"]}
     pipeline_pods = _pipeline_pod_labels()
     mlflow, db, store = (_pod_labels(docs, n) for n in ("mlflow", "mlflow-db", "mpa-object-store"))
     from mpa.orchestrate.kubeflow.teacher_server import TeacherServerSettings, build_objects
@@ -265,31 +276,41 @@ def test_network_policies(rendered):
     run_teacher, run_teacher_svc = build_objects(TeacherServerSettings(), "run-1", "m", "mpa")
     run_teacher = run_teacher.spec.template.metadata.labels  # the per-run teacher server's pods
     services = [mlflow, db, store, run_teacher] + ([_pod_labels(docs, "mpa-teacher")] if overlay == "gpu" else [])
+    # also where the namespace is shared (the namespace-wide deny left out): every mpa pod denies by default
+    mpa_deny = policies["mpa-default-deny-ingress"]["spec"]
+    assert not mpa_deny.get("ingress") and mpa_deny["policyTypes"] == ["Ingress"]
+    for labels in services + pipeline_pods:
+        assert _selects(mpa_deny["podSelector"], labels), labels
+    for d in docs:
+        if d["kind"] in ("Deployment", "StatefulSet"):
+            assert _selects(mpa_deny["podSelector"], d["spec"]["template"]["metadata"]["labels"]), d["metadata"]
 
-    def only(policy: dict, allowed: list[dict[str, str]], port: int, extra: int = 0) -> None:
+    def only(policy: dict, allowed: list[tuple[dict[str, str], str]], port: int, extra: int = 0) -> None:
         srcs = _sources(policy)
         assert [p["port"] for r in policy["spec"]["ingress"] for p in r["ports"]] == [port]
-        for labels in allowed:  # who must get in
-            assert any("namespaceSelector" not in s and _selects(s["podSelector"], labels) for s in srcs)
+        for labels, ns in allowed:  # who must get in
+            assert any(_admits(s, labels, ns) for s in srcs), (labels, ns)
         for labels in services:  # no service pod gets in unless listed
-            if labels not in allowed:
-                assert not any("namespaceSelector" not in s and _selects(s["podSelector"], labels) for s in srcs)
-        assert len(srcs) == len({id(s) for s in srcs}) and len(srcs) <= 1 + len(allowed) + extra
+            if all(labels is not a for a, _ in allowed):
+                assert not any(_admits(s, labels, "mpa") for s in srcs), labels
+        assert len(srcs) <= len(allowed) + extra
 
-    only(_policy_for(docs, mlflow), pipeline_pods[:1], 5000)  # only pipeline pods reach MLflow
-    only(_policy_for(docs, db), [mlflow], 5432)  # only MLflow reaches its database
+    # pipeline pods run in the KFP namespace (kubeflow, or a Profile namespace), not necessarily here
+    pipeline = [(pipeline_pods[0], "kubeflow"), (pipeline_pods[-1], "kubeflow-user-example-com")]
+    only(_policy_for(docs, mlflow), pipeline, 5000, extra=-1)  # only pipeline pods reach MLflow
+    only(_policy_for(docs, db), [(mlflow, "mpa")], 5432)  # only MLflow reaches its database
     # only pipeline pods and MLflow (and the KFP UI's artifact readers) reach the object store's S3 port
     store_policy = _policy_for(docs, store)
-    only(store_policy, [pipeline_pods[0], mlflow], 8333, extra=2)
+    only(store_policy, [*pipeline, (mlflow, "mpa")], 8333, extra=1)
     ui = [s for s in _sources(store_policy) if s["podSelector"]["matchLabels"].get("app", "").startswith("ml-pipeline")]
     assert len(ui) == 2
     if overlay == "gpu":
-        only(_policy_for(docs, _pod_labels(docs, "mpa-teacher")), pipeline_pods[:1], 8000)
-    only(_policy_for(docs, run_teacher), pipeline_pods[:1], run_teacher_svc.spec.ports[0].port)
-    pipeline_selector = _sources(_policy_for(docs, mlflow))[0]["podSelector"]
-    assert all(_selects(pipeline_selector, labels) for labels in pipeline_pods)  # every stage's pod
+        only(_policy_for(docs, _pod_labels(docs, "mpa-teacher")), pipeline, 8000, extra=-1)
+    only(_policy_for(docs, run_teacher), pipeline, run_teacher_svc.spec.ports[0].port, extra=-1)
+    pipeline_source = _sources(_policy_for(docs, mlflow))[0]
+    assert all(_admits(pipeline_source, labels, "kubeflow") for labels in pipeline_pods)  # every stage's pod
     for labels in services:
-        assert not _selects(pipeline_selector, labels)
+        assert not _admits(pipeline_source, labels, "mpa")
 
 
 def test_object_store_exposes_only_s3(rendered):
@@ -316,10 +337,11 @@ def test_teacher_server_only_in_gpu_overlay(rendered):
     assert any(v.get("persistentVolumeClaim", {}).get("claimName") == "mpa-model-cache" for v in spec["volumes"])
     assert _by(docs, "Service")["mpa-teacher"]["spec"]["ports"][0]["port"] == 8000
     assert "--served-model-name=teacher" in c["args"]
-    # the run parameters that point PA/PI at this server
-    shared = yaml.safe_load((ROOT / "pipelines" / "params" / "textvqa-shared-teacher.yaml").read_text())
-    assert shared["teacher_backend"] == "openai" and shared["config_overrides"]["teacher.served_name"] == "teacher"
-    assert shared["config_overrides"]["teacher.openai.base_url"] == "http://mpa-teacher:8000/v1"
+    # the run config that points PA/PI at this server (fully qualified: pipeline pods run in the KFP namespace)
+    shared = yaml.safe_load((ROOT / "pipelines/training/mpa/params/textvqa-shared-teacher.yaml").read_text())
+    assert shared["teacher"]["backend"] == "openai" and shared["teacher"]["served_name"] == "teacher"
+    namespace = _by(docs, "Service")["mpa-teacher"]["metadata"]["namespace"]
+    assert shared["teacher"]["openai"]["base_url"] == f"http://mpa-teacher.{namespace}.svc.cluster.local:8000/v1"
 
 
 def test_pods_are_non_root_bounded_and_pinned(rendered):

@@ -256,11 +256,23 @@ def test_api_key_goes_over_plain_http_only_to_loopback(base_url, allow, refused,
     ("storage.endpoint_url", "http://s3:8333/?X-Amz-Signature=abc"),
 ])
 def test_run_parameters_refuse_credentials(key, value):
-    from mpa.orchestrate.kubeflow.params import config_from_params
+    from mpa.config import ConfigError
+    from mpa.orchestrate.kubeflow.params import run_config
 
-    params = {"task": "textvqa", "teacher": "t", "student": "s", "images": "/x"}
-    with pytest.raises(ValueError, match="credentials never go in run parameters"):
-        config_from_params(params, {key: value})
+    base = {"teacher": {"model": "t"}, "student": {"model": "s"}, "data": {"images": "/x"}}
+    config = {**base}
+    *parents, leaf = key.split(".")
+    node = config
+    for p in parents:
+        node[p] = dict(node.get(p, {}))
+        node = node[p]
+    node[leaf] = value
+    with pytest.raises(ConfigError, match="credentials never go in run parameters"):
+        run_config(config, {})
+    if key == "teacher.openai.base_url":  # the same value as a run parameter of its own
+        with pytest.raises(ConfigError, match="credentials never go in run parameters"):
+            run_config(base, {"teacher_openai_base_url": value})
     # the ordinary neighbours still pass
-    config_from_params(params, {"teacher.openai.base_url": "http://mpa-teacher:8000/v1",
-                                "teacher.openai.allow_plain_http": True, "annotate.max_new_tokens": 32})
+    ok = {**base, "teacher": {"model": "t", "openai": {"base_url": "http://mpa-teacher:8000/v1",
+                                                       "allow_plain_http": True}}}
+    run_config(ok, {"annotate_max_new_tokens": 32})

@@ -141,6 +141,18 @@ class TrainConfig(_Strict):
     )
 
 
+class IterateConfig(_Strict):
+    """Iterative MPA (``rounds`` > 1): round r runs PI with round r−1's student over the same PA pool
+    (the teacher's PI answers are reused, never asked again), trains on the new parity set, evaluates.
+    Stopping uses parity-set sizes only, never benchmark labels."""
+
+    min_k: int = Field(8, ge=1, description="stop before training when a round's parity set has fewer samples")
+    stop_when_not_shrinking: bool = Field(True, description="stop when K does not fall from one round to the next")
+    train_from: Literal["previous", "base"] = Field(
+        "previous", description="previous: continue from round r−1's checkpoint on round r's parity set; "
+        "base: the base student on the union of every round's parity set")
+
+
 class EvalConfig(_Strict):
     benchmark: str | None = None
     annotations: str | None = None
@@ -256,6 +268,8 @@ class RunConfig(_Strict):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     out: str = Field("runs/latest", description="run directory: a local path or an s3:// prefix")
     seed: int = 0
+    rounds: int = Field(1, ge=1, le=20, description="PI → PL rounds over the same PA pool (1: the paper's MPA)")
+    iterate: IterateConfig = Field(default_factory=IterateConfig)
 
     @model_validator(mode="after")
     def _check_task(self) -> RunConfig:

@@ -22,6 +22,7 @@ import yaml
 from mpa import storage
 from mpa.cache import open_run_cache
 from mpa.config import ModelConfig, RunConfig, task_for
+from mpa.orchestrate.rounds import final_checkpoint, round_record, run_later_rounds
 from mpa.records import write_json_atomic
 from mpa.redact import redact
 from mpa.stages.annotate import annotate_with_config
@@ -107,9 +108,11 @@ def _run_tracked(cfg: RunConfig, show: bool) -> dict[str, Any]:
     try:
         summary = _run_stages(cfg, outputs, tracker, show)
         if tracker is not None:
-            ckpt = outputs.local / "level" / "checkpoint"
+            ckpt = Path(summary.get("final_checkpoint") or outputs.local / "level" / "checkpoint")
             if cfg.tracking.register_model and ckpt.is_dir():
-                reg = tracker.register(summary, ckpt)
+                # the final round's checkpoint and scores go through the same promotion gate
+                final = summary | ({"eval_after": summary["eval_final"]} if "eval_final" in summary else {})
+                reg = tracker.register(final, ckpt)
                 summary["registered"] = {"name": reg.name, "version": reg.version, "alias": reg.alias,
                                          "reason": reg.reason, "source": reg.source}
                 if show:
@@ -211,6 +214,20 @@ def _run_stages(cfg: RunConfig, outputs: _Outputs, tracker: Any, show: bool) -> 
         if show:
             console.print(f"[bold]{cfg.evaluate.benchmark}[/]: student {before:.2f} → aligned {after:.2f} "
                           f"({after - before:+.2f})")
+    summary["final_checkpoint"] = pl.checkpoint
+    if cfg.rounds > 1:
+        first = round_record(1, summary["identify"], summary["level"], summary.get("eval_after"))
+        records = run_later_rounds(cfg, out, first, bench=bench, show=show, after_step=outputs.sync,
+                                   on_round=tracker.log_round if tracker is not None else None)
+        summary["rounds"] = records
+        summary["final_checkpoint"] = final_checkpoint(records)
+        trained = [r for r in records if r.get("eval")]
+        if trained:
+            summary["eval_final"] = trained[-1]["eval"]
+        if show:
+            console.print("rounds: " + " → ".join(
+                f"{r['round']}: K={r['k_parity']}" + (f", {r['eval']['score']:.2f}" if r.get("eval") else "")
+                + (f" (stopped: {r['stopped']})" if r.get("stopped") else "") for r in records))
     summary["timings_s"] = timings
     write_json_atomic(out / "summary.json", redact(summary))
     return summary

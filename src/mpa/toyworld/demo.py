@@ -135,12 +135,36 @@ def run_demo(out: str | Path = "runs/demo", seed: int = 0, n_images: int = DEMO_
         "total_s": round(time.perf_counter() - t0, 1),
         "run_dir": str(run_dir),
     }
+    if "rounds" in summary:
+        report["rounds"] = rounds_report(summary["rounds"], types)
+        gap = report["accuracy"]["teacher"] - report["accuracy"]["student_zero_shot"]
+        last = report["rounds"][-1]["accuracy"]
+        report["gap_closed"] = round((last - report["accuracy"]["student_zero_shot"]) / gap, 4) if gap else None
     write_json_atomic(out / "report.json", report)
     chart = render_chart(report)
     chart.save(out / "chart.png")
     (out / "report.html").write_text(render_html(report, parity, chart), encoding="utf-8")
     print_report(report, out)
     return report
+
+
+def rounds_report(records: list[dict], types: list[str]) -> list[dict[str, Any]]:
+    """``report["rounds"]``: per round K and the student's accuracy after it (a round that stopped before
+    training leaves the previous round's student, so it repeats that round's accuracy)."""
+    out: list[dict[str, Any]] = []
+    for r in records:
+        ev = r.get("eval")
+        if ev is None and out:
+            entry = {"k_parity": r["k_parity"], "accuracy": out[-1]["accuracy"], "per_type": out[-1]["per_type"]}
+        elif ev is None:
+            continue
+        else:
+            entry = {"k_parity": r["k_parity"], "accuracy": round(ev["score"], 2),
+                     "per_type": {t: round(ev["by_type"][t], 2) for t in types}}
+        if r.get("stopped"):
+            entry["stopped"] = r["stopped"]
+        out.append(entry)
+    return out
 
 
 def _check_or_mark_data(out: Path, settings: dict[str, Any]) -> None:
@@ -176,6 +200,11 @@ def print_report(report: dict, out: Path) -> None:
         f"teacher-consistent → K={report['k_parity']} parity samples; pseudo-label correctness "
         f"{_fmt(plc['pre_pi'])} before PI → {_fmt(plc['post_pi'])} after PI; {report['total_s']} s"
     )
+    if report.get("rounds"):
+        console.print("rounds (K → student accuracy): " + " → ".join(
+            f"{i}: K={r['k_parity']} {r['accuracy']:.1f}" + (" (stopped)" if r.get("stopped") else "")
+            for i, r in enumerate(report["rounds"], 1))
+            + f"; gap closed {_fmt(report['gap_closed'])}")
     console.print(f"report: {out / 'report.json'}  pictures: {out / 'report.html'}, {out / 'chart.png'}")
 
 
@@ -213,6 +242,39 @@ def render_chart(report: dict):
         y = top + height + 26 + 14 * mi
         d.rectangle([left, y, left + 10, y + 10], fill=COLORS[m])
         d.text((left + 16, y - 1), LABELS[m], fill="black")
+    rounds = report.get("rounds") or []
+    if len(rounds) > 1:
+        img = _with_rounds_panel(img, report, rounds)
+    return img
+
+
+def _with_rounds_panel(chart, report: dict, rounds: list[dict]):
+    """The bar chart with a panel below: overall accuracy after each round, teacher and zero-shot for reference."""
+    from PIL import Image, ImageDraw
+
+    left, top, height, step = 40, 30, 160, 70
+    img = Image.new("RGB", (chart.width, chart.height + top + height + 40), "white")
+    img.paste(chart, (0, 0))
+    d = ImageDraw.Draw(img)
+    y0 = chart.height + top
+    d.text((left, chart.height + 8), "overall accuracy % after each round (iterative MPA)", fill="black")
+    lo = max(0.0, min([report["accuracy"]["student_zero_shot"], *(r["accuracy"] for r in rounds)]) - 5)
+
+    def y(v: float) -> float:
+        return y0 + height - (v - lo) * height / (100 - lo)
+
+    for pct in range(int(lo // 5 * 5), 101, 5):
+        if pct >= lo:
+            d.line([(left - 4, y(pct)), (left + step * len(rounds) + 20, y(pct))], fill=(235, 235, 235))
+            d.text((4, y(pct) - 6), str(pct), fill="black")
+    for key, m in (("teacher", "teacher"), ("student_zero_shot", "student_zero_shot")):
+        v = report["accuracy"][key]
+        d.line([(left, y(v)), (left + step * len(rounds) + 20, y(v))], fill=COLORS[m], width=1)
+    pts = [(left + step * i + 20, y(r["accuracy"])) for i, r in enumerate(rounds)]
+    d.line(pts, fill=COLORS["student_mpa"], width=2)
+    for i, ((px, py), r) in enumerate(zip(pts, rounds, strict=True), 1):
+        d.ellipse([px - 3, py - 3, px + 3, py + 3], fill=COLORS["student_mpa"])
+        d.text((px - 10, y0 + height + 6), f"r{i} K={r['k_parity']}", fill="black")
     return img
 
 
