@@ -29,7 +29,6 @@ import hashlib
 import json
 import logging
 import os
-import subprocess
 import time
 import warnings
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mpa import storage
+from mpa.provenance import code_revision
 from mpa.redact import is_secret_key, redact, redact_text
 
 if TYPE_CHECKING:
@@ -116,18 +116,6 @@ def flatten_params(data: dict, prefix: str = "") -> dict[str, str]:
 def safe_tags(tags: dict[str, str]) -> dict[str, str]:
     """Tags fit to log: secret keys left out, secrets inside values redacted."""
     return {k: redact_text(str(v)) for k, v in tags.items() if not is_secret_key(k)}
-
-
-def git_revision() -> str | None:
-    rev = os.environ.get("MPA_GIT_REVISION")
-    if rev:
-        return rev
-    try:
-        res = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=5, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return res.stdout.strip() or None if res.returncode == 0 else None
 
 
 def default_model_name(cfg: RunConfig) -> str:
@@ -221,7 +209,7 @@ class Tracker:
         cfg = self.cfg
         tags = {"mpa.task": cfg.task.name, "mpa.teacher": cfg.teacher.model, "mpa.student": cfg.student.model,
                 "mpa.match_rule": cfg.identify.match, "mpa.out": self.out, **cfg.tracking.tags}
-        rev = git_revision()
+        rev = code_revision()
         if rev:
             tags["mlflow.source.git.commit"] = rev
             tags["mpa.git_revision"] = rev
@@ -482,7 +470,7 @@ def lineage_tags(cfg: RunConfig, summary: dict, run_id: str | None) -> dict[str,
         ev_b, ev_a = summary["eval_before"], summary["eval_after"]
         tags.update({"mpa.benchmark": ev_a["benchmark"], "mpa.metric": ev_a["metric"],
                      "mpa.score": f"{ev_a['score']:.6f}", "mpa.base_score": f"{ev_b['score']:.6f}"})
-    rev = git_revision()
+    rev = code_revision()
     if rev:
         tags["mpa.git_revision"] = rev
     return safe_tags(tags)
