@@ -11,6 +11,14 @@
 # build and the final stage must use the same one (the venv links to its /usr/bin/python3).
 ARG BASE_IMAGE=python:3.11.10-slim-bookworm
 
+# The dependency list alone (pyproject.toml's dependencies and the extras the image needs): the
+# build stage copies this file, so an edit elsewhere in pyproject.toml keeps the cached install.
+FROM ${BASE_IMAGE} AS requirements
+COPY pyproject.toml /src/
+RUN python3 -c "import tomllib; p = tomllib.load(open('/src/pyproject.toml', 'rb'))['project']; \
+print('\n'.join(p['dependencies'] + [d for e in ('train', 'pipeline', 'tracking') for d in p['optional-dependencies'][e]]))" \
+      > /requirements.txt
+
 FROM ${BASE_IMAGE} AS build
 # Where the CPU torch/torchvision wheels come from; empty: only the default index and any
 # find-links folder the build is given (PIP_FIND_LINKS).
@@ -27,9 +35,13 @@ WORKDIR /src
 # dependencies so pip cannot swap torch for a CUDA build (mpa._torchvision_compat covers its ops).
 RUN pip install ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} "torch==2.13.0+cpu" \
  && pip install --no-deps ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} "torchvision==0.28.0"
+# Dependencies first, so that a change under src/ rebuilds only the last, small layer.
+COPY --from=requirements /requirements.txt /tmp/requirements.txt
+RUN pip install -r /tmp/requirements.txt "torch==2.13.0+cpu" "transformers==5.19.0" "psycopg2-binary==2.9.10"
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN pip install ".[train,pipeline,tracking]" "torch==2.13.0+cpu" "transformers==5.19.0" "psycopg2-binary==2.9.10" \
+RUN pip install --no-deps ".[train,pipeline,tracking]" \
+ && pip check \
  && SITE=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') \
  && echo "import mpa._torchvision_compat as _m; _m.install()" > "$SITE/mpa_torchvision_compat.pth" \
  && python3 -c "import mpa, kfp, mlflow, torch, torchvision, psycopg2, transformers; print('mpa', mpa.__version__, 'torch', torch.__version__, 'kfp', kfp.__version__)"

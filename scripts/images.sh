@@ -109,6 +109,14 @@ collect_pip_setup() {
   return 0
 }
 
+# sha256 over `sha256sum` lines of the files the Dockerfile copies (as .dockerignore lets them
+# through), stamped on the image: tests/images/kfp_launch.py:source_digest computes the same to
+# refuse testing an image built from other sources.
+source_digest() {
+  find pyproject.toml README.md src -type f ! -path '*/__pycache__/*' ! -name '*.pyc' ! -path 'src/*.egg-info/*' -print0 \
+    | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1
+}
+
 cmd_cpu() {
   cmd_base
   collect_pip_setup
@@ -126,7 +134,7 @@ cmd_cpu() {
     "${LIMIT_FLAGS[@]}" --network host \
     --build-arg "BASE_IMAGE=$BASE_IMAGE" "${torch_index[@]}" \
     "${PIP_ARGS[@]}" "${PIP_MOUNTS[@]}" \
-    --label "org.opencontainers.image.revision=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+    --label "io.mpa.source-digest=$(source_digest)" \
     -f images/cpu.Dockerfile -t "$CPU_IMAGE" .
   log "built $CPU_IMAGE in $((SECONDS - start)) s"
 }
