@@ -186,7 +186,7 @@ def test_gate_in_image(prepared, launcher, after_delta, expected):
     assert decision["delta"] == pytest.approx(after - before)
 
 
-def test_register_in_image(prepared, merged, launcher, tiny_ws, tracking_server, object_server):
+def test_register_in_image(prepared, merged, launcher, ws_mount, tracking_server, object_server):
     """register against real MLflow (sqlite) + S3 (SeaweedFS) servers on 127.0.0.1, reached through
     the host network with the variables the mpa-config ConfigMap and the mpa-s3 Secret provide.
     Its checkpoint is the tiny student and its before/after scores are written here: PL and
@@ -195,7 +195,8 @@ def test_register_in_image(prepared, merged, launcher, tiny_ws, tracking_server,
 
     base = f"s3://mpa-pipelines/{launcher.run_id}"
     checkpoint_uri = f"{base}/level/checkpoint"
-    shutil.copytree(tiny_ws["student"], launcher.host_path(checkpoint_uri))
+    (readable_ws,) = ws_mount
+    shutil.copytree(readable_ws / "student", launcher.host_path(checkpoint_uri))
     scores = {}
     for task, score in (("evaluate-student", 40.0), ("evaluate-aligned", 55.0)):
         uri = f"{base}/{task}/predictions"
@@ -220,8 +221,8 @@ def test_register_in_image(prepared, merged, launcher, tiny_ws, tracking_server,
     )
     version = result.parameters["Output"]
     client = mlflow.MlflowClient(tracking_uri=tracking_server.uri)
-    config = json.loads((prepared.artifacts["plan"][0]["path"] / "config.json").read_text())
-    registered = client.get_model_version(config["tracking"]["registered_model"], str(version["version"]))
+    registered = client.get_model_version(version["name"], version["version"])
+    assert version["alias"] == "champion"  # the first version of a new registered model
     assert registered.tags["mpa.score"] == "55.000000" and registered.tags["mpa.base_score"] == "40.000000"
     assert registered.tags["mpa.k_parity"] == str(merged.parameters["Output"])
     assert client.get_run(registered.run_id).data.tags["kfp.run_id"] == "kfp-run-in-image"
