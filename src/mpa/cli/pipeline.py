@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-pipeline_app = typer.Typer(
+app = typer.Typer(
     name="pipeline",
     help="Kubeflow Pipelines: compile the MPA pipeline, upload a version named after the git revision, run it.",
     no_args_is_help=True,
@@ -75,7 +75,7 @@ def _upload(package: Path, name: str, version: str | None, host, namespace, toke
     return conn, client, uploaded
 
 
-@pipeline_app.command("compile")
+@app.command("compile")
 def compile_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="where to write the compiled YAML")] = Path(
         "pipelines/compiled/mpa.yaml"
@@ -91,7 +91,7 @@ def compile_cmd(
     typer.echo(json.dumps({"compiled": str(path), "digest": spec_digest(path)}))
 
 
-@pipeline_app.command("upload")
+@app.command("upload")
 def upload_cmd(
     package: PackageOpt = None,
     pipeline_name: NameOpt = "mpa",
@@ -118,7 +118,7 @@ def upload_cmd(
     )
 
 
-@pipeline_app.command("run")
+@app.command("run")
 def run_cmd(
     params: Annotated[Path | None, typer.Option("--params", "-p", help="YAML of run parameters")] = None,
     param: Annotated[list[str] | None, typer.Option("--param", help="one parameter, name=value (repeatable)")] = None,
@@ -174,7 +174,3 @@ def run_cmd(
         typer.echo(json.dumps({"run_id": run_id, "state": state}))
         if not run_succeeded(state):
             raise typer.Exit(1)
-
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(pipeline_app, name="pipeline")

@@ -11,11 +11,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mpa.cache import ResultCache, cache_key, model_identity, text_digest
-from mpa.config import AnnotateConfig, RunConfig
-from mpa.data.images import LoadedImage, UnreadableImage, list_images, load_image
+from mpa.config import AnnotateConfig, RunConfig, task_for
+from mpa.data.images import LoadedImage, UnreadableImage, load_image
+from mpa.data.sources import list_images
 from mpa.parsing import parse_qa
 from mpa.records import Annotation, JsonlLog
-from mpa.tasks import Task, get_task
+from mpa.tasks import Task
 from mpa.ui import progress_bar, summary_table
 from mpa.vlm.base import VLM, GenParams, VLMRequest
 
@@ -124,7 +125,7 @@ class ImagePrefetcher:
         return [pool.submit(_prepare_or_error, u, self.max_pixels, self.min_pixels) for u in chunk]
 
 
-def _pixel_cap(vlm: VLM, max_pixels: int | None) -> tuple[int | None, int | None]:
+def pixel_cap(vlm: VLM, max_pixels: int | None) -> tuple[int | None, int | None]:
     cfg = getattr(vlm, "cfg", None)
     if max_pixels is None and cfg is not None:
         max_pixels = cfg.max_pixels
@@ -168,7 +169,7 @@ def annotate(
     max_words = cfg.max_answer_words or task.max_answer_words
     params = GenParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
     k = cfg.qa_per_image
-    mp_, minp = _pixel_cap(teacher, max_pixels)
+    mp_, minp = pixel_cap(teacher, max_pixels)
     prefetch = ImagePrefetcher(preprocess_workers, mp_, minp)
     ident = model_identity(teacher) if cache is not None else {}
     base_key = {"stage": "pa", "task": task.name, "prompt_version": task.prompt_version,
@@ -300,7 +301,7 @@ def annotate_with_config(
     return annotate(
         images=cfg.data.images,
         teacher=teacher,
-        task=get_task(cfg.task.name, cfg.task.prompt_file, cfg.task.metric),
+        task=task_for(cfg),
         cfg=cfg.annotate,
         out_path=out_path,
         batch_size=cfg.teacher.batch_size,

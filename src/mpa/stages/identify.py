@@ -15,10 +15,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mpa.cache import ResultCache, cache_key, model_identity, text_digest
-from mpa.config import IdentifyConfig, RunConfig
+from mpa.config import IdentifyConfig, RunConfig, task_for
 from mpa.metrics import match
 from mpa.records import Annotation, JsonlLog, Judgement, read_jsonl, write_json_atomic, write_jsonl_atomic
-from mpa.tasks import Task, get_task
+from mpa.tasks import Task
 from mpa.ui import progress_bar, summary_table
 from mpa.vlm.base import VLM, GenParams, VLMRequest
 
@@ -48,7 +48,7 @@ def _answer_pass(
     preprocess_workers: int = 0, counters: dict | None = None,
 ) -> dict[str, str | None]:
     """Have one model answer every annotation's question; resumable log of ``{id, field}``."""
-    from mpa.stages.annotate import ImagePrefetcher, _pixel_cap
+    from mpa.stages.annotate import ImagePrefetcher, pixel_cap
 
     counters = counters if counters is not None else {}
     with JsonlLog(path) as out:
@@ -56,7 +56,7 @@ def _answer_pass(
         if todo:
             vlm = model() if callable(model) and not isinstance(model, VLM) else model
             ident = model_identity(vlm) if cache is not None else {}
-            prefetch = ImagePrefetcher(preprocess_workers, *_pixel_cap(vlm, None))
+            prefetch = ImagePrefetcher(preprocess_workers, *pixel_cap(vlm, None))
             with progress_bar(f"PI {name}", total=len(anns), completed=len(anns) - len(todo)) as advance:
                 # the prefetcher works on URIs; one entry per annotation keeps the order aligned
                 for bi, batch in enumerate(prefetch.batches([a.image for a in todo], batch_size)):
@@ -186,7 +186,7 @@ def identify_with_config(
         annotations_path=annotations_path,
         teacher=teacher,
         student=student,
-        task=get_task(cfg.task.name, cfg.task.prompt_file, cfg.task.metric),
+        task=task_for(cfg),
         cfg=cfg.identify,
         out_dir=out_dir,
         teacher_batch_size=cfg.teacher.batch_size,

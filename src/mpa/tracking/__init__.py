@@ -266,6 +266,35 @@ class Tracker:
         for i in range(0, len(items), 500):
             self.client.log_batch(self.run_id, metrics=items[i:i + 500])
 
+    def log_round(self, rec: dict) -> None:
+        """One round of iterative MPA (round ≥ 2): a child run ``round-<r>`` of this run with its K, loss
+        and scores, and the same numbers on this run by step ``r`` (``rounds/k_parity``, ``rounds/score``)."""
+        key = f"round-{rec['round']}"
+        if self.done(key):
+            return
+        metrics = {"rounds/k_parity": rec["k_parity"], "rounds/n_teacher_consistent": rec["n_teacher_consistent"]}
+        if "last_loss" in rec:
+            metrics["rounds/last_loss"] = rec["last_loss"]
+        ev = rec.get("eval")
+        if ev is not None:
+            metrics["rounds/score"] = ev["score"]
+            metrics.update({f"rounds/score_{t}": v for t, v in (ev.get("by_type") or {}).items()})
+        self.log_metrics(metrics, step=rec["round"])
+        child = self.client.create_run(
+            self._experiment_id(), run_name=f"round-{rec['round']}",
+            tags={"mlflow.parentRunId": self.run_id, "mpa.round": str(rec["round"])} | self._tags())
+        child_id = child.info.run_id
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(_metric_key(k.removeprefix("rounds/")), float(v), now, 0) for k, v in metrics.items()]
+        self.client.log_batch(child_id, metrics=items)
+        if rec.get("stopped"):
+            self.client.set_tag(child_id, "mpa.stopped", rec["stopped"])
+        self.client.set_terminated(child_id, status="FINISHED")
+        self.state.setdefault("rounds", {})[str(rec["round"])] = child_id
+        self.mark(key)
+
     def log_annotate(self, pa: dict, seconds: float) -> None:
         if self.done("annotate"):
             return

@@ -49,7 +49,7 @@ def prepare_plan(
     plan_dir: str, params: dict[str, Any], shards: int, overrides: dict[str, Any] | None = None
 ) -> list[int]:
     """Validate the run config, hash and shard the image source; return the non-empty shards."""
-    from mpa.data.images import list_images
+    from mpa.data.sources import list_images
     from mpa.orchestrate.kubeflow.params import config_from_params
     from mpa.sharding import hash_all, shard_of
 
@@ -105,7 +105,7 @@ def annotate_shard(plan_dir: str, shard: int, out_dir: str) -> dict:
     """PA on shard ``shard`` of the plan's ``n`` (the stage's own content-hash split, :mod:`mpa.sharding`):
     ``out_dir/annotations.jsonl`` (+ ``summary.json``)."""
     from mpa.stages.annotate import annotate_with_config
-    from mpa.vlm.base import load_vlm
+    from mpa.vlm.loader import load_vlm
 
     use_model_cache()
     cfg, _ = load_plan(plan_dir)
@@ -132,8 +132,8 @@ def annotate_shard(plan_dir: str, shard: int, out_dir: str) -> dict:
 def identify_shard(plan_dir: str, shard: int, annotations_dir: str, out_dir: str) -> dict:
     """PI on one shard's annotations. ``out_dir`` gets the engine's shard layout (``annotations.jsonl``,
     ``pi/{audit,parity}.jsonl``, ``pi/counts.json``) plus ``shard.json``, ready for :func:`merge_parity`."""
-    from mpa.orchestrate.local import LazyVLM
     from mpa.stages.identify import identify_with_config
+    from mpa.vlm.loader import LazyVLM
 
     use_model_cache()
     cfg, _ = load_plan(plan_dir)
@@ -249,7 +249,7 @@ def evaluate_model(plan_dir: str, out_dir: str, checkpoint_dir: str | None = Non
     """Score the base student (``checkpoint_dir=None``) or an aligned checkpoint on the benchmark."""
     from mpa.data.benchmarks import load_benchmark
     from mpa.stages.evaluate import evaluate
-    from mpa.vlm.base import load_vlm
+    from mpa.vlm.loader import load_vlm
 
     use_model_cache()
     cfg, _ = load_plan(plan_dir)
