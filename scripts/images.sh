@@ -137,6 +137,8 @@ cmd_cpu() {
     --label "io.mpa.source-digest=$(source_digest)" \
     -f images/cpu.Dockerfile -t "$CPU_IMAGE" .
   log "built $CPU_IMAGE in $((SECONDS - start)) s"
+  # earlier builds of this image, now untagged (only ours: they carry the source-digest label)
+  "$PODMAN" image prune -f --filter label=io.mpa.source-digest >/dev/null
 }
 
 cmd_run() {
