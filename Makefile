@@ -17,12 +17,12 @@ demo: setup
 # The in-image tests (tests/images) run the CPU image built here: `make test` builds or refreshes it
 # (podman's layer cache keeps a warm rebuild short) and installs podman/runc/debootstrap when missing.
 test: setup image-cpu
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests components pipelines
 	$(BIN)/pytest -q
 
 lint: setup
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests components pipelines
+	$(BIN)/ruff format --check src tests components pipelines
 
 # Container images without a registry or Docker engine: podman + runc, a debootstrap base (images/README.md).
 images-setup:

@@ -138,7 +138,7 @@ def _question_key(q: str) -> str:
 
 def annotate(
     *,
-    images: str,
+    images: str | list[str],
     teacher: VLM,
     task: Task,
     cfg: AnnotateConfig,
@@ -154,6 +154,9 @@ def annotate(
 ) -> AnnotateSummary:
     """Run PA over every image in ``images``; append to ``out_path`` (resumable).
 
+    ``images`` is an image source (listed with :func:`mpa.data.images.list_images`) or the URIs
+    themselves, already listed (e.g. a KFP shard's part of the run spec: nothing is listed again).
+
     ``shard="i/n"`` keeps only shard i of n (by content hash, :mod:`mpa.sharding`); ``cache``
     answers attempts already made with the same image, task, prompt, model and decoding;
     ``preprocess_workers`` processes decode and resize images to ``max_pixels`` (default: the
@@ -162,7 +165,7 @@ def annotate(
     from mpa.sharding import parse_shard, select_shard
 
     start = time.perf_counter()
-    all_uris = list_images(images, max_images)
+    all_uris = list_images(images, max_images) if isinstance(images, str) else list(images)
     shard_t = parse_shard(shard) if isinstance(shard, str) else shard
     uris = select_shard(all_uris, shard_t) if shard_t else all_uris
     uri_set = set(uris)
@@ -294,12 +297,14 @@ def annotate_with_config(
     out_path: str | Path,
     *,
     shard: str | tuple[int, int] | None = None,
+    images: list[str] | None = None,
     cache: ResultCache | None = None,
     show: bool = True,
 ) -> AnnotateSummary:
-    """PA with every setting taken from a run config (``shard`` overrides ``data.shard``)."""
+    """PA with every setting taken from a run config (``shard`` overrides ``data.shard``; ``images``,
+    URIs already listed, replace listing ``data.images``)."""
     return annotate(
-        images=cfg.data.images,
+        images=cfg.data.images if images is None else images,
         teacher=teacher,
         task=task_for(cfg),
         cfg=cfg.annotate,

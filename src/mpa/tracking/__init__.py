@@ -29,7 +29,6 @@ import hashlib
 import json
 import logging
 import os
-import subprocess
 import time
 import warnings
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mpa import storage
+from mpa.provenance import code_revision
 
 if TYPE_CHECKING:
     from mpa.config import RunConfig
@@ -122,18 +122,6 @@ def flatten_params(data: dict, prefix: str = "") -> dict[str, str]:
                 continue  # a pydantic SecretStr
             out[full[:250]] = text[:6000]
     return out
-
-
-def git_revision() -> str | None:
-    rev = os.environ.get("MPA_GIT_REVISION")
-    if rev:
-        return rev
-    try:
-        res = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=5, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return res.stdout.strip() or None if res.returncode == 0 else None
 
 
 def default_model_name(cfg: RunConfig) -> str:
@@ -226,7 +214,7 @@ class Tracker:
         cfg = self.cfg
         tags = {"mpa.task": cfg.task.name, "mpa.teacher": cfg.teacher.model, "mpa.student": cfg.student.model,
                 "mpa.match_rule": cfg.identify.match, "mpa.out": self.out, **cfg.tracking.tags}
-        rev = git_revision()
+        rev = code_revision()
         if rev:
             tags["mlflow.source.git.commit"] = rev
             tags["mpa.git_revision"] = rev
@@ -422,19 +410,20 @@ class Tracker:
                 self.client.log_artifact(self.run_id, str(p))
 
     # -- registry
-    def register(self, summary: dict, checkpoint: Path) -> RegisteredVersion:
-        """Log the checkpoint as run artifacts and register it; promote by aliases if configured."""
+    def register(self, summary: dict, checkpoint: Path, source: str | None = None) -> RegisteredVersion:
+        """Log the checkpoint as run artifacts and register it; promote by aliases if configured.
+        ``source``: the checkpoint is already stored at that URI; register it as it is."""
         tc = self.cfg.tracking
         name = tc.registered_model or default_model_name(self.cfg)
         reg = self.state.get("registered")
         if reg and reg.get("name") == name:
             return RegisteredVersion(**reg)
-        if tc.log_checkpoint:
+        if source is None and tc.log_checkpoint:
             if not self.done("checkpoint"):
                 self.client.log_artifacts(self.run_id, str(checkpoint), "checkpoint")
                 self.mark("checkpoint")
             source = f"{self.client.get_run(self.run_id).info.artifact_uri.rstrip('/')}/checkpoint"
-        else:
+        elif source is None:
             source = storage.join(self.out, "level", "checkpoint") if storage.is_s3(self.out) \
                 else str(checkpoint.resolve())
         tags = lineage_tags(self.cfg, summary, self.run_id)
@@ -486,7 +475,7 @@ def lineage_tags(cfg: RunConfig, summary: dict, run_id: str | None) -> dict[str,
         ev_b, ev_a = summary["eval_before"], summary["eval_after"]
         tags.update({"mpa.benchmark": ev_a["benchmark"], "mpa.metric": ev_a["metric"],
                      "mpa.score": f"{ev_a['score']:.6f}", "mpa.base_score": f"{ev_b['score']:.6f}"})
-    rev = git_revision()
+    rev = code_revision()
     if rev:
         tags["mpa.git_revision"] = rev
     return tags
