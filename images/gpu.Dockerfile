@@ -27,6 +27,8 @@ WORKDIR /src
 RUN pip install "vllm==${VLLM_VERSION}" "torch==${TORCH_VERSION}" "transformers==${TRANSFORMERS_VERSION}"
 COPY pyproject.toml README.md ./
 COPY src ./src
+COPY components ./components
+COPY pipelines ./pipelines
 RUN pip install ".[train,pipeline,tracking]" "vllm==${VLLM_VERSION}" "torch==${TORCH_VERSION}" \
       "transformers==${TRANSFORMERS_VERSION}" \
  && python3 -c "import mpa, kfp, vllm, torch; print('mpa', mpa.__version__, 'vllm', vllm.__version__, 'torch', torch.__version__)"

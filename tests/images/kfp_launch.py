@@ -66,18 +66,22 @@ def components_on_image(spec: dict, name: str) -> list[str]:
     return sorted(out)
 
 
+def _in_build_context(rel: Path) -> bool:
+    """What .dockerignore lets through under src/, components/ and pipelines/."""
+    if "__pycache__" in rel.parts or rel.suffix == ".pyc":
+        return False
+    if rel.parts[0] == "src" and len(rel.parts) > 1 and rel.parts[1].endswith(".egg-info"):
+        return False
+    return not (rel.parts[0] in ("components", "pipelines") and "tests" in rel.parts[1:-1])
+
+
 def source_digest(root: Path = ROOT) -> str:
     """The digest scripts/images.sh stamps on the image (label ``io.mpa.source-digest``): sha256 over
-    ``sha256sum``-style lines of every file the Dockerfile copies (pyproject.toml, README.md, src/)
-    minus what .dockerignore leaves out."""
+    ``sha256sum``-style lines of every file the Dockerfile copies (pyproject.toml, README.md, src/,
+    components/, pipelines/) minus what .dockerignore leaves out."""
     files = [root / "pyproject.toml", root / "README.md"]
-    for path in (root / "src").rglob("*"):
-        rel = path.relative_to(root)
-        if not path.is_file() or "__pycache__" in rel.parts or path.suffix == ".pyc":
-            continue
-        if len(rel.parts) > 1 and rel.parts[1].endswith(".egg-info"):
-            continue
-        files.append(path)
+    for top in ("src", "components", "pipelines"):
+        files += [p for p in (root / top).rglob("*") if p.is_file() and _in_build_context(p.relative_to(root))]
     lines = []
     for path in sorted(files, key=lambda p: p.relative_to(root).as_posix().encode()):
         lines.append(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {path.relative_to(root).as_posix()}\n")
@@ -137,7 +141,14 @@ class Launcher:
         for name, param in message.outputs.parameters.items():
             param.output_file = f"{OUTPUT_PARAMS_DIR}/{name}"
         message.outputs.output_file = EXECUTOR_OUTPUT
-        return executor_input_utils.executor_input_to_dict(message, comp_spec)
+        out = executor_input_utils.executor_input_to_dict(message, comp_spec)
+        # an optional parameter nobody set is absent from the backend's executor input (kfp.local
+        # fills in an empty default instead); the function's own default applies
+        values = out["inputs"].get("parameterValues", {})
+        for name, param in comp_spec.input_definitions.parameters.items():
+            if name not in arguments and not param.HasField("default_value"):
+                values.pop(name, None)
+        return out
 
     def run(
         self,

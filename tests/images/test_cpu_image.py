@@ -90,54 +90,50 @@ def _in_ws(tiny_ws, key: str) -> str:
 
 @pytest.fixture(scope="module")
 def prepared(launcher, tiny_ws, ws_mount):
-    """prepare with the pipeline's own defaults (from the compiled spec) and tiny-workspace values."""
-    root_inputs = SPEC["root"]["inputDefinitions"]["parameters"]
+    """prepare with a run config for the tiny workspace and a few run parameters; the other optional
+    run parameters stay unset, as the backend may leave them."""
+    config = {
+        "task": {"name": "textvqa"},
+        "teacher": {"model": _in_ws(tiny_ws, "teacher")},
+        "student": {"model": _in_ws(tiny_ws, "student")},
+        "data": {"images": _in_ws(tiny_ws, "images")},
+        "annotate": {"max_new_tokens": 24},
+        "identify": {"max_new_tokens": 6},
+        "train": {"batch_size": 4, "epochs": 1.0},
+        "evaluate": {"benchmark": "textvqa", "annotations": _in_ws(tiny_ws, "benchmark"), "max_new_tokens": 6},
+    }
+    values = {"config": config, "shards": 2, "identify_match": "vqa", "evaluate_max_samples": 4}
+    # every prepare input is the pipeline parameter of the same name (what the driver resolves)
     task_inputs = SPEC["root"]["dag"]["tasks"]["prepare"]["inputs"]["parameters"]
-    values = {k: v.get("defaultValue") for k, v in root_inputs.items()}
-    values.update(
-        task="textvqa",
-        teacher=_in_ws(tiny_ws, "teacher"),
-        student=_in_ws(tiny_ws, "student"),
-        images=_in_ws(tiny_ws, "images"),
-        benchmark="textvqa",
-        benchmark_annotations=_in_ws(tiny_ws, "benchmark"),
-        eval_max_samples=4,
-        match_rule="vqa",
-        epochs=2.0,
-        train_batch_size=4,
-        learning_rate=0.003,
-        shards=2,
-        config_overrides=OVERRIDES,
-    )
-    # every prepare input is a pipeline parameter of the same name (what the driver resolves)
-    arguments = {}
-    for name, source in task_inputs.items():
-        assert "componentInputParameter" in source, (name, source)
-        arguments[name] = values[source["componentInputParameter"]]
-    return launcher.run("prepare", arguments, mounts=ws_mount)
+    assert all(src == {"componentInputParameter": name} for name, src in task_inputs.items()), task_inputs
+    assert set(values) <= set(task_inputs)
+    return launcher.run("prepare", values, mounts=ws_mount)
 
 
 def test_prepare_in_image(prepared, launcher):
     shards = prepared.parameters["Output"]
     assert shards == [0, 1]  # a LIST of ints: the loop items
-    plan = prepared.artifacts["plan"][0]["path"]
-    assert plan.is_relative_to(launcher.s3)
-    images = list(read_jsonl(plan / "images.jsonl"))
+    run_spec = prepared.artifacts["run_spec"][0]["path"]
+    assert run_spec.is_relative_to(launcher.s3)
+    images = list(read_jsonl(run_spec / "images.jsonl"))
     assert len(images) == 12 and {r["shard"] for r in images} == {0, 1}
     assert all(r["uri"].startswith(f"{WS}/") for r in images)
-    config = json.loads((plan / "config.json").read_text())
+    config = json.loads((run_spec / "config.json").read_text())
     assert config["identify"]["match"] == "vqa" and config["annotate"]["max_new_tokens"] == 24
+    assert config["evaluate"]["max_samples"] == 4  # a run parameter over the config field it is named after
 
 
 @pytest.fixture(scope="module")
 def shard_outputs(prepared, launcher, ws_mount):
-    plan = launcher.output_artifact(prepared, "plan")
+    run_spec = launcher.output_artifact(prepared, "run_spec")
     judgements = []
     for shard in prepared.parameters["Output"]:
-        ann = launcher.run("annotate", {"plan": plan, "shard": shard}, task=f"annotate-{shard}", mounts=ws_mount)
+        ann = launcher.run(
+            "annotate", {"run_spec": run_spec, "shard": shard}, task=f"annotate-{shard}", mounts=ws_mount
+        )
         ident = launcher.run(
             "identify",
-            {"plan": plan, "shard": shard, "annotations": launcher.output_artifact(ann, "annotations")},
+            {"run_spec": run_spec, "shard": shard, "annotations": launcher.output_artifact(ann, "annotations")},
             task=f"identify-{shard}",
             mounts=ws_mount,
         )
@@ -150,7 +146,7 @@ def merged(prepared, shard_outputs, launcher, ws_mount):
     return launcher.run(
         "merge",
         {
-            "plan": launcher.output_artifact(prepared, "plan"),
+            "run_spec": launcher.output_artifact(prepared, "run_spec"),
             "shards": [launcher.output_artifact(ident, "judgements") for _, ident in shard_outputs],
         },
         mounts=ws_mount,
@@ -173,32 +169,33 @@ def test_merge_in_image(merged, shard_outputs):
 
 @pytest.mark.parametrize("after_delta, expected", [(5.0, True), (0.0, False)])
 def test_gate_in_image(prepared, launcher, after_delta, expected):
-    plan = launcher.output_artifact(prepared, "plan")
-    margin = json.loads((prepared.artifacts["plan"][0]["path"] / "config.json").read_text())["tracking"][
+    run_spec = launcher.output_artifact(prepared, "run_spec")
+    margin = json.loads((prepared.artifacts["run_spec"][0]["path"] / "config.json").read_text())["tracking"][
         "promotion_margin"
     ]
     before = 40.0
     after = before + margin + after_delta
-    result = launcher.run("gate", {"plan": plan, "score_before": before, "score_after": after}, task=f"gate-{expected}")
+    result = launcher.run(
+        "gate", {"run_spec": run_spec, "score_before": before, "score_after": after}, task=f"gate-{expected}"
+    )
     assert result.parameters["Output"] is expected
     decision = result.artifacts["decision"][0]["metadata"]
     assert decision["register"] == float(expected) and decision["margin"] == margin
     assert decision["delta"] == pytest.approx(after - before)
 
 
-def test_register_in_image(prepared, merged, launcher, ws_mount, tracking_server, object_server):
+def test_register_in_image(prepared, merged, launcher, tracking_server, object_server):
     """register against real MLflow (sqlite) + S3 (SeaweedFS) servers on 127.0.0.1, reached through
     the host network with the variables the mpa-config ConfigMap and the mpa-s3 Secret provide.
-    Its checkpoint is the tiny student and its before/after scores are written here: PL and
-    evaluate are GPU-image components and are not run in this module."""
+    It registers the checkpoint's URI in the pipeline root (level's return value) without
+    downloading it; the before/after scores are written here (PL and evaluate are GPU-image
+    components and are not run in this module)."""
     import mlflow
 
     base = f"s3://mpa-pipelines/{launcher.run_id}"
     checkpoint_uri = f"{base}/level/checkpoint"
-    (readable_ws,) = ws_mount
-    shutil.copytree(readable_ws / "student", launcher.host_path(checkpoint_uri))
     scores = {}
-    for task, score in (("evaluate-student", 40.0), ("evaluate-aligned", 55.0)):
+    for task, score in (("evaluate-base", 40.0), ("evaluate-checkpoint", 55.0)):
         uri = f"{base}/{task}/predictions"
         launcher.host_path(uri).mkdir(parents=True)
         (launcher.host_path(uri) / "score.json").write_text(
@@ -209,11 +206,11 @@ def test_register_in_image(prepared, merged, launcher, ws_mount, tracking_server
     result = launcher.run(
         "register",
         {
-            "plan": launcher.output_artifact(prepared, "plan"),
-            "checkpoint": launcher.artifact("system.Model", checkpoint_uri, {"framework": "transformers"}),
+            "run_spec": launcher.output_artifact(prepared, "run_spec"),
+            "checkpoint_uri": checkpoint_uri,
             "parity": launcher.output_artifact(merged, "parity"),
-            "before": scores["evaluate-student"],
-            "after": scores["evaluate-aligned"],
+            "before": scores["evaluate-base"],
+            "after": scores["evaluate-checkpoint"],
             "run_id": "kfp-run-in-image",
         },
         env=env,
@@ -222,6 +219,7 @@ def test_register_in_image(prepared, merged, launcher, ws_mount, tracking_server
     version = result.parameters["Output"]
     client = mlflow.MlflowClient(tracking_uri=tracking_server.uri)
     registered = client.get_model_version(version["name"], version["version"])
+    assert registered.source == checkpoint_uri  # the stored artifact, not a second upload
     assert version["alias"] == "champion"  # the first version of a new registered model
     assert registered.tags["mpa.score"] == "55.000000" and registered.tags["mpa.base_score"] == "40.000000"
     assert registered.tags["mpa.k_parity"] == str(merged.parameters["Output"])
