@@ -141,14 +141,12 @@ class Launcher:
         for name, param in message.outputs.parameters.items():
             param.output_file = f"{OUTPUT_PARAMS_DIR}/{name}"
         message.outputs.output_file = EXECUTOR_OUTPUT
-        out = executor_input_utils.executor_input_to_dict(message, comp_spec)
         # an optional parameter nobody set is absent from the backend's executor input (kfp.local
         # fills in an empty default instead); the function's own default applies
-        values = out["inputs"].get("parameterValues", {})
         for name, param in comp_spec.input_definitions.parameters.items():
             if name not in arguments and not param.HasField("default_value"):
-                values.pop(name, None)
-        return out
+                message.inputs.parameter_values.pop(name, None)
+        return executor_input_utils.executor_input_to_dict(message, comp_spec)
 
     def run(
         self,
