@@ -57,7 +57,7 @@ RUN pip install --no-deps ".[train,pipeline,tracking]" \
  && pip check \
  && SITE=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') \
  && echo "import mpa._torchvision_compat as _m; _m.install()" > "$SITE/mpa_torchvision_compat.pth" \
- && python3 -c "import mpa, mpa_kfp, kfp, mlflow, torch, torchvision, psycopg2, transformers; print('mpa', mpa.__version__, 'torch', torch.__version__, 'kfp', kfp.__version__)" \
+ && python3 -c "import mpa, mpa_kfp, kfp, mlflow, flask_wtf, torch, torchvision, psycopg2, transformers; print('mpa', mpa.__version__, 'torch', torch.__version__, 'kfp', kfp.__version__)" \
  && cd / && rm -rf /tmp/mpa-src /tmp/requirements.txt
 ENV HOME=/home/mpa \
     PYTHONUNBUFFERED=1 \
