@@ -15,7 +15,7 @@ RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch==2.13.0"
 COPY pyproject.toml README.md ./
 COPY src ./src
 RUN pip install ".[train,pipeline,tracking]" "transformers==5.19.0" "psycopg2-binary==2.9.10" \
- && python -c "import mpa, kfp, mlflow, torch, torchvision, psycopg2; print('mpa', mpa.__version__, torch.__version__)"
+ && python -c "import mpa, kfp, mlflow, flask_wtf, torch, torchvision, psycopg2; print('mpa', mpa.__version__, torch.__version__)"
 
 FROM ${PYTHON_IMAGE}
 RUN useradd --uid 10001 --user-group --create-home --shell /usr/sbin/nologin mpa \

@@ -253,7 +253,9 @@ def test_version_name_follows_git_revision_and_the_spec(tmp_path):
     assert kc.version_name(pkg, None).startswith("spec-")
     with pytest.raises(ValueError):
         kc.version_name(pkg, ("not a sha!", False))
-    rev = kc.git_revision(ROOT)
+    from mpa.provenance import git_revision
+
+    rev = git_revision(ROOT)
     assert rev is not None and len(rev[0]) == 12
 
 
@@ -395,7 +397,7 @@ def _cli(args, monkeypatch, fake):
     from mpa.cli.pipeline import app as pipeline_app
 
     monkeypatch.setattr(kc, "make_client", lambda conn: fake)
-    monkeypatch.setattr(kc, "git_revision", lambda cwd=None: ("0123456789ab", False))
+    monkeypatch.setattr("mpa.provenance.git_revision", lambda cwd=None: ("0123456789ab", False))
     monkeypatch.setattr(kc.time, "sleep", lambda s: None)
     return CliRunner().invoke(pipeline_app, args)
 

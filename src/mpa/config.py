@@ -46,6 +46,9 @@ class OpenAISettings(_Strict):
 
     base_url: str = Field("https://api.openai.com/v1", description="endpoint root, ending in /v1")
     api_key_env: str = Field("OPENAI_API_KEY", description="name of the env var holding the key (never the key)")
+    allow_plain_http: bool = Field(
+        False, description="send the API key to a plain-http:// non-loopback base_url (an in-cluster Service "
+        "behind a NetworkPolicy); by default the key goes only over https or to loopback")
     max_concurrency: int = Field(8, ge=1, description="requests in flight at once")
     timeout_s: float = Field(60.0, gt=0, description="per-request timeout")
     max_retries: int = Field(6, ge=0, description="retries on 429/5xx/timeouts/connection errors")

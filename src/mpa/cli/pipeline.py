@@ -85,13 +85,8 @@ def _package(package: Path | None, settings: Path | None, gpu_image: str | None,
 
 
 def _upload(package: Path, name: str, version: str | None, host, namespace, token):
-    from mpa.orchestrate.kubeflow.client import (
-        git_revision,
-        make_client,
-        resolve_connection,
-        upload_version,
-        version_name,
-    )
+    from mpa.orchestrate.kubeflow.client import make_client, resolve_connection, upload_version, version_name
+    from mpa.provenance import git_revision
 
     conn = resolve_connection(host, namespace, token)
     client = make_client(conn)

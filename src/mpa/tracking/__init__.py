@@ -29,7 +29,6 @@ import hashlib
 import json
 import logging
 import os
-import subprocess
 import time
 import warnings
 from dataclasses import dataclass
@@ -37,6 +36,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mpa import storage
+from mpa.provenance import code_revision
+from mpa.redact import is_secret_key, redact, redact_text
 
 if TYPE_CHECKING:
     from mpa.config import RunConfig
@@ -44,8 +45,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STATE_FILE = "mlflow_run.json"
-SECRET_WORDS = ("secret", "password", "passwd", "token", "apikey", "credential", "credentials", "private")
-SECRET_SUFFIXES = ("api_key", "access_key", "access_key_id", "private_key", "auth", "authorization")
 CHAMPION, CHALLENGER = "champion", "challenger"
 
 
@@ -81,7 +80,7 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
         requests.get(uri.rstrip("/") + "/health", timeout=timeout_s)
     except requests.RequestException as exc:
         raise TrackingUnavailable(
-            f"MLflow tracking server {uri} is unreachable ({type(exc).__name__}); start it "
+            f"MLflow tracking server {redact_text(uri)} is unreachable ({type(exc).__name__}); start it "
             "(scripts/services.sh up), fix MLFLOW_TRACKING_URI / tracking.uri, or unset both to track in "
             "the embedded store inside the run directory") from exc
 
@@ -99,16 +98,8 @@ def _quiet_mlflow() -> None:
 
 
 # ----------------------------------------------------------------------------- params and tags
-def is_secret_key(key: str) -> bool:
-    """Whether a config key names a secret (``api_key``, ``secret_access_key``; not ``max_new_tokens``)."""
-    k = key.lower().replace("-", "_")
-    if k.endswith("_env"):  # the *name* of an environment variable holding a secret
-        return False
-    return any(w in SECRET_WORDS for w in k.split("_")) or k.endswith(SECRET_SUFFIXES)
-
-
 def flatten_params(data: dict, prefix: str = "") -> dict[str, str]:
-    """Flatten a config dump to ``a.b.c -> str``; drop secrets (by key name, or masked values)."""
+    """Flatten a config dump to ``a.b.c -> str``: secret keys left out, secrets inside values redacted."""
     out: dict[str, str] = {}
     for key, value in data.items():
         full = f"{prefix}{key}"
@@ -117,23 +108,14 @@ def flatten_params(data: dict, prefix: str = "") -> dict[str, str]:
         if isinstance(value, dict) and value:
             out.update(flatten_params(value, full + "."))
         else:
-            text = json.dumps(value) if isinstance(value, list | dict) else str(value)
-            if text.startswith("**********"):
-                continue  # a pydantic SecretStr
+            text = json.dumps(redact(value)) if isinstance(value, list | dict) else redact_text(str(value))
             out[full[:250]] = text[:6000]
     return out
 
 
-def git_revision() -> str | None:
-    rev = os.environ.get("MPA_GIT_REVISION")
-    if rev:
-        return rev
-    try:
-        res = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=5, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return res.stdout.strip() or None if res.returncode == 0 else None
+def safe_tags(tags: dict[str, str]) -> dict[str, str]:
+    """Tags fit to log: secret keys left out, secrets inside values redacted."""
+    return {k: redact_text(str(v)) for k, v in tags.items() if not is_secret_key(k)}
 
 
 def default_model_name(cfg: RunConfig) -> str:
@@ -189,7 +171,8 @@ class Tracker:
             self.state = json.loads(state_path.read_text())
         c = self.client
         exp_id = self._experiment_id()
-        run_id = self.state.get("run_id") if self.state.get("tracking_uri") == self.uri else None
+        shown_uri = redact_text(self.uri)  # the state file lies in the run directory: no credentials in it
+        run_id = self.state.get("run_id") if self.state.get("tracking_uri") == shown_uri else None
         if run_id:
             try:
                 c.get_run(run_id)
@@ -198,7 +181,7 @@ class Tracker:
                 log.warning("cannot resume MLflow run %s (%s); starting a new one", run_id, exc)
                 run_id = None
         if not run_id:
-            self.state = {"tracking_uri": self.uri, "logged": []}
+            self.state = {"tracking_uri": shown_uri, "logged": []}
             run = c.create_run(exp_id, run_name=self.cfg.tracking.run_name or Path(self.out.rstrip("/")).name,
                                tags=self._tags())
             run_id = run.info.run_id
@@ -226,14 +209,14 @@ class Tracker:
         cfg = self.cfg
         tags = {"mpa.task": cfg.task.name, "mpa.teacher": cfg.teacher.model, "mpa.student": cfg.student.model,
                 "mpa.match_rule": cfg.identify.match, "mpa.out": self.out, **cfg.tracking.tags}
-        rev = git_revision()
+        rev = code_revision()
         if rev:
             tags["mlflow.source.git.commit"] = rev
             tags["mpa.git_revision"] = rev
         kfp = cfg.tracking.kfp_run_id or os.environ.get("KFP_RUN_ID")
         if kfp:
             tags["kfp.run_id"] = kfp
-        return tags
+        return safe_tags(tags)
 
     def _log_params(self) -> None:
         from mlflow.entities import Param
@@ -487,10 +470,10 @@ def lineage_tags(cfg: RunConfig, summary: dict, run_id: str | None) -> dict[str,
         ev_b, ev_a = summary["eval_before"], summary["eval_after"]
         tags.update({"mpa.benchmark": ev_a["benchmark"], "mpa.metric": ev_a["metric"],
                      "mpa.score": f"{ev_a['score']:.6f}", "mpa.base_score": f"{ev_b['score']:.6f}"})
-    rev = git_revision()
+    rev = code_revision()
     if rev:
         tags["mpa.git_revision"] = rev
-    return tags
+    return safe_tags(tags)
 
 
 def register_version(c: Any, name: str, source: str, run_id: str | None, tags: dict[str, str],

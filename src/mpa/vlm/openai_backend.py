@@ -22,12 +22,14 @@ import random
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from mpa.config import ModelConfig
+from mpa.redact import redact_text, register_secret
 from mpa.vlm.base import VLM, GenParams, VLMRequest
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,31 @@ def chat_messages(request: VLMRequest, fmt: str = "png", detail: str = "auto") -
     ]
 
 
+def is_loopback_host(host: str | None) -> bool:
+    """``localhost``, ``127.0.0.0/8`` or ``::1``: traffic that never leaves the machine (or the pod)."""
+    import ipaddress
+
+    if not host:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_key_transport(base_url: str, allow_plain_http: bool = False) -> None:
+    """Refuse to send an API key in clear text: plain ``http://`` only to loopback, or when allowed."""
+    parts = urllib.parse.urlsplit(base_url)
+    if parts.scheme == "http" and not allow_plain_http and not is_loopback_host(parts.hostname):
+        raise OpenAIRequestError(
+            f"refusing to send the API key over plain http to {redact_text(base_url)}: use an https:// base_url or "
+            "a loopback address (localhost, 127.0.0.1), or set openai.allow_plain_http: true for an in-cluster "
+            "server reached over a private network"
+        )
+
+
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
     """Exponential back-off with full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
     return rng.uniform(0.0, min(cap, base * (2**attempt)))
@@ -86,12 +113,16 @@ class OpenAIVLM(VLM):
         self.model_id = cfg.model
         self.served_model = cfg.served_name or cfg.model
         self.url = self.settings.base_url.rstrip("/") + "/chat/completions"
+        self.shown_url = redact_text(self.url)  # what messages and logs name
         self._api_key = os.environ.get(self.settings.api_key_env) or None
         if self._api_key is None and "api.openai.com" in self.settings.base_url:
             raise OpenAIRequestError(
                 f"no API key: set the environment variable {self.settings.api_key_env} "
                 "(teacher.openai.api_key_env names it; keys never go in the config file)"
             )
+        if self._api_key is not None:
+            register_secret(self._api_key)  # never shown, even when a server echoes it back
+            check_key_transport(self.settings.base_url, self.settings.allow_plain_http)
         self.usage = Usage()
         self._lock = threading.Lock()
         self._sleep = sleep
@@ -131,11 +162,11 @@ class OpenAIVLM(VLM):
             try:
                 payload = self._post(data)
             except urllib.error.HTTPError as exc:
-                detail = exc.read().decode("utf-8", "replace")[:500]
+                detail = redact_text(exc.read().decode("utf-8", "replace"))[:500]
                 if exc.code not in RETRY_STATUS:
                     with self._lock:
                         self.usage.failures += 1
-                    raise OpenAIRequestError(f"{self.url} answered HTTP {exc.code}: {detail}") from exc
+                    raise OpenAIRequestError(f"{self.shown_url} answered HTTP {exc.code}: {detail}") from exc
                 last = f"HTTP {exc.code}: {detail[:200]}"
                 ra = exc.headers.get("Retry-After") if exc.headers else None
                 if ra:
@@ -144,13 +175,14 @@ class OpenAIVLM(VLM):
                     except ValueError:
                         retry_after = None
             except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
-                last = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+                last = redact_text(f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}")
             else:
                 self._account(payload, time.perf_counter() - t)
                 try:
                     return (payload["choices"][0]["message"]["content"] or "").strip()
                 except (KeyError, IndexError, TypeError) as exc:
-                    raise OpenAIRequestError(f"{self.url}: unexpected response shape: {str(payload)[:300]}") from exc
+                    raise OpenAIRequestError(
+                        f"{self.shown_url}: unexpected response shape: {redact_text(str(payload))[:300]}") from exc
             if attempt == s.max_retries:
                 break
             delay = backoff_delay(attempt, s.backoff_base_s, s.backoff_max_s, self._rng)
@@ -158,12 +190,12 @@ class OpenAIVLM(VLM):
                 delay = max(delay, min(retry_after, s.backoff_max_s))
             with self._lock:
                 self.usage.retries += 1
-            log.warning("%s: %s; retry %d/%d in %.2fs", self.url, last, attempt + 1, s.max_retries, delay)
+            log.warning("%s: %s; retry %d/%d in %.2fs", self.shown_url, last, attempt + 1, s.max_retries, delay)
             self._sleep(delay)
         with self._lock:
             self.usage.failures += 1
         raise OpenAIRequestError(
-            f"{self.url} failed after {s.max_retries + 1} attempts (last: {last}); "
+            f"{self.shown_url} failed after {s.max_retries + 1} attempts (last: {last}); "
             "check the server, or raise teacher.openai.max_retries / timeout_s — the stage resumes where it stopped"
         )
 
@@ -198,7 +230,7 @@ class OpenAIVLM(VLM):
             return list(pool.map(self.complete, requests, per))
 
     def usage_summary(self) -> dict[str, Any]:
-        return {"endpoint": self.settings.base_url, "model": self.served_model, **asdict(self.usage)}
+        return {"endpoint": redact_text(self.settings.base_url), "model": self.served_model, **asdict(self.usage)}
 
     def close(self) -> None:
         if self.usage.requests:

@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import re
-import subprocess
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -48,24 +47,6 @@ def spec_digest(path: str | Path) -> str:
 
 
 # --- naming -------------------------------------------------------------------------------------
-
-
-def git_revision(cwd: str | Path | None = None) -> tuple[str, bool] | None:
-    """``(short commit, dirty)`` of the work tree at ``cwd``, or ``None`` outside git."""
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return sha, bool(status)
 
 
 def version_name(package: str | Path, revision: tuple[str, bool] | None) -> str:
