@@ -57,6 +57,7 @@ def test_whole_pipeline_on_the_local_runner(tiny_ws, tmp_path, monkeypatch):
         teacher_backend="hf",
         teacher_served_name="teacher",  # unused by the hf backend
         teacher_openai_base_url="https://api.openai.com/v1",  # unused by the hf backend
+        teacher_openai_allow_plain_http=False,  # unused by the hf backend
         student_model=str(tiny_ws["student"]),
         data_images=str(tiny_ws["images"]),
         data_max_images=12,

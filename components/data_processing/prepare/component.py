@@ -20,6 +20,7 @@ def prepare(
     teacher_backend: Optional[str] = None,
     teacher_served_name: Optional[str] = None,
     teacher_openai_base_url: Optional[str] = None,
+    teacher_openai_allow_plain_http: Optional[bool] = None,
     student_model: Optional[str] = None,
     data_images: Optional[str] = None,
     data_max_images: Optional[int] = None,
@@ -50,6 +51,7 @@ def prepare(
         teacher_backend: teacher.backend (hf, vllm, openai).
         teacher_served_name: teacher.served_name (the model name an openai-backend server knows).
         teacher_openai_base_url: teacher.openai.base_url (an openai-backend server's API root, ending in /v1).
+        teacher_openai_allow_plain_http: teacher.openai.allow_plain_http (send the key to an in-cluster http:// server).
         student_model: student.model.
         data_images: data.images (a folder or s3:// prefix of unlabeled images).
         data_max_images: data.max_images (use only the first N images).

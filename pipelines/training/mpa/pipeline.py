@@ -12,11 +12,12 @@ always the final student's) → ``gate`` → ``register`` runs only if the final
 With an ephemeral teacher (settings ``teacher_server.enabled``) all of it runs inside a
 ``dsl.ExitHandler`` whose exit task, ``teacher-cleanup``, deletes the run's vLLM teacher whatever
 happened; ``teacher-server`` starts it first and prepare gets its URL (``teacher_openai_base_url``),
-``teacher_backend=openai`` and the served name, so the run spec says which teacher PA and PI call.
+``teacher_backend=openai``, the served name and ``teacher_openai_allow_plain_http`` (the URL is an
+in-cluster ``http://`` one), so the run spec says which teacher PA and PI call.
 
 The run parameters are the ``prepare`` component's parameters: the pipeline's signature is built
 from that one declaration (``RUN_PARAMETERS``), and the pipeline hands every one of them to
-prepare unchanged — except, with an ephemeral teacher, the three it sets from the server
+prepare unchanged — except, with an ephemeral teacher, the four it sets from the server
 (``SERVED_TEACHER``), which are then no run parameters, and ``teacher_model``, then required (the
 server loads it before prepare runs). Resources, images, secrets, time limits, volumes and where the teacher runs are
 compile-time settings (:class:`mpa.orchestrate.kubeflow.settings.PipelineSettings`);
@@ -54,7 +55,8 @@ PARAMS_DIR = HERE / "params"
 # The run parameters: prepare's inputs (all but its output), in its order.
 RUN_PARAMETERS = [p for p in inspect.signature(prepare.python_func).parameters.values() if p.name != "run_spec"]
 # prepare's inputs the pipeline sets itself when it starts a teacher server per run
-SERVED_TEACHER = ("teacher_backend", "teacher_served_name", "teacher_openai_base_url")
+SERVED_TEACHER = ("teacher_backend", "teacher_served_name", "teacher_openai_base_url",
+                  "teacher_openai_allow_plain_http")
 
 
 def pipeline_parameters(settings: PipelineSettings) -> list[inspect.Parameter]:
@@ -209,8 +211,10 @@ def build_pipeline(settings: PipelineSettings | None = None) -> Callable:
                 "teacher_server",
                 s,
             )
+            # the server's in-cluster http:// URL: the API key (mpa-openai) may go there (only pipeline pods
+            # reach the run's teacher: manifests/base/networkpolicies.yaml)
             served = {"teacher_backend": "openai", "teacher_served_name": s.teacher_server.served_name,
-                      "teacher_openai_base_url": server.output}
+                      "teacher_openai_base_url": server.output, "teacher_openai_allow_plain_http": True}
             mpa_dag({p.name: run.get(p.name) for p in RUN_PARAMETERS} | served, s)
 
     mpa_pipeline.__signature__ = inspect.Signature(parameters)

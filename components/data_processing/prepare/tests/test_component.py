@@ -71,10 +71,18 @@ def test_the_served_teacher_parameters_point_pa_and_pi_at_a_server(toy_config, t
     out = tmp_path / "spec"
     url = "http://mpa-teacher-run-1.mpa.svc.cluster.local:8000/v1"
     prepare.python_func(run_spec=Dataset(uri=str(out)), shards=2, config=toy_config, teacher_backend="openai",
-                        teacher_served_name="teacher", teacher_openai_base_url=url)
+                        teacher_served_name="teacher", teacher_openai_base_url=url,
+                        teacher_openai_allow_plain_http=True)
     teacher = json.loads((out / "config.json").read_text())["teacher"]
     assert teacher["backend"] == "openai" and teacher["served_name"] == "teacher"
     assert teacher["openai"]["base_url"] == url and teacher["model"] == toy_config["teacher"]["model"]
+    assert teacher["openai"]["allow_plain_http"] is True  # PA/PI may send the mpa-openai key there
+
+    from mpa.config import parse_config
+    from mpa.vlm.openai_backend import OpenAIVLM
+
+    monkeypatch.setenv("OPENAI_API_KEY", "k")  # the optional mpa-openai Secret is there: the key is accepted
+    assert OpenAIVLM(parse_config(json.loads((out / "config.json").read_text())).teacher).served_model == "teacher"
 
 
 def test_more_rounds_than_the_pipeline_was_compiled_for_are_refused(toy_config, tmp_path, monkeypatch):

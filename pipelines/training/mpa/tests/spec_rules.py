@@ -372,7 +372,8 @@ def teacher_server_problems(spec: dict, platform: dict) -> list[str]:
     in an exit-handler group whose exit task runs ``teacher_cleanup`` for the same run id (the run's own,
     resolved by the driver); neither task is ever served from the cache (a cached URL names a server an
     earlier run deleted); and prepare, in the same group, takes the server's URL as
-    ``teacher_openai_base_url`` with ``teacher_backend`` openai and the server's served name."""
+    ``teacher_openai_base_url`` with ``teacher_backend`` openai, the server's served name and
+    ``teacher_openai_allow_plain_http`` (the URL is plain http inside the cluster)."""
     parents = {t["componentRef"]["name"]: (dag_name, dag, name)
                for dag_name, _, dag in dags(spec) for name, t in dag.get("tasks", {}).items()}
     out = []
@@ -406,6 +407,9 @@ def teacher_server_problems(spec: dict, platform: dict) -> list[str]:
             out.append(f"{where}: prepare's teacher_openai_base_url is {url!r}, not the server's URL")
         if _constant(prepare, "teacher_backend") != "openai":
             out.append(f"{where}: prepare's teacher_backend is {_constant(prepare, 'teacher_backend')!r}, not openai")
+        if _constant(prepare, "teacher_openai_allow_plain_http") is not True:
+            out.append(f"{where}: prepare does not allow the API key to the server's in-cluster http:// URL "
+                       "(teacher_openai_allow_plain_http): PA refuses to send it")
         if _constant(prepare, "teacher_served_name") != served.get("served_name", "teacher"):
             out.append(f"{where}: prepare's teacher_served_name {_constant(prepare, 'teacher_served_name')!r} is not "
                        f"the server's --served-model-name {served.get('served_name', 'teacher')!r}")

@@ -190,7 +190,7 @@ def test_the_teacher_server_pod_is_small_and_its_deployment_holds_the_gpu(tmp_pa
     assert server["image"] == settings.gpu_image  # follows the pipeline's GPU image unless stated
 
 
-def test_an_ephemeral_teacher_takes_three_run_parameters_away_and_needs_teacher_model(tmp_path):
+def test_an_ephemeral_teacher_takes_four_run_parameters_away_and_needs_teacher_model(tmp_path):
     from mpa_kfp.pipelines.training.mpa.pipeline import RUN_PARAMETERS, SERVED_TEACHER
 
     _, spec, _ = _ephemeral(tmp_path)
@@ -264,6 +264,9 @@ def test_the_teacher_server_rules_catch_a_leaked_or_unused_server(tmp_path):
     _, found = broken(lambda root, group: group["prepare"]["inputs"]["parameters"]["teacher_backend"]
                       ["runtimeValue"].update(constant="hf"))
     assert any("not openai" in p for p in found)
+    _, found = broken(lambda root, group: group["prepare"]["inputs"]["parameters"].pop(
+        "teacher_openai_allow_plain_http"))
+    assert any("teacher_openai_allow_plain_http" in p for p in found)
     spec, _ = broken(lambda root, group: None)
     constant = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]["teacher-server"]["inputs"]["parameters"][
         "server"]["runtimeValue"]
