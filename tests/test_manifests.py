@@ -95,7 +95,7 @@ def test_secret_templates_validate_and_hold_no_values():
         check=False,
     )
     assert res.returncode == 0, res.stdout + res.stderr
-    assert names == {"mpa-s3", "mpa-mlflow-db", "mpa-openai", "mpa-hf", "mpa-mlflow", "mpa-mlflow-server"}
+    assert names == {"mpa-s3", "mpa-mlflow-db", "mpa-openai", "mpa-hf", "mpa-mlflow", "mpa-mlflow-server", "mpa-registry"}
 
 
 def test_no_secret_objects_in_overlays_and_every_reference_has_a_template(rendered):

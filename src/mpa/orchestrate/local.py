@@ -21,7 +21,7 @@ import yaml
 
 from mpa import storage
 from mpa.cache import open_run_cache
-from mpa.config import ModelConfig, RunConfig, task_for
+from mpa.config import ModelConfig, RunConfig, match_rule_for, task_for
 from mpa.orchestrate.rounds import final_checkpoint, round_record, run_later_rounds
 from mpa.records import write_json_atomic
 from mpa.redact import redact
@@ -155,7 +155,7 @@ def _run_stages(cfg: RunConfig, outputs: _Outputs, tracker: Any, show: bool) -> 
     teacher, student = LazyVLM(cfg.teacher), LazyVLM(cfg.student)
     timings: dict[str, float] = {}
     summary: dict[str, Any] = {"out": outputs.uri, "task": task.name, "teacher": cfg.teacher.model,
-                               "student": cfg.student.model, "match_rule": cfg.identify.match}
+                               "student": cfg.student.model, "match_rule": match_rule_for(cfg)}
     if outputs.remote:
         summary["local_dir"] = str(out)
 

@@ -18,7 +18,7 @@ from mpa.cache import ResultCache, cache_key, model_identity, text_digest
 from mpa.config import IdentifyConfig, RunConfig, task_for
 from mpa.metrics import match
 from mpa.records import Annotation, JsonlLog, Judgement, read_jsonl, write_json_atomic, write_jsonl_atomic
-from mpa.tasks import Task
+from mpa.tasks import Task, resolve_match_rule
 from mpa.ui import progress_bar, summary_table
 from mpa.vlm.base import VLM, GenParams, VLMRequest
 
@@ -112,11 +112,12 @@ def identify(
     anns = [Annotation.model_validate(r) for r in read_jsonl(annotations_path)]
     parsed = [a for a in anns if a.parse_ok]
     params = GenParams(max_new_tokens=cfg.max_new_tokens, temperature=0.0)
+    rule = resolve_match_rule(task, cfg.match)
 
     def e(pred: str | None, ref: str | None) -> bool:
         if pred is None or ref is None:
             return False
-        return match(cfg.match, pred, ref, anls_threshold=cfg.anls_threshold, tolerance=cfg.relaxed_tolerance)
+        return match(rule, pred, ref, anls_threshold=cfg.anls_threshold, tolerance=cfg.relaxed_tolerance)
 
     counters: dict = {}
     t_ans = _answer_pass("teacher", teacher, parsed, task, params, teacher_batch_size,
@@ -160,7 +161,7 @@ def identify(
         k_over_n=k / n_images if n_images else 0.0,
         student_calls=len(ask_student),
         student_calls_saved=len(parsed) - len(ask_student),
-        match_rule=cfg.match,
+        match_rule=rule,
         seconds=time.perf_counter() - start,
         cache_hits=counters.get("cache_hits", 0),
         generated=counters.get("generated", 0),

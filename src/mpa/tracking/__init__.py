@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mpa import storage
+from mpa.config import match_rule_for
 from mpa.provenance import code_revision
 from mpa.redact import is_secret_key, redact, redact_text
 
@@ -208,7 +209,8 @@ class Tracker:
     def _tags(self) -> dict[str, str]:
         cfg = self.cfg
         tags = {"mpa.task": cfg.task.name, "mpa.teacher": cfg.teacher.model, "mpa.student": cfg.student.model,
-                "mpa.match_rule": cfg.identify.match, "mpa.out": self.out, **cfg.tracking.tags}
+                "mpa.match_rule": match_rule_for(cfg), "mpa.preset": cfg.preset, "mpa.out": self.out,
+                **cfg.tracking.tags}
         rev = code_revision()
         if rev:
             tags["mlflow.source.git.commit"] = rev
@@ -352,6 +354,7 @@ class Tracker:
                 self.client.log_table(self.run_id, data=table, artifact_file="tables/parity_samples.json")
 
     def log_eval(self, label: str, result: dict, seconds: float) -> None:
+        """``eval/<bench>/<metric>_<label>``: the headline score, its splits, and both score columns."""
         key = f"eval_{label}"
         if self.done(key):
             return
@@ -360,6 +363,8 @@ class Tracker:
              f"throughput/eval_{label}_samples_per_s": result["n"] / seconds if seconds > 0 else None}
         for split, value in (result.get("by_split") or {}).items():
             m[f"eval/{bench}/{metric}_{split}_{label}"] = value
+        for name, value in _score_columns(result).items():  # the official score and `contains`, side by side
+            m[f"eval/{bench}/{name}_{label}"] = value
         self.log_metrics(m)
         self.mark(key)
 
@@ -368,6 +373,10 @@ class Tracker:
         m = {f"eval/{bench}/{metric}_delta": after["score"] - before["score"]}
         for split, value in (after.get("by_split") or {}).items():
             m[f"eval/{bench}/{metric}_{split}_delta"] = value - (before.get("by_split") or {}).get(split, 0.0)
+        cols_before = _score_columns(before)
+        for name, value in _score_columns(after).items():
+            if name in cols_before:
+                m[f"eval/{bench}/{name}_delta"] = value - cols_before[name]
         self.log_metrics(m)
         self._log_chart(bench, metric, before, after)
 
@@ -461,7 +470,7 @@ def before_after_chart(title: str, before: float, after: float) -> Any:
 
 def lineage_tags(cfg: RunConfig, summary: dict, run_id: str | None) -> dict[str, str]:
     tags = {"mpa.teacher": cfg.teacher.model, "mpa.base_student": cfg.student.model, "mpa.task": cfg.task.name,
-            "mpa.match_rule": cfg.identify.match, "mpa.out": str(summary.get("out", cfg.out))}
+            "mpa.match_rule": match_rule_for(cfg), "mpa.out": str(summary.get("out", cfg.out))}
     if run_id:
         tags["mpa.pipeline_run"] = run_id
     if "identify" in summary:
@@ -611,3 +620,13 @@ def download_model(ref: str, tracking_uri: str | None = None, dst: str | Path | 
             return nested[0]
         raise TrackingError(f"{ref} is not a Hugging Face checkpoint (no config.json in it)")
     return path
+
+
+def _score_columns(result: dict) -> dict[str, float]:
+    """An evaluation result's score columns by metric name: the official one and ``contains``."""
+    cols = {}
+    if result.get("official_metric") and result.get("official") is not None:
+        cols[str(result["official_metric"])] = float(result["official"])
+    if result.get("contains") is not None:
+        cols["contains"] = float(result["contains"])
+    return cols

@@ -104,6 +104,28 @@ def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> 
     return rng.uniform(0.0, min(cap, base * (2**attempt)))
 
 
+def sampling_fields(params: GenParams, *, extended: bool) -> dict[str, Any]:
+    """The request's decoding fields, every one explicit (so a server's defaults never fill a gap).
+
+    ``extended``: the endpoint takes ``top_k``/``repetition_penalty``/``min_p`` (vLLM, SGLang); a
+    vLLM server would otherwise take them from the model's ``generation_config.json``. Without it
+    (api.openai.com), a setting the API cannot express is an error, never silently dropped.
+    """
+    fields: dict[str, Any] = {"temperature": 0.0 if params.greedy else params.temperature,
+                              "top_p": 1.0 if params.greedy else params.top_p,
+                              "presence_penalty": 0.0, "frequency_penalty": 0.0}
+    top_k = 0 if params.greedy else params.top_k
+    if extended:
+        fields.update(top_k=top_k or -1, repetition_penalty=params.repetition_penalty, min_p=0.0)
+    elif top_k or params.penalized:
+        raise ValueError(
+            f"this endpoint takes no top_k / repetition_penalty (asked: top_k={top_k}, repetition_penalty="
+            f"{params.repetition_penalty}); set them to 0 / 1.0, or openai.extended_sampling: true for a "
+            "vLLM-style server"
+        )
+    return fields
+
+
 class OpenAIVLM(VLM):
     """Chat completions over HTTP with retries, bounded concurrency and usage accounting."""
 
@@ -129,16 +151,21 @@ class OpenAIVLM(VLM):
         self._rng = random.Random()
 
     # -- one request --------------------------------------------------------------------------
+    @property
+    def extended_sampling(self) -> bool:
+        """Does the endpoint take ``top_k`` and ``repetition_penalty`` (vLLM-style servers)?"""
+        if self.settings.extended_sampling is not None:
+            return self.settings.extended_sampling
+        return "api.openai.com" not in self.settings.base_url
+
     def _body(self, request: VLMRequest, params: GenParams) -> dict:
         s = self.settings
         body: dict[str, Any] = {
             "model": self.served_model,
             "messages": chat_messages(request, s.image_format, s.image_detail),
             "max_tokens": params.max_new_tokens,
-            "temperature": params.temperature if not params.greedy else 0.0,
+            **sampling_fields(params, extended=self.extended_sampling),
         }
-        if not params.greedy:
-            body["top_p"] = params.top_p
         if params.seed is not None and s.send_seed:
             body["seed"] = params.seed
         return body

@@ -25,7 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
-from mpa.config import ConfigError, RunConfig
+from mpa.config import ConfigError, RunConfig, match_rule_for
 from mpa.records import read_jsonl, write_json_atomic, write_jsonl_atomic
 
 log = logging.getLogger(__name__)
@@ -504,7 +504,7 @@ def register_model(
             "task": cfg.task.name,
             "teacher": cfg.teacher.model,
             "student": cfg.student.model,
-            "match_rule": cfg.identify.match,
+            "match_rule": match_rule_for(cfg),
             "identify": counts,
             "eval_before": before,
             "eval_after": after,
