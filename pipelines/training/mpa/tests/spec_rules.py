@@ -283,7 +283,8 @@ def resource_problems(platform: dict, available: dict[str, dict[str, set[str]]],
 
 
 def image_repository(image: str) -> str:
-    """``ghcr.io/org/mpa-cpu:1.0`` / ``...@sha256:...`` → ``mpa-cpu`` (what skaffold names the artifact)."""
+    """``ghcr.io/org/mpa-cpu:1.0`` / ``...@sha256:...`` / ``ghcr.io/org/mpa-cpu`` → ``mpa-cpu``: the name a
+    compile's image and a skaffold artifact share whatever registry either names."""
     name = image.split("@", 1)[0]
     last = name.rsplit("/", 1)[-1]
     return last.split(":", 1)[0]
@@ -295,8 +296,9 @@ def image_problems(spec: dict, built: set[str]) -> list[str]:
     executors = spec["deploymentSpec"]["executors"]
     images = [(label, ex.get("container", {}).get("image", "")) for label, ex in executors.items()]
     images += [("the teacher server", server.get("image", "")) for server in teacher_servers(spec)]
+    repositories = {image_repository(b) for b in built}  # skaffold's names may carry a registry (--default-repo)
     return [f"{label} runs {image}, which skaffold.yaml does not build ({', '.join(sorted(built))})"
-            for label, image in images if image_repository(image) not in built]
+            for label, image in images if image_repository(image) not in repositories]
 
 
 def gpu_problems(spec: dict, platform: dict, runs_model: Callable[[str], bool]) -> list[str]:
