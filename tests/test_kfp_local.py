@@ -2,7 +2,8 @@
 (``kfp.local.SubprocessRunner(use_venv=False)``: every component in its own subprocess of this
 environment) on tiny locally built models. The runner ignores resources and Kubernetes settings
 and keeps artifacts under a local pipeline root; everything else — ParallelFor fan-out over
-shards, Collected fan-in, the If gate, artifacts passed between steps — runs for real."""
+shards, Collected fan-in, the chain of later rounds (round 2 trains, round 3 passes it through), the If
+gate, artifacts passed between steps — runs for real."""
 
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ def test_whole_pipeline_on_the_local_runner(tiny_ws, tmp_path, monkeypatch):
         "identify": {"max_new_tokens": 6},
         "train": {"batch_size": 4, "epochs": 1.0},
         "evaluate": {"benchmark": "textvqa", "annotations": str(tiny_ws["benchmark"]), "max_new_tokens": 6},
+        "iterate": {"min_k": 1, "stop_when_not_shrinking": False},  # round 2 trains on whatever K it finds
     }
     # ... and every run parameter: kfp.local cannot leave an optional pipeline parameter unset (the
     # backend can); each one overrides the config field it is named after
@@ -53,6 +55,9 @@ def test_whole_pipeline_on_the_local_runner(tiny_ws, tmp_path, monkeypatch):
         task_name="textvqa",
         teacher_model=str(tiny_ws["teacher"]),
         teacher_backend="hf",
+        teacher_served_name="teacher",  # unused by the hf backend
+        teacher_openai_base_url="https://api.openai.com/v1",  # unused by the hf backend
+        teacher_openai_allow_plain_http=False,  # unused by the hf backend
         student_model=str(tiny_ws["student"]),
         data_images=str(tiny_ws["images"]),
         data_max_images=12,
@@ -63,6 +68,7 @@ def test_whole_pipeline_on_the_local_runner(tiny_ws, tmp_path, monkeypatch):
         identify_match="vqa",
         train_epochs=2.0,
         train_learning_rate=0.003,
+        rounds=2,  # the compiled chain holds rounds 2 and 3: round 3 passes round 2's student through
         seed=0,
         tracking_registered_model="mpa-local-test",
         tracking_promotion_margin=0.0,
@@ -99,17 +105,31 @@ def test_whole_pipeline_on_the_local_runner(tiny_ws, tmp_path, monkeypatch):
     assert all(p["kept"] and p["teacher_match"] and not p["student_match"] for p in parity)
 
     # PL produced a loadable HF checkpoint
-    ckpt = run / "level" / "checkpoint"
-    assert (ckpt / "config.json").is_file() and list(ckpt.glob("*.safetensors"))
+    ckpt1 = run / "level" / "checkpoint"
+    assert (ckpt1 / "config.json").is_file() and list(ckpt1.glob("*.safetensors"))
     log = list(read_jsonl(run / "level" / "train_log" / "train_log.jsonl"))
     assert len(log) >= 1 and all("loss" in r for r in log)
 
-    # evaluate before/after, and the gate decided register from the two scores
+    # evaluate before/after round 1
     before = json.loads((run / "evaluate-base" / "predictions" / "score.json").read_text())
-    after = json.loads((run / "evaluate-checkpoint" / "predictions" / "score.json").read_text())
-    assert before["n"] == after["n"] == 4
+    after1 = json.loads((run / "evaluate-checkpoint" / "predictions" / "score.json").read_text())
+    assert before["n"] == after1["n"] == 4
+
+    # round 2 asked round 1's student over the same pool, trained and scored; round 3 (> rounds) passed it on
+    r2, r3 = run / "mpa-round", run / "mpa-round-2"
+    rec2 = json.loads((r2 / "details" / "round.json").read_text())
+    rec3 = json.loads((r3 / "details" / "round.json").read_text())
+    assert rec2["round"] == 2 and "stopped" not in rec2 and rec2["steps"] >= 1
+    assert rec2["k_parity"] == sum(j["kept"] for j in read_jsonl(r2 / "details" / "pi" / "audit.jsonl"))
+    assert rec3 == {"round": 3, "stopped": "round 3 > rounds=2"}
+    final = json.loads((r3 / "predictions" / "score.json").read_text())
+    assert final == json.loads((r2 / "predictions" / "score.json").read_text()) == rec2["eval"]
+    ckpt = r3 / "checkpoint"  # the final student: round 2's, passed through by round 3
+    assert sorted(p.name for p in ckpt.iterdir()) == sorted(p.name for p in (r2 / "checkpoint").iterdir())
+
+    # the gate decided register from the base and the final scores
     gate = json.loads((run / "gate" / "executor_output.json").read_text())["parameterValues"]["Output"]
-    assert gate is (after["score"] - before["score"] > 0.0)
+    assert gate is (final["score"] - before["score"] > 0.0)
     assert (run / "register").exists() is gate
 
     # register: the pipeline ran it (the student got better) or, if not, the same step function is
@@ -124,7 +144,7 @@ def test_whole_pipeline_on_the_local_runner(tiny_ws, tmp_path, monkeypatch):
             str(ckpt),
             str(parity_dir),
             str(run / "evaluate-base" / "predictions"),
-            str(run / "evaluate-checkpoint" / "predictions"),
+            str(r3 / "predictions"),
             run_id="local-test-run",
         )
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -132,9 +152,9 @@ def test_whole_pipeline_on_the_local_runner(tiny_ws, tmp_path, monkeypatch):
     [version] = client.search_model_versions(f"name = '{model.name}'")
     assert model.name == "mpa-local-test" and version.source == str(ckpt)  # the artifact's URI, not a copy
     assert version.tags["mpa.k_parity"] == str(counts["k_parity"])
-    assert float(version.tags["mpa.score"]) == after["score"]
+    assert float(version.tags["mpa.score"]) == final["score"]  # the final round's, through the same gate
     assert version.tags["mpa.promotion"] == ("champion" if gate else "challenger")
     print(
-        f"local pipeline run: {seconds:.1f} s; score {before['score']:.1f} -> {after['score']:.1f}; "
-        f"K={counts['k_parity']}"
+        f"local pipeline run: {seconds:.1f} s; score {before['score']:.1f} -> {after1['score']:.1f} (round 1) -> "
+        f"{final['score']:.1f} (round 2); K={counts['k_parity']} -> {rec2['k_parity']}"
     )

@@ -18,6 +18,9 @@ def prepare(
     task_name: Optional[str] = None,
     teacher_model: Optional[str] = None,
     teacher_backend: Optional[str] = None,
+    teacher_served_name: Optional[str] = None,
+    teacher_openai_base_url: Optional[str] = None,
+    teacher_openai_allow_plain_http: Optional[bool] = None,
     student_model: Optional[str] = None,
     data_images: Optional[str] = None,
     data_max_images: Optional[int] = None,
@@ -28,6 +31,7 @@ def prepare(
     identify_match: Optional[str] = None,
     train_epochs: Optional[float] = None,
     train_learning_rate: Optional[float] = None,
+    rounds: Optional[int] = None,
     seed: Optional[int] = None,
     tracking_registered_model: Optional[str] = None,
     tracking_promotion_margin: Optional[float] = None,
@@ -45,6 +49,9 @@ def prepare(
         task_name: task.name (textvqa, stvqa, chartqa, okvqa, ...).
         teacher_model: teacher.model (HF id, directory or s3:// prefix).
         teacher_backend: teacher.backend (hf, vllm, openai).
+        teacher_served_name: teacher.served_name (the model name an openai-backend server knows).
+        teacher_openai_base_url: teacher.openai.base_url (an openai-backend server's API root, ending in /v1).
+        teacher_openai_allow_plain_http: teacher.openai.allow_plain_http (send the key to an in-cluster http:// server).
         student_model: student.model.
         data_images: data.images (a folder or s3:// prefix of unlabeled images).
         data_max_images: data.max_images (use only the first N images).
@@ -55,6 +62,7 @@ def prepare(
         identify_match: identify.match (the PI rule; default: the task's own).
         train_epochs: train.epochs.
         train_learning_rate: train.learning_rate.
+        rounds: rounds (iterative MPA: PI → PL rounds over one PA pool; at most the compiled max_rounds).
         seed: seed.
         tracking_registered_model: tracking.registered_model.
         tracking_promotion_margin: tracking.promotion_margin (score points the aligned student must gain).

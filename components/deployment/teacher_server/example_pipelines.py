@@ -2,9 +2,9 @@
 
 from kfp import dsl
 
-from components.deployment.teacher_cleanup import teacher_cleanup
-from components.deployment.teacher_server import teacher_server
-from mpa.orchestrate.kubeflow.settings import DEFAULT_CPU_IMAGE
+from mpa.orchestrate.kubeflow.settings import DEFAULT_CPU_IMAGE, TeacherServerSettings
+from mpa_kfp.components.deployment.teacher_cleanup import teacher_cleanup
+from mpa_kfp.components.deployment.teacher_server import teacher_server
 
 
 @dsl.component(base_image=DEFAULT_CPU_IMAGE, install_kfp_package=False)
@@ -19,8 +19,6 @@ def served_models(base_url: str) -> list:
 
 @dsl.pipeline(name="teacher-server-example")
 def teacher_server_example(teacher: str = "Qwen/Qwen2-VL-7B-Instruct"):
-    from mpa.orchestrate.kubeflow.teacher_server import TeacherServerSettings
-
     server = TeacherServerSettings().model_dump_json(exclude={"enabled"})
     cleanup = teacher_cleanup(run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER).set_caching_options(False)
     with dsl.ExitHandler(cleanup, name="with-teacher-server"):

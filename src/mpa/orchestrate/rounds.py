@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -63,22 +63,46 @@ def identify_round(cfg: RunConfig, annotations: Path, teacher_log: Path, student
         student.release()
 
 
-def train_round(cfg: RunConfig, out: Path, r: int, prev_checkpoint: str, *, show: bool = True) -> LevelSummary:
-    """PL of round ``r``: from round r−1's checkpoint on this round's parity set (``iterate.train_from:
-    previous``), or from the base student on the union of every round's parity set so far (``base``)."""
-    d = round_dir(out, r)
-    if cfg.iterate.train_from == "previous":
-        cont = cfg.model_copy(update={"student": cfg.student.at(prev_checkpoint)})
-        return level_with_config(cont, d / "level", pi_dir=d / "pi", show=show)
+def teacher_log_from_audit(audit: Path, out: Path) -> Path:
+    """Round 1's teacher log (``{id, teacher_answer}`` per parsed annotation, as :func:`identify_round` reads
+    it) rebuilt from its PI ``audit.jsonl`` — e.g. the merged audit of many shards, whose own logs are gone.
+    The audit holds the teacher's answer to every parsed annotation (null where its image failed), so the
+    rebuilt log is complete and no teacher call is needed."""
+    rows = [{"id": r["id"], "teacher_answer": r.get("teacher_answer")} for r in read_jsonl(audit) if r.get("parse_ok")]
+    write_jsonl_atomic(out, rows)
+    return out
+
+
+def parity_union(paths: Iterable[Path]) -> list[dict]:
+    """Every sample of these parity sets in order, each id once (its first occurrence)."""
     seen: set[str] = set()
     union: list[dict] = []
-    for i in range(1, r + 1):
-        for row in read_jsonl(round_dir(out, i) / "pi" / "parity.jsonl"):
+    for path in paths:
+        for row in read_jsonl(path):
             if row["id"] not in seen:
                 seen.add(row["id"])
                 union.append(row)
-    write_jsonl_atomic(d / "train_union.jsonl", union)
-    return level_with_config(cfg, d / "level", samples_path=d / "train_union.jsonl", show=show)
+    return union
+
+
+def train_later_round(cfg: RunConfig, level_dir: Path, prev_checkpoint: str, pi_dir: Path, union: Path, *,
+                      show: bool = True) -> LevelSummary:
+    """PL of a later round: from ``prev_checkpoint`` on this round's parity set ``pi_dir/parity.jsonl``
+    (``iterate.train_from: previous``), or from the base student on ``union``, every round's parity set so
+    far (``base``)."""
+    if cfg.iterate.train_from == "previous":
+        cont = cfg.model_copy(update={"student": cfg.student.at(prev_checkpoint)})
+        return level_with_config(cont, level_dir, pi_dir=pi_dir, show=show)
+    return level_with_config(cfg, level_dir, samples_path=union, show=show)
+
+
+def train_round(cfg: RunConfig, out: Path, r: int, prev_checkpoint: str, *, show: bool = True) -> LevelSummary:
+    """PL of round ``r`` of a run directory (:func:`train_later_round`)."""
+    d = round_dir(out, r)
+    if cfg.iterate.train_from == "base":
+        write_jsonl_atomic(d / "train_union.jsonl",
+                           parity_union(round_dir(out, i) / "pi" / "parity.jsonl" for i in range(1, r + 1)))
+    return train_later_round(cfg, d / "level", prev_checkpoint, d / "pi", d / "train_union.jsonl", show=show)
 
 
 def round_record(r: int, pi: dict, pl: dict | None, ev: dict | None, stopped: str | None = None) -> dict[str, Any]:

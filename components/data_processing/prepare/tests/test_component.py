@@ -56,8 +56,38 @@ def test_on_the_kfp_local_runner(toy_config, tmp_path):
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
     # kfp.local turns an unset Optional[int] into int(None) and fails (a KFP SDK limitation; the backend
     # leaves it unset): give the integer run parameters
-    task = prepare(config=toy_config, shards=2, train_epochs=1.0, data_max_images=8, evaluate_max_samples=6, seed=0)
+    task = prepare(config=toy_config, shards=2, train_epochs=1.0, data_max_images=8, evaluate_max_samples=6, seed=0,
+                   rounds=1)
     shards = task.outputs["Output"]
     assert shards == sorted(shards) and set(shards) <= {0, 1}  # kfp.local hands numbers back as floats
     rows = list(read_jsonl(f"{task.outputs['run_spec'].path}/images.jsonl"))
     assert len(rows) == 8
+
+
+def test_the_served_teacher_parameters_point_pa_and_pi_at_a_server(toy_config, tmp_path, monkeypatch):
+    """What the pipeline passes when it starts a teacher per run: an openai-backend teacher at the server's
+    URL under its served name, accepted by a pipeline compiled with teacher_in_pod: false."""
+    monkeypatch.setenv("MPA_TEACHER_IN_POD", "0")
+    out = tmp_path / "spec"
+    url = "http://mpa-teacher-run-1.mpa.svc.cluster.local:8000/v1"
+    prepare.python_func(run_spec=Dataset(uri=str(out)), shards=2, config=toy_config, teacher_backend="openai",
+                        teacher_served_name="teacher", teacher_openai_base_url=url,
+                        teacher_openai_allow_plain_http=True)
+    teacher = json.loads((out / "config.json").read_text())["teacher"]
+    assert teacher["backend"] == "openai" and teacher["served_name"] == "teacher"
+    assert teacher["openai"]["base_url"] == url and teacher["model"] == toy_config["teacher"]["model"]
+    assert teacher["openai"]["allow_plain_http"] is True  # PA/PI may send the mpa-openai key there
+
+    from mpa.config import parse_config
+    from mpa.vlm.openai_backend import OpenAIVLM
+
+    monkeypatch.setenv("OPENAI_API_KEY", "k")  # the optional mpa-openai Secret is there: the key is accepted
+    assert OpenAIVLM(parse_config(json.loads((out / "config.json").read_text())).teacher).served_model == "teacher"
+
+
+def test_more_rounds_than_the_pipeline_was_compiled_for_are_refused(toy_config, tmp_path, monkeypatch):
+    monkeypatch.setenv("MPA_MAX_ROUNDS", "3")
+    with pytest.raises(ConfigError, match="rounds is 4, but this pipeline was compiled with max_rounds: 3"):
+        prepare.python_func(run_spec=Dataset(uri=str(tmp_path / "s")), shards=2, config=toy_config, rounds=4)
+    prepare.python_func(run_spec=Dataset(uri=str(tmp_path / "s")), shards=2, config=toy_config, rounds=3)
+    assert json.loads((tmp_path / "s" / "config.json").read_text())["rounds"] == 3

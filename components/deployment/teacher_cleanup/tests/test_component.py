@@ -31,7 +31,7 @@ def kubeconfig(tmp_path, monkeypatch):
 def test_interface():
     from google.protobuf import json_format
 
-    from components.deployment.teacher_cleanup import teacher_cleanup
+    from mpa_kfp.components.deployment.teacher_cleanup import teacher_cleanup
 
     root = json_format.MessageToDict(teacher_cleanup.pipeline_spec)["root"]
     assert {k: v["parameterType"] for k, v in root["inputDefinitions"]["parameters"].items()} == {
@@ -40,7 +40,7 @@ def test_interface():
 
 
 def test_deletes_its_run_and_only_its_run_twice_over(kubeconfig):
-    from components.deployment.teacher_cleanup import teacher_cleanup
+    from mpa_kfp.components.deployment.teacher_cleanup import teacher_cleanup
 
     name = f"mpa-teacher-{RUN}"
     assert teacher_cleanup.python_func(run_id=RUN, namespace="mpa") == [f"Deployment/{name}", f"Service/{name}"]
@@ -52,7 +52,7 @@ def test_deletes_its_run_and_only_its_run_twice_over(kubeconfig):
 def test_on_the_local_runner(kubeconfig, tmp_path, monkeypatch):
     from kfp import local
 
-    from components.deployment.teacher_cleanup import teacher_cleanup
+    from mpa_kfp.components.deployment.teacher_cleanup import teacher_cleanup
 
     monkeypatch.chdir(tmp_path)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))

@@ -29,7 +29,7 @@ def kubeconfig(tmp_path, monkeypatch):
 def test_interface():
     from google.protobuf import json_format
 
-    from components.deployment.teacher_server import teacher_server
+    from mpa_kfp.components.deployment.teacher_server import teacher_server
 
     spec = json_format.MessageToDict(teacher_server.pipeline_spec)
     params = spec["root"]["inputDefinitions"]["parameters"]
@@ -45,8 +45,8 @@ def test_the_example_pipeline_deletes_the_server_in_an_exit_handler(tmp_path):
     import yaml
     from kfp import compiler
 
-    from components.deployment.teacher_server.example_pipelines import teacher_server_example
     from mpa.orchestrate.kubeflow.teacher_server import parse_settings
+    from mpa_kfp.components.deployment.teacher_server.example_pipelines import teacher_server_example
 
     out = tmp_path / "example.yaml"
     compiler.Compiler().compile(teacher_server_example, str(out))
@@ -68,7 +68,7 @@ def test_the_example_pipeline_deletes_the_server_in_an_exit_handler(tmp_path):
 
 
 def test_starts_the_server_and_returns_the_openai_base_url(kubeconfig):
-    from components.deployment.teacher_server import teacher_server
+    from mpa_kfp.components.deployment.teacher_server import teacher_server
 
     with HealthResponder() as health, resolve_to_localhost():
         port = health.port
@@ -83,7 +83,7 @@ def test_starts_the_server_and_returns_the_openai_base_url(kubeconfig):
 
 
 def test_a_server_that_never_gets_ready_fails_and_leaves_nothing(kubeconfig):
-    from components.deployment.teacher_server import teacher_server
+    from mpa_kfp.components.deployment.teacher_server import teacher_server
 
     kubeconfig.ready_after_s = None
     with pytest.raises(TeacherServerError, match="not ready after 1s"):

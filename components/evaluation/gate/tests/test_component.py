@@ -28,7 +28,7 @@ def test_on_the_kfp_local_runner(toy_config, tmp_path):
     @dsl.pipeline
     def decide(config: dict, before: float, after: float) -> bool:
         # kfp.local hands a component input artifacts only from an upstream task
-        spec = prepare(config=config, shards=1, data_max_images=2, evaluate_max_samples=1, seed=0)
+        spec = prepare(config=config, shards=1, data_max_images=2, evaluate_max_samples=1, seed=0, rounds=1)
         return gate(run_spec=spec.outputs["run_spec"], score_before=before, score_after=after).outputs["Output"]
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))

@@ -9,18 +9,21 @@ platform spec).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
 CONDITION_REF = re.compile(r"inputs\.parameter_values\['([^']+)'\]")
+EXIT_STRATEGY = "ALL_UPSTREAM_TASKS_COMPLETED"  # how an exit handler's task compiles: it runs after failures too
+RUN_ID = "{{$.pipeline_job_uuid}}"  # dsl.PIPELINE_JOB_ID_PLACEHOLDER, resolved by the driver
 
 
 def platform_executors(platform: dict) -> dict[str, dict]:
     return platform.get("platforms", {}).get("kubernetes", {}).get("deploymentSpec", {}).get("executors", {})
 
 
-def _dags(spec: dict) -> Iterator[tuple[str, dict, dict]]:
+def dags(spec: dict) -> Iterator[tuple[str, dict, dict]]:
     """``(name, component, dag)`` for the root and every DAG component."""
     yield "root", spec["root"], spec["root"]["dag"]
     for name, comp in spec.get("components", {}).items():
@@ -67,7 +70,7 @@ def type_problems(spec: dict) -> list[str]:
     producers; every required input is bound; every named output is declared."""
     comps = spec.get("components", {})
     out: list[str] = []
-    for dag_name, dag_comp, dag in _dags(spec):
+    for dag_name, dag_comp, dag in dags(spec):
         tasks = dag.get("tasks", {})
         for task_name, task in tasks.items():
             where = f"{dag_name}/{task_name}"
@@ -161,7 +164,7 @@ def reference_problems(spec: dict) -> list[str]:
     ``ParallelFor(name=...)`` next to ``dsl.Collected`` fails at run time."""
     comps = spec.get("components", {})
     out: list[str] = []
-    for dag_name, _, dag in _dags(spec):
+    for dag_name, _, dag in dags(spec):
         tasks = dag.get("tasks", {})
         for task_name, task in tasks.items():
             for name, binding in task.get("inputs", {}).get("artifacts", {}).items():
@@ -209,7 +212,7 @@ def retry_problems(spec: dict, platform: dict) -> list[str]:
     every attempt at its full timeout plus the backoffs between them."""
     executors = platform_executors(platform)
     out: list[str] = []
-    for dag_name, _, dag in _dags(spec):
+    for dag_name, _, dag in dags(spec):
         for task_name, task in dag.get("tasks", {}).items():
             label = _executor_of(spec, task)
             if label is None:
@@ -233,9 +236,19 @@ def retry_problems(spec: dict, platform: dict) -> list[str]:
     return out
 
 
-def named_resources(platform: dict) -> dict[str, dict[str, set[str]]]:
-    """What the spec expects in the namespace: ``{"Secret": {name: keys}, "ConfigMap": ..., "PVC": ...}``."""
-    found: dict[str, dict[str, set[str]]] = {"Secret": {}, "ConfigMap": {}, "PersistentVolumeClaim": {}}
+def named_resources(platform: dict, spec: dict | None = None) -> dict[str, dict[str, set[str]]]:
+    """What the spec expects in the namespace: ``{"Secret": {name: keys}, "ConfigMap": ..., "PVC": ...}``,
+    with ``spec`` also what each per-run teacher server's Deployment names (Secrets, PVC, ServiceAccount)."""
+    found: dict[str, dict[str, set[str]]] = {"Secret": {}, "ConfigMap": {}, "PersistentVolumeClaim": {},
+                                             "ServiceAccount": {}}
+    for server in teacher_servers(spec) if spec is not None else []:
+        for key, secret_key in (("hf_token_secret", "HF_TOKEN"), ("api_key_secret", "OPENAI_API_KEY")):
+            if server.get(key):
+                found["Secret"].setdefault(server[key], set()).add(secret_key)
+        if server.get("model_cache_pvc"):
+            found["PersistentVolumeClaim"].setdefault(server["model_cache_pvc"], set())
+        if server.get("service_account"):
+            found["ServiceAccount"].setdefault(server["service_account"], set())
     for ex in platform_executors(platform).values():
         for s in ex.get("secretAsEnv", []):
             found["Secret"].setdefault(s["secretName"], set()).update(k["secretKey"] for k in s.get("keyToEnv", []))
@@ -255,33 +268,37 @@ def named_resources(platform: dict) -> dict[str, dict[str, set[str]]]:
     return found
 
 
-def resource_problems(platform: dict, available: dict[str, dict[str, set[str]]], where: str) -> list[str]:
-    """Every Secret, ConfigMap and PVC the spec names (with every key it reads) exists in ``available``."""
+def resource_problems(platform: dict, available: dict[str, dict[str, set[str]]], where: str,
+                      spec: dict | None = None) -> list[str]:
+    """Every Secret, ConfigMap, PVC and ServiceAccount the spec names (with every key it reads) exists in
+    ``available`` (with ``spec``: also what a per-run teacher server names)."""
     out = []
-    for kind, names in named_resources(platform).items():
+    for kind, names in named_resources(platform, spec).items():
         for name, keys in names.items():
             if name not in available.get(kind, {}):
                 out.append(f"{kind} {name} is not in {where}")
-            elif kind != "PersistentVolumeClaim" and keys - available[kind][name]:
+            elif kind in ("Secret", "ConfigMap") and keys - available[kind][name]:
                 out.append(f"{kind} {name} in {where} lacks keys {sorted(keys - available[kind][name])}")
     return out
 
 
 def image_repository(image: str) -> str:
-    """``ghcr.io/org/mpa-cpu:1.0`` / ``...@sha256:...`` → ``mpa-cpu`` (what skaffold names the artifact)."""
+    """``ghcr.io/org/mpa-cpu:1.0`` / ``...@sha256:...`` / ``ghcr.io/org/mpa-cpu`` → ``mpa-cpu``: the name a
+    compile's image and a skaffold artifact share whatever registry either names."""
     name = image.split("@", 1)[0]
     last = name.rsplit("/", 1)[-1]
     return last.split(":", 1)[0]
 
 
 def image_problems(spec: dict, built: set[str]) -> list[str]:
-    """Every image the spec runs is one that skaffold builds (matched by repository name)."""
-    out = []
-    for label, ex in spec["deploymentSpec"]["executors"].items():
-        image = ex.get("container", {}).get("image", "")
-        if image_repository(image) not in built:
-            out.append(f"{label} runs {image}, which skaffold.yaml does not build ({', '.join(sorted(built))})")
-    return out
+    """Every image the spec runs (and every per-run teacher server's) is one that skaffold builds (matched
+    by repository name)."""
+    executors = spec["deploymentSpec"]["executors"]
+    images = [(label, ex.get("container", {}).get("image", "")) for label, ex in executors.items()]
+    images += [("the teacher server", server.get("image", "")) for server in teacher_servers(spec)]
+    repositories = {image_repository(b) for b in built}  # skaffold's names may carry a registry (--default-repo)
+    return [f"{label} runs {image}, which skaffold.yaml does not build ({', '.join(sorted(built))})"
+            for label, image in images if image_repository(image) not in repositories]
 
 
 def gpu_problems(spec: dict, platform: dict, runs_model: Callable[[str], bool]) -> list[str]:
@@ -296,4 +313,106 @@ def gpu_problems(spec: dict, platform: dict, runs_model: Callable[[str], bool]) 
         stage = executors.get(label, {}).get("podMetadata", {}).get("labels", {}).get("mpa/stage")
         if stage is None or not runs_model(stage):
             out.append(f"{label} ({stage}) requests {count} GPU(s) but runs no model in its pod")
+    return out
+
+
+# --- exit handlers and the per-run teacher server -------------------------------------------------
+
+
+def _stage(spec: dict, platform: dict, task: dict) -> str | None:
+    label = _executor_of(spec, task)
+    return platform_executors(platform).get(label or "", {}).get("podMetadata", {}).get("labels", {}).get("mpa/stage")
+
+
+def _constant(task: dict, name: str) -> Any:
+    return task.get("inputs", {}).get("parameters", {}).get(name, {}).get("runtimeValue", {}).get("constant")
+
+
+def _server_tasks(spec: dict) -> Iterator[tuple[str, dict, str, dict]]:
+    """``(dag name, dag, task name, task)`` of every task that starts a per-run teacher server."""
+    for dag_name, _, dag in dags(spec):
+        for name, task in dag.get("tasks", {}).items():
+            if task["componentRef"]["name"].startswith("comp-teacher-server"):
+                yield dag_name, dag, name, task
+
+
+def teacher_servers(spec: dict) -> list[dict]:
+    """The settings (``TeacherServerSettings`` as the compiled JSON constant) of every per-run teacher server."""
+    out = []
+    for _, _, _, task in _server_tasks(spec):
+        value = _constant(task, "server")
+        out.append(json.loads(value) if isinstance(value, str) else {})
+    return out
+
+
+def exit_handler_problems(spec: dict) -> list[str]:
+    """Every exit task (``ALL_UPSTREAM_TASKS_COMPLETED``) is a container task waiting for exit-handler groups
+    (DAG tasks) of its own DAG, so the backend runs it once the group ends, whether it succeeded or not."""
+    comps = spec.get("components", {})
+    out = []
+    for dag_name, _, dag in dags(spec):
+        tasks = dag.get("tasks", {})
+        for name, task in tasks.items():
+            if task.get("triggerPolicy", {}).get("strategy") != EXIT_STRATEGY:
+                continue
+            where = f"{dag_name}/{name}"
+            if "dag" in comps.get(task["componentRef"]["name"], {}):
+                out.append(f"{where}: an exit task must be a container task, not a DAG")
+            deps = task.get("dependentTasks", [])
+            if not deps:
+                out.append(f"{where}: an exit task that waits for nothing runs at once")
+            for dep in deps:
+                if dep not in tasks:
+                    out.append(f"{where}: waits for {dep!r}, which is not in {dag_name}")
+                elif "dag" not in comps.get(tasks[dep]["componentRef"]["name"], {}):
+                    out.append(f"{where}: waits for {dep!r}, a plain task, not an exit-handler group")
+    return out
+
+
+def teacher_server_problems(spec: dict, platform: dict) -> list[str]:
+    """Every per-run teacher server is deleted whatever happens, and PA/PI are pointed at it: its task sits
+    in an exit-handler group whose exit task runs ``teacher_cleanup`` for the same run id (the run's own,
+    resolved by the driver); neither task is ever served from the cache (a cached URL names a server an
+    earlier run deleted); and prepare, in the same group, takes the server's URL as
+    ``teacher_openai_base_url`` with ``teacher_backend`` openai, the server's served name and
+    ``teacher_openai_allow_plain_http`` (the URL is plain http inside the cluster)."""
+    parents = {t["componentRef"]["name"]: (dag_name, dag, name)
+               for dag_name, _, dag in dags(spec) for name, t in dag.get("tasks", {}).items()}
+    out = []
+    for dag_name, dag, name, task in _server_tasks(spec):
+        where = f"{dag_name}/{name}"
+        if _constant(task, "run_id") != RUN_ID:
+            out.append(f"{where}: run_id is {_constant(task, 'run_id')!r}, not the run's id {RUN_ID}")
+        if task.get("cachingOptions", {}).get("enableCache"):
+            out.append(f"{where}: served from the cache, it would hand out a deleted server's URL")
+        group = parents.get(dag_name)
+        exits = [] if group is None else [
+            t for t in group[1].get("tasks", {}).values()
+            if t.get("triggerPolicy", {}).get("strategy") == EXIT_STRATEGY and group[2] in t.get("dependentTasks", [])]
+        cleanups = [t for t in exits if _stage(spec, platform, t) == "teacher_cleanup"]
+        if not cleanups:
+            out.append(f"{where}: not inside an exit handler whose exit task runs teacher_cleanup: a failed run "
+                       "leaves the GPU Deployment running")
+        for cleanup in cleanups:
+            if _constant(cleanup, "run_id") != _constant(task, "run_id"):
+                out.append(f"{where}: teacher_cleanup deletes run {_constant(cleanup, 'run_id')!r}, the server is "
+                           f"labelled {_constant(task, 'run_id')!r}")
+            if cleanup.get("cachingOptions", {}).get("enableCache"):
+                out.append(f"{where}: its teacher_cleanup may be served from the cache and delete nothing")
+        served = json.loads(_constant(task, "server") or "{}")
+        prepare = next((t for t in dag.get("tasks", {}).values() if t["componentRef"]["name"] == "comp-prepare"), None)
+        if prepare is None:
+            out.append(f"{where}: no prepare task in {dag_name} takes the server's URL")
+            continue
+        url = prepare.get("inputs", {}).get("parameters", {}).get("teacher_openai_base_url", {})
+        if url.get("taskOutputParameter") != {"producerTask": name, "outputParameterKey": "Output"}:
+            out.append(f"{where}: prepare's teacher_openai_base_url is {url!r}, not the server's URL")
+        if _constant(prepare, "teacher_backend") != "openai":
+            out.append(f"{where}: prepare's teacher_backend is {_constant(prepare, 'teacher_backend')!r}, not openai")
+        if _constant(prepare, "teacher_openai_allow_plain_http") is not True:
+            out.append(f"{where}: prepare does not allow the API key to the server's in-cluster http:// URL "
+                       "(teacher_openai_allow_plain_http): PA refuses to send it")
+        if _constant(prepare, "teacher_served_name") != served.get("served_name", "teacher"):
+            out.append(f"{where}: prepare's teacher_served_name {_constant(prepare, 'teacher_served_name')!r} is not "
+                       f"the server's --served-model-name {served.get('served_name', 'teacher')!r}")
     return out

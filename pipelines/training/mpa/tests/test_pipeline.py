@@ -15,7 +15,7 @@ pytest.importorskip("kfp.kubernetes")
 import mpa  # noqa: E402
 from mpa.config import load_config  # noqa: E402
 from mpa.orchestrate.kubeflow.params import PIPELINE_ONLY, config_field  # noqa: E402
-from mpa.orchestrate.kubeflow.settings import MODEL_STAGES, load_settings  # noqa: E402
+from mpa.orchestrate.kubeflow.settings import MODEL_STAGES, load_settings, settings_from_dict  # noqa: E402
 from mpa_kfp.components.data_processing.prepare import prepare  # noqa: E402
 from mpa_kfp.pipelines.training.mpa.pipeline import (  # noqa: E402
     COMPILED,
@@ -29,8 +29,12 @@ from mpa_kfp.pipelines.training.mpa.pipeline import (  # noqa: E402
 
 @pytest.fixture(scope="module")
 def spec() -> tuple[dict, dict]:
-    docs = list(yaml.safe_load_all(COMPILED.read_text()))
-    assert len(docs) == 2, "expected the pipeline spec and the Kubernetes platform spec"
+    assert len(list(yaml.safe_load_all(COMPILED.read_text()))) == 2, "expected the pipeline and platform specs"
+    return _load_both(COMPILED)
+
+
+def _load_both(path) -> tuple[dict, dict]:
+    docs = list(yaml.safe_load_all(path.read_text()))
     return docs[0], docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
 
 
@@ -90,13 +94,68 @@ def test_register_only_if_better_and_registers_the_artifact_uri(spec):
     assert "== true" in conds[0]["triggerPolicy"]["condition"]
     body = pipeline["components"][conds[0]["componentRef"]["name"]]["dag"]["tasks"]
     assert set(body) == {"register"}
+    last = _round_tasks(root)[-1]  # the final student's: the last round's outputs
     uri = body["register"]["inputs"]["parameters"]["checkpoint_uri"]["componentInputParameter"]
-    assert uri == "pipelinechannel--level-Output"  # a string: the register pod downloads no checkpoint
+    assert uri == f"pipelinechannel--{last}-checkpoint_uri"  # a string: the register pod downloads no checkpoint
     assert "checkpoint" not in body["register"]["inputs"].get("artifacts", {})
     before = root["gate"]["inputs"]["parameters"]["score_before"]["taskOutputParameter"]
     assert before["producerTask"] == "evaluate-base"
+    after = root["gate"]["inputs"]["parameters"]["score_after"]["taskOutputParameter"]
+    assert after == {"producerTask": last, "outputParameterKey": "score"}
+    assert root[conds[0]["componentRef"]["name"].removeprefix("comp-")]["inputs"]["artifacts"][
+        "pipelinechannel--" + last + "-predictions"]["taskOutputArtifact"]["producerTask"] == last
     reg = pipeline["deploymentSpec"]["executors"]["exec-register"]
     assert reg["container"]["image"].endswith(":" + mpa.__version__)
+
+
+def _round_tasks(root: dict) -> list[str]:
+    """The round tasks of a DAG in chain order (round 2 first)."""
+    rounds = {t["taskInfo"]["name"]: name for name, t in root.items()
+              if t["componentRef"]["name"].startswith("comp-mpa-round")}
+    return [rounds[k] for k in sorted(rounds, key=lambda n: int(n.rsplit("-", 1)[1]))]
+
+
+def test_rounds_are_an_unrolled_chain_of_max_rounds_minus_one_tasks(spec):
+    pipeline, _ = spec
+    root = pipeline["root"]["dag"]["tasks"]
+    chain = _round_tasks(root)
+    assert len(chain) == load_settings(None).max_rounds - 1 == 2
+    prev = {"prev_checkpoint": ("level", "checkpoint"), "prev_union": ("merge", "parity"),
+            "prev_predictions": ("evaluate-checkpoint", "predictions")}
+    prev_params = {"prev_k": ("merge", "Output"), "prev_score": ("evaluate-checkpoint", "Output")}
+    for i, name in enumerate(chain):
+        task = root[name]
+        assert task["taskInfo"]["name"] == f"round-{i + 2}"
+        assert task["inputs"]["parameters"]["round_number"]["runtimeValue"]["constant"] == i + 2
+        arts, params = task["inputs"]["artifacts"], task["inputs"]["parameters"]
+        assert arts["parity"]["taskOutputArtifact"] == {"producerTask": "merge", "outputArtifactKey": "parity"}
+        for key, (producer, output) in prev.items():
+            assert arts[key]["taskOutputArtifact"] == {"producerTask": producer, "outputArtifactKey": output}, key
+        for key, (producer, output) in prev_params.items():
+            assert params[key]["taskOutputParameter"] == {"producerTask": producer, "outputParameterKey": output}
+        if i == 0:
+            assert params["prev_stopped"]["runtimeValue"]["constant"] == ""
+        else:
+            assert params["prev_stopped"]["taskOutputParameter"] == {"producerTask": chain[i - 1],
+                                                                     "outputParameterKey": "stopped"}
+        # the next round continues from this one's outputs
+        prev = {"prev_checkpoint": (name, "checkpoint"), "prev_union": (name, "union"),
+                "prev_predictions": (name, "predictions")}
+        prev_params = {"prev_k": (name, "k"), "prev_score": (name, "score")}
+    prepare = pipeline["deploymentSpec"]["executors"]["exec-prepare"]["container"]
+    assert {"name": "MPA_MAX_ROUNDS", "value": "3"} in prepare["env"]  # prepare refuses more rounds than compiled
+
+
+def test_one_round_compiles_the_dag_without_round_tasks(tmp_path):
+    pipeline, _ = _load_both(compile_pipeline(tmp_path / "p.yaml", settings_from_dict({"max_rounds": 1})))
+    root = pipeline["root"]["dag"]["tasks"]
+    assert not _round_tasks(root) and not any(c.startswith("comp-mpa-round") for c in pipeline["components"])
+    assert root["gate"]["inputs"]["parameters"]["score_after"]["taskOutputParameter"]["producerTask"] == \
+        "evaluate-checkpoint"
+    cond = next(t for t in root.values() if t.get("triggerPolicy", {}).get("condition"))
+    register = pipeline["components"][cond["componentRef"]["name"]]["dag"]["tasks"]["register"]
+    assert register["inputs"]["parameters"]["checkpoint_uri"]["componentInputParameter"] == \
+        "pipelinechannel--level-Output"
 
 
 def test_components_are_thin_and_install_nothing(spec):
@@ -132,7 +191,8 @@ def test_secrets_are_references_never_values(spec):
     for name, ex in k8s.items():
         for s in ex.get("secretAsEnv", []):
             assert set(s) <= {"secretName", "secretNameParameter", "keyToEnv", "optional"}, name
-    plain = {"MPA_MODEL_CACHE", "MPA_SCRATCH", "MPA_TEACHER_IN_POD", "PYTHONUNBUFFERED", "TOKENIZERS_PARALLELISM"}
+    plain = {"MPA_MODEL_CACHE", "MPA_SCRATCH", "MPA_TEACHER_IN_POD", "MPA_MAX_ROUNDS", "PYTHONUNBUFFERED",
+             "TOKENIZERS_PARALLELISM"}
     for c in _containers(pipeline).values():
         assert {e["name"] for e in c.get("env", [])} <= plain
     text = COMPILED.read_text().lower().replace(" ", "")

@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -37,6 +40,14 @@ def compiled(request, tmp_path_factory):
     return settings, *_docs(path)
 
 
+@functools.cache
+def _rendered(overlay: str) -> list[dict]:
+    """``kubectl kustomize manifests/overlays/<overlay>``."""
+    text = subprocess.run(["kubectl", "kustomize", str(MANIFESTS / "overlays" / overlay)], capture_output=True,
+                          text=True, check=True).stdout
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
 @pytest.fixture(scope="module")
 def cluster() -> dict[str, dict]:
     """What each overlay deploys (``kubectl kustomize``) plus the Secret templates (never applied by
@@ -47,13 +58,13 @@ def cluster() -> dict[str, dict]:
         secrets[doc["metadata"]["name"]] = set(doc.get("stringData") or {}) | set(doc.get("data") or {})
     out = {}
     for overlay in sorted((MANIFESTS / "overlays").iterdir()):
-        text = subprocess.run(["kubectl", "kustomize", str(overlay)], capture_output=True, text=True, check=True).stdout
-        docs = [d for d in yaml.safe_load_all(text) if d]
+        docs = _rendered(overlay.name)
         out[overlay.name] = {
             "Secret": secrets,
             "ConfigMap": {d["metadata"]["name"]: set(d.get("data") or {}) for d in docs if d["kind"] == "ConfigMap"},
             "PersistentVolumeClaim": {d["metadata"]["name"]: set() for d in docs
                                       if d["kind"] == "PersistentVolumeClaim"},
+            "ServiceAccount": {d["metadata"]["name"]: set() for d in docs if d["kind"] == "ServiceAccount"},
         }
     return out
 
@@ -74,7 +85,7 @@ def test_parameter_types_agree_along_every_edge(compiled):
 
 def test_loop_items_are_integers(compiled):
     _, spec, _ = compiled
-    loop = next(t for t in spec["root"]["dag"]["tasks"].values() if "parameterIterator" in t)
+    [loop] = [t for _, _, dag in rules.dags(spec) for t in dag.get("tasks", {}).values() if "parameterIterator" in t]
     comp = spec["components"][loop["componentRef"]["name"]]
     item = loop["parameterIterator"]["itemInput"]
     assert comp["inputDefinitions"]["parameters"][item]["parameterType"] == "NUMBER_INTEGER"
@@ -91,9 +102,20 @@ def test_every_task_has_a_timeout_and_no_retry_caps_it(compiled):
 
 
 def test_secrets_config_maps_and_pvcs_exist_in_every_overlay(compiled, cluster):
-    _, _, platform = compiled
+    _, spec, platform = compiled
     for overlay, available in cluster.items():
-        assert rules.resource_problems(platform, available, f"manifests/overlays/{overlay}") == []
+        assert rules.resource_problems(platform, available, f"manifests/overlays/{overlay}", spec) == []
+
+
+def test_the_launcher_stores_artifacts_in_the_object_store_the_steps_use():
+    """Every artifact (each round's checkpoint included) goes through the launcher's S3 provider: its endpoint
+    is the mpa-config object store, fully qualified (pipeline pods run in the KFP namespace)."""
+    for overlay in sorted(p.name for p in (MANIFESTS / "overlays").iterdir()):
+        maps = {d["metadata"]["name"]: d["data"] for d in _rendered(overlay) if d["kind"] == "ConfigMap"}
+        s3 = yaml.safe_load(maps["kfp-launcher"]["providers"])["s3"]["default"]
+        assert maps["kfp-launcher"]["defaultPipelineRoot"].startswith("s3://"), overlay
+        assert "http://" + s3["endpoint"] == maps["mpa-config"]["AWS_ENDPOINT_URL"], overlay
+        assert s3["endpoint"].split(":")[0].endswith(".svc.cluster.local"), overlay
 
 
 def test_every_image_is_built_by_skaffold(compiled):
@@ -129,6 +151,60 @@ def test_s3_credentials_only_where_a_step_reads_s3(compiled):
         assert has == (stage in S3_STAGES), label
 
 
+def test_exit_tasks_wait_for_their_group(compiled):
+    _, spec, _ = compiled
+    assert rules.exit_handler_problems(spec) == []
+
+
+def test_a_teacher_server_is_deleted_whatever_happens_and_feeds_prepare(compiled):
+    settings, spec, platform = compiled
+    assert rules.teacher_server_problems(spec, platform) == []
+    assert len(rules.teacher_servers(spec)) == int(settings.teacher_server.enabled)
+
+
+def _ephemeral(tmp_path) -> tuple[Any, dict, dict]:
+    settings = load_settings(SETTINGS_DIR / "ephemeral-teacher.yaml")
+    return settings, *_docs(compile_pipeline(tmp_path / "p.yaml", settings))
+
+
+def test_the_teacher_server_pod_is_small_and_its_deployment_holds_the_gpu(tmp_path):
+    """The task pod only talks to the API server (no GPU, CPU image); the Deployment it creates from the
+    compiled settings asks for the GPU, on GPU nodes, with the GPU image."""
+    from mpa.orchestrate.kubeflow.teacher_server import build_objects
+
+    settings, spec, platform = _ephemeral(tmp_path)
+    executors = spec["deploymentSpec"]["executors"]
+    for label in ("exec-teacher-server", "exec-teacher-cleanup"):
+        container = executors[label]["container"]
+        assert "accelerator" not in container["resources"] and "mpa-cpu" in container["image"], label
+        assert container["resources"]["resourceMemoryLimit"] == "512Mi", label
+        k8s = rules.platform_executors(platform)[label]
+        assert "nodeSelector" not in k8s and "tolerations" not in k8s and "pvcMount" not in k8s, label
+    [server] = rules.teacher_servers(spec)
+    run_id = "0b8e6f7a-1c2d-4e5f-8a9b-0c1d2e3f4a5b"
+    deployment, _ = build_objects(json.dumps(server), run_id, "Qwen/Qwen2-VL-7B-Instruct", "mpa")
+    pod = deployment.spec.template.spec
+    assert pod.containers[0].resources.limits["nvidia.com/gpu"] == "1" and "mpa-gpu" in pod.containers[0].image
+    assert pod.node_selector == {"nvidia.com/gpu.present": "true"}
+    assert [t.key for t in pod.tolerations] == ["nvidia.com/gpu"]
+    assert server["image"] == settings.gpu_image  # follows the pipeline's GPU image unless stated
+
+
+def test_an_ephemeral_teacher_takes_four_run_parameters_away_and_needs_teacher_model(tmp_path):
+    from mpa_kfp.pipelines.training.mpa.pipeline import RUN_PARAMETERS, SERVED_TEACHER
+
+    _, spec, _ = _ephemeral(tmp_path)
+    inputs = spec["root"]["inputDefinitions"]["parameters"]
+    assert set(inputs) == {p.name for p in RUN_PARAMETERS} - set(SERVED_TEACHER)
+    assert not inputs["teacher_model"].get("isOptional") and "defaultValue" not in inputs["teacher_model"]
+    assert "server loads it" in inputs["teacher_model"]["description"]
+    group = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
+    assert group["teacher-server"]["inputs"]["parameters"]["model"]["componentInputParameter"] == \
+        group["prepare"]["inputs"]["parameters"]["teacher_model"]["componentInputParameter"]  # one model for both
+    prepare = spec["deploymentSpec"]["executors"]["exec-prepare"]["container"]
+    assert {"name": "MPA_TEACHER_IN_POD", "value": "0"} in prepare["env"]  # prepare accepts the openai backend
+
+
 def test_annotate_is_a_cpu_pod_when_the_teacher_is_a_server(tmp_path):
     settings = load_settings(SETTINGS_DIR / "shared-teacher.yaml")
     spec, platform = _docs(compile_pipeline(tmp_path / "p.yaml", settings))
@@ -158,3 +234,48 @@ def test_the_rules_catch_what_a_backend_rejects(tmp_path):
     assert rules.resource_problems(platform, {"Secret": {}, "ConfigMap": {}, "PersistentVolumeClaim": {}}, "x")
     assert rules.image_problems(spec, {"other"})
     assert rules.gpu_problems(spec, platform, lambda stage: False)
+
+
+def test_the_teacher_server_rules_catch_a_leaked_or_unused_server(tmp_path):
+    """A spec compiled with an ephemeral teacher, broken on purpose one way at a time."""
+    import copy
+
+    _, good, platform = _ephemeral(tmp_path)
+    assert rules.teacher_server_problems(good, platform) == [] and rules.exit_handler_problems(good) == []
+
+    def broken(edit) -> tuple[dict, list[str]]:
+        spec = copy.deepcopy(good)
+        edit(spec["root"]["dag"]["tasks"], spec["components"]["comp-exit-handler-1"]["dag"]["tasks"])
+        return spec, rules.teacher_server_problems(spec, platform) + rules.exit_handler_problems(spec)
+
+    def caching_on(root, group):
+        root["teacher-cleanup"]["cachingOptions"] = {"enableCache": True}
+        group["teacher-server"]["cachingOptions"] = {"enableCache": True}
+
+    _, found = broken(caching_on)
+    assert any("served from the cache" in p for p in found) and any("delete nothing" in p for p in found)
+    _, found = broken(lambda root, group: root["teacher-cleanup"]["inputs"]["parameters"]["run_id"]
+                      ["runtimeValue"].update(constant="another-run"))
+    assert any("teacher_cleanup deletes run 'another-run'" in p for p in found)
+    _, found = broken(lambda root, group: root["teacher-cleanup"].update(dependentTasks=[]))
+    assert any("not inside an exit handler" in p for p in found) and any("waits for nothing" in p for p in found)
+    _, found = broken(lambda root, group: group["prepare"]["inputs"]["parameters"].pop("teacher_openai_base_url"))
+    assert any("not the server's URL" in p for p in found)
+    _, found = broken(lambda root, group: group["prepare"]["inputs"]["parameters"]["teacher_backend"]
+                      ["runtimeValue"].update(constant="hf"))
+    assert any("not openai" in p for p in found)
+    _, found = broken(lambda root, group: group["prepare"]["inputs"]["parameters"].pop(
+        "teacher_openai_allow_plain_http"))
+    assert any("teacher_openai_allow_plain_http" in p for p in found)
+    spec, _ = broken(lambda root, group: None)
+    constant = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]["teacher-server"]["inputs"]["parameters"][
+        "server"]["runtimeValue"]
+    server = json.loads(constant["constant"])
+    server.update(model_cache_pvc="nope", api_key_secret="missing", image="elsewhere/vllm:1")
+    constant["constant"] = json.dumps(server)
+    available = {"Secret": {"mpa-hf": {"HF_TOKEN"}}, "ConfigMap": {"mpa-config": {"AWS_ENDPOINT_URL"}},
+                 "PersistentVolumeClaim": {"mpa-model-cache": set()}, "ServiceAccount": {"mpa-services": set()}}
+    found = rules.resource_problems({}, available, "x", spec)
+    assert found == ["Secret missing is not in x", "PersistentVolumeClaim nope is not in x"]
+    assert rules.image_problems(spec, {"mpa-cpu", "mpa-gpu"}) == [
+        "the teacher server runs elsewhere/vllm:1, which skaffold.yaml does not build (mpa-cpu, mpa-gpu)"]

