@@ -222,9 +222,10 @@ class StorageConfig(_Strict):
     profile: str | None = None
     access_key_id: SecretStr | None = None
     secret_access_key: SecretStr | None = None
-    max_attempts: int | None = Field(None, ge=1, description="per call, with backoff; default $AWS_MAX_ATTEMPTS or 5")
+    max_attempts: int | None = Field(None, ge=1, description="per call, with backoff; default $AWS_MAX_ATTEMPTS or 3")
     connect_timeout_s: float = Field(5.0, gt=0)
-    read_timeout_s: float = Field(60.0, gt=0)
+    read_timeout_s: float = Field(
+        10.0, gt=0, description="per socket read; a hung endpoint fails after max_attempts x this (~30 s)")
     multipart_threshold_mb: int = Field(64, ge=5)
     multipart_chunk_mb: int = Field(16, ge=5)
     verify: bool = True
@@ -246,6 +247,12 @@ class RunConfig(_Strict):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     out: str = Field("runs/latest", description="run directory: a local path or an s3:// prefix")
     seed: int = 0
+    force: bool = Field(
+        False, description="redo a stage whose output was made with other inputs or settings (discarding that "
+        "output) instead of refusing")
+    allow_partial: bool = Field(
+        False, description="let a stage read an unfinished earlier output (e.g. annotate stopped after 350 of "
+        "1,200 images) instead of refusing")
 
     @model_validator(mode="after")
     def _check_task(self) -> RunConfig:

@@ -208,7 +208,8 @@ def _run_stages(cfg: RunConfig, outputs: _Outputs, tracker: Any, show: bool) -> 
         summary["eval_before"] = evaluate(model=student(), benchmark=cfg.evaluate.benchmark, samples=bench,
                                           predictions_path=out / "eval" / "before.jsonl",
                                           batch_size=cfg.student.batch_size,
-                                          max_new_tokens=cfg.evaluate.max_new_tokens, label="eval before")
+                                          max_new_tokens=cfg.evaluate.max_new_tokens, label="eval before",
+                                          force=cfg.force)
         timings["eval_before"] = time.perf_counter() - t
         outputs.sync()
         if tracker is not None:
@@ -222,7 +223,7 @@ def _run_stages(cfg: RunConfig, outputs: _Outputs, tracker: Any, show: bool) -> 
         build_replay_mix(out / "pi" / "audit.jsonl", out / "pi" / "parity.jsonl",
                          cfg.train.replay_fraction, cfg.train.seed, samples_path)
     pl = level(samples_path=samples_path, student=cfg.student, task=task, cfg=cfg.train,
-               out_dir=out / "level", show=show)
+               out_dir=out / "level", show=show, force=cfg.force, allow_partial=cfg.allow_partial)
     timings["level"] = time.perf_counter() - t
     summary["level"] = asdict(pl)
     outputs.sync()
@@ -235,7 +236,8 @@ def _run_stages(cfg: RunConfig, outputs: _Outputs, tracker: Any, show: bool) -> 
         summary["eval_after"] = evaluate(model=aligned, benchmark=cfg.evaluate.benchmark, samples=bench,
                                          predictions_path=out / "eval" / "after.jsonl",
                                          batch_size=cfg.student.batch_size,
-                                         max_new_tokens=cfg.evaluate.max_new_tokens, label="eval after")
+                                         max_new_tokens=cfg.evaluate.max_new_tokens, label="eval after",
+                                         force=cfg.force)
         aligned.close()
         timings["eval_after"] = time.perf_counter() - t
         before, after = summary["eval_before"]["score"], summary["eval_after"]["score"]

@@ -19,9 +19,10 @@ from typing import Any
 
 import torch
 
+from mpa.cache import model_identity, text_digest
 from mpa.config import ModelConfig, TrainConfig
 from mpa.data.images import load_image
-from mpa.records import read_jsonl, write_json_atomic
+from mpa.records import StageRun, check_input, read_jsonl, write_json_atomic
 from mpa.tasks import Task
 from mpa.ui import progress_bar, summary_table
 from mpa.vlm.adapters import PRESETS
@@ -71,11 +72,25 @@ def level(
     cfg: TrainConfig,
     out_dir: str | Path,
     show: bool = True,
+    force: bool = False,
+    allow_partial: bool = False,
 ) -> LevelSummary:
-    """Train; save ``out_dir/checkpoint`` (safetensors + processor) and ``out_dir/train_log.jsonl``."""
+    """Train; save ``out_dir/checkpoint`` (safetensors + processor) and ``out_dir/train_log.jsonl``.
+
+    A finished ``out_dir`` is returned as it is only when it was trained from the same samples, student
+    and PL settings; otherwise the run is refused (:class:`~mpa.records.StageMismatch`) unless ``force``,
+    which discards the old checkpoint and trains again. Unfinished samples are refused unless ``allow_partial``.
+    """
     out_dir = Path(out_dir)
     ckpt = out_dir / "checkpoint"
     summary_path = out_dir / "level_summary.json"
+    # keyed by the samples, the student and the PL settings; the lock is held until this function returns
+    _stage = StageRun(
+        out_dir, "level", force=force, partial_inputs=check_input(samples_path, allow_partial),
+        settings={"student": model_identity(student), "train": cfg.model_dump(mode="json"), "task": task.name,
+                  "answer_prompt": text_digest(task.answer_prompt("{question}"))},
+        inputs={"samples": samples_path}, clear=[ckpt, summary_path, out_dir / "train_log.jsonl"],
+    ).begin()
     if (ckpt / "config.json").is_file() and summary_path.is_file():
         return LevelSummary(**json.loads(summary_path.read_text()))
     samples = read_training_samples(samples_path)
