@@ -15,12 +15,12 @@ demo: setup
 	$(BIN)/mpa demo --out runs/demo
 
 test: setup
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests components pipelines
 	$(BIN)/pytest -q
 
 lint: setup
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests components pipelines
+	$(BIN)/ruff format --check src tests components pipelines
 
 services: setup
 	bash scripts/services.sh up

@@ -40,8 +40,8 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=None, help="default: the demo's")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    from mpa.toyworld.demo import run_demo
     from mpa.toyworld import DEMO_TEMPERATURE
+    from mpa.toyworld.demo import run_demo
 
     temperature = DEMO_TEMPERATURE if args.temperature is None else args.temperature
     root = args.out or tempfile.mkdtemp(prefix="mpa-targets-")

@@ -11,10 +11,10 @@ from mpa.devtools.tinymodels import (
     DEFAULT_CORPUS,
     TINY_COLORS,
     TINY_QUESTION,
-    _tiny_image,
     build_tiny,
     make_tiny_workspace,
     quick_train,
+    tiny_image,
 )
 from mpa.orchestrate.baselines import BaselineError, few_shot_samples, majority_answer, run_baseline
 from mpa.orchestrate.local import run_pipeline
@@ -86,12 +86,12 @@ def test_mixed_pair_smolvlm_teacher_qwen25_student(ws, tmp_path):
     colors = list(TINY_COLORS)
     examples = []
     for i in range(16):
-        c, img = colors[i % 4], _tiny_image(colors[i % 4], i)
+        c, img = colors[i % 4], tiny_image(colors[i % 4], i)
         examples += [
             (img, task.pa_prompt, f"Question: {TINY_QUESTION} Answer: {c}"),
             (img, task.answer_prompt(TINY_QUESTION), c),
         ]
-    quick_train(model, proc, examples, steps=80, lr=1e-2, batch=8)
+    quick_train(model, proc, examples, steps=160, lr=1e-2, batch=8)
     model.save_pretrained(teacher_dir)
     summary = run_pipeline(_cfg(ws, tmp_path, teacher_dir, ws["qwen2_5_vl"]), show=False)
     assert summary["annotate"]["n_parsed"] >= 4

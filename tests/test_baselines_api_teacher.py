@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from mpa.config import parse_config
-from mpa.devtools.tinymodels import DEFAULT_CORPUS, TINY_COLORS, TINY_QUESTION, _tiny_image, build_tiny
+from mpa.devtools.tinymodels import DEFAULT_CORPUS, TINY_COLORS, TINY_QUESTION, build_tiny, tiny_image
 from mpa.orchestrate.local import run_pipeline
 from mpa.tasks import get_task
 
@@ -69,8 +69,8 @@ def test_api_teacher_with_tiny_smolvlm_student(api, tmp_path):
     ws["images"].mkdir()
     ws["bench_images"].mkdir()
     for i in range(4):
-        _tiny_image(colors[i], i).save(ws["images"] / f"{i}.png")
-        _tiny_image(colors[i], 50 + i).save(ws["bench_images"] / f"b{i}.png")
+        tiny_image(colors[i], i).save(ws["images"] / f"{i}.png")
+        tiny_image(colors[i], 50 + i).save(ws["bench_images"] / f"b{i}.png")
     ws["benchmark"].write_text(
         json.dumps(
             {

@@ -21,7 +21,7 @@ FIX = Path(__file__).parent / "fixtures" / "benchmarks"
 
 
 def test_benchmark_registry():
-    assert BENCHMARKS == {"textvqa": "vqa", "stvqa": "anls", "chartqa": "relaxed", "okvqa": "vqa"}
+    assert BENCHMARKS == {"textvqa": "vqa", "stvqa": "anls", "chartqa": "relaxed", "okvqa": "vqa", "pathvqa": "vqa"}
 
 
 # ------------------------------------------------------------------------------------------------

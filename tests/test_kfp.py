@@ -1,11 +1,17 @@
-"""The compiled Kubeflow pipeline: what a cluster would get (read from the committed YAML), the
-stale-compile check, parameter → config mapping, compile-time settings and the client logic
-(upload/run argument handling, version naming) without a server."""
+"""The Kubeflow side of the library and the house it lives in: run parameters → RunConfig,
+compile-time settings, the client logic (version names, run arguments, following a run) against a
+recording fake of the kfp client, the CLI, every metadata.yaml against one schema, and the wheel
+(every component and pipeline folder in it, and an installed wheel compiles the committed spec).
+What the compiled spec asks of a cluster: pipelines/training/mpa/tests/."""
 
 from __future__ import annotations
 
 import json
-import re
+import shutil
+import subprocess
+import sys
+import tomllib
+import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,222 +21,162 @@ import yaml
 pytest.importorskip("kfp")
 pytest.importorskip("kfp.kubernetes")
 
+from mpa.config import ConfigError  # noqa: E402
 from mpa.orchestrate.kubeflow import client as kc  # noqa: E402
-from mpa.orchestrate.kubeflow.params import PARAM_FIELDS, PIPELINE_ONLY, config_from_params  # noqa: E402
-from mpa.orchestrate.kubeflow.settings import GPU_STAGES, STAGES, SettingsError, settings_from_dict  # noqa: E402
+from mpa.orchestrate.kubeflow.params import config_field, run_config  # noqa: E402
+from mpa.orchestrate.kubeflow.settings import (  # noqa: E402
+    MODEL_STAGES,
+    STAGES,
+    PipelineSettings,
+    SettingsError,
+    load_settings,
+    settings_from_dict,
+)
+from mpa_kfp.pipelines.training.mpa.pipeline import COMPILED, PARAMS_DIR, compile_pipeline  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-COMPILED = ROOT / "pipelines" / "compiled" / "mpa.yaml"
-GPU_EXECUTORS = {"exec-annotate", "exec-identify", "exec-level"}
-CPU_EXECUTORS = {"exec-prepare", "exec-merge", "exec-gate", "exec-register"}
+COMPONENT_DIRS = sorted(p.parent for p in (ROOT / "components").glob("*/*/component.py"))
+PIPELINE_DIRS = sorted(p.parent for p in (ROOT / "pipelines").glob("*/*/pipeline.py"))
+SCHEMA = ROOT / "components" / "metadata.schema.json"
 
 
 def _load(path: Path) -> tuple[dict, dict]:
     docs = list(yaml.safe_load_all(path.read_text()))
-    assert len(docs) == 2, "expected the pipeline spec and the Kubernetes platform spec"
     return docs[0], docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
 
 
-@pytest.fixture(scope="module")
-def spec() -> tuple[dict, dict]:
-    return _load(COMPILED)
+BASE = {
+    "teacher": {"model": "/m/t"},
+    "student": {"model": "/m/s"},
+    "data": {"images": "s3://b/img/"},
+    "evaluate": {"benchmark": "textvqa", "annotations": "s3://b/val.json"},
+}
 
 
-def _containers(pipeline: dict) -> dict[str, dict]:
-    return {name: ex["container"] for name, ex in pipeline["deploymentSpec"]["executors"].items()}
+# --- the house --------------------------------------------------------------------------------
 
 
-def test_compiled_pipeline_is_not_stale(tmp_path):
-    fresh = kc.compile_pipeline(tmp_path / "mpa.yaml")
-    assert fresh.read_text() == COMPILED.read_text(), (
-        "pipelines/compiled/mpa.yaml is stale: run `mpa pipeline compile` and commit it"
+def test_every_component_and_pipeline_folder_is_complete():
+    assert {d.name for d in COMPONENT_DIRS} >= {"prepare", "annotate", "identify", "merge", "level",
+                                               "evaluate_base", "evaluate_checkpoint", "gate", "register"}
+    for d in COMPONENT_DIRS + PIPELINE_DIRS:
+        for name in ("metadata.yaml", "README.md", "__init__.py", "tests"):
+            assert (d / name).exists(), f"{d.relative_to(ROOT)} has no {name}"
+        assert list((d / "tests").glob("test_*.py")), f"{d.relative_to(ROOT)}/tests has no tests"
+    for d in PIPELINE_DIRS:
+        assert (d / "pipeline.yaml").is_file() and list((d / "settings").glob("*.yaml"))
+
+
+def test_every_metadata_yaml_follows_the_schema():
+    import jsonschema
+
+    schema = json.loads(SCHEMA.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    files = [*sorted((ROOT / "components").glob("*/*/metadata.yaml")),
+             *sorted((ROOT / "pipelines").glob("*/*/metadata.yaml"))]
+    assert len(files) == len(COMPONENT_DIRS) + len(PIPELINE_DIRS)
+    for f in files:
+        meta = yaml.safe_load(f.read_text())
+        errors = [f"{'.'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(meta)]
+        assert not errors, f"{f.relative_to(ROOT)}: {errors}"
+        assert meta["name"] == f.parent.name
+        kfp = {d["name"]: d["version"] for d in meta["dependencies"]["kubeflow"]}
+        assert kfp["Pipelines"] == ">=2.15.0", f"{f.relative_to(ROOT)}: the pipeline needs a KFP >= 2.15 backend"
+    bad = {**yaml.safe_load(files[0].read_text()), "stability": "experimental"}
+    assert list(validator.iter_errors(bad))  # the schema does reject
+
+
+def test_component_readmes_name_every_input_and_output():
+    import importlib
+
+    for d in COMPONENT_DIRS:
+        module = importlib.import_module(f"mpa_kfp.components.{d.parent.name}.{d.name}")
+        spec = getattr(module, d.name).component_spec
+        readme = (d / "README.md").read_text()
+        for name in [*(spec.inputs or {}), *(spec.outputs or {})]:
+            assert f"`{name}`" in readme, f"{d.relative_to(ROOT)}/README.md does not describe {name}"
+
+
+def test_pyproject_lists_every_package():
+    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(cfg["packages"])
+    on_disk = {".".join(p.parent.relative_to(ROOT / "src").parts) for p in (ROOT / "src").rglob("__init__.py")}
+    for folder in ("components", "pipelines"):
+        on_disk |= {"mpa_kfp." + ".".join(p.parent.relative_to(ROOT).parts)
+                    for p in (ROOT / folder).rglob("__init__.py") if "tests" not in p.parts}
+    assert listed == on_disk, f"missing: {sorted(on_disk - listed)}; extra: {sorted(listed - on_disk)}"
+    assert cfg["package-dir"] == {"": "src", "mpa_kfp.components": "components", "mpa_kfp.pipelines": "pipelines"}
+
+
+@pytest.mark.timeout(300)
+def test_the_wheel_ships_every_component_and_an_installed_wheel_compiles_the_pipeline(tmp_path):
+    """A real ``pip wheel . --no-deps`` of the tracked files; then the wheel installed on its own
+    (``--target``) compiles the same spec as the committed one."""
+    src = tmp_path / "src"
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.split(b"\0")
+    for rel in filter(None, (f.decode() for f in files)):
+        if (ROOT / rel).is_file():
+            (src / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, src / rel)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "wheel", str(src), "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist")],
+                   check=True, capture_output=True)
+    [wheel] = (tmp_path / "dist").glob("mpa-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for d in COMPONENT_DIRS + PIPELINE_DIRS:
+        rel = "mpa_kfp/" + d.relative_to(ROOT).as_posix()
+        for f in ("component.py", "pipeline.py", "pipeline.yaml", "metadata.yaml", "README.md"):
+            if (d / f).exists():
+                assert f"{rel}/{f}" in names, f"{rel}/{f} is not in the wheel"
+        for sub in ("settings", "params"):
+            for f in (d / sub).glob("*.yaml"):
+                assert f"{rel}/{sub}/{f.name}" in names
+    assert not any("/tests/" in n for n in names)
+    target = tmp_path / "site"
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(target), str(wheel)], check=True, capture_output=True)
+    out = tmp_path / "compiled.yaml"
+    code = (
+        "import mpa, mpa_kfp.pipelines.training.mpa.pipeline as p, sys;"
+        f"assert mpa.__file__.startswith({str(target)!r}) and p.__file__.startswith({str(target)!r}), p.__file__;"
+        f"p.compile_pipeline({str(out)!r})"
     )
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(target), "HOME": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=tmp_path)
+    assert out.read_text() == COMPILED.read_text()
 
 
-def test_every_stage_has_an_executor(spec):
-    pipeline, _ = spec
-    names = set(_containers(pipeline))
-    assert names >= GPU_EXECUTORS | CPU_EXECUTORS
-    assert {"exec-evaluate-student", "exec-evaluate-aligned"} <= names
+# --- run parameters → RunConfig ---------------------------------------------------------------
 
 
-def test_gpu_requests_on_pa_pi_pl_and_none_on_register(spec):
-    pipeline, _ = spec
-    containers = _containers(pipeline)
-    for name in GPU_EXECUTORS:
-        acc = containers[name]["resources"]["accelerator"]
-        assert acc["resourceType"] == "nvidia.com/gpu" and int(acc["resourceCount"]) >= 1, name
-        assert "mpa-gpu" in containers[name]["image"], name
-    for name in CPU_EXECUTORS:
-        assert "accelerator" not in containers[name].get("resources", {}), name
-        assert "mpa-cpu" in containers[name]["image"], name
+def test_run_parameter_names_resolve_to_config_fields():
+    assert config_field("teacher_model") == "teacher.model"
+    assert config_field("data_max_images") == "data.max_images"
+    assert config_field("tracking_promotion_margin") == "tracking.promotion_margin"
+    assert config_field("teacher_openai_base_url") == "teacher.openai.base_url"
+    assert config_field("seed") == "seed"
+    with pytest.raises(ValueError, match="names no RunConfig fields"):
+        config_field("min_improvement")
 
 
-def test_memory_and_cpu_requests_and_limits(spec):
-    pipeline, _ = spec
-    for name, c in _containers(pipeline).items():
-        r = c["resources"]
-        for key in ("resourceCpuRequest", "resourceCpuLimit", "resourceMemoryRequest", "resourceMemoryLimit"):
-            assert r.get(key), f"{name} has no {key}"
-    assert _containers(pipeline)["exec-level"]["resources"]["resourceMemoryLimit"] == "96Gi"
-    assert _containers(pipeline)["exec-register"]["resources"]["resourceMemoryLimit"] == "2Gi"
+def test_run_config_is_the_config_with_the_parameters_that_are_set():
+    cfg = run_config({**BASE, "train": {"epochs": 3.0}}, {"train_epochs": None, "identify_match": "anls",
+                                                          "tracking_promotion_margin": 0.5, "seed": 3})
+    assert cfg.train.epochs == 3.0  # None: the config's value stays
+    assert cfg.identify.match == "anls" and cfg.tracking.promotion_margin == 0.5 and cfg.seed == 3
+    assert cfg.data.max_images is None and cfg.train.learning_rate is None  # never 0 / "" for "unset"
+    assert run_config(None, {"teacher_model": "/t", "student_model": "/s", "data_images": "/i"}).teacher.model == "/t"
 
 
-def test_gpu_placement_tolerations_and_model_cache(spec):
-    _, k8s = spec
-    for name in GPU_EXECUTORS:
-        ex = k8s[name]
-        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in ex["tolerations"]
-        assert ex["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
-        assert [m["mountPath"] for m in ex["pvcMount"]] == ["/cache"]
-        assert ex["pvcMount"][0]["constant"] == "mpa-model-cache"
-    for name in CPU_EXECUTORS:
-        ex = k8s[name]
-        assert "tolerations" not in ex and "nodeSelector" not in ex and "pvcMount" not in ex, name
-
-
-def test_secrets_are_references_never_values(spec):
-    pipeline, k8s = spec
-
-    def secrets(name: str) -> dict[str, dict]:
-        return {s["secretName"]: s for s in k8s[name].get("secretAsEnv", [])}
-
-    for name in k8s:
-        assert "mpa-s3" in secrets(name), name
-        s3 = {e["envVar"] for e in secrets(name)["mpa-s3"]["keyToEnv"]}
-        assert s3 == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
-        assert secrets(name)["mpa-s3"]["optional"] is False
-    for name in ("exec-annotate", "exec-identify"):
-        assert secrets(name)["mpa-openai"]["keyToEnv"] == [{"envVar": "OPENAI_API_KEY", "secretKey": "OPENAI_API_KEY"}]
-    assert "mpa-openai" not in secrets("exec-level") and "mpa-openai" not in secrets("exec-register")
-    assert {e["envVar"] for e in secrets("exec-register")["mpa-mlflow"]["keyToEnv"]} == {
-        "MLFLOW_TRACKING_USERNAME",
-        "MLFLOW_TRACKING_PASSWORD",
-    }
-    # plain env in the containers is only these (no credential can hide in the spec)
-    plain = {"MPA_MODEL_CACHE", "PYTHONUNBUFFERED", "TOKENIZERS_PARALLELISM"}
-    for c in _containers(pipeline).values():
-        assert {e["name"] for e in c.get("env", [])} <= plain
-    text = COMPILED.read_text()
-    for word in ("aws_secret_access_key:", "password:", "api_key:", "token:"):
-        assert word not in text.lower().replace(" ", ""), word
-
-
-def test_fan_out_over_shards_and_fan_in(spec):
-    pipeline, _ = spec
-    root = pipeline["root"]["dag"]["tasks"]
-    loops = [name for name, t in root.items() if "parameterIterator" in t]
-    assert len(loops) == 1
-    loop_name, loop = loops[0], root[loops[0]]
-    assert loop["parameterIterator"]["items"]["inputParameter"].endswith("prepare-Output")
-    assert loop["iteratorPolicy"]["parallelismLimit"] == 8
-    body = pipeline["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
-    assert set(body) == {"annotate", "identify"}
-    assert body["identify"]["dependentTasks"] == ["annotate"]
-    merge = root["merge"]
-    assert merge["inputs"]["artifacts"]["shards"]["taskOutputArtifact"]["producerTask"] == loop_name
-    assert pipeline["components"]["comp-merge"]["inputDefinitions"]["artifacts"]["shards"]["isArtifactList"] is True
-    assert root["level"]["inputs"]["artifacts"]["parity"]["taskOutputArtifact"]["producerTask"] == "merge"
-    # evaluate-before needs only the plan: it runs alongside PA/PI
-    assert root["evaluate-student"]["dependentTasks"] == ["prepare"]
-
-
-def test_register_only_if_better(spec):
-    pipeline, _ = spec
-    root = pipeline["root"]["dag"]["tasks"]
-    conds = [t for t in root.values() if t.get("triggerPolicy", {}).get("condition")]
-    assert len(conds) == 1
-    cond = conds[0]
-    assert "gate-Output" in cond["triggerPolicy"]["condition"] and "== true" in cond["triggerPolicy"]["condition"]
-    body = pipeline["components"][cond["componentRef"]["name"]]["dag"]["tasks"]
-    assert set(body) == {"register"}
-    reg = pipeline["deploymentSpec"]["executors"]["exec-register"]
-    assert reg["container"]["image"].endswith(":" + __import__("mpa").__version__)
-    assert root["gate"]["inputs"]["parameters"]["score_before"]["taskOutputParameter"]["producerTask"] == (
-        "evaluate-student"
-    )
-
-
-def test_components_are_thin_and_install_nothing(spec):
-    pipeline, _ = spec
-    for name, c in _containers(pipeline).items():
-        src = c["command"][-1]
-        assert "pip install" not in src and "pip" not in " ".join(c["command"][:-1]), name
-        assert "from mpa.orchestrate.kubeflow.steps import" in src, name
-        body = re.split(r"\)(?: -> [^\n]+)?:\n", src.split("\ndef ", 1)[1], maxsplit=1)[1]
-        assert len([ln for ln in body.splitlines() if ln.strip()]) <= 12, f"{name} is not a thin wrapper"
-
-
-def test_pipeline_parameters_map_onto_run_config(spec):
-    pipeline, _ = spec
-    params = set(pipeline["root"]["inputDefinitions"]["parameters"])
-    assert params == set(PARAM_FIELDS) | PIPELINE_ONLY
-    required = {
-        "task",
-        "teacher",
-        "student",
-        "images",
-        "benchmark",
-        "match_rule",
-        "shards",
-        "epochs",
-        "learning_rate",
-        "train_batch_size",
-    }
-    assert required <= params
-
-
-# --- params → RunConfig ---------------------------------------------------------------------------
-
-
-def _params(**kw):
-    base = dict(
-        task="textvqa",
-        teacher="/m/t",
-        student="/m/s",
-        images="s3://b/img/",
-        max_images=0,
-        benchmark="textvqa",
-        benchmark_annotations="s3://b/val.json",
-        benchmark_images="",
-        eval_max_samples=0,
-        match_rule="anls",
-        qa_per_image=2,
-        epochs=1.0,
-        train_batch_size=0,
-        learning_rate=0.0,
-        lora=True,
-        seed=3,
-        min_improvement=0.5,
-        registered_model="",
-    )
-    return {**base, **kw}
-
-
-def test_config_from_params_maps_every_field():
-    cfg = config_from_params(_params(), {"teacher.batch_size": 32, "annotate.max_new_tokens": 40})
-    assert cfg.teacher.model == "/m/t" and cfg.student.model == "/m/s" and cfg.data.images == "s3://b/img/"
-    assert cfg.identify.match == "anls" and cfg.annotate.qa_per_image == 2 and cfg.train.lora is True
-    assert cfg.data.max_images is None and cfg.train.batch_size is None and cfg.train.learning_rate is None
-    assert cfg.evaluate.images is None and cfg.evaluate.max_samples is None
-    assert cfg.tracking.promotion_margin == 0.5 and cfg.tracking.registered_model is None
-    assert cfg.teacher.batch_size == 32 and cfg.annotate.max_new_tokens == 40 and cfg.seed == 3
-    cfg = config_from_params(_params(train_batch_size=8, learning_rate=2e-5, registered_model="qwen-aligned"))
-    assert cfg.train.batch_size == 8 and cfg.train.learning_rate == 2e-5
-    assert cfg.tracking.registered_model == "qwen-aligned"
-
-
-def test_config_from_params_errors_name_the_input():
-    with pytest.raises(ValueError, match="use the pipeline parameter 'teacher'"):
-        config_from_params(_params(), {"teacher.model": "x"})
-    with pytest.raises(ValueError, match="identify.match"):
-        config_from_params(_params(match_rule="fuzzy"))
-    with pytest.raises(ValueError, match="credentials never go in run parameters"):
-        config_from_params(_params(), {"storage.secret_access_key": "x"})
-    with pytest.raises(ValueError, match="credentials never go in run parameters"):
-        config_from_params(_params(), {"teacher.options.hf_token": "x"})
-    with pytest.raises(ValueError, match="unknown pipeline parameters: bogus"):
-        config_from_params({**_params(), "bogus": 1})
+def test_run_config_errors_name_the_input():
+    with pytest.raises(ConfigError, match="identify.match"):
+        run_config(BASE, {"identify_match": "fuzzy"})
+    with pytest.raises(ConfigError, match="storage.secret_access_key: credentials never go in run parameters"):
+        run_config({**BASE, "storage": {"secret_access_key": "x"}}, {})
+    with pytest.raises(ConfigError, match="teacher.options.hf_token"):
+        run_config({**BASE, "teacher": {"model": "/t", "options": {"hf_token": "x"}}}, {})
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        run_config(["not", "a", "mapping"], {})  # type: ignore[arg-type]
 
 
 # --- compile-time settings --------------------------------------------------------------------
@@ -243,31 +189,24 @@ def test_settings_override_resources_at_compile_time(tmp_path):
             "model_cache_pvc": None,
             "shard_parallelism": 3,
             "stages": {
-                "annotate": {
-                    "accelerator_count": 2,
-                    "accelerator_type": "nvidia.com/gpu",
-                    "node_selector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
-                    "memory_limit": "80Gi",
-                },
-                "level": {"tolerations": [{"key": "dedicated", "operator": "Equal", "value": "train"}]},
+                "annotate": {"accelerator_count": 2, "memory_limit": "80Gi",
+                             "node_selector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}},
+                "level": {"tolerations": [{"key": "dedicated", "operator": "Equal", "value": "train"}],
+                          "timeout_seconds": 7200},
             },
         }
     )
-    pipeline, k8s = _load(kc.compile_pipeline(tmp_path / "p.yaml", settings))
-    ann = _containers(pipeline)["exec-annotate"]
-    assert ann["resources"]["accelerator"]["resourceCount"] == "2"
-    assert ann["resources"]["resourceMemoryLimit"] == "80Gi"
+    pipeline, k8s = _load(compile_pipeline(tmp_path / "p.yaml", settings))
+    ann = pipeline["deploymentSpec"]["executors"]["exec-annotate"]["container"]
+    assert ann["resources"]["accelerator"]["resourceCount"] == "2" and ann["resources"]["resourceMemoryLimit"] == "80Gi"
     assert ann["resources"]["resourceCpuRequest"] == "4"  # untouched defaults survive the merge
     assert ann["image"].startswith("registry.example/mpa-gpu@sha256:")
-    assert k8s["exec-annotate"]["nodeSelector"]["labels"] == {  # mappings merge with the defaults
-        "nvidia.com/gpu.present": "true",
-        "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3",
-    }
+    assert k8s["exec-annotate"]["nodeSelector"]["labels"] == {
+        "nvidia.com/gpu.present": "true", "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
     assert k8s["exec-level"]["tolerations"] == [
-        {"key": "dedicated", "operator": "Equal", "value": "train", "effect": "NoSchedule"}
-    ]
+        {"key": "dedicated", "operator": "Equal", "value": "train", "effect": "NoSchedule"}]
+    assert int(k8s["exec-level"]["activeDeadlineSeconds"]) == 7200
     assert all("pvcMount" not in ex for ex in k8s.values())
-    assert all(e["name"] != "MPA_MODEL_CACHE" for c in _containers(pipeline).values() for e in c.get("env", []))
     loop = next(t for t in pipeline["root"]["dag"]["tasks"].values() if "parameterIterator" in t)
     assert loop["iteratorPolicy"]["parallelismLimit"] == 3
 
@@ -279,38 +218,44 @@ def test_settings_errors():
         settings_from_dict({"stages": {"level": {"accelerator_count": -1}}})
     with pytest.raises(SettingsError, match="unknown stages"):
         settings_from_dict({"secrets": [{"name": "x", "env": {"a": "A"}, "stages": ["nope"]}]})
-    assert set(GPU_STAGES) <= set(STAGES)
+    with pytest.raises(SettingsError, match="stages.annotate requests a GPU but teacher_in_pod is false"):
+        settings_from_dict({"teacher_in_pod": False, "stages": {"annotate": {"accelerator_count": 1}}})
+    with pytest.raises(SettingsError, match="stages.merge requests a GPU but no model runs there"):
+        settings_from_dict({"stages": {"merge": {"accelerator_count": 1}}})
+    assert set(MODEL_STAGES) <= set(STAGES)
 
 
-def test_example_settings_and_params_files_are_valid():
-    from mpa.orchestrate.kubeflow.settings import load_settings
+def test_teacher_placement_decides_annotates_pod():
+    assert PipelineSettings().stage("annotate").accelerator_count == 1
+    for s in (PipelineSettings(teacher_in_pod=False), settings_from_dict({"teacher_in_pod": False})):
+        assert s.stage("annotate").accelerator_count == 0 and s.stage("annotate").image == "cpu"
+        assert s.stage("identify").accelerator_count == 1 and not s.runs_model("annotate")
 
-    for path in sorted((ROOT / "pipelines" / "settings").glob("*.yaml")):
-        load_settings(path)
-    files = sorted((ROOT / "pipelines" / "params").glob("*.yaml"))
-    assert files, "pipelines/params/ should hold at least one example"
-    for path in files:
-        params = kc.load_run_params(path)
-        overrides = params.pop("config_overrides", {})
-        full = {**_params(), **{k: v for k, v in params.items() if k != "shards"}}
-        config_from_params(full, overrides)
+
+def test_retry_window_covers_every_attempt():
+    res = PipelineSettings().stage("annotate")
+    assert res.retries == 2
+    assert res.retry_window_seconds() == 3 * res.timeout_seconds + 60 + 120
 
 
 # --- client logic without a server ------------------------------------------------------------
 
 
-def test_version_name_follows_git_revision(tmp_path):
+def test_version_name_follows_git_revision_and_the_spec(tmp_path):
     pkg = tmp_path / "p.yaml"
     pkg.write_text("a: 1\n")
-    assert kc.version_name(pkg, ("0123456789ab", False)) == "git-0123456789ab"
+    clean = kc.version_name(pkg, ("0123456789ab", False))
+    assert clean == f"git-0123456789ab-{kc.spec_digest(pkg)}"
     dirty = kc.version_name(pkg, ("0123456789ab", True))
-    assert dirty.startswith("git-0123456789ab-dirty-") and dirty == kc.version_name(pkg, ("0123456789ab", True))
-    pkg.write_text("a: 2\n")
-    assert kc.version_name(pkg, ("0123456789ab", True)) != dirty
+    assert dirty.startswith("git-0123456789ab-dirty-")
+    pkg.write_text("a: 2\n")  # another compile of the same commit (settings, images): another version
+    assert kc.version_name(pkg, ("0123456789ab", False)) != clean
     assert kc.version_name(pkg, None).startswith("spec-")
     with pytest.raises(ValueError):
         kc.version_name(pkg, ("not a sha!", False))
-    rev = kc.git_revision(ROOT)
+    from mpa.provenance import git_revision
+
+    rev = git_revision(ROOT)
     assert rev is not None and len(rev[0]) == 12
 
 
@@ -325,8 +270,7 @@ def test_connection_flags_win_over_env():
 
 
 def test_make_client_builds_a_kfp_client_with_bearer_token():
-    # constructing the client does not contact the server
-    with pytest.warns(FutureWarning):
+    with pytest.warns(FutureWarning):  # constructing the client does not contact the server
         client = kc.make_client(kc.Connection(host="http://127.0.0.1:9", namespace="team-a", token="abc"))
     cfg = client._existing_config
     assert cfg.host == "http://127.0.0.1:9"
@@ -334,13 +278,19 @@ def test_make_client_builds_a_kfp_client_with_bearer_token():
     assert client.get_user_namespace() == "team-a"
 
 
-class FakeKFP:
-    """Records calls; mimics the kfp.Client methods upload/run use (shapes of kfp_server_api objects)."""
+class ApiError(Exception):
+    def __init__(self, status):
+        super().__init__(f"HTTP {status}")
+        self.status = status
 
-    def __init__(self, pipelines=None, final_state="SUCCEEDED"):
-        self.pipelines = pipelines or {}  # name -> {"id":..., "versions": {name: id}}
+
+class FakeKFP:
+    """Records calls; mimics the kfp.Client methods upload/run/wait use (shapes of kfp_server_api objects)."""
+
+    def __init__(self, pipelines=None, states=("SUCCEEDED",)):
+        self.pipelines = pipelines or {}
         self.calls: list[tuple] = []
-        self.final_state = final_state
+        self.states = list(states)
 
     def get_pipeline_id(self, name):
         return self.pipelines.get(name, {}).get("id")
@@ -374,52 +324,88 @@ class FakeKFP:
         self.calls.append(("run_pipeline", kw))
         return SimpleNamespace(run_id="r-1")
 
-    def wait_for_run_completion(self, run_id, timeout, sleep_duration=5):
-        self.calls.append(("wait", run_id, timeout))
-        return SimpleNamespace(state=self.final_state)
+    def terminate_run(self, run_id):
+        self.calls.append(("terminate_run", run_id))
+
+    def get_run(self, run_id):
+        self.calls.append(("get_run", run_id))
+        state = self.states.pop(0) if len(self.states) > 1 else self.states[0]
+        if isinstance(state, Exception):
+            raise state
+        return SimpleNamespace(state=state)
+
+
+def _wait(fake, timeout=100):
+    now = [0.0]
+    return kc.wait(fake, "r-1", timeout, poll_s=10, clock=lambda: now[0],
+                   sleep=lambda s: now.__setitem__(0, now[0] + s))
+
+
+def test_wait_stops_on_every_final_state_and_handles_errors():
+    assert _wait(FakeKFP(states=["PENDING", "RUNNING", "SUCCEEDED"])) == "succeeded"
+    assert _wait(FakeKFP(states=["RUNNING", "CANCELING", "CANCELED"])) == "canceled"  # not a wait until timeout
+    assert _wait(FakeKFP(states=["RUNNING", ApiError(503), ApiError(502), "FAILED"])) == "failed"  # transient
+    fake = FakeKFP(states=["RUNNING", ApiError(401)])
+    with pytest.raises(kc.PipelineClientError, match=r"refused the token \(HTTP 401\).*mpa pipeline wait r-1"):
+        _wait(fake)
+    assert sum(c[0] == "get_run" for c in fake.calls) == 2  # no retry loop on a refused token
+    with pytest.raises(kc.PipelineClientError, match="5 errors in a row"):
+        _wait(FakeKFP(states=[ApiError(500)]))
+    with pytest.raises(TimeoutError):
+        _wait(FakeKFP(states=["RUNNING"]), timeout=30)
 
 
 def test_upload_version_is_idempotent():
     client = FakeKFP()
-    first = kc.upload_version(client, COMPILED, "mpa", "git-abc123")
+    first = kc.upload_version(client, COMPILED, "mpa", "git-abc123-d1")
     assert first.created and [c[0] for c in client.calls] == ["upload_pipeline", "upload_pipeline_version"]
-    again = kc.upload_version(client, COMPILED, "mpa", "git-abc123")
-    assert not again.created and again.version_id == first.version_id
-    assert len(client.calls) == 2  # nothing uploaded the second time
-    other = kc.upload_version(client, COMPILED, "mpa", "git-def456")
+    again = kc.upload_version(client, COMPILED, "mpa", "git-abc123-d1")
+    assert not again.created and again.version_id == first.version_id and len(client.calls) == 2
+    other = kc.upload_version(client, COMPILED, "mpa", "git-abc123-d2")
     assert other.created and other.version_id != first.version_id
 
 
-def test_load_run_params(tmp_path):
+def test_run_arguments_take_a_run_config(tmp_path):
     p = tmp_path / "run.yaml"
-    p.write_text("teacher: Qwen/Qwen2-VL-7B-Instruct\nshards: 8\nconfig_overrides: {teacher.batch_size: 16}\n")
-    params = kc.load_run_params(p, {"shards": 16})
-    assert params == {
-        "teacher": "Qwen/Qwen2-VL-7B-Instruct",
-        "shards": 16,
-        "config_overrides": {"teacher.batch_size": 16},
-    }
-    p.write_text("techer: x\n")
-    with pytest.raises(kc.PipelineClientError, match="techer"):
-        kc.load_run_params(p)
+    p.write_text(yaml.safe_dump(BASE))
+    args = kc.run_arguments(COMPILED, p, {"teacher.batch_size": 16}, {"train_epochs": 2.0}, shards=8)
+    assert args == {"config": {**BASE, "teacher": {"model": "/m/t", "batch_size": 16}}, "train_epochs": 2.0,
+                    "shards": 8}
+    with pytest.raises(kc.PipelineClientError, match="unknown run parameters \\['epochs'\\]"):
+        kc.run_arguments(COMPILED, p, params={"epochs": 2})
+    with pytest.raises(kc.PipelineClientError, match="--shards"):
+        kc.run_arguments(COMPILED, p, params={"shards": 2})
+    with pytest.raises(kc.PipelineClientError, match="credentials never go in run parameters"):
+        kc.run_arguments(COMPILED, p, {"storage.secret_access_key": "x"})
+    with pytest.raises(kc.PipelineClientError, match="train.epochs"):
+        kc.run_arguments(COMPILED, p, {"train.epochs": "many"})
     with pytest.raises(kc.PipelineClientError, match="not found"):
-        kc.load_run_params(tmp_path / "missing.yaml")
+        kc.run_arguments(COMPILED, tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("path", sorted(PARAMS_DIR.glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_params_files_are_valid_run_arguments(path):
+    assert kc.run_arguments(COMPILED, path)["config"]
+
+
+# --- the CLI ----------------------------------------------------------------------------------
 
 
 def _cli(args, monkeypatch, fake):
     from typer.testing import CliRunner
 
-    from mpa.cli.pipeline import pipeline_app
+    from mpa.cli.pipeline import app as pipeline_app
 
     monkeypatch.setattr(kc, "make_client", lambda conn: fake)
-    monkeypatch.setattr(kc, "git_revision", lambda cwd=None: ("0123456789ab", False))
+    monkeypatch.setattr("mpa.provenance.git_revision", lambda cwd=None: ("0123456789ab", False))
+    monkeypatch.setattr(kc.time, "sleep", lambda s: None)
     return CliRunner().invoke(pipeline_app, args)
 
 
 def test_cli_compile(tmp_path):
     from typer.testing import CliRunner
 
-    from mpa.cli.pipeline import pipeline_app
+    from mpa.cli.pipeline import app as pipeline_app
 
     s = tmp_path / "settings.yaml"
     s.write_text("stages: {level: {accelerator_count: 4}}\n")
@@ -429,89 +415,75 @@ def test_cli_compile(tmp_path):
     )
     assert res.exit_code == 0, res.output
     pipeline, _ = _load(out)
-    level = _containers(pipeline)["exec-level"]
+    level = pipeline["deploymentSpec"]["executors"]["exec-level"]["container"]
     assert level["resources"]["accelerator"]["resourceCount"] == "4" and level["image"] == "reg.example/gpu:1"
     assert json.loads(res.output)["compiled"] == str(out)
 
 
-def test_cli_run_waits_and_exits_nonzero_on_failure(tmp_path, monkeypatch):
+def test_cli_run_takes_a_run_config_waits_and_exits_nonzero_unless_it_succeeds(tmp_path, monkeypatch):
     params = tmp_path / "run.yaml"
-    params.write_text("shards: 2\nimages: s3://bucket/images/\n")
-    fake = FakeKFP(final_state="FAILED")
-    res = _cli(
-        [
-            "run",
-            "--package",
-            str(COMPILED),
-            "--params",
-            str(params),
-            "--param",
-            "epochs=2",
-            "--experiment",
-            "ci",
-            "--wait",
-            "--timeout",
-            "60",
-        ],
-        monkeypatch,
-        fake,
-    )
+    params.write_text(yaml.safe_dump(BASE))
+    fake = FakeKFP(states=["RUNNING", "FAILED"])
+    res = _cli(["run", "--package", str(COMPILED), "--params", str(params), "--param", "train_epochs=2",
+                "--set", "train.lora=true", "--shards", "2", "--experiment", "ci", "--wait", "--timeout", "600"],
+               monkeypatch, fake)
     assert res.exit_code == 1, res.output
     run = next(c[1] for c in fake.calls if c[0] == "run_pipeline")
-    assert run["params"] == {"shards": 2, "images": "s3://bucket/images/", "epochs": 2}
-    assert run["version_id"] and run["pipeline_id"] == "p-1" and run["job_name"].startswith("mpa-git-0123456789ab-")
-    assert ("create_experiment", "ci") in fake.calls and ("wait", "r-1", 60) in fake.calls
-    assert ("upload_pipeline_version", "git-0123456789ab") in fake.calls
+    assert run["params"] == {"config": {**BASE, "train": {"lora": True}}, "train_epochs": 2, "shards": 2}
+    version = f"git-0123456789ab-{kc.spec_digest(COMPILED)}"
+    assert run["job_name"].startswith(f"mpa-{version}-") and ("upload_pipeline_version", version) in fake.calls
+    assert ("create_experiment", "ci") in fake.calls
+    res = _cli(["run", "--package", str(COMPILED), "--params", str(params), "--wait"], monkeypatch,
+               FakeKFP(states=["CANCELED"]))
+    assert res.exit_code == 1 and json.loads(res.output.strip().splitlines()[-1])["state"] == "canceled"
+    res = _cli(["run", "--package", str(COMPILED), "--params", str(params), "--wait"], monkeypatch, FakeKFP())
+    assert res.exit_code == 0 and json.loads(res.output.strip().splitlines()[-1])["state"] == "succeeded"
 
-    ok = FakeKFP(final_state="SUCCEEDED")
-    res = _cli(["run", "--package", str(COMPILED), "--params", str(params), "--wait"], monkeypatch, ok)
-    assert res.exit_code == 0, res.output
-    assert json.loads(res.output.strip().splitlines()[-1])["state"] == "succeeded"
+
+def test_stop_terminates_only_a_run_that_has_not_finished(monkeypatch):
+    running = FakeKFP(states=["RUNNING"])
+    res = _cli(["stop", "r-1"], monkeypatch, running)
+    assert res.exit_code == 0 and json.loads(res.output)["state"] == "terminating"
+    assert ("terminate_run", "r-1") in running.calls
+    done = FakeKFP(states=["FAILED"])
+    assert json.loads(_cli(["stop", "r-1"], monkeypatch, done).output)["state"] == "failed"
+    assert not any(c[0] == "terminate_run" for c in done.calls)
+
+
+def test_cli_wait_follows_a_run(monkeypatch):
+    res = _cli(["wait", "r-9"], monkeypatch, FakeKFP(states=["RUNNING", "SUCCEEDED"]))
+    assert res.exit_code == 0 and json.loads(res.output)["state"] == "succeeded"
 
 
 def test_cli_upload_and_argument_errors(tmp_path, monkeypatch):
     fake = FakeKFP()
     res = _cli(["upload", "--package", str(COMPILED)], monkeypatch, fake)
-    assert res.exit_code == 0, res.output
-    assert json.loads(res.output)["version"] == "git-0123456789ab" and json.loads(res.output)["created"]
-    res = _cli(["upload", "--package", str(COMPILED)], monkeypatch, fake)
-    assert json.loads(res.output)["created"] is False
+    assert res.exit_code == 0 and json.loads(res.output)["created"], res.output
+    assert json.loads(_cli(["upload", "--package", str(COMPILED)], monkeypatch, fake).output)["created"] is False
     res = _cli(["upload", "--package", str(tmp_path / "nope.yaml")], monkeypatch, fake)
     assert res.exit_code != 0 and "not found" in res.output
     res = _cli(["run", "--package", str(COMPILED), "--param", "shards"], monkeypatch, fake)
-    assert res.exit_code != 0 and "name=value" in res.output
+    assert res.exit_code != 0 and "--param expects key=value" in res.output
 
 
 def test_pipeline_group_registers_on_the_main_cli():
-    import typer
+    from typer.main import get_command
 
-    from mpa.cli.pipeline import register
+    from mpa.cli import app
 
-    app = typer.Typer()
-    register(app)
-    assert [g.name for g in app.registered_groups] == ["pipeline"]
-
-
-@pytest.mark.parametrize("name", ["cpu-dev", "h100"])
-def test_example_settings_compile(name, tmp_path):
-    from mpa.orchestrate.kubeflow.settings import load_settings
-
-    settings = load_settings(ROOT / "pipelines" / "settings" / f"{name}.yaml")
-    pipeline, k8s = _load(kc.compile_pipeline(tmp_path / "p.yaml", settings))
-    containers = _containers(pipeline)
-    if name == "cpu-dev":
-        assert all("accelerator" not in c["resources"] for c in containers.values())
-        assert all("mpa-cpu" in c["image"] for c in containers.values())
-        assert all("tolerations" not in ex and "pvcMount" not in ex for ex in k8s.values())
-    else:
-        for ex in ("exec-annotate", "exec-identify", "exec-level"):
-            assert k8s[ex]["nodeSelector"]["labels"]["nvidia.com/gpu.product"] == "NVIDIA-H100-80GB-HBM3"
-        assert containers["exec-level"]["resources"]["resourceMemoryLimit"] == "160Gi"
+    assert {"compile", "upload", "run", "wait", "stop"} <= set(get_command(app).commands["pipeline"].commands)
 
 
 def test_compiled_spec_loads_as_a_kfp_component():
     from kfp import components
 
     comp = components.load_component_from_file(str(COMPILED))
-    assert comp.name == "mpa"
-    assert set(comp.component_spec.inputs) == set(PARAM_FIELDS) | PIPELINE_ONLY
+    assert comp.name == "mpa" and {"config", "shards", "teacher_model"} <= set(comp.component_spec.inputs)
+
+
+def test_example_settings_compile(tmp_path):
+    settings = load_settings(ROOT / "pipelines" / "training" / "mpa" / "settings" / "cpu-dev.yaml")
+    pipeline, k8s = _load(compile_pipeline(tmp_path / "p.yaml", settings))
+    containers = [ex["container"] for ex in pipeline["deploymentSpec"]["executors"].values()]
+    assert all("accelerator" not in c["resources"] and "mpa-cpu" in c["image"] for c in containers)
+    assert all("tolerations" not in ex and "pvcMount" not in ex for ex in k8s.values())

@@ -26,37 +26,57 @@ def _one(root: Path, pattern: str) -> Path:
 def test_whole_pipeline_on_the_local_runner(tiny_ws, tmp_path, monkeypatch):
     from kfp import local
 
-    from mpa.orchestrate.kubeflow.pipeline import mpa_pipeline
     from mpa.records import read_jsonl
+    from mpa_kfp.pipelines.training.mpa.pipeline import mpa_pipeline
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.chdir(tmp_path)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
     start = time.perf_counter()
+    # the run config, as `mpa run -c` would read it ...
+    config = {
+        "task": {"name": "textvqa"},
+        "teacher": {"model": str(tiny_ws["teacher"])},
+        "student": {"model": str(tiny_ws["student"])},
+        "data": {"images": str(tiny_ws["images"])},
+        "annotate": {"max_new_tokens": 24},
+        "identify": {"max_new_tokens": 6},
+        "train": {"batch_size": 4, "epochs": 1.0},
+        "evaluate": {"benchmark": "textvqa", "annotations": str(tiny_ws["benchmark"]), "max_new_tokens": 6},
+    }
+    # ... and every run parameter: kfp.local cannot leave an optional pipeline parameter unset (the
+    # backend can); each one overrides the config field it is named after
     mpa_pipeline(
-        task="textvqa",
-        teacher=str(tiny_ws["teacher"]),
-        student=str(tiny_ws["student"]),
-        images=str(tiny_ws["images"]),
-        benchmark="textvqa",
-        benchmark_annotations=str(tiny_ws["benchmark"]),
-        eval_max_samples=4,
-        match_rule="vqa",
-        epochs=2.0,
-        train_batch_size=4,
-        learning_rate=0.003,
+        config=config,
         shards=2,
-        config_overrides={"annotate.max_new_tokens": 24, "identify.max_new_tokens": 6, "evaluate.max_new_tokens": 6},
+        task_name="textvqa",
+        teacher_model=str(tiny_ws["teacher"]),
+        teacher_backend="hf",
+        student_model=str(tiny_ws["student"]),
+        data_images=str(tiny_ws["images"]),
+        data_max_images=12,
+        evaluate_benchmark="textvqa",
+        evaluate_annotations=str(tiny_ws["benchmark"]),
+        evaluate_images=str(tiny_ws["bench_images"]),
+        evaluate_max_samples=4,
+        identify_match="vqa",
+        train_epochs=2.0,
+        train_learning_rate=0.003,
+        seed=0,
+        tracking_registered_model="mpa-local-test",
+        tracking_promotion_margin=0.0,
     )
     seconds = time.perf_counter() - start
     run = _one(tmp_path / "root", "mpa-*")
 
-    # prepare: the resolved config and every image assigned to a shard
-    plan = run / "prepare" / "plan"
-    images = list(read_jsonl(plan / "images.jsonl"))
+    # prepare: the resolved config (run parameters over the config) and every image assigned to a shard
+    spec = run / "prepare" / "run_spec"
+    images = list(read_jsonl(spec / "images.jsonl"))
     assert len(images) == 12 and {r["shard"] for r in images} <= {0, 1}
-    assert json.loads((plan / "config.json").read_text())["identify"]["match"] == "vqa"
+    resolved = json.loads((spec / "config.json").read_text())
+    assert resolved["identify"]["match"] == "vqa" and resolved["train"]["epochs"] == 2.0
+    assert resolved["train"]["batch_size"] == 4 and resolved["annotate"]["max_new_tokens"] == 24
 
     # PA and PI ran once per shard (ParallelFor) ...
     shard_runs = sorted(run.glob("for-loop-*-iteration-*"))
@@ -85,8 +105,8 @@ def test_whole_pipeline_on_the_local_runner(tiny_ws, tmp_path, monkeypatch):
     assert len(log) >= 1 and all("loss" in r for r in log)
 
     # evaluate before/after, and the gate decided register from the two scores
-    before = json.loads((run / "evaluate-student" / "predictions" / "score.json").read_text())
-    after = json.loads((run / "evaluate-aligned" / "predictions" / "score.json").read_text())
+    before = json.loads((run / "evaluate-base" / "predictions" / "score.json").read_text())
+    after = json.loads((run / "evaluate-checkpoint" / "predictions" / "score.json").read_text())
     assert before["n"] == after["n"] == 4
     gate = json.loads((run / "gate" / "executor_output.json").read_text())["parameterValues"]["Output"]
     assert gate is (after["score"] - before["score"] > 0.0)
@@ -100,16 +120,17 @@ def test_whole_pipeline_on_the_local_runner(tiny_ws, tmp_path, monkeypatch):
         from mpa.orchestrate.kubeflow.steps import register_model
 
         register_model(
-            str(plan),
+            str(spec),
             str(ckpt),
             str(parity_dir),
-            str(run / "evaluate-student" / "predictions"),
-            str(run / "evaluate-aligned" / "predictions"),
+            str(run / "evaluate-base" / "predictions"),
+            str(run / "evaluate-checkpoint" / "predictions"),
             run_id="local-test-run",
         )
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     [model] = client.search_registered_models()
     [version] = client.search_model_versions(f"name = '{model.name}'")
+    assert model.name == "mpa-local-test" and version.source == str(ckpt)  # the artifact's URI, not a copy
     assert version.tags["mpa.k_parity"] == str(counts["k_parity"])
     assert float(version.tags["mpa.score"]) == after["score"]
     assert version.tags["mpa.promotion"] == ("champion" if gate else "challenger")

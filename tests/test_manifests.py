@@ -175,10 +175,11 @@ def test_teacher_server_only_in_gpu_overlay(rendered):
     assert any(v.get("persistentVolumeClaim", {}).get("claimName") == "mpa-model-cache" for v in spec["volumes"])
     assert _by(docs, "Service")["mpa-teacher"]["spec"]["ports"][0]["port"] == 8000
     assert "--served-model-name=teacher" in c["args"]
-    # the run parameters that point PA/PI at this server
-    shared = yaml.safe_load((ROOT / "pipelines" / "params" / "textvqa-shared-teacher.yaml").read_text())
-    assert shared["teacher_backend"] == "openai" and shared["config_overrides"]["teacher.served_name"] == "teacher"
-    assert shared["config_overrides"]["teacher.openai.base_url"] == "http://mpa-teacher:8000/v1"
+    # the run config that points PA/PI at this server (fully qualified: pipeline pods run in the KFP namespace)
+    shared = yaml.safe_load((ROOT / "pipelines/training/mpa/params/textvqa-shared-teacher.yaml").read_text())
+    assert shared["teacher"]["backend"] == "openai" and shared["teacher"]["served_name"] == "teacher"
+    namespace = _by(docs, "Service")["mpa-teacher"]["metadata"]["namespace"]
+    assert shared["teacher"]["openai"]["base_url"] == f"http://mpa-teacher.{namespace}.svc.cluster.local:8000/v1"
 
 
 def test_pods_are_non_root_bounded_and_pinned(rendered):

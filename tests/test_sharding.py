@@ -16,7 +16,7 @@ import yaml
 
 from mpa.cache import ResultCache
 from mpa.config import AnnotateConfig, ModelConfig
-from mpa.data.images import list_images
+from mpa.data.sources import list_images
 from mpa.records import read_jsonl, write_jsonl_atomic
 from mpa.sharding import (
     IncompleteMerge,
@@ -112,7 +112,7 @@ def test_merge_accounts_for_every_image_and_names_missing_shards(tmp_path):
 def test_cache_skips_finished_work_and_a_changed_prompt_redoes_it(tiny, tmp_path):
     from mpa.stages.annotate import annotate
     from mpa.tasks import Task, get_task
-    from mpa.vlm.base import load_vlm
+    from mpa.vlm.loader import load_vlm
 
     teacher = load_vlm(ModelConfig(model=str(tiny["teacher"])))
     cache = ResultCache(tmp_path / "cache")
@@ -144,7 +144,7 @@ def _shard_cmd(cfg_path: Path, shard: str, stages: str = "pa,pi") -> list[str]:
     return [
         sys.executable,
         "-m",
-        "mpa.cli.teachers",
+        "mpa.cli",
         "run-shard",
         "--config",
         str(cfg_path),
@@ -202,7 +202,7 @@ def test_killed_shard_resumes_without_loss_or_duplicates(tiny, tmp_path):
     assert summary0["annotate"]["n_images"] == len(shard0)
 
     merge = subprocess.run(
-        [sys.executable, "-m", "mpa.cli.teachers", "merge-shards", "--config", str(cfg_path), "--shards", "2"],
+        [sys.executable, "-m", "mpa.cli", "merge-shards", "--config", str(cfg_path), "--shards", "2"],
         env=env,
         capture_output=True,
         text=True,
@@ -217,7 +217,7 @@ def test_killed_shard_resumes_without_loss_or_duplicates(tiny, tmp_path):
     assert len({r["id"] for r in merged}) == len(merged)
     shutil.rmtree(out / "shards" / "1-of-2")
     bad = subprocess.run(
-        [sys.executable, "-m", "mpa.cli.teachers", "merge-shards", "--config", str(cfg_path), "--shards", "2"],
+        [sys.executable, "-m", "mpa.cli", "merge-shards", "--config", str(cfg_path), "--shards", "2"],
         env=env,
         capture_output=True,
         text=True,

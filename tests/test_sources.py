@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from mpa.data.images import ImageSourceError
-from mpa.data.sources import benchmark_images, hf_dataset_images, materialize, parse_source, resolve_images
+from mpa.data.sources import benchmark_images, hf_dataset_images, list_images, materialize, parse_source
 
 FIX = Path(__file__).parent / "fixtures" / "benchmarks"
 
@@ -77,7 +77,7 @@ def test_materialize_benchmark_split_for_pa(tmp_path):
     files = sorted(p.name for p in out.iterdir())
     assert len(files) == 3 and all(f.endswith(".jpg") for f in files)
     assert "secret" not in " ".join(files)
-    from mpa.data.images import list_images
+    from mpa.data.sources import list_images
 
     assert len(list_images(str(out))) == 3  # PA reads it like any directory
     assert materialize(f"bench:textvqa:{ann}:{imgs}", tmp_path / "pa_images") == out  # idempotent
@@ -109,7 +109,7 @@ def test_hf_datasets_path_strips_labels(tmp_path):
     assert len(paths) == 4 and all(Path(p).suffix == ".png" and Path(p).is_file() for p in paths)
     # ...and only pixels leave: the cache holds image files and nothing else
     assert {p.suffix for p in (tmp_path / "cache").rglob("*") if p.is_file()} == {".png"}
-    again = resolve_images(f"hf:{tmp_path / 'ds'}:train", cache_dir=tmp_path / "cache")
+    again = list_images(f"hf:{tmp_path / 'ds'}:train", cache_dir=tmp_path / "cache")
     assert again == paths
 
 

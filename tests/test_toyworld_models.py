@@ -7,8 +7,8 @@ import json
 import pytest
 
 from mpa.config import ModelConfig
+from mpa.tasks import TOYVQA
 from mpa.toyworld import STUDENT_CHECKPOINT, TEACHER_CHECKPOINT
-from mpa.toyworld.task import TOYVQA
 from mpa.toyworld.train import ROLES, evaluate, make_eval_items, train
 from mpa.vlm.base import GenParams, VLMRequest
 from mpa.vlm.hf import HFVLM

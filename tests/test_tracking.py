@@ -92,7 +92,7 @@ def test_unreachable_server_fails_fast_naming_it():
 def test_embedded_default_tracks_registers_and_loads(tiny_config, tiny_ws, tmp_path):
     from mpa.config import ModelConfig
     from mpa.orchestrate.local import run_pipeline
-    from mpa.vlm.base import load_vlm
+    from mpa.vlm.loader import load_vlm
 
     raw = {**tiny_config, "train": {"batch_size": 4, "learning_rate": 0.01, "epochs": 40}}
     raw["evaluate"] = {**raw["evaluate"], "images": str(tiny_ws["bench_images"])}

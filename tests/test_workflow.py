@@ -22,12 +22,25 @@ def _runs() -> list[tuple[str, str]]:
 
 
 def _commands(script: str) -> list[list[str]]:
+    """Shell commands of a step, split at ``|``, ``||``, ``&&``, ``;`` outside quotes; redirections dropped."""
     out = []
     for line in script.splitlines():
-        for part in re.split(r"&&|;|\|\|", line):
-            part = part.strip()
-            if part and not part.startswith("#"):
-                out.append(shlex.split(part))
+        lex = shlex.shlex(line, posix=True, punctuation_chars="|;&>")
+        lex.whitespace_split = True
+        cmd: list[str] = []
+        redirect = False
+        for tok in lex:
+            if redirect:
+                redirect = False
+            elif tok in (">", ">>"):
+                redirect = True
+            elif tok and set(tok) <= set("|;&"):
+                out.append(cmd) if cmd else None
+                cmd = []
+            else:
+                cmd.append(tok)
+        if cmd:
+            out.append(cmd)
     return out
 
 
@@ -87,6 +100,6 @@ def test_skaffold_profiles_and_build_output_match():
     assert names and names <= artifacts
 
 
-@pytest.mark.parametrize("path", sorted(set(re.findall(r"pipelines/params/[\w.-]+\.yaml", WORKFLOW.read_text()))))
+@pytest.mark.parametrize("path", sorted(set(re.findall(r"pipelines/[\w/.-]+\.yaml", WORKFLOW.read_text()))))
 def test_files_the_workflow_names_exist(path):
     assert (ROOT / path).is_file()

@@ -141,8 +141,14 @@ class ResultCache:
         return {"path": str(self.path), **asdict(self.stats)}
 
 
-def open_run_cache(cfg: Any, run_dir: str | Path) -> ResultCache | None:
-    """The PA/PI result cache of a run (``cache.dir``, default ``<run dir>/cache``); None when disabled."""
+def open_run_cache(cfg: Any, run_dir: str | Path | None) -> ResultCache | None:
+    """The one way to open a run's PA/PI result cache: ``cache.dir`` when set, else ``<run dir>/cache``;
+    None when disabled, or when there is no run directory to keep it in (``run_dir=None``: a Kubeflow pod,
+    whose own disk goes with it, uses a cache only where ``cache.dir`` names a shared volume)."""
     if not cfg.cache.enabled:
         return None
-    return ResultCache(Path(cfg.cache.dir) if cfg.cache.dir else Path(run_dir) / "cache")
+    if cfg.cache.dir:
+        return ResultCache(Path(cfg.cache.dir))
+    if run_dir is None:
+        return None
+    return ResultCache(Path(run_dir) / "cache")

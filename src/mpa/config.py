@@ -7,10 +7,13 @@ every invalid field in one readable message.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+if TYPE_CHECKING:
+    from mpa.tasks import Task
 
 MatchRule = Literal["exact", "vqa", "relaxed", "anls"]
 
@@ -77,6 +80,10 @@ class ModelConfig(_Strict):
         0, ge=0, description="processes that decode and resize images to max_pixels before the engine (0: inline)"
     )
 
+    def at(self, checkpoint: str | Path) -> ModelConfig:
+        """The same settings for another checkpoint of this model (e.g. the aligned student)."""
+        return self.model_copy(update={"model": str(checkpoint), "revision": None})
+
 
 class TaskConfig(_Strict):
     name: str = "textvqa"
@@ -129,6 +136,18 @@ class TrainConfig(_Strict):
         description="optional label-free anti-forgetting: mix in this fraction of teacher-consistent "
         "samples the student already answers (off by default: the paper trains on the parity set only)",
     )
+
+
+class IterateConfig(_Strict):
+    """Iterative MPA (``rounds`` > 1): round r runs PI with round r−1's student over the same PA pool
+    (the teacher's PI answers are reused, never asked again), trains on the new parity set, evaluates.
+    Stopping uses parity-set sizes only, never benchmark labels."""
+
+    min_k: int = Field(8, ge=1, description="stop before training when a round's parity set has fewer samples")
+    stop_when_not_shrinking: bool = Field(True, description="stop when K does not fall from one round to the next")
+    train_from: Literal["previous", "base"] = Field(
+        "previous", description="previous: continue from round r−1's checkpoint on round r's parity set; "
+        "base: the base student on the union of every round's parity set")
 
 
 class EvalConfig(_Strict):
@@ -247,6 +266,8 @@ class RunConfig(_Strict):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     out: str = Field("runs/latest", description="run directory: a local path or an s3:// prefix")
     seed: int = 0
+    rounds: int = Field(1, ge=1, le=20, description="PI → PL rounds over the same PA pool (1: the paper's MPA)")
+    iterate: IterateConfig = Field(default_factory=IterateConfig)
     force: bool = Field(
         False, description="redo a stage whose output was made with other inputs or settings (discarding that "
         "output) instead of refusing")
@@ -256,10 +277,15 @@ class RunConfig(_Strict):
 
     @model_validator(mode="after")
     def _check_task(self) -> RunConfig:
-        from mpa.tasks import get_task
-
-        get_task(self.task.name, self.task.prompt_file, self.task.metric)
+        task_for(self)
         return self
+
+
+def task_for(cfg: RunConfig) -> Task:
+    """The task a run config names (built-in, or ``custom`` with its prompt file)."""
+    from mpa.tasks import get_task
+
+    return get_task(cfg.task.name, cfg.task.prompt_file, cfg.task.metric)
 
 
 class ConfigError(ValueError):
@@ -274,23 +300,70 @@ def format_validation_error(source: str, exc: ValidationError) -> str:
     return f"invalid config {source}: " + "; ".join(parts)
 
 
-def load_config(path: str | Path, overrides: dict | None = None) -> RunConfig:
-    """Read a YAML run config; ``overrides`` are dotted keys (``train.lora=True``) applied on top."""
+def parse_set_pairs(pairs: list[str] | None) -> dict[str, Any]:
+    """``["a.b=v", ...]`` (the CLI's ``--set``) → ``{"a.b": parsed v}``; values are YAML (``true``, ``3``, ``[1]``)."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value (dotted key), got {pair!r}")
+        try:
+            out[key] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            first = str(exc).splitlines()[0] if str(exc) else "not valid YAML"
+            raise ConfigError(f"--set {key}: the value {raw!r} cannot be parsed ({first}); quote it") from exc
+    return out
+
+
+def apply_overrides(
+    data: dict[str, Any], overrides: dict[str, Any] | None, source: str = "--set"
+) -> dict[str, Any]:
+    """Apply dotted overrides (``{"train.lora": True}``) to a raw config mapping, in place; returns it.
+
+    The one override function: the CLI's ``--set``, ``mpa demo`` and the Kubeflow run parameters all
+    use it. Going through a value that is not a section (``train.lora.x=1``) is an error naming the key;
+    a section that is ``null`` in the YAML becomes a fresh section.
+    """
+    for key, value in (overrides or {}).items():
+        parts = key.split(".")
+        if any(not p for p in parts):
+            raise ConfigError(f"{source}: {key!r} is not a dotted config key (e.g. train.lora)")
+        node = data
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                where = ".".join(parts[: i + 1])
+                raise ConfigError(f"{source}: {key!r} goes through {where!r}, which is a value "
+                                  f"({child!r}), not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def read_config_data(path: str | Path) -> dict[str, Any]:
+    """The raw mapping of a YAML run config (not yet validated)."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config {path} is a directory: give the YAML file")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"config {path} is not valid YAML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config {path} is not a UTF-8 text file") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"config {path} must be a mapping at the top level")
-    for key, value in (overrides or {}).items():
-        node = data
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
+    return data
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> RunConfig:
+    """Read a YAML run config; ``overrides`` are dotted keys (``train.lora=True``) applied on top."""
+    data = apply_overrides(read_config_data(path), overrides)
     return parse_config(data, str(path))
 
 

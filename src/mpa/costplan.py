@@ -188,7 +188,7 @@ def make_plan(cfg: RunConfig, n_images: int | None = None) -> Plan:
     notes: list[str] = []
     uris: list[str] = []
     if n_images is None:
-        from mpa.data.images import list_images
+        from mpa.data.sources import list_images
 
         uris = list_images(cfg.data.images, cfg.data.max_images)
         n_images = len(uris)

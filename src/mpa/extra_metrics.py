@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mpa.data.benchmarks import _join, _parent, _read
+from mpa import storage
 
 WORD_PROMPT = "What is the word in this image? Answer with the word only, exactly as written."
 CAPTION_PROMPT = "Describe this image in one sentence, including any text you can read in it."
@@ -50,9 +50,9 @@ def _unquote(field: str) -> str:
 
 def load_icdar2015_words(gt_file: str, images: str | None = None, *, skip_dont_care: bool = True) -> list[WordSample]:
     """Read an ICDAR2015 word-recognition ground-truth file (``word_1.png, "Tiredness"`` per line)."""
-    root = images if images is not None else _parent(gt_file)
+    root = images if images is not None else storage.parent(gt_file)
     samples = []
-    for lineno, line in enumerate(_read(gt_file).decode("utf-8-sig").splitlines(), 1):
+    for lineno, line in enumerate(storage.read_bytes(gt_file).decode("utf-8-sig").splitlines(), 1):
         if not line.strip():
             continue
         name, sep, word = line.partition(",")
@@ -62,7 +62,7 @@ def load_icdar2015_words(gt_file: str, images: str | None = None, *, skip_dont_c
         if skip_dont_care and word == "###":
             continue
         name = name.strip()
-        samples.append(WordSample(id=Path(name).stem, image=_join(root, name), word=word))
+        samples.append(WordSample(id=Path(name).stem, image=storage.join(root, name), word=word))
     if not samples:
         raise ValueError(f"{gt_file}: no words")
     return samples
@@ -189,8 +189,8 @@ class CaptionSample:
 def load_caption_references(path: str, images: str | None = None) -> list[CaptionSample]:
     """TextCaps json (``data`` entries with ``image_id`` and ``reference_strs``/``caption_str``) or a jsonl of
     ``{"image_id", "references"}``; image = ``{images}/{image_id}.jpg`` (``.png`` if that exists)."""
-    root = images if images is not None else _parent(path)
-    raw = _read(path).decode("utf-8-sig")
+    root = images if images is not None else storage.parent(path)
+    raw = storage.read_bytes(path).decode("utf-8-sig")
     refs: dict[str, list[str]] = {}
     if str(path).endswith(".jsonl"):
         for lineno, line in enumerate(raw.splitlines(), 1):
@@ -214,8 +214,8 @@ def load_caption_references(path: str, images: str | None = None) -> list[Captio
                 bucket.append(str(e["caption_str"]))
     out = []
     for image_id, rs in refs.items():
-        image = _join(root, f"{image_id}.jpg")
-        png = _join(root, f"{image_id}.png")
+        image = storage.join(root, f"{image_id}.jpg")
+        png = storage.join(root, f"{image_id}.png")
         if not Path(image).exists() and Path(png).exists():
             image = png
         if rs:
@@ -231,7 +231,7 @@ def load_caption_references(path: str, images: str | None = None) -> list[Captio
 def read_predictions(path: str) -> dict[str, str]:
     """jsonl with an id (``question_id``, ``image_id`` or ``id``) and a text (``answer``, ``caption``, ``text``)."""
     out = {}
-    for lineno, line in enumerate(_read(path).decode("utf-8-sig").splitlines(), 1):
+    for lineno, line in enumerate(storage.read_bytes(path).decode("utf-8-sig").splitlines(), 1):
         if not line.strip():
             continue
         obj = json.loads(line)

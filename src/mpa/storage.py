@@ -180,6 +180,14 @@ def join(base: str | os.PathLike, *parts: str) -> str:
     return str(Path(base, *parts))
 
 
+def parent(uri: str | os.PathLike) -> str:
+    """The folder a local path or an s3 URI is in."""
+    p = str(uri)
+    if is_s3(p):
+        return p.rstrip("/").rsplit("/", 1)[0]
+    return str(Path(p).parent)
+
+
 # ----------------------------------------------------------------------------- error translation
 _DENIED = {"AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId", "InvalidToken", "ExpiredToken",
            "AllAccessDisabled", "AccountProblem", "403", "Forbidden"}
@@ -335,9 +343,12 @@ def head(uri: str) -> dict:
 
 
 def read_bytes(uri: str | os.PathLike) -> bytes:
+    """Bytes of a local file or an s3 object; FileNotFoundError naming it when it does not exist."""
     if is_s3(uri):
         bucket, key = split_s3(str(uri))
         return _guard(str(uri), "read", lambda: s3_client().get_object(Bucket=bucket, Key=key)["Body"].read())
+    if not Path(uri).is_file():
+        raise FileNotFoundError(f"file not found: {uri}")
     return Path(uri).read_bytes()
 
 

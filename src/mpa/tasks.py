@@ -72,21 +72,20 @@ register_task(
     Task("okvqa", _OKVQA, "vqa", max_answer_words=3, description="OK-VQA: outside-knowledge VQA")
 )
 
+# The toy world's task (``mpa demo``): single-word answers about toy charts and signs.
+_TOYVQA = (
+    "Write one question about this image and its answer.\n"
+    "Reply in exactly this format and nothing else:\n"
+    "Question: <your question> Answer: <the answer>"
+)
+TOYVQA = register_task(
+    Task("toyvqa", _TOYVQA, "vqa", max_answer_words=3,
+         description="toy world: bar charts and coloured signs with exact ground truth")
+)
+
 
 def task_names() -> list[str]:
-    _load_plugins()
     return sorted([*_REGISTRY, "custom"])
-
-
-def _load_plugins() -> None:
-    # The toy world registers its own task on import.
-    import importlib
-
-    try:
-        importlib.import_module("mpa.toyworld.task")
-    except ModuleNotFoundError as exc:
-        if exc.name != "mpa.toyworld.task" and exc.name != "mpa.toyworld":
-            raise
 
 
 def get_task(name: str, prompt_file: str | Path | None = None, metric: str = "vqa") -> Task:
@@ -104,7 +103,6 @@ def get_task(name: str, prompt_file: str | Path | None = None, metric: str = "vq
 
         version = hashlib.sha256(text.encode()).hexdigest()[:12]
         return Task("custom", text, metric, prompt_version=version, description=f"custom prompt {path}")
-    _load_plugins()
     if name not in _REGISTRY:
         raise ValueError(f"unknown task {name!r}; choose one of: {', '.join(task_names())}")
     return _REGISTRY[name]

@@ -27,7 +27,7 @@ def make_bench_workspace(out: str | Path, n_images: int = 32, teacher_steps: int
     vLLM's CPU attention supports head sizes 32, 64, 80, … (not the 16 of the default tiny models),
     so teacher and student here use 2 heads of 32. Reused if already built.
     """
-    from mpa.devtools.tinymodels import TINY_COLORS, _tiny_image, build_tiny_qwen2vl, teach_tiny_teacher, tiny_processor
+    from mpa.devtools.tinymodels import TINY_COLORS, build_tiny_qwen2vl, teach_tiny_teacher, tiny_image, tiny_processor
 
     out = Path(out)
     paths = {"teacher": out / "teacher", "student": out / "student", "images": out / "images"}
@@ -49,7 +49,7 @@ def make_bench_workspace(out: str | Path, n_images: int = 32, teacher_steps: int
     teach_tiny_teacher(paths["teacher"], processor, teacher_steps, seed=seed)
     paths["images"].mkdir(parents=True, exist_ok=True)
     for i in range(n_images):
-        _tiny_image(colors[(i + seed) % len(colors)], 100 + i).save(paths["images"] / f"img_{i:04d}.png")
+        tiny_image(colors[(i + seed) % len(colors)], 100 + i).save(paths["images"] / f"img_{i:04d}.png")
     marker.write_text(json.dumps({"n_images": n_images}))
     return paths
 
@@ -123,7 +123,7 @@ def measure(kind: str, ws: dict, n_images: int, batch_size: int, work: Path) -> 
     from mpa.stages.annotate import annotate
     from mpa.stages.identify import identify
     from mpa.tasks import get_task
-    from mpa.vlm.base import load_vlm
+    from mpa.vlm.loader import load_vlm
 
     work = Path(work) / kind
     shutil.rmtree(work, ignore_errors=True)
@@ -313,7 +313,7 @@ def _scaling(ws: dict, n_images: int, batch_size: int, work: Path, counts: list[
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         t = time.perf_counter()
         logs = [open(out / f"shard{i}.log", "w") for i in range(n)]  # noqa: SIM115 - closed below
-        cmd = [sys.executable, "-m", "mpa.cli.teachers", "run-shard", "--config", str(out / "config.yaml")]
+        cmd = [sys.executable, "-m", "mpa.cli", "run-shard", "--config", str(out / "config.yaml")]
         procs = [
             subprocess.Popen([*cmd, "--shard", f"{i}/{n}"], env=env, stdout=subprocess.DEVNULL, stderr=logs[i])
             for i in range(n)

@@ -104,7 +104,7 @@ def test_full_run_against_real_mlflow_and_s3(servers_env, tiny_config, tiny_ws, 
     assert any(run.info.run_id in k and k.endswith("checkpoint/model.safetensors") for k in art_keys)
     # models:/<name>@champion gives back a checkpoint the engine loads
     from mpa.config import ModelConfig
-    from mpa.vlm.base import load_vlm
+    from mpa.vlm.loader import load_vlm
 
     local = download_model(f"models:/{name}@champion")
     vlm = load_vlm(ModelConfig(model=str(local)))

@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from mpa import storage
-from mpa.data.images import list_images
+from mpa.data.sources import list_images
 
 pytestmark = pytest.mark.integration
 
@@ -77,7 +77,7 @@ def test_clear_errors_missing_bucket_missing_key_wrong_credentials(s3_env, monke
 
 def test_engine_loads_a_checkpoint_from_s3(s3_env, tiny_ws, tmp_path, monkeypatch):
     from mpa.config import ModelConfig
-    from mpa.vlm.base import GenParams, VLMRequest, load_vlm
+    from mpa.vlm import GenParams, VLMRequest, load_vlm
 
     monkeypatch.setenv("MPA_CACHE", str(tmp_path / "cache"))
     prefix = _prefix("ckpt")

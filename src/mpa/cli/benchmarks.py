@@ -1,5 +1,5 @@
 """``mpa baseline`` / ``images`` / ``eval-words`` / ``eval-captions`` / ``score-words`` / ``score-captions`` /
-``families`` / ``make-tiny-family``: the paper's baselines, unlabeled sources and beyond-VQA evaluations."""
+``families``: the paper's baselines, unlabeled sources and beyond-VQA evaluations."""
 
 import json
 from pathlib import Path
@@ -7,161 +7,149 @@ from typing import Annotated
 
 import typer
 
+from mpa.cli.common import ConfigOpt, SetOpt, UserError, run_config
 
-def register(app: typer.Typer) -> None:
-    from mpa.cli import ConfigOpt, SetOpt, UserError, _config
+app = typer.Typer()
 
-    @app.command()
-    def baseline(
-        mode: Annotated[str, typer.Argument(help="zero-shot | no-pi (MPA without PI) | few-shot (SFT on N labels)")],
-        config: ConfigOpt,
-        out: Annotated[str | None, typer.Option(help="run directory (results go to <out>/baselines/<mode>)")] = None,
-        shots: Annotated[int | None, typer.Option(min=1, help="few-shot: number of labeled samples")] = None,
-        train_annotations: Annotated[
-            str | None, typer.Option(help="few-shot: the benchmark's official train annotation file")
-        ] = None,
-        train_questions: Annotated[str | None, typer.Option(help="few-shot, OK-VQA: train questions file")] = None,
-        train_images: Annotated[str | None, typer.Option(help="few-shot: train image directory")] = None,
-        train_benchmark: Annotated[
-            str | None, typer.Option(help="few-shot: format of the train file (default: evaluate.benchmark)")
-        ] = None,
-        lora: Annotated[
-            bool | None, typer.Option("--lora/--full", help="few-shot/no-pi: LoRA or full fine-tuning")
-        ] = None,
-        set_: SetOpt = None,
-    ) -> None:
-        """Run one of the paper's baselines on your data with the same config as `mpa run`; prints JSON."""
-        from mpa.orchestrate.baselines import MODES, BaselineError, run_baseline
 
-        if mode not in MODES:
-            raise UserError(f"unknown baseline {mode!r}; choose one of: {', '.join(MODES)}")
-        cfg = _config(config, set_, **{"out": out, "train.lora": lora})
-        try:
-            s = run_baseline(
-                cfg,
-                mode,
-                shots=shots,
-                train_annotations=train_annotations,
-                train_questions=train_questions,
-                train_images=train_images,
-                train_benchmark=train_benchmark,
-            )
-        except BaselineError as exc:
-            raise UserError(str(exc)) from exc
-        typer.echo(json.dumps({k: s.get(k) for k in ("mode", "score", "delta", "n_train", "out") if k in s}))
+@app.command()
+def baseline(
+    mode: Annotated[str, typer.Argument(help="zero-shot | no-pi (MPA without PI) | few-shot (SFT on N labels)")],
+    config: ConfigOpt,
+    out: Annotated[str | None, typer.Option(help="run directory (results go to <out>/baselines/<mode>)")] = None,
+    shots: Annotated[int | None, typer.Option(min=1, help="few-shot: number of labeled samples")] = None,
+    train_annotations: Annotated[
+        str | None, typer.Option(help="few-shot: the benchmark's official train annotation file")
+    ] = None,
+    train_questions: Annotated[str | None, typer.Option(help="few-shot, OK-VQA: train questions file")] = None,
+    train_images: Annotated[str | None, typer.Option(help="few-shot: train image directory")] = None,
+    train_benchmark: Annotated[
+        str | None, typer.Option(help="few-shot: format of the train file (default: evaluate.benchmark)")
+    ] = None,
+    lora: Annotated[
+        bool | None, typer.Option("--lora/--full", help="few-shot/no-pi: LoRA or full fine-tuning")
+    ] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Run one of the paper's baselines on your data with the same config as `mpa run`; prints JSON."""
+    from mpa.orchestrate.baselines import MODES, BaselineError, run_baseline
 
-    @app.command()
-    def images(
-        source: Annotated[
-            str,
-            typer.Option(
-                help="dir, s3:// prefix, bench:<name>:<annotations>[:<images>] or hf:<dataset>[:<split>[:<column>]]"
-            ),
-        ],
-        out: Annotated[Path, typer.Option(help="directory to fill with the images (links or copies)")],
-        max_images: Annotated[int | None, typer.Option(min=1)] = None,
-        questions: Annotated[str | None, typer.Option(help="OK-VQA questions file (bench:okvqa:…)")] = None,
-    ) -> None:
-        """Make an unlabeled image directory for PA (data.images) from any source; labels are dropped."""
-        from mpa.data.sources import materialize
+    if mode not in MODES:
+        raise UserError(f"unknown baseline {mode!r}; choose one of: {', '.join(MODES)}")
+    cfg = run_config(config, set_, **{"out": out, "train.lora": lora})
+    try:
+        s = run_baseline(
+            cfg,
+            mode,
+            shots=shots,
+            train_annotations=train_annotations,
+            train_questions=train_questions,
+            train_images=train_images,
+            train_benchmark=train_benchmark,
+        )
+    except BaselineError as exc:
+        raise UserError(str(exc)) from exc
+    typer.echo(json.dumps({k: s.get(k) for k in ("mode", "score", "delta", "n_train", "out") if k in s}))
 
-        path = materialize(source, out, max_images, questions=questions)
-        typer.echo(json.dumps({"images": str(path), "n": sum(1 for _ in path.iterdir())}))
+@app.command()
+def images(
+    source: Annotated[
+        str,
+        typer.Option(
+            help="dir, s3:// prefix, bench:<name>:<annotations>[:<images>] or hf:<dataset>[:<split>[:<column>]]"
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="directory to fill with the images (links or copies)")],
+    max_images: Annotated[int | None, typer.Option(min=1)] = None,
+    questions: Annotated[str | None, typer.Option(help="OK-VQA questions file (bench:okvqa:…)")] = None,
+) -> None:
+    """Make an unlabeled image directory for PA (data.images) from any source; labels are dropped."""
+    from mpa.data.sources import materialize
 
-    def _vlm(model: str, batch_size: int, trust_remote_code: bool):
-        from mpa.config import ModelConfig
-        from mpa.vlm.base import load_vlm
+    path = materialize(source, out, max_images, questions=questions)
+    typer.echo(json.dumps({"images": str(path), "n": sum(1 for _ in path.iterdir())}))
 
-        return load_vlm(ModelConfig(model=model, batch_size=batch_size, trust_remote_code=trust_remote_code))
+def _vlm(model: str, batch_size: int, trust_remote_code: bool):
+    from mpa.config import ModelConfig
+    from mpa.vlm.loader import load_vlm
 
-    @app.command("eval-words")
-    def eval_words(
-        model: Annotated[str, typer.Option(help="HF id, local checkpoint dir or s3:// prefix")],
-        gt: Annotated[str, typer.Option(help='ICDAR2015 word-recognition gt.txt (word_1.png, "text")')],
-        images: Annotated[str | None, typer.Option(help="word image directory (default: beside gt)")] = None,
-        predictions: Annotated[Path, typer.Option()] = Path("words_predictions.jsonl"),
-        batch_size: Annotated[int, typer.Option(min=1)] = 8,
-        trust_remote_code: Annotated[bool, typer.Option(help="only for models that need it (InternVL2)")] = False,
-    ) -> None:
-        """Word recognition rate of a model on cropped words (ICDAR2015 format); prints JSON."""
-        from mpa.extra_metrics import evaluate_words, load_icdar2015_words
+    return load_vlm(ModelConfig(model=model, batch_size=batch_size, trust_remote_code=trust_remote_code))
 
-        samples = load_icdar2015_words(gt, images)
-        typer.echo(
-            json.dumps(
-                evaluate_words(_vlm(model, batch_size, trust_remote_code), samples, predictions, batch_size=batch_size)
+@app.command("eval-words")
+def eval_words(
+    model: Annotated[str, typer.Option(help="HF id, local checkpoint dir or s3:// prefix")],
+    gt: Annotated[str, typer.Option(help='ICDAR2015 word-recognition gt.txt (word_1.png, "text")')],
+    images: Annotated[str | None, typer.Option(help="word image directory (default: beside gt)")] = None,
+    predictions: Annotated[Path, typer.Option()] = Path("words_predictions.jsonl"),
+    batch_size: Annotated[int, typer.Option(min=1)] = 8,
+    trust_remote_code: Annotated[bool, typer.Option(help="only for models that need it (InternVL2)")] = False,
+) -> None:
+    """Word recognition rate of a model on cropped words (ICDAR2015 format); prints JSON."""
+    from mpa.extra_metrics import evaluate_words, load_icdar2015_words
+
+    samples = load_icdar2015_words(gt, images)
+    typer.echo(
+        json.dumps(
+            evaluate_words(_vlm(model, batch_size, trust_remote_code), samples, predictions, batch_size=batch_size)
+        )
+    )
+
+@app.command("eval-captions")
+def eval_captions(
+    model: Annotated[str, typer.Option(help="HF id, local checkpoint dir or s3:// prefix")],
+    annotations: Annotated[str, typer.Option(help="TextCaps json or {image_id, references} jsonl")],
+    images: Annotated[str | None, typer.Option(help="image directory (default: beside annotations)")] = None,
+    predictions: Annotated[Path, typer.Option()] = Path("captions_predictions.jsonl"),
+    batch_size: Annotated[int, typer.Option(min=1)] = 8,
+    tokenizer: Annotated[str, typer.Option(help="auto (PTB if java), ptb or python")] = "auto",
+    trust_remote_code: Annotated[bool, typer.Option(help="only for models that need it (InternVL2)")] = False,
+) -> None:
+    """Text-aware captioning: BLEU-1, ROUGE-L, CIDEr of a model's captions; prints JSON."""
+    from mpa.extra_metrics import evaluate_captions, load_caption_references
+
+    samples = load_caption_references(annotations, images)
+    typer.echo(
+        json.dumps(
+            evaluate_captions(
+                _vlm(model, batch_size, trust_remote_code),
+                samples,
+                predictions,
+                batch_size=batch_size,
+                tokenizer=tokenizer,
             )
         )
+    )
 
-    @app.command("eval-captions")
-    def eval_captions(
-        model: Annotated[str, typer.Option(help="HF id, local checkpoint dir or s3:// prefix")],
-        annotations: Annotated[str, typer.Option(help="TextCaps json or {image_id, references} jsonl")],
-        images: Annotated[str | None, typer.Option(help="image directory (default: beside annotations)")] = None,
-        predictions: Annotated[Path, typer.Option()] = Path("captions_predictions.jsonl"),
-        batch_size: Annotated[int, typer.Option(min=1)] = 8,
-        tokenizer: Annotated[str, typer.Option(help="auto (PTB if java), ptb or python")] = "auto",
-        trust_remote_code: Annotated[bool, typer.Option(help="only for models that need it (InternVL2)")] = False,
-    ) -> None:
-        """Text-aware captioning: BLEU-1, ROUGE-L, CIDEr of a model's captions; prints JSON."""
-        from mpa.extra_metrics import evaluate_captions, load_caption_references
+@app.command("score-words")
+def score_words(
+    gt: Annotated[str, typer.Option(help="ICDAR2015 gt.txt")],
+    predictions: Annotated[str, typer.Option(help='jsonl of {"id"|"question_id", "answer"} (id = word_N)')],
+) -> None:
+    """Score word-recognition predictions (WRR, normalised and exact); prints JSON."""
+    from mpa.extra_metrics import load_icdar2015_words, read_predictions, word_recognition_rate
 
-        samples = load_caption_references(annotations, images)
+    typer.echo(json.dumps(word_recognition_rate(load_icdar2015_words(gt), read_predictions(predictions))))
+
+@app.command("score-captions")
+def score_captions(
+    annotations: Annotated[str, typer.Option(help="TextCaps json or {image_id, references} jsonl")],
+    predictions: Annotated[str, typer.Option(help='jsonl of {"image_id", "caption"}')],
+    tokenizer: Annotated[str, typer.Option(help="auto (PTB if java), ptb or python")] = "auto",
+) -> None:
+    """Score captions (BLEU-1, ROUGE-L, CIDEr); prints JSON."""
+    from mpa.extra_metrics import caption_scores, load_caption_references, read_predictions
+
+    refs = {s.id: s.references for s in load_caption_references(annotations)}
+    typer.echo(json.dumps(caption_scores(refs, read_predictions(predictions), tokenizer=tokenizer)))
+
+@app.command()
+def families() -> None:
+    """Model families the hf backend adapts to, their PL preset and whether they need remote code."""
+    from mpa.vlm.adapters import ADAPTERS
+
+    for a in ADAPTERS:
+        remote = " (trust_remote_code)" if a.needs_remote_code else ""
         typer.echo(
-            json.dumps(
-                evaluate_captions(
-                    _vlm(model, batch_size, trust_remote_code),
-                    samples,
-                    predictions,
-                    batch_size=batch_size,
-                    tokenizer=tokenizer,
-                )
-            )
+            f"{a.family}: model types {', '.join(a.model_types)}; PL batch {a.preset.batch_size}, "
+            f"lr {a.preset.learning_rate:g}{remote}"
         )
-
-    @app.command("score-words")
-    def score_words(
-        gt: Annotated[str, typer.Option(help="ICDAR2015 gt.txt")],
-        predictions: Annotated[str, typer.Option(help='jsonl of {"id"|"question_id", "answer"} (id = word_N)')],
-    ) -> None:
-        """Score word-recognition predictions (WRR, normalised and exact); prints JSON."""
-        from mpa.extra_metrics import load_icdar2015_words, read_predictions, word_recognition_rate
-
-        typer.echo(json.dumps(word_recognition_rate(load_icdar2015_words(gt), read_predictions(predictions))))
-
-    @app.command("score-captions")
-    def score_captions(
-        annotations: Annotated[str, typer.Option(help="TextCaps json or {image_id, references} jsonl")],
-        predictions: Annotated[str, typer.Option(help='jsonl of {"image_id", "caption"}')],
-        tokenizer: Annotated[str, typer.Option(help="auto (PTB if java), ptb or python")] = "auto",
-    ) -> None:
-        """Score captions (BLEU-1, ROUGE-L, CIDEr); prints JSON."""
-        from mpa.extra_metrics import caption_scores, load_caption_references, read_predictions
-
-        refs = {s.id: s.references for s in load_caption_references(annotations)}
-        typer.echo(json.dumps(caption_scores(refs, read_predictions(predictions), tokenizer=tokenizer)))
-
-    @app.command()
-    def families() -> None:
-        """Model families the hf backend adapts to, their PL preset and whether they need remote code."""
-        from mpa.vlm.adapters import ADAPTERS
-
-        for a in ADAPTERS:
-            remote = " (trust_remote_code)" if a.needs_remote_code else ""
-            typer.echo(
-                f"{a.family}: model types {', '.join(a.model_types)}; PL batch {a.preset.batch_size}, "
-                f"lr {a.preset.learning_rate:g}{remote}"
-            )
-
-    @app.command("make-tiny-family")
-    def make_tiny_family(
-        family: Annotated[str, typer.Option(help="qwen2_vl, qwen2_5_vl, smolvlm, llava or internvl")],
-        out: Annotated[Path, typer.Option(help="directory for the checkpoint")],
-    ) -> None:
-        """Build a tiny random model of one family locally (no downloads), e.g. a student for a mixed pair."""
-        from mpa.devtools.tinymodels import build_tiny
-
-        try:
-            typer.echo(json.dumps({"family": family, "model": str(build_tiny(family, out))}))
-        except ValueError as exc:
-            raise UserError(str(exc)) from exc

@@ -1,4 +1,7 @@
-"""``mpa pipeline compile | upload | run``: the Kubeflow side of the CLI (see docs/kubeflow.md)."""
+"""``mpa pipeline compile | upload | run | wait``: the Kubeflow side of the CLI (see docs/kubeflow.md).
+
+The pipeline itself lives in ``pipelines/training/mpa/`` (installed: ``mpa_kfp.pipelines.training.mpa``).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +11,12 @@ from typing import Annotated
 
 import typer
 
-pipeline_app = typer.Typer(
+app = typer.Typer(
     name="pipeline",
-    help="Kubeflow Pipelines: compile the MPA pipeline, upload a version named after the git revision, run it.",
+    help=(
+        "Kubeflow Pipelines: compile the MPA pipeline, upload a version named after the git revision and the "
+        "compiled spec, run it with the same run config `mpa run -c` takes, follow it."
+    ),
     no_args_is_help=True,
 )
 
@@ -26,14 +32,33 @@ HostOpt = Annotated[
     str | None, typer.Option("--host", help="KFP API endpoint [env: KF_PIPELINES_ENDPOINT, KFP_ENDPOINT]")
 ]
 NamespaceOpt = Annotated[
-    str | None, typer.Option("--namespace", "-n", help="KFP namespace [env: KFP_NAMESPACE; kubeflow]")
+    str | None,
+    typer.Option(
+        "--namespace",
+        "-n",
+        help="where runs live: kubeflow (standalone KFP, the default) or your Profile namespace (multi-user "
+        "Kubeflow) [env: KFP_NAMESPACE]",
+    ),
 ]
 TokenOpt = Annotated[str | None, typer.Option("--token", help="bearer token [env: KFP_EXISTING_TOKEN]")]
 PackageOpt = Annotated[
     Path | None, typer.Option("--package", help="a compiled pipeline YAML (default: compile now into a temp file)")
 ]
 NameOpt = Annotated[str, typer.Option("--pipeline-name", help="pipeline name on the server")]
-VersionOpt = Annotated[str | None, typer.Option("--version-name", help="default: git-<sha> (see docs)")]
+VersionOpt = Annotated[
+    str | None, typer.Option("--version-name", help="default: git-<sha>-<spec digest> (see docs/kubeflow.md)")
+]
+DEFAULT_COMPILED = Path("pipelines/training/mpa/pipeline.yaml")
+
+
+def _pairs(pairs: list[str] | None, flag: str) -> dict:
+    """``name=value`` pairs, values parsed as YAML (``epochs=2`` is a number), as ``--set`` parses them."""
+    from mpa.config import ConfigError, parse_set_pairs
+
+    try:
+        return parse_set_pairs(pairs)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc).replace("--set ", f"{flag} "), param_hint=flag) from None
 
 
 def _settings(path: Path | None, gpu_image: str | None, cpu_image: str | None):
@@ -45,7 +70,7 @@ def _settings(path: Path | None, gpu_image: str | None, cpu_image: str | None):
 
 
 def _package(package: Path | None, settings: Path | None, gpu_image: str | None, cpu_image: str | None) -> Path:
-    from mpa.orchestrate.kubeflow.client import compile_pipeline
+    from mpa_kfp.pipelines.training.mpa.pipeline import compile_pipeline
 
     if package is not None:
         if not package.is_file():
@@ -60,13 +85,8 @@ def _package(package: Path | None, settings: Path | None, gpu_image: str | None,
 
 
 def _upload(package: Path, name: str, version: str | None, host, namespace, token):
-    from mpa.orchestrate.kubeflow.client import (
-        git_revision,
-        make_client,
-        resolve_connection,
-        upload_version,
-        version_name,
-    )
+    from mpa.orchestrate.kubeflow.client import make_client, resolve_connection, upload_version, version_name
+    from mpa.provenance import git_revision
 
     conn = resolve_connection(host, namespace, token)
     client = make_client(conn)
@@ -75,23 +95,24 @@ def _upload(package: Path, name: str, version: str | None, host, namespace, toke
     return conn, client, uploaded
 
 
-@pipeline_app.command("compile")
+@app.command("compile")
 def compile_cmd(
-    out: Annotated[Path, typer.Option("--out", "-o", help="where to write the compiled YAML")] = Path(
-        "pipelines/compiled/mpa.yaml"
-    ),
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="where to write the compiled YAML (default: the committed spec)")
+    ] = DEFAULT_COMPILED,
     settings: SettingsOpt = None,
     gpu_image: GpuImageOpt = None,
     cpu_image: CpuImageOpt = None,
 ) -> None:
-    """Compile the pipeline to KFP IR YAML (resources, images and secrets from --settings)."""
-    from mpa.orchestrate.kubeflow.client import compile_pipeline, spec_digest
+    """Compile the pipeline to KFP IR YAML (resources, images, secrets, time limits from --settings)."""
+    from mpa.orchestrate.kubeflow.client import spec_digest
+    from mpa_kfp.pipelines.training.mpa.pipeline import compile_pipeline
 
     path = compile_pipeline(out, _settings(settings, gpu_image, cpu_image))
     typer.echo(json.dumps({"compiled": str(path), "digest": spec_digest(path)}))
 
 
-@pipeline_app.command("upload")
+@app.command("upload")
 def upload_cmd(
     package: PackageOpt = None,
     pipeline_name: NameOpt = "mpa",
@@ -103,7 +124,7 @@ def upload_cmd(
     namespace: NamespaceOpt = None,
     token: TokenOpt = None,
 ) -> None:
-    """Upload a pipeline version named after the git revision (a no-op if it is already there)."""
+    """Upload a pipeline version named after the git revision and the spec (a no-op if it is already there)."""
     pkg = _package(package, settings, gpu_image, cpu_image)
     _, _, up = _upload(pkg, pipeline_name, version_name, host, namespace, token)
     typer.echo(
@@ -118,10 +139,22 @@ def upload_cmd(
     )
 
 
-@pipeline_app.command("run")
+@app.command("run")
 def run_cmd(
-    params: Annotated[Path | None, typer.Option("--params", "-p", help="YAML of run parameters")] = None,
-    param: Annotated[list[str] | None, typer.Option("--param", help="one parameter, name=value (repeatable)")] = None,
+    params: Annotated[
+        Path | None,
+        typer.Option("--params", "-p", help="the run config YAML, the same file `mpa run -c` takes"),
+    ] = None,
+    sets: Annotated[
+        list[str] | None, typer.Option("--set", help="override a config value, dotted: --set train.lora=true")
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", help="a run parameter of the pipeline, name=value: --param train_epochs=2"),
+    ] = None,
+    shards: Annotated[
+        int | None, typer.Option(help="PA/PI shard pods (default: the pipeline's, 4)", envvar="MPA_SHARDS")
+    ] = None,
     experiment: Annotated[str, typer.Option(help="KFP experiment")] = "mpa",
     run_name: Annotated[str | None, typer.Option("--run-name", help="default: mpa-<version>-<time>")] = None,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="follow the run; exit 1 unless it succeeds")] = False,
@@ -138,27 +171,18 @@ def run_cmd(
     namespace: NamespaceOpt = None,
     token: TokenOpt = None,
 ) -> None:
-    """Upload (idempotent) and start a run in an experiment, parameters from --params YAML."""
-    import yaml
+    """Upload (idempotent) and start a run in an experiment with a run config, as `mpa run -c` would."""
+    from mpa.orchestrate.kubeflow.client import run_arguments, start_run
 
-    from mpa.orchestrate.kubeflow.client import load_run_params, run_succeeded, start_run
-    from mpa.orchestrate.kubeflow.client import wait as wait_for
-
-    sets = {}
-    for pair in param or []:
-        if "=" not in pair:
-            raise typer.BadParameter(f"expected name=value, got {pair!r}", param_hint="--param")
-        key, value = pair.split("=", 1)
-        sets[key.strip()] = yaml.safe_load(value)
-    run_params = load_run_params(params, sets)
     pkg = _package(package, settings, gpu_image, cpu_image)
+    args = run_arguments(pkg, params, _pairs(sets, "--set"), _pairs(param, "--param"), shards)
     _, client, up = _upload(pkg, pipeline_name, version_name, host, namespace, token)
     # the client already scopes to --namespace (multi-user KFP); None lets it use that
     run_id = start_run(
         client,
         experiment,
         up,
-        run_params,
+        args,
         namespace=None,
         name=run_name,
         enable_caching=cache,
@@ -166,15 +190,47 @@ def run_cmd(
     )
     typer.echo(json.dumps({"run_id": run_id, "version": up.version_name, "experiment": experiment}))
     if wait:
-        try:
-            state = wait_for(client, run_id, timeout)
-        except TimeoutError:
-            typer.echo(json.dumps({"run_id": run_id, "state": "timeout"}))
-            raise typer.Exit(1) from None
-        typer.echo(json.dumps({"run_id": run_id, "state": state}))
-        if not run_succeeded(state):
-            raise typer.Exit(1)
+        _follow(client, run_id, timeout)
 
 
-def register(app: typer.Typer) -> None:
-    app.add_typer(pipeline_app, name="pipeline")
+@app.command("wait")
+def wait_cmd(
+    run_id: Annotated[str, typer.Argument(help="the run id `mpa pipeline run` printed")],
+    timeout: Annotated[int, typer.Option(help="give up after this many seconds (exit 1)")] = 24 * 3600,
+    host: HostOpt = None,
+    namespace: NamespaceOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Follow a run until it finishes; exit 1 unless it succeeds (e.g. again after a token expired)."""
+    from mpa.orchestrate.kubeflow.client import make_client, resolve_connection
+
+    _follow(make_client(resolve_connection(host, namespace, token)), run_id, timeout)
+
+
+@app.command("stop")
+def stop_cmd(
+    run_id: Annotated[str, typer.Argument(help="the run id `mpa pipeline run` printed")],
+    host: HostOpt = None,
+    namespace: NamespaceOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Terminate a run (its running pods are stopped); a run that has already finished is left as it is."""
+    from mpa.orchestrate.kubeflow.client import make_client, resolve_connection, stop
+
+    state = stop(make_client(resolve_connection(host, namespace, token)), run_id)
+    typer.echo(json.dumps({"run_id": run_id, "state": state}))
+
+
+def _follow(client, run_id: str, timeout: int) -> None:
+    from mpa.orchestrate.kubeflow.client import run_succeeded
+    from mpa.orchestrate.kubeflow.client import wait as wait_for
+
+    try:
+        state = wait_for(client, run_id, timeout)
+    except TimeoutError:
+        typer.echo(json.dumps({"run_id": run_id, "state": "timeout"}))
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps({"run_id": run_id, "state": state}))
+    if not run_succeeded(state):
+        raise typer.Exit(1)
+

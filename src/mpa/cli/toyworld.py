@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 app = typer.Typer(
+    name="toyworld",
     help="The toy world: synthetic VQA data and the tiny teacher/student checkpoints.", no_args_is_help=True
 )
 
@@ -74,11 +75,3 @@ def make_data_cmd(
     else:
         raise typer.BadParameter("choose unlabeled or test", param_hint="--kind")
     typer.echo(str(path))
-
-
-def main() -> None:  # pragma: no cover - convenience entry point
-    app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

@@ -1,92 +1,58 @@
-"""``mpa register`` / ``mpa promote`` / ``mpa services``: the MLflow registry and the local servers."""
+"""``mpa register`` / ``mpa promote``: the MLflow registry."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 TrackingOpt = Annotated[
     str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI)")]
-DirOpt = Annotated[Path, typer.Option("--dir", help="where the servers keep their data and env.sh")]
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("register")
-    def register_cmd(
-        run_dir: Annotated[str, typer.Option("--run-dir", help="a finished run directory (local or s3://)")],
-        name: Annotated[str | None, typer.Option(help="registered model name (default: from the config)")] = None,
-        tracking_uri: TrackingOpt = None,
-        promote: Annotated[bool, typer.Option(help="move the champion/challenger aliases afterwards")] = True,
-        margin: Annotated[float | None, typer.Option(help="promotion margin in score points")] = None,
-    ) -> None:
-        """Register a run's aligned student as a new model version (tagged with its lineage), then promote it."""
-        from mpa.stages.register import register as run_register
+app = typer.Typer()
 
-        v = run_register(run_dir=run_dir, tracking_uri=tracking_uri, name=name, promote=promote, margin=margin)
-        typer.echo(json.dumps(v.__dict__))
 
-    @app.command("promote")
-    def promote_cmd(
-        name: Annotated[str, typer.Option(help="registered model name")],
-        version: Annotated[str, typer.Option(help="model version, or 'latest'")] = "latest",
-        margin: Annotated[float, typer.Option(help="score points to beat the base student and the champion by")] = 0.0,
-        tracking_uri: TrackingOpt = None,
-        require_champion: Annotated[bool, typer.Option(
-            "--require-champion", help="exit 1 unless the version became (or is) champion (a CI gate)")] = False,
-    ) -> None:
-        """Give a model version `champion` (if it beats the base student and the champion) or `challenger`.
+@app.command("register")
+def register_cmd(
+    run_dir: Annotated[str, typer.Option("--run-dir", help="a finished run directory (local or s3://)")],
+    name: Annotated[str | None, typer.Option(help="registered model name (default: from the config)")] = None,
+    tracking_uri: TrackingOpt = None,
+    promote: Annotated[bool, typer.Option(help="move the champion/challenger aliases afterwards")] = True,
+    margin: Annotated[float | None, typer.Option(help="promotion margin in score points")] = None,
+) -> None:
+    """Register a run's aligned student as a new model version (tagged with its lineage), then promote it."""
+    from mpa.stages.register import register as run_register
 
-        Reads the scores from the version's tags (``mpa.score``, ``mpa.base_score``); the reason is tagged
-        as ``mpa.promotion_reason``. Prints JSON with the alias and the reason; exit code 0 unless
-        --require-champion and it stayed challenger.
-        """
-        import os
+    v = run_register(run_dir=run_dir, tracking_uri=tracking_uri, name=name, promote=promote, margin=margin)
+    typer.echo(json.dumps(v.__dict__))
 
-        from mpa import tracking
+@app.command("promote")
+def promote_cmd(
+    name: Annotated[str, typer.Option(help="registered model name")],
+    version: Annotated[str, typer.Option(help="model version, or 'latest'")] = "latest",
+    margin: Annotated[float, typer.Option(help="score points to beat the base student and the champion by")] = 0.0,
+    tracking_uri: TrackingOpt = None,
+    require_champion: Annotated[bool, typer.Option(
+        "--require-champion", help="exit 1 unless the version became (or is) champion (a CI gate)")] = False,
+) -> None:
+    """Give a model version `champion` (if it beats the base student and the champion) or `challenger`.
 
-        uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-        if not uri:
-            raise tracking.TrackingError("no tracking URI: pass --tracking-uri or set MLFLOW_TRACKING_URI "
-                                         "(for a run's embedded store: sqlite:///<run dir>/mlflow/mlflow.db)")
-        tracking.check_reachable(uri)
-        d = tracking.promote(tracking.client(uri), name, version, margin=margin)
-        typer.echo(json.dumps(d.__dict__ | {"name": name}))
-        if require_champion and d.alias != tracking.CHAMPION:
-            raise typer.Exit(1)
+    Reads the scores from the version's tags (``mpa.score``, ``mpa.base_score``); the reason is tagged
+    as ``mpa.promotion_reason``. Prints JSON with the alias and the reason; exit code 0 unless
+    --require-champion and it stayed challenger.
+    """
+    import os
 
-    services = typer.Typer(help="Local MLflow + S3 (SeaweedFS) servers for development and demos.",
-                           no_args_is_help=True)
+    from mpa import tracking
 
-    @services.command("up")
-    def up(
-        dir: DirOpt = Path(".mpa-services"),
-        s3_port: Annotated[int, typer.Option(help="S3 endpoint port")] = 8333,
-        mlflow_port: Annotated[int, typer.Option(help="MLflow server port")] = 5000,
-    ) -> None:
-        """Start the object server and the MLflow server (detached); print how to point runs at them."""
-        from mpa.devtools import services as svc
-
-        state = svc.up(dir, s3_port=s3_port, mlflow_port=mlflow_port)
-        typer.echo(f"S3 (SeaweedFS) {state['s3_endpoint']} ready in {state['startup_s']['s3']} s; "
-                   f"MLflow {state['mlflow_uri']} ready in {state['startup_s']['mlflow']} s")
-        typer.echo(f"buckets: s3://{svc.S3_BUCKET} (runs), s3://{svc.MLFLOW_BUCKET}/artifacts (MLflow artifacts)")
-        typer.echo(f"point runs at them:  source {dir.resolve() / 'env.sh'}")
-
-    @services.command("down")
-    def down(dir: DirOpt = Path(".mpa-services")) -> None:
-        """Stop the servers `mpa services up` started from --dir (data is kept)."""
-        from mpa.devtools import services as svc
-
-        typer.echo(json.dumps({"stopped": svc.down(dir)}))
-
-    @services.command("status")
-    def status(dir: DirOpt = Path(".mpa-services")) -> None:
-        """Whether the servers are running, and their addresses."""
-        from mpa.devtools import services as svc
-
-        typer.echo(json.dumps(svc.status(dir)))
-
-    app.add_typer(services, name="services")
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        raise tracking.TrackingError("no tracking URI: pass --tracking-uri or set MLFLOW_TRACKING_URI "
+                                     "(for a run's embedded store: sqlite:///<run dir>/mlflow/mlflow.db)")
+    tracking.check_reachable(uri)
+    d = tracking.promote(tracking.client(uri), name, version, margin=margin)
+    typer.echo(json.dumps(d.__dict__ | {"name": name}))
+    if require_champion and d.alias != tracking.CHAMPION:
+        raise typer.Exit(1)

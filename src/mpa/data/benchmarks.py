@@ -18,6 +18,16 @@ Supported benchmarks (name -> metric, see :mod:`mpa.metrics`):
 - ``okvqa`` (VQA accuracy): ``questions`` = VQA-v2 style questions file ``{"questions": [...]}``,
   ``annotations`` = ``{"annotations": [{question_id, image_id, answers: [{answer, ...}]}]}``.
   Image = ``{images}/COCO_val2014_{image_id:012d}.jpg``.
+- ``pathvqa`` (paper Table 7; normalised exact match, reported for yes/no and open questions):
+  the common JSON export of PathVQA, a list of ``{image, question, answer}`` records (or
+  ``{"data": [...]}``, or JSON lines); ``answer`` may be a string or a list. ``image`` is a file
+  name with or without extension (``test_0000`` → ``{images}/test_0000.jpg``, else ``.png``) or a
+  relative path; ``question_id``/``qid``/``id`` names a sample (default: its index in the file).
+  ``answer_type``/``question_type``/``qtype`` (``yes/no``/``closed`` or ``open``/``other``) sets
+  :attr:`BenchmarkSample.qtype`; without it, a question whose answer is yes or no is ``yes/no``,
+  any other ``open``. The score is the EvalAI-normalised exact match against the single answer
+  (VQA accuracy with one answer), and ``by_type`` gives the yes/no accuracy and the open-question
+  accuracy (exact match: what the paper's Table 7 computes for open questions is not known to us).
 
 ``images`` defaults to the annotation file's directory (or the directory itself for a ChartQA
 directory). ``annotations``/``questions`` may be ``s3://`` URIs (read via
@@ -55,10 +65,17 @@ __all__ = [
     "BenchmarkSample",
     "load_benchmark",
     "load_predictions",
+    "pathvqa_qtype",
     "score_predictions",
 ]
 
-BENCHMARKS: dict[str, str] = {"textvqa": "vqa", "stvqa": "anls", "chartqa": "relaxed", "okvqa": "vqa"}
+BENCHMARKS: dict[str, str] = {
+    "textvqa": "vqa",
+    "stvqa": "anls",
+    "chartqa": "relaxed",
+    "okvqa": "vqa",
+    "pathvqa": "vqa",  # one answer per question: normalised exact match
+}
 CHARTQA_FILES: dict[str, str] = {"human": "test_human.json", "augmented": "test_augmented.json"}
 
 
@@ -86,43 +103,12 @@ def _check_name(name: str) -> str:
     return key
 
 
-def _read(path: PathLike) -> bytes:
-    """Bytes of a local file or s3 object; FileNotFoundError naming it when it does not exist."""
-    p = str(path)
-    if not storage.is_s3(p):
-        if not Path(p).is_file():
-            raise FileNotFoundError(f"file not found: {p}")
-        return Path(p).read_bytes()
-    try:
-        return storage.read_bytes(p)
-    except FileNotFoundError:
-        raise
-    except Exception as exc:  # botocore ClientError (NoSuchKey / 404) -> FileNotFoundError
-        code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
-        if code in {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}:
-            raise FileNotFoundError(f"file not found: {p}") from exc
-        raise
-
-
 def _load_json(path: PathLike) -> Any:
-    raw = _read(path)
+    raw = storage.read_bytes(path)
     try:
         return json.loads(raw.decode("utf-8-sig"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path}: not valid JSON ({exc})") from exc
-
-
-def _parent(path: PathLike) -> str:
-    p = str(path)
-    if storage.is_s3(p):
-        return p.rstrip("/").rsplit("/", 1)[0]
-    return str(Path(p).parent)
-
-
-def _join(root: str, name: str) -> str:
-    if storage.is_s3(root):
-        return f"{root.rstrip('/')}/{name.lstrip('/')}"
-    return str(Path(root) / name)
 
 
 def _list_key(obj: Any, key: str, path: PathLike) -> list[Any]:
@@ -176,9 +162,9 @@ def _load_textvqa(annotations: PathLike, images: str) -> list[BenchmarkSample]:
         qid = _field(e, "question_id", annotations, i)
         question = _field(e, "question", annotations, i)
         image_id = str(_field(e, "image_id", annotations, i))
-        image = _join(images, f"{image_id}.jpg")
+        image = storage.join(images, f"{image_id}.jpg")
         if local and not Path(image).exists():
-            png = _join(images, f"{image_id}.png")
+            png = storage.join(images, f"{image_id}.png")
             if Path(png).exists():
                 image = png
         samples.append(
@@ -198,7 +184,7 @@ def _load_stvqa(annotations: PathLike, images: str) -> list[BenchmarkSample]:
             BenchmarkSample(
                 str(qid),
                 str(question),
-                _join(images, file_path),
+                storage.join(images, file_path),
                 _answers(e, annotations, i),
                 qtype=_qtype(e),
             )
@@ -227,7 +213,7 @@ def _load_chartqa_file(path: PathLike, split: str, images: str) -> list[Benchmar
         query = _field(e, "query", path, i)
         label = _field(e, "label", path, i)
         samples.append(
-            BenchmarkSample(f"{split}-{i}", str(query), _join(images, imgname), [str(label)], split=split)
+            BenchmarkSample(f"{split}-{i}", str(query), storage.join(images, imgname), [str(label)], split=split)
         )
     return samples
 
@@ -241,7 +227,7 @@ def _load_chartqa(annotations: PathLike, images: str | None) -> list[BenchmarkSa
             raise FileNotFoundError(f"file not found: {ann}")
         is_dir = Path(ann).is_dir()
     if not is_dir:
-        root = images if images is not None else _parent(ann)
+        root = images if images is not None else storage.parent(ann)
         return _load_chartqa_file(ann, _chartqa_split(ann), root)
     if images is not None:
         root = images
@@ -252,7 +238,7 @@ def _load_chartqa(annotations: PathLike, images: str | None) -> list[BenchmarkSa
     samples: list[BenchmarkSample] = []
     found = []
     for split, fname in CHARTQA_FILES.items():
-        path = _join(ann, fname)
+        path = storage.join(ann, fname)
         if not storage.is_s3(ann) and not Path(path).exists():
             # the official train/ and val/ folders hold train_human.json / val_human.json and so on
             others = sorted(Path(ann).glob(f"*_{split}.json"))
@@ -296,11 +282,69 @@ def _load_okvqa(annotations: PathLike, questions: PathLike | None, images: str) 
             BenchmarkSample(
                 qid,
                 str(question),
-                _join(images, f"COCO_val2014_{image_num:012d}.jpg"),
+                storage.join(images, f"COCO_val2014_{image_num:012d}.jpg"),
                 ann["answers"],
                 qtype=ann["qtype"],
             )
         )
+    return samples
+
+
+PATHVQA_YES_NO = "yes/no"
+PATHVQA_OPEN = "open"
+_PATHVQA_TYPES = {"yes/no": PATHVQA_YES_NO, "yes_no": PATHVQA_YES_NO, "yesno": PATHVQA_YES_NO,
+                  "closed": PATHVQA_YES_NO, "close": PATHVQA_YES_NO, "open": PATHVQA_OPEN,
+                  "other": PATHVQA_OPEN}
+
+
+def pathvqa_qtype(answers: list[str], declared: str | None = None) -> str:
+    """``yes/no`` or ``open``: the declared answer type when it names one, else by the answer."""
+    if declared is not None and str(declared).strip().lower() in _PATHVQA_TYPES:
+        return _PATHVQA_TYPES[str(declared).strip().lower()]
+    from mpa.metrics import normalize_answer
+
+    return PATHVQA_YES_NO if answers and normalize_answer(answers[0]) in ("yes", "no") else PATHVQA_OPEN
+
+
+def _pathvqa_records(path: PathLike) -> list[Any]:
+    raw = storage.read_bytes(path).decode("utf-8-sig")
+    try:
+        doc = json.loads(raw)
+    except json.JSONDecodeError:
+        doc = []
+        for lineno, line in enumerate(raw.splitlines(), 1):
+            if line.strip():
+                try:
+                    doc.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{path}:{lineno}: neither a JSON file nor JSON lines ({exc.msg})") from exc
+    if isinstance(doc, dict):
+        doc = _list_key(doc, "data", path)
+    if not isinstance(doc, list):
+        raise ValueError(f"{path}: expected a JSON list of {{image, question, answer}} records")
+    return doc
+
+
+def _load_pathvqa(annotations: PathLike, images: str) -> list[BenchmarkSample]:
+    local = not storage.is_s3(images)
+    samples = []
+    for i, e in enumerate(_pathvqa_records(annotations)):
+        question = _field(e, "question", annotations, i)
+        image = next((e[k] for k in ("image", "image_name", "img_id", "image_id") if k in e), None)
+        if image is None:
+            raise ValueError(f"{annotations}: entry {i} is missing key 'image'")
+        if "answers" in e:
+            answers = _answers(e, annotations, i)
+        else:
+            answers = [str(_field(e, "answer", annotations, i))]
+        qid = next((e[k] for k in ("question_id", "qid", "id") if k in e), i)
+        image = str(image)
+        path = image if Path(image).is_absolute() else storage.join(images, image)
+        if local and not Path(image).suffix:
+            path = next((p for p in (f"{path}.jpg", f"{path}.png") if Path(p).exists()), f"{path}.jpg")
+        declared = next((e[k] for k in ("answer_type", "question_type", "qtype") if k in e), None)
+        samples.append(BenchmarkSample(str(qid), str(question), path, answers,
+                                       qtype=pathvqa_qtype(answers, declared)))
     return samples
 
 
@@ -317,15 +361,21 @@ def load_benchmark(
     ann = str(annotations)
     if ann.startswith("hf:"):
         dataset, _, split = ann[3:].partition(":")
-        return load_benchmark_hf(key, dataset, split or "validation", max_samples=max_samples)
+        samples = load_benchmark_hf(key, dataset, split or "validation", max_samples=max_samples)
+        if key == "pathvqa":
+            for s in samples:
+                s.qtype = pathvqa_qtype(s.answers, s.qtype)
+        return samples
     if key == "chartqa":
         samples = _load_chartqa(ann, None if images is None else str(images))
     else:
-        root = str(images) if images is not None else _parent(ann)
+        root = str(images) if images is not None else storage.parent(ann)
         if key == "textvqa":
             samples = _load_textvqa(ann, root)
         elif key == "stvqa":
             samples = _load_stvqa(ann, root)
+        elif key == "pathvqa":
+            samples = _load_pathvqa(ann, root)
         else:
             samples = _load_okvqa(ann, None if questions is None else str(questions), root)
     if max_samples is not None:
@@ -396,7 +446,7 @@ def load_benchmark_hf(
     """
     import hashlib
 
-    from mpa.data.sources import _image_column, _png_bytes
+    from mpa.data.hf_datasets import image_column, png_bytes
 
     key = _check_name(name)
     if load_dataset is None:
@@ -406,7 +456,7 @@ def load_benchmark_hf(
             raise ValueError(f"reading hf:{dataset} needs the `datasets` package: pip install datasets") from exc
     ds = load_dataset(dataset, split=split)
     cols = list(ds.column_names)
-    image_col = _image_column(ds)
+    image_col = image_column(ds)
     q_col = _hf_column(cols, "question", dataset)
     a_col = _hf_column(cols, "answers", dataset)
     id_col = _hf_column(cols, "question_id", dataset, required=False)
@@ -417,7 +467,7 @@ def load_benchmark_hf(
     samples = []
     for i in range(n):
         row = ds[i]
-        data = _png_bytes(row[image_col])
+        data = png_bytes(row[image_col])
         path = out_dir / f"{hashlib.sha256(data).hexdigest()[:20]}.png"
         if not path.exists():
             tmp = path.with_suffix(".tmp")
@@ -445,7 +495,7 @@ def load_predictions(path: PathLike) -> dict[str, str]:
     to str. Invalid JSON, a non-object line, a missing key, a non-scalar answer or a duplicate
     question_id raises ValueError naming ``file:line``.
     """
-    text = _read(path).decode("utf-8-sig")
+    text = storage.read_bytes(path).decode("utf-8-sig")
     preds: dict[str, str] = {}
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():

@@ -29,17 +29,11 @@ class LoadedImage:
     image: Image.Image
 
 
-def list_images(source: str, max_images: int | None = None) -> list[str]:
-    """Sorted image paths/URIs under ``source`` (files with an image suffix only).
+def list_image_files(source: str, max_images: int | None = None) -> list[str]:
+    """Sorted image paths/URIs under a directory or an ``s3://`` prefix (files with an image suffix only).
 
-    ``source`` is a directory, an ``s3://`` prefix, or a labeled dataset whose labels are dropped
-    at load time: ``bench:<name>:<annotations>[:<images>]`` or ``hf:<dataset>[:<split>[:<column>]]``
-    (see :mod:`mpa.data.sources`).
+    Any image source, labeled datasets included: :func:`mpa.data.sources.list_images`.
     """
-    if source.startswith(("bench:", "hf:")):
-        from mpa.data.sources import resolve_images
-
-        return resolve_images(source, max_images)
     if storage.is_s3(source):
         uris = [u for u in storage.list_s3(source) if u.lower().endswith(IMAGE_SUFFIXES)]
     else:

@@ -3,7 +3,7 @@
 The paper's protocol: "exclude all question-answer annotations from the training splits" — PA
 sees images only. Sources:
 
-- a directory or an ``s3://`` prefix (:func:`mpa.data.images.list_images`);
+- a directory or an ``s3://`` prefix (:func:`mpa.data.images.list_image_files`);
 - ``bench:<name>:<annotations>[:<images>]`` — the images a benchmark file refers to (TextVQA,
   ST-VQA, ChartQA, OK-VQA official formats, local or ``s3://``). Questions and answers are dropped
   at load time: only de-duplicated image references leave :func:`benchmark_images`;
@@ -20,7 +20,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mpa.data.images import ImageSourceError, list_images
+from mpa.data.hf_datasets import image_column, png_bytes
+from mpa.data.images import ImageSourceError, list_image_files
 
 BENCH_PREFIX = "bench:"
 HF_PREFIX = "hf:"
@@ -90,7 +91,7 @@ def hf_dataset_images(
         except ImportError as exc:
             raise ImageSourceError(f"reading hf:{dataset} needs the `datasets` package: pip install datasets") from exc
     ds = load_dataset(dataset, split=split)
-    column = column or _image_column(ds)
+    column = column or image_column(ds)
     if column not in ds.column_names:
         raise ImageSourceError(f"hf:{dataset}:{split} has no column {column!r} (columns: {ds.column_names})")
     ds = ds.remove_columns([c for c in ds.column_names if c != column])
@@ -105,7 +106,7 @@ def hf_dataset_images(
         img = ds[i][column]
         if img is None:
             continue
-        data = _png_bytes(img)
+        data = png_bytes(img)
         digest = hashlib.sha256(data).hexdigest()
         if digest in seen:  # several questions per image: one image file
             continue
@@ -121,38 +122,15 @@ def hf_dataset_images(
     return sorted(paths)
 
 
-def _image_column(ds: Any) -> str:
-    features = getattr(ds, "features", {}) or {}
-    for name, feat in features.items():
-        if type(feat).__name__ == "Image":
-            return name
-    if "image" in ds.column_names:
-        return "image"
-    raise ImageSourceError(f"cannot tell the image column among {ds.column_names}; name it: hf:<id>:<split>:<column>")
-
-
-def _png_bytes(img: Any) -> bytes:
-    import io
-
-    from PIL import Image
-
-    if isinstance(img, dict) and img.get("bytes"):
-        img = Image.open(io.BytesIO(img["bytes"]))
-    elif isinstance(img, dict) and img.get("path"):
-        img = Image.open(img["path"])
-    buf = io.BytesIO()
-    img.convert("RGB").save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def resolve_images(
+def list_images(
     source: str,
     max_images: int | None = None,
     *,
     questions: str | None = None,
     cache_dir: str | os.PathLike | None = None,
 ) -> list[str]:
-    """Image references for any source string (see the module docstring)."""
+    """Sorted image references for any source string: a directory, an ``s3://`` prefix, or a labeled dataset
+    whose labels are dropped at load time (``bench:…``, ``hf:…``; see the module docstring)."""
     spec = parse_source(source)
     if spec["kind"] == "bench":
         return benchmark_images(
@@ -162,7 +140,7 @@ def resolve_images(
         return hf_dataset_images(
             spec["dataset"], spec["split"], spec["column"], cache_dir=cache_dir, max_images=max_images
         )
-    return list_images(source, max_images)
+    return list_image_files(source, max_images)
 
 
 def materialize(
@@ -174,7 +152,7 @@ def materialize(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for i, uri in enumerate(resolve_images(source, max_images, questions=questions)):
+    for i, uri in enumerate(list_images(source, max_images, questions=questions)):
         name = f"{i:06d}_{Path(uri.rstrip('/').rsplit('/', 1)[-1]).name}"
         dest = out / name
         if dest.exists() or dest.is_symlink():

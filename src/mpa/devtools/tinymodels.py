@@ -156,7 +156,7 @@ TINY_COLORS = {"red": (220, 30, 30), "green": (30, 170, 60), "blue": (40, 60, 22
 TINY_QUESTION = "What color is the image?"
 
 
-def _tiny_image(color: str, variant: int):
+def tiny_image(color: str, variant: int):
     from PIL import Image, ImageDraw
 
     img = Image.new("RGB", (56, 56), TINY_COLORS[color])
@@ -212,7 +212,7 @@ def teach_tiny_teacher(teacher_dir: str | Path, processor, steps: int, seed: int
     examples = []
     for i in range(32):
         c = colors[i % len(colors)]
-        img = _tiny_image(c, i)
+        img = tiny_image(c, i)
         examples.append((img, task.pa_prompt, f"Question: {TINY_QUESTION} Answer: {c}"))
         examples.append((img, task.answer_prompt(TINY_QUESTION), c))
     teacher = AutoModelForImageTextToText.from_pretrained(teacher_dir)
@@ -241,13 +241,13 @@ def make_tiny_workspace(out: str | Path, n_images: int = 12, teacher_steps: int 
     images = out / "images"
     images.mkdir(parents=True, exist_ok=True)
     for i in range(n_images):
-        _tiny_image(colors[(i + seed) % len(colors)], 100 + i).save(images / f"img_{i:04d}.png")
+        tiny_image(colors[(i + seed) % len(colors)], 100 + i).save(images / f"img_{i:04d}.png")
     bench = out / "bench"  # images beside the annotations: the TextVQA loader's default image dir
     bench.mkdir(parents=True, exist_ok=True)
     data = []
     for i in range(8):
         c = colors[i % len(colors)]
-        _tiny_image(c, 200 + i).save(bench / f"b{i:03d}.png")
+        tiny_image(c, 200 + i).save(bench / f"b{i:03d}.png")
         data.append({"question_id": i, "question": TINY_QUESTION, "image_id": f"b{i:03d}", "answers": [c] * 10})
     (bench / "textvqa.json").write_text(json.dumps({"dataset_name": "tiny", "dataset_version": "0.5.1",
                                                    "data": data}))
@@ -475,3 +475,75 @@ def build_tiny(family: str, out_dir: str | Path, *, corpus: Iterable[str] = DEFA
     if family not in builders:
         raise ValueError(f"no tiny builder for {family!r}; choose one of: {', '.join(TINY_FAMILIES)}")
     return builders[family](out_dir, corpus=corpus, vocab_size=vocab_size, seed=seed, **kwargs)
+
+
+# --- TinyLLaVA as its authors saved it (TinyLLaVABench), for `mpa convert-tinyllava` ----------------
+
+TINYLLAVA_SPECIAL_TOKENS = ["<|endoftext|>"]
+
+
+def build_tiny_tinyllava_legacy(out_dir: str | Path, *, hidden_size: int = 64, num_layers: int = 2,
+                                num_heads: int = 4, vision_hidden_size: int = 32, vision_layers: int = 2,
+                                vision_heads: int = 2,
+                                image_size: int = 28, patch_size: int = 14, corpus: Iterable[str] = DEFAULT_CORPUS,
+                                vocab_size: int = 400, seed: int = 0) -> Path:
+    """A tiny checkpoint in TinyLLaVA-2.0B's original on-disk format (TinyLLaVABench, not loadable by transformers).
+
+    Same structure as ``bczhou/TinyLLaVA-2.0B`` at tiny sizes: ``architectures:
+    ["TinyLlavaStablelmForCausalLM"]`` with StableLM-Epoch config names (``rope_pct``, ``norm_eps``)
+    and the ``mm_*`` settings; weights of a StableLM language model (``model.*``, ``lm_head``), a
+    SigLIP tower saved the way TinyLLaVABench saves it (``model.vision_tower.vision_tower.vision_model.*``,
+    its last encoder layer and pooling head deleted: ``vision_layers`` remain) and the ``mlp2x_gelu``
+    projector (``model.mm_projector.{0,2}``); a byte-level BPE tokenizer whose only special token is
+    StableLM-2's ``<|endoftext|>`` (bos = eos = pad), and no ``<image>`` token (TinyLLaVABench splices
+    image features at a sentinel id, -200). The SigLIP head count is not in the weights: pass
+    ``vision_heads`` to the converter.
+    """
+    import json
+
+    from safetensors.torch import save_file
+    from transformers import (
+        PreTrainedTokenizerFast,
+        SiglipVisionConfig,
+        SiglipVisionModel,
+        StableLmConfig,
+        StableLmForCausalLM,
+    )
+
+    raw = train_bpe_tokenizer(corpus, vocab_size, TINYLLAVA_SPECIAL_TOKENS)
+    tok = PreTrainedTokenizerFast(tokenizer_object=raw, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                                  unk_token="<|endoftext|>", pad_token="<|endoftext|>")
+    eos = tok.convert_tokens_to_ids("<|endoftext|>")
+    text = {"vocab_size": len(tok) + 8, "hidden_size": hidden_size, "intermediate_size": hidden_size * 2,
+            "num_hidden_layers": num_layers, "num_attention_heads": num_heads, "num_key_value_heads": num_heads,
+            "hidden_act": "silu", "max_position_embeddings": 4096, "use_qkv_bias": True, "rope_theta": 10000,
+            "bos_token_id": eos, "eos_token_id": eos, "tie_word_embeddings": False, "use_cache": True}
+    torch.manual_seed(seed)
+    lm = StableLmForCausalLM(StableLmConfig(**text, partial_rotary_factor=0.25, layer_norm_eps=1e-5))
+    tower = SiglipVisionModel(SiglipVisionConfig(hidden_size=vision_hidden_size,
+                                                 intermediate_size=vision_hidden_size * 2,
+                                                 num_hidden_layers=vision_layers + 1, num_attention_heads=vision_heads,
+                                                 image_size=image_size, patch_size=patch_size))
+    projector = torch.nn.Sequential(torch.nn.Linear(vision_hidden_size, hidden_size), torch.nn.GELU(),
+                                    torch.nn.Linear(hidden_size, hidden_size))
+    weights = {k: v.contiguous() for k, v in lm.state_dict().items()}
+    deleted = f"encoder.layers.{vision_layers}."
+    for k, v in tower.state_dict().items():
+        if not k.startswith(("head.", deleted)):
+            weights[f"model.vision_tower.vision_tower.vision_model.{k}"] = v.contiguous()
+    for k, v in projector.state_dict().items():
+        weights[f"model.mm_projector.{k}"] = v.contiguous()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
+    config = {
+        "architectures": ["TinyLlavaStablelmForCausalLM"], "model_type": "tiny_llava_stablelm", **text,
+        "rope_pct": 0.25, "norm_eps": 1e-5,
+        "mm_vision_tower": "bczhou/TinyLLaVA-2.0B-SigLIP", "mm_projector_type": "mlp2x_gelu",
+        "mm_hidden_size": vision_hidden_size, "mm_vision_select_layer": -2, "mm_vision_select_feature": "patch",
+        "mm_patch_merge_type": "flat", "image_aspect_ratio": "pad", "use_mm_proj": True, "pad_token": "<|endoftext|>",
+        "tokenizer_padding_side": "right", "tokenizer_model_max_length": 3072, "torch_dtype": "float32",
+    }
+    (out / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+    tok.save_pretrained(out)
+    return out

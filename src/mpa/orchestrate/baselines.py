@@ -4,8 +4,8 @@
 - ``no-pi``: MPA without the Parity Identifier — PA, then PL on *every* parseable pseudo-label
   (paper Tables 6 and 9: 21K pseudo-labels vs the 2K-sample parity set);
 - ``few-shot``: supervised fine-tuning on N human-labeled samples of the benchmark's train split
-  (paper Table 5), full fine-tuning or LoRA (``train.lora``); the training answer of a sample is
-  its most frequent ground-truth answer.
+  (paper Table 5, which uses N = 100), full fine-tuning or LoRA (``train.lora``); the training
+  answer of a sample is its most frequent ground-truth answer.
 
 All modes reuse the engine's stages (:func:`mpa.stages.annotate.annotate`,
 :func:`mpa.stages.level.level`, :func:`mpa.stages.evaluate.evaluate`) and write under
@@ -73,12 +73,11 @@ def run_baseline(
     show: bool = True,
 ) -> dict[str, Any]:
     """Run one baseline; return (and write) its summary with the benchmark score before/after."""
-    from mpa.orchestrate.local import LazyVLM, _load_benchmark
+    from mpa.config import task_for
     from mpa.stages.annotate import annotate_with_config
-    from mpa.stages.evaluate import evaluate
-    from mpa.stages.level import level
-    from mpa.tasks import get_task
-    from mpa.vlm.base import load_vlm
+    from mpa.stages.evaluate import benchmark_samples, evaluate_with_config
+    from mpa.stages.level import level_with_config
+    from mpa.vlm.loader import load_vlm
 
     if mode not in MODES:
         raise BaselineError(f"unknown baseline {mode!r}; choose one of: {', '.join(MODES)}")
@@ -86,8 +85,8 @@ def run_baseline(
         raise BaselineError("few-shot needs --shots N and --train-annotations (the benchmark's train file)")
     out = Path(cfg.out) / "baselines" / mode
     out.mkdir(parents=True, exist_ok=True)
-    task = get_task(cfg.task.name, cfg.task.prompt_file, cfg.task.metric)
-    bench = _load_benchmark(cfg)
+    task = task_for(cfg)
+    bench = benchmark_samples(cfg)
     if bench is None and mode == "zero-shot":
         raise BaselineError(
             "zero-shot scores the student on a benchmark: set evaluate.benchmark and "
@@ -98,19 +97,10 @@ def run_baseline(
 
     def score(model_cfg, name: str) -> dict:
         t = time.perf_counter()
-        vlm = load_vlm(model_cfg)
         try:
-            return evaluate(
-                model=vlm,
-                benchmark=cfg.evaluate.benchmark,
-                samples=bench,
-                predictions_path=out / "eval" / f"{name}.jsonl",
-                batch_size=cfg.student.batch_size,
-                max_new_tokens=cfg.evaluate.max_new_tokens,
-                label=f"eval {name}",
-            )
+            return evaluate_with_config(cfg, out / "eval" / f"{name}.jsonl", model=model_cfg, samples=bench,
+                                        label=f"eval {name}")
         finally:
-            vlm.close()
             timings[f"eval_{name}"] = time.perf_counter() - t
 
     if bench is not None:
@@ -123,9 +113,11 @@ def run_baseline(
 
     t = time.perf_counter()
     if mode == "no-pi":
-        teacher = LazyVLM(cfg.teacher)
-        pa = annotate_with_config(cfg, teacher(), out / "annotations.jsonl", show=show)
-        teacher.release()
+        teacher = load_vlm(cfg.teacher)
+        try:
+            pa = annotate_with_config(cfg, teacher, out / "annotations.jsonl", show=show)
+        finally:
+            teacher.close()
         summary["annotate"] = asdict(pa)
         samples_path = out / "annotations.jsonl"  # every parseable pseudo-label, no PI filter
         summary["n_train"] = pa.n_parsed
@@ -144,15 +136,11 @@ def run_baseline(
     timings["prepare"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    pl = level(
-        samples_path=samples_path, student=cfg.student, task=task, cfg=cfg.train, out_dir=out / "level", show=show
-    )
+    pl = level_with_config(cfg, out / "level", samples_path=samples_path, show=show)
     timings["level"] = time.perf_counter() - t
     summary["level"] = asdict(pl)
     if bench is not None:
-        summary["eval_after"] = score(
-            cfg.student.model_copy(update={"model": pl.checkpoint, "revision": None}), "after"
-        )
+        summary["eval_after"] = score(cfg.student.at(pl.checkpoint), "after")
         summary["score"] = summary["eval_after"]["score"]
         summary["delta"] = summary["eval_after"]["score"] - summary["eval_before"]["score"]
     summary["timings_s"] = timings

@@ -9,7 +9,6 @@ MLflow run). ``out`` may be an ``s3://`` prefix (see :func:`run_pipeline`).
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import logging
 import os
@@ -22,41 +21,17 @@ import yaml
 
 from mpa import storage
 from mpa.cache import open_run_cache
-from mpa.config import ModelConfig, RunConfig
+from mpa.config import ModelConfig, RunConfig, task_for
+from mpa.orchestrate.rounds import final_checkpoint, round_record, run_later_rounds
 from mpa.records import write_json_atomic
 from mpa.stages.annotate import annotate_with_config
-from mpa.stages.evaluate import evaluate
+from mpa.stages.evaluate import benchmark_samples, evaluate_with_config
 from mpa.stages.identify import identify_with_config
-from mpa.stages.level import build_replay_mix, level
-from mpa.tasks import get_task
+from mpa.stages.level import level_with_config
 from mpa.ui import console
-from mpa.vlm.base import VLM, load_vlm
+from mpa.vlm.loader import LazyVLM
 
 log = logging.getLogger(__name__)
-
-
-class LazyVLM:
-    """Load a model on first use; free it on ``release``."""
-
-    def __init__(self, cfg: ModelConfig) -> None:
-        self.cfg = cfg
-        self._vlm: VLM | None = None
-
-    def __call__(self) -> VLM:
-        if self._vlm is None:
-            self._vlm = load_vlm(self.cfg)
-        return self._vlm
-
-    @property
-    def loaded(self) -> VLM | None:
-        """The model if it has been loaded, else None (nothing is loaded by asking)."""
-        return self._vlm
-
-    def release(self) -> None:
-        if self._vlm is not None:
-            self._vlm.close()
-            self._vlm = None
-            gc.collect()
 
 
 def storage_settings(cfg: RunConfig) -> storage.S3Settings:
@@ -132,9 +107,11 @@ def _run_tracked(cfg: RunConfig, show: bool) -> dict[str, Any]:
     try:
         summary = _run_stages(cfg, outputs, tracker, show)
         if tracker is not None:
-            ckpt = outputs.local / "level" / "checkpoint"
+            ckpt = Path(summary.get("final_checkpoint") or outputs.local / "level" / "checkpoint")
             if cfg.tracking.register_model and ckpt.is_dir():
-                reg = tracker.register(summary, ckpt)
+                # the final round's checkpoint and scores go through the same promotion gate
+                final = summary | ({"eval_after": summary["eval_final"]} if "eval_final" in summary else {})
+                reg = tracker.register(final, ckpt)
                 summary["registered"] = {"name": reg.name, "version": reg.version, "alias": reg.alias,
                                          "reason": reg.reason, "source": reg.source}
                 if show:
@@ -173,7 +150,7 @@ def _run_stages(cfg: RunConfig, outputs: _Outputs, tracker: Any, show: bool) -> 
     out = outputs.local
     (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json") | {"out": outputs.uri},
                                                     sort_keys=False))
-    task = get_task(cfg.task.name, cfg.task.prompt_file, cfg.task.metric)
+    task = task_for(cfg)
     teacher, student = LazyVLM(cfg.teacher), LazyVLM(cfg.student)
     timings: dict[str, float] = {}
     summary: dict[str, Any] = {"out": outputs.uri, "task": task.name, "teacher": cfg.teacher.model,
@@ -202,14 +179,11 @@ def _run_stages(cfg: RunConfig, outputs: _Outputs, tracker: Any, show: bool) -> 
     if tracker is not None:
         tracker.log_identify(summary["identify"], timings["identify"], out)
 
-    bench = _load_benchmark(cfg)
+    bench = benchmark_samples(cfg)
     if bench is not None:
         t = time.perf_counter()
-        summary["eval_before"] = evaluate(model=student(), benchmark=cfg.evaluate.benchmark, samples=bench,
-                                          predictions_path=out / "eval" / "before.jsonl",
-                                          batch_size=cfg.student.batch_size,
-                                          max_new_tokens=cfg.evaluate.max_new_tokens, label="eval before",
-                                          force=cfg.force)
+        summary["eval_before"] = evaluate_with_config(cfg, out / "eval" / "before.jsonl", vlm=student(),
+                                                      samples=bench, label="eval before")
         timings["eval_before"] = time.perf_counter() - t
         outputs.sync()
         if tracker is not None:
@@ -217,13 +191,7 @@ def _run_stages(cfg: RunConfig, outputs: _Outputs, tracker: Any, show: bool) -> 
     student.release()
 
     t = time.perf_counter()
-    samples_path = out / "pi" / "parity.jsonl"
-    if cfg.train.replay_fraction > 0:
-        samples_path = out / "pi" / "train_mix.jsonl"
-        build_replay_mix(out / "pi" / "audit.jsonl", out / "pi" / "parity.jsonl",
-                         cfg.train.replay_fraction, cfg.train.seed, samples_path)
-    pl = level(samples_path=samples_path, student=cfg.student, task=task, cfg=cfg.train,
-               out_dir=out / "level", show=show, force=cfg.force, allow_partial=cfg.allow_partial)
+    pl = level_with_config(cfg, out / "level", pi_dir=out / "pi", show=show)
     timings["level"] = time.perf_counter() - t
     summary["level"] = asdict(pl)
     outputs.sync()
@@ -232,13 +200,9 @@ def _run_stages(cfg: RunConfig, outputs: _Outputs, tracker: Any, show: bool) -> 
 
     if bench is not None:
         t = time.perf_counter()
-        aligned = load_vlm(cfg.student.model_copy(update={"model": pl.checkpoint, "revision": None}))
-        summary["eval_after"] = evaluate(model=aligned, benchmark=cfg.evaluate.benchmark, samples=bench,
-                                         predictions_path=out / "eval" / "after.jsonl",
-                                         batch_size=cfg.student.batch_size,
-                                         max_new_tokens=cfg.evaluate.max_new_tokens, label="eval after",
-                                         force=cfg.force)
-        aligned.close()
+        summary["eval_after"] = evaluate_with_config(cfg, out / "eval" / "after.jsonl",
+                                                     model=cfg.student.at(pl.checkpoint), samples=bench,
+                                                     label="eval after")
         timings["eval_after"] = time.perf_counter() - t
         before, after = summary["eval_before"]["score"], summary["eval_after"]["score"]
         summary["delta"] = after - before
@@ -249,18 +213,20 @@ def _run_stages(cfg: RunConfig, outputs: _Outputs, tracker: Any, show: bool) -> 
         if show:
             console.print(f"[bold]{cfg.evaluate.benchmark}[/]: student {before:.2f} → aligned {after:.2f} "
                           f"({after - before:+.2f})")
+    summary["final_checkpoint"] = pl.checkpoint
+    if cfg.rounds > 1:
+        first = round_record(1, summary["identify"], summary["level"], summary.get("eval_after"))
+        records = run_later_rounds(cfg, out, first, bench=bench, show=show, after_step=outputs.sync,
+                                   on_round=tracker.log_round if tracker is not None else None)
+        summary["rounds"] = records
+        summary["final_checkpoint"] = final_checkpoint(records)
+        trained = [r for r in records if r.get("eval")]
+        if trained:
+            summary["eval_final"] = trained[-1]["eval"]
+        if show:
+            console.print("rounds: " + " → ".join(
+                f"{r['round']}: K={r['k_parity']}" + (f", {r['eval']['score']:.2f}" if r.get("eval") else "")
+                + (f" (stopped: {r['stopped']})" if r.get("stopped") else "") for r in records))
     summary["timings_s"] = timings
     write_json_atomic(out / "summary.json", summary)
     return summary
-
-
-def _load_benchmark(cfg: RunConfig) -> list | None:
-    ev = cfg.evaluate
-    if not ev.benchmark:
-        return None
-    if not ev.annotations:
-        raise ValueError("evaluate.benchmark is set but evaluate.annotations is not: give the official file")
-    from mpa.data.benchmarks import load_benchmark
-
-    return load_benchmark(ev.benchmark, ev.annotations, questions=ev.questions, images=ev.images,
-                          max_samples=ev.max_samples)

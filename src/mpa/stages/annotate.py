@@ -11,12 +11,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mpa.cache import ResultCache, cache_key, model_identity, text_digest
-from mpa.config import AnnotateConfig, RunConfig
-from mpa.data.images import LoadedImage, UnreadableImage, list_images, load_image
+from mpa.config import AnnotateConfig, RunConfig, task_for
+from mpa.data.images import LoadedImage, UnreadableImage, load_image
+from mpa.data.sources import list_images
 from mpa.errors import MpaError, one_line
 from mpa.parsing import parse_qa
 from mpa.records import Annotation, JsonlLog, StageRun
-from mpa.tasks import Task, get_task
+from mpa.tasks import Task
 from mpa.ui import progress_bar, summary_table
 from mpa.vlm.base import VLM, GenParams, VLMRequest
 
@@ -197,7 +198,7 @@ def _question_key(q: str) -> str:
 
 def annotate(
     *,
-    images: str,
+    images: str | list[str],
     teacher: VLM,
     task: Task,
     cfg: AnnotateConfig,
@@ -214,6 +215,9 @@ def annotate(
 ) -> AnnotateSummary:
     """Run PA over every image in ``images``; append to ``out_path`` (resumable).
 
+    ``images`` is an image source (listed with :func:`mpa.data.images.list_images`) or the URIs
+    themselves, already listed (e.g. a KFP shard's part of the run spec: nothing is listed again).
+
     ``out_path`` is keyed by the teacher, prompt, decoding and image selection (:class:`StageRun`): a
     re-run with other settings is refused (:class:`~mpa.records.StageMismatch`) unless ``force``,
     which discards the old annotations first. Images a model cannot take (unreadable, no permission,
@@ -227,7 +231,7 @@ def annotate(
     from mpa.sharding import parse_shard, select_shard
 
     start = time.perf_counter()
-    all_uris = list_images(images, max_images)
+    all_uris = list_images(images, max_images) if isinstance(images, str) else list(images)
     shard_t = parse_shard(shard) if isinstance(shard, str) else shard
     uris = select_shard(all_uris, shard_t) if shard_t else all_uris
     uri_set = set(uris)
@@ -376,14 +380,16 @@ def annotate_with_config(
     out_path: str | Path,
     *,
     shard: str | tuple[int, int] | None = None,
+    images: list[str] | None = None,
     cache: ResultCache | None = None,
     show: bool = True,
 ) -> AnnotateSummary:
-    """PA with every setting taken from a run config (``shard`` overrides ``data.shard``)."""
+    """PA with every setting taken from a run config (``shard`` overrides ``data.shard``; ``images``,
+    URIs already listed, replace listing ``data.images``)."""
     return annotate(
-        images=cfg.data.images,
+        images=cfg.data.images if images is None else images,
         teacher=teacher,
-        task=get_task(cfg.task.name, cfg.task.prompt_file, cfg.task.metric),
+        task=task_for(cfg),
         cfg=cfg.annotate,
         out_path=out_path,
         batch_size=cfg.teacher.batch_size,

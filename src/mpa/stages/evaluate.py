@@ -14,6 +14,7 @@ from mpa.ui import progress_bar
 from mpa.vlm.base import VLM, GenParams, VLMRequest
 
 if TYPE_CHECKING:
+    from mpa.config import ModelConfig, RunConfig
     from mpa.data.benchmarks import BenchmarkSample
 
 
@@ -105,3 +106,45 @@ def evaluate(
     result["seconds"] = time.perf_counter() - start
     result["model"] = model.model_id
     return result
+
+
+def benchmark_samples(cfg: RunConfig) -> list[BenchmarkSample] | None:
+    """The labeled benchmark a run config names (``evaluate.*``), or None when it names none."""
+    ev = cfg.evaluate
+    if not ev.benchmark:
+        return None
+    if not ev.annotations:
+        raise ValueError("evaluate.benchmark is set but evaluate.annotations is not: give the official file")
+    from mpa.data.benchmarks import load_benchmark
+
+    return load_benchmark(ev.benchmark, ev.annotations, questions=ev.questions, images=ev.images,
+                          max_samples=ev.max_samples)
+
+
+def evaluate_with_config(
+    cfg: RunConfig,
+    predictions_path: str | Path,
+    *,
+    model: ModelConfig | None = None,
+    vlm: VLM | None = None,
+    samples: list[BenchmarkSample] | None = None,
+    label: str = "evaluate",
+) -> dict:
+    """Evaluate with every setting taken from a run config: ``model`` (default: the run's student) on the
+    run's benchmark. ``vlm`` reuses an already loaded model (not closed here); ``samples`` a loaded benchmark."""
+    samples = samples if samples is not None else benchmark_samples(cfg)
+    if samples is None:
+        raise ValueError("nothing to evaluate on: set evaluate.benchmark and evaluate.annotations")
+    mc = model or cfg.student
+    own = vlm is None
+    if vlm is None:
+        from mpa.vlm.loader import load_vlm
+
+        vlm = load_vlm(mc)
+    try:
+        return evaluate(model=vlm, benchmark=cfg.evaluate.benchmark, samples=samples,
+                        predictions_path=predictions_path, batch_size=mc.batch_size,
+                        max_new_tokens=cfg.evaluate.max_new_tokens, label=label, force=cfg.force)
+    finally:
+        if own:
+            vlm.close()

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mpa.cache import ResultCache, cache_key, model_identity, text_digest
-from mpa.config import IdentifyConfig, RunConfig
+from mpa.config import IdentifyConfig, RunConfig, task_for
 from mpa.metrics import match
 from mpa.records import (
     Annotation,
@@ -27,7 +27,7 @@ from mpa.records import (
     write_json_atomic,
     write_jsonl_atomic,
 )
-from mpa.tasks import Task, get_task
+from mpa.tasks import Task
 from mpa.ui import progress_bar, summary_table
 from mpa.vlm.base import VLM, GenParams, VLMRequest
 
@@ -248,7 +248,7 @@ def identify_with_config(
         annotations_path=annotations_path,
         teacher=teacher,
         student=student,
-        task=get_task(cfg.task.name, cfg.task.prompt_file, cfg.task.metric),
+        task=task_for(cfg),
         cfg=cfg.identify,
         out_dir=out_dir,
         teacher_batch_size=cfg.teacher.batch_size,

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from mpa.cache import model_identity, text_digest
-from mpa.config import ModelConfig, TrainConfig
+from mpa.config import ModelConfig, RunConfig, TrainConfig, task_for
 from mpa.data.images import load_image
 from mpa.records import StageRun, check_input, read_jsonl, write_json_atomic
 from mpa.tasks import Task
@@ -204,3 +204,29 @@ def build_replay_mix(audit_path: str | Path, parity_path: str | Path, fraction: 
 
     rows = parity + [{"image": r["image"], "question": r["question"], "answer": r["answer"]} for r in replay]
     return write_jsonl_atomic(out_path, rows)
+
+
+def level_with_config(
+    cfg: RunConfig,
+    out_dir: str | Path,
+    *,
+    pi_dir: str | Path | None = None,
+    samples_path: str | Path | None = None,
+    show: bool = True,
+) -> LevelSummary:
+    """PL with every setting taken from a run config: train the student on ``pi_dir/parity.jsonl`` (mixed with
+    replayed samples from ``pi_dir/audit.jsonl`` when ``train.replay_fraction`` > 0), or on ``samples_path``."""
+    out_dir = Path(out_dir)
+    if samples_path is None:
+        if pi_dir is None:
+            raise ValueError("level_with_config needs pi_dir (the PI output) or samples_path")
+        samples_path = Path(pi_dir) / "parity.jsonl"
+        if cfg.train.replay_fraction > 0:
+            check_input(samples_path, cfg.allow_partial)  # the mix below has no mark of its own
+            out_dir.mkdir(parents=True, exist_ok=True)
+            mix = out_dir / "train_mix.jsonl"
+            build_replay_mix(Path(pi_dir) / "audit.jsonl", samples_path, cfg.train.replay_fraction,
+                             cfg.train.seed, mix)
+            samples_path = mix
+    return level(samples_path=samples_path, student=cfg.student, task=task_for(cfg), cfg=cfg.train,
+                 out_dir=out_dir, show=show, force=cfg.force, allow_partial=cfg.allow_partial)

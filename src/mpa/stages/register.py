@@ -50,8 +50,14 @@ def register(
     name: str | None = None,
     promote: bool = True,
     margin: float | None = None,
+    checkpoint_uri: str | None = None,
 ) -> RegisteredVersion:
-    """Register the run's aligned checkpoint (and promote it); return the new version."""
+    """Register the run's aligned checkpoint (and promote it); return the new version.
+
+    ``checkpoint_uri``: the checkpoint is already stored there (e.g. a Kubeflow pipeline's Model
+    artifact in S3); the version registers that URI as its source, nothing is uploaded again and
+    the run directory needs no ``level/checkpoint``.
+    """
     cfg, summary, local = load_run(run_dir)
     updates = {"enabled": True, "promote": promote}
     if tracking_uri:
@@ -62,12 +68,12 @@ def register(
         updates["promotion_margin"] = margin
     cfg = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update=updates)})
     ckpt = local / "level" / "checkpoint"
-    if not (ckpt / "config.json").is_file():
+    if checkpoint_uri is None and not (ckpt / "config.json").is_file():
         raise TrackingError(f"no aligned checkpoint in {run_dir}/level/checkpoint: run the PL stage first")
     tracker = Tracker(cfg, local, str(run_dir))
     tracker.start()
     try:
-        version = tracker.register(summary, ckpt)
+        version = tracker.register(summary, ckpt, source=checkpoint_uri)
         tracker.finish("FINISHED")
     except BaseException:
         tracker.finish("FAILED")

@@ -16,15 +16,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mpa.config import ModelConfig, parse_config
+from mpa.config import ModelConfig, apply_overrides, parse_config
 from mpa.orchestrate.local import run_pipeline
 from mpa.records import read_jsonl, write_json_atomic
-from mpa.stages.evaluate import evaluate
-from mpa.stages.level import build_replay_mix, level
-from mpa.tasks import get_task
+from mpa.stages.evaluate import benchmark_samples, evaluate_with_config
+from mpa.stages.level import level_with_config
 from mpa.toyworld import DEMO_N_IMAGES, DEMO_N_TEST, DEMO_TEMPERATURE, DEMO_TRAIN
 from mpa.ui import console
-from mpa.vlm.base import load_vlm
 
 MODELS = ("teacher", "student_zero_shot", "student_mpa", "student_no_pi", "student_mpa_replay")
 LABELS = {"teacher": "teacher", "student_zero_shot": "student", "student_mpa": "student + MPA",
@@ -69,11 +67,8 @@ def grade_pseudo_labels(records: list[dict]) -> dict[str, float | None]:
             "answerability": sum(g is not None for g in grades) / len(grades)}
 
 
-
-
 def run_demo(out: str | Path = "runs/demo", seed: int = 0, n_images: int = DEMO_N_IMAGES, n_test: int = DEMO_N_TEST,
              temperature: float = DEMO_TEMPERATURE, overrides: dict | None = None) -> dict[str, Any]:
-    from mpa.data.benchmarks import load_benchmark
     from mpa.toyworld.data import make_testset, make_unlabeled
 
     if str(out).startswith("s3:"):  # also the Path("s3://b/p") == "s3:/b/p" a CLI option turns it into
@@ -86,48 +81,39 @@ def run_demo(out: str | Path = "runs/demo", seed: int = 0, n_images: int = DEMO_
         make_unlabeled(out / "unlabeled", n_images, seed=seed)
     if not (out / "test" / "annotations.json").is_file():
         make_testset(out / "test", n_test, seed=1000 + seed)
-    raw = demo_config(out, n_images, n_test, seed, temperature)
-    for key, value in (overrides or {}).items():
-        node = raw
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
+    raw = apply_overrides(demo_config(out, n_images, n_test, seed, temperature), overrides, "mpa demo")
     cfg = parse_config(raw, "mpa demo")
     timings: dict[str, float] = {"make_data": time.perf_counter() - t0}
 
     summary = run_pipeline(cfg, show=True)
     timings.update(summary["timings_s"])
     run_dir = Path(cfg.out)
-    bench = load_benchmark("textvqa", cfg.evaluate.annotations, images=cfg.evaluate.images)
-    task = get_task("toyvqa")
+    bench = benchmark_samples(cfg)
 
     def score(model_cfg: ModelConfig, name: str) -> dict:
         t = time.perf_counter()
-        vlm = load_vlm(model_cfg)
         try:
-            return evaluate(model=vlm, benchmark="textvqa", samples=bench,
-                            predictions_path=run_dir / "eval" / f"{name}.jsonl", batch_size=model_cfg.batch_size,
-                            max_new_tokens=cfg.evaluate.max_new_tokens, label=f"eval {name}")
+            return evaluate_with_config(cfg, run_dir / "eval" / f"{name}.jsonl", model=model_cfg, samples=bench,
+                                        label=f"eval {name}")
         finally:
-            vlm.close()
             timings[f"eval_{name}"] = time.perf_counter() - t
 
-    def train_student(samples_path: Path, name: str) -> ModelConfig:
+    def train_student(name: str, **where: Any) -> tuple[ModelConfig, int]:
         t = time.perf_counter()
-        pl = level(samples_path=samples_path, student=cfg.student, task=task, cfg=cfg.train,
-                   out_dir=run_dir / f"level_{name}", show=False)
+        run_cfg = cfg
+        if name == "replay":
+            # A label-free remedy for forgetting, shown beside the paper's method (not its default):
+            # the parity set plus as many teacher-consistent samples the student already answers.
+            replay = cfg.train.model_copy(update={"replay_fraction": REPLAY_FRACTION})
+            run_cfg = cfg.model_copy(update={"train": replay})
+        pl = level_with_config(run_cfg, run_dir / f"level_{name}", show=False, **where)
         timings[f"level_{name}"] = time.perf_counter() - t
-        return cfg.student.model_copy(update={"model": pl.checkpoint})
+        return cfg.student.at(pl.checkpoint), pl.n_samples
 
     teacher_eval = score(cfg.teacher, "teacher")
-    no_pi_eval = score(train_student(run_dir / "annotations.jsonl", "no_pi"), "no_pi")
-    # A label-free remedy for forgetting, shown beside the paper's method (not its default):
-    # the parity set plus as many teacher-consistent samples the student already answers.
-    mix_path = run_dir / "pi" / "train_mix_replay.jsonl"
-    mix = build_replay_mix(run_dir / "pi" / "audit.jsonl", run_dir / "pi" / "parity.jsonl", REPLAY_FRACTION,
-                           cfg.train.seed, mix_path)
-    replay_eval = score(train_student(mix_path, "replay"), "replay")
+    no_pi_eval = score(train_student("no_pi", samples_path=run_dir / "annotations.jsonl")[0], "no_pi")
+    replay_student, mix = train_student("replay", pi_dir=run_dir / "pi")
+    replay_eval = score(replay_student, "replay")
 
     evals = {"teacher": teacher_eval, "student_zero_shot": summary["eval_before"],
              "student_mpa": summary["eval_after"], "student_no_pi": no_pi_eval, "student_mpa_replay": replay_eval}
@@ -152,12 +138,36 @@ def run_demo(out: str | Path = "runs/demo", seed: int = 0, n_images: int = DEMO_
         "total_s": round(time.perf_counter() - t0, 1),
         "run_dir": str(run_dir),
     }
+    if "rounds" in summary:
+        report["rounds"] = rounds_report(summary["rounds"], types)
+        gap = report["accuracy"]["teacher"] - report["accuracy"]["student_zero_shot"]
+        last = report["rounds"][-1]["accuracy"]
+        report["gap_closed"] = round((last - report["accuracy"]["student_zero_shot"]) / gap, 4) if gap else None
     write_json_atomic(out / "report.json", report)
     chart = render_chart(report)
     chart.save(out / "chart.png")
     (out / "report.html").write_text(render_html(report, parity, chart), encoding="utf-8")
     print_report(report, out)
     return report
+
+
+def rounds_report(records: list[dict], types: list[str]) -> list[dict[str, Any]]:
+    """``report["rounds"]``: per round K and the student's accuracy after it (a round that stopped before
+    training leaves the previous round's student, so it repeats that round's accuracy)."""
+    out: list[dict[str, Any]] = []
+    for r in records:
+        ev = r.get("eval")
+        if ev is None and out:
+            entry = {"k_parity": r["k_parity"], "accuracy": out[-1]["accuracy"], "per_type": out[-1]["per_type"]}
+        elif ev is None:
+            continue
+        else:
+            entry = {"k_parity": r["k_parity"], "accuracy": round(ev["score"], 2),
+                     "per_type": {t: round(ev["by_type"][t], 2) for t in types}}
+        if r.get("stopped"):
+            entry["stopped"] = r["stopped"]
+        out.append(entry)
+    return out
 
 
 def _check_or_mark_data(out: Path, settings: dict[str, Any]) -> None:
@@ -193,6 +203,11 @@ def print_report(report: dict, out: Path) -> None:
         f"teacher-consistent → K={report['k_parity']} parity samples; pseudo-label correctness "
         f"{_fmt(plc['pre_pi'])} before PI → {_fmt(plc['post_pi'])} after PI; {report['total_s']} s"
     )
+    if report.get("rounds"):
+        console.print("rounds (K → student accuracy): " + " → ".join(
+            f"{i}: K={r['k_parity']} {r['accuracy']:.1f}" + (" (stopped)" if r.get("stopped") else "")
+            for i, r in enumerate(report["rounds"], 1))
+            + f"; gap closed {_fmt(report['gap_closed'])}")
     console.print(f"report: {out / 'report.json'}  pictures: {out / 'report.html'}, {out / 'chart.png'}")
 
 
@@ -230,6 +245,39 @@ def render_chart(report: dict):
         y = top + height + 26 + 14 * mi
         d.rectangle([left, y, left + 10, y + 10], fill=COLORS[m])
         d.text((left + 16, y - 1), LABELS[m], fill="black")
+    rounds = report.get("rounds") or []
+    if len(rounds) > 1:
+        img = _with_rounds_panel(img, report, rounds)
+    return img
+
+
+def _with_rounds_panel(chart, report: dict, rounds: list[dict]):
+    """The bar chart with a panel below: overall accuracy after each round, teacher and zero-shot for reference."""
+    from PIL import Image, ImageDraw
+
+    left, top, height, step = 40, 30, 160, 70
+    img = Image.new("RGB", (chart.width, chart.height + top + height + 40), "white")
+    img.paste(chart, (0, 0))
+    d = ImageDraw.Draw(img)
+    y0 = chart.height + top
+    d.text((left, chart.height + 8), "overall accuracy % after each round (iterative MPA)", fill="black")
+    lo = max(0.0, min([report["accuracy"]["student_zero_shot"], *(r["accuracy"] for r in rounds)]) - 5)
+
+    def y(v: float) -> float:
+        return y0 + height - (v - lo) * height / (100 - lo)
+
+    for pct in range(int(lo // 5 * 5), 101, 5):
+        if pct >= lo:
+            d.line([(left - 4, y(pct)), (left + step * len(rounds) + 20, y(pct))], fill=(235, 235, 235))
+            d.text((4, y(pct) - 6), str(pct), fill="black")
+    for key, m in (("teacher", "teacher"), ("student_zero_shot", "student_zero_shot")):
+        v = report["accuracy"][key]
+        d.line([(left, y(v)), (left + step * len(rounds) + 20, y(v))], fill=COLORS[m], width=1)
+    pts = [(left + step * i + 20, y(r["accuracy"])) for i, r in enumerate(rounds)]
+    d.line(pts, fill=COLORS["student_mpa"], width=2)
+    for i, ((px, py), r) in enumerate(zip(pts, rounds, strict=True), 1):
+        d.ellipse([px - 3, py - 3, px + 3, py + 3], fill=COLORS["student_mpa"])
+        d.text((px - 10, y0 + height + 6), f"r{i} K={r['k_parity']}", fill="black")
     return img
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mpa.toyworld.task import TOYVQA
+from mpa.tasks import TOYVQA
 from mpa.toyworld.world import (
     COLOUR_NAMES,
     FAMILIES,

@@ -314,18 +314,6 @@ def make_garbled_question(scene: Scene, rng: random.Random) -> str:
             return q
 
 
-def sample_qa(scene: Scene, rng: random.Random, qtypes: list[str] | None = None) -> tuple[str, str, str]:
-    """``(qtype, question, answer)`` for a random applicable question type."""
-    choices = [q for q in (qtypes or QTYPES) if TEMPLATES[q][0] == scene.family]
-    if not choices:
-        raise ValueError(f"none of {qtypes} applies to a {scene.family} scene")
-    qtype = rng.choice(choices)
-    q = make_question(scene, qtype, rng)
-    a = oracle_answer(scene, q)
-    assert a is not None
-    return qtype, q, a
-
-
 def normalize_answer(ans: str) -> str:
     """Lower-case, strip punctuation, number words → digits, drop articles (single-word answers)."""
     a = ans.strip().lower()

@@ -29,7 +29,6 @@ import hashlib
 import json
 import logging
 import os
-import subprocess
 import time
 import warnings
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from mpa import storage
 from mpa.errors import MpaError, one_line
+from mpa.provenance import code_revision
 
 if TYPE_CHECKING:
     from mpa.config import RunConfig
@@ -212,18 +212,6 @@ def flatten_params(data: dict, prefix: str = "") -> dict[str, str]:
     return out
 
 
-def git_revision() -> str | None:
-    rev = os.environ.get("MPA_GIT_REVISION")
-    if rev:
-        return rev
-    try:
-        res = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=5, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return res.stdout.strip() or None if res.returncode == 0 else None
-
-
 def default_model_name(cfg: RunConfig) -> str:
     base = cfg.student.model.rstrip("/").rsplit("/", 1)[-1] or "student"
     safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in base)
@@ -314,7 +302,7 @@ class Tracker:
         cfg = self.cfg
         tags = {"mpa.task": cfg.task.name, "mpa.teacher": cfg.teacher.model, "mpa.student": cfg.student.model,
                 "mpa.match_rule": cfg.identify.match, "mpa.out": self.out, **cfg.tracking.tags}
-        rev = git_revision()
+        rev = code_revision()
         if rev:
             tags["mlflow.source.git.commit"] = rev
             tags["mpa.git_revision"] = rev
@@ -353,6 +341,35 @@ class Tracker:
         items = [Metric(_metric_key(k), float(v), now, step) for k, v in metrics.items() if v is not None]
         for i in range(0, len(items), 500):
             self.client.log_batch(self.run_id, metrics=items[i:i + 500])
+
+    def log_round(self, rec: dict) -> None:
+        """One round of iterative MPA (round ≥ 2): a child run ``round-<r>`` of this run with its K, loss
+        and scores, and the same numbers on this run by step ``r`` (``rounds/k_parity``, ``rounds/score``)."""
+        key = f"round-{rec['round']}"
+        if self.done(key):
+            return
+        metrics = {"rounds/k_parity": rec["k_parity"], "rounds/n_teacher_consistent": rec["n_teacher_consistent"]}
+        if "last_loss" in rec:
+            metrics["rounds/last_loss"] = rec["last_loss"]
+        ev = rec.get("eval")
+        if ev is not None:
+            metrics["rounds/score"] = ev["score"]
+            metrics.update({f"rounds/score_{t}": v for t, v in (ev.get("by_type") or {}).items()})
+        self.log_metrics(metrics, step=rec["round"])
+        child = self.client.create_run(
+            self._experiment_id(), run_name=f"round-{rec['round']}",
+            tags={"mlflow.parentRunId": self.run_id, "mpa.round": str(rec["round"])} | self._tags())
+        child_id = child.info.run_id
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(_metric_key(k.removeprefix("rounds/")), float(v), now, 0) for k, v in metrics.items()]
+        self.client.log_batch(child_id, metrics=items)
+        if rec.get("stopped"):
+            self.client.set_tag(child_id, "mpa.stopped", rec["stopped"])
+        self.client.set_terminated(child_id, status="FINISHED")
+        self.state.setdefault("rounds", {})[str(rec["round"])] = child_id
+        self.mark(key)
 
     def log_annotate(self, pa: dict, seconds: float) -> None:
         if self.done("annotate"):
@@ -481,19 +498,20 @@ class Tracker:
                 self.client.log_artifact(self.run_id, str(p))
 
     # -- registry
-    def register(self, summary: dict, checkpoint: Path) -> RegisteredVersion:
-        """Log the checkpoint as run artifacts and register it; promote by aliases if configured."""
+    def register(self, summary: dict, checkpoint: Path, source: str | None = None) -> RegisteredVersion:
+        """Log the checkpoint as run artifacts and register it; promote by aliases if configured.
+        ``source``: the checkpoint is already stored at that URI; register it as it is."""
         tc = self.cfg.tracking
         name = tc.registered_model or default_model_name(self.cfg)
         reg = self.state.get("registered")
         if reg and reg.get("name") == name:
             return RegisteredVersion(**reg)
-        if tc.log_checkpoint:
+        if source is None and tc.log_checkpoint:
             if not self.done("checkpoint"):
                 self.client.log_artifacts(self.run_id, str(checkpoint), "checkpoint")
                 self.mark("checkpoint")
             source = f"{self.client.get_run(self.run_id).info.artifact_uri.rstrip('/')}/checkpoint"
-        else:
+        elif source is None:
             source = storage.join(self.out, "level", "checkpoint") if storage.is_s3(self.out) \
                 else str(checkpoint.resolve())
         tags = lineage_tags(self.cfg, summary, self.run_id)
@@ -545,7 +563,7 @@ def lineage_tags(cfg: RunConfig, summary: dict, run_id: str | None) -> dict[str,
         ev_b, ev_a = summary["eval_before"], summary["eval_after"]
         tags.update({"mpa.benchmark": ev_a["benchmark"], "mpa.metric": ev_a["metric"],
                      "mpa.score": f"{ev_a['score']:.6f}", "mpa.base_score": f"{ev_b['score']:.6f}"})
-    rev = git_revision()
+    rev = code_revision()
     if rev:
         tags["mpa.git_revision"] = rev
     return tags

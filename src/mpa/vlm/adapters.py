@@ -11,9 +11,9 @@ An adapter knows, for one model family:
 - the paper's PL preset (batch size, learning rate) for that family;
 - whether the family needs ``trust_remote_code`` (only InternVL2's original checkpoints).
 
-Families: Qwen2-VL and Qwen2.5-VL, SmolVLM / Idefics3, LLaVA-style (llava-hf checkpoints such as
-TinyLLaVA's ``-hf`` conversions), InternVL (transformers-native ``-hf`` checkpoints) and InternVL2
-with its original remote code (``internvl_chat``; :class:`InternVL2Processor`).
+Families: Qwen2-VL and Qwen2.5-VL, SmolVLM / Idefics3, LLaVA-style (llava-hf checkpoints, and the
+paper's TinyLLaVA-2.0B once ``mpa convert-tinyllava`` has made it one), InternVL (transformers-native
+``-hf`` checkpoints) and InternVL2 with its original remote code (``internvl_chat``; :class:`InternVL2Processor`).
 
 The Qwen2-VL path is the engine's original code, unchanged byte for byte (checkpoints are being
 trained with it); other families get the same answer-only masking through a sentinel rendering of
@@ -228,11 +228,38 @@ class SmolVLMAdapter(Idefics3Adapter):
     processor_classes = ("SmolVLMProcessor",)
 
 
+#: TinyLLaVA's ``phi`` conversation (its Phi-2 and StableLM models, e.g. the paper's TinyLLaVA-2.0B):
+#: ``{system} USER: <image>\n{question} ASSISTANT:`` and, in training, `` {answer}<|endoftext|>``.
+#: Written into checkpoints converted by ``mpa convert-tinyllava`` (:mod:`mpa.vlm.tinyllava`).
+TINYLLAVA_SYSTEM = (
+    "A chat between a curious user and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the user's questions."
+)
+TINYLLAVA_CHAT_TEMPLATE = (
+    "{{- '" + TINYLLAVA_SYSTEM.replace("'", "\\'") + " ' -}}"
+    "{%- for message in messages -%}"
+    "{%- if message['role'] == 'user' -%}{{- 'USER: ' -}}"
+    "{%- for c in message['content'] -%}{%- if c['type'] == 'image' -%}{{- '<image>\\n' -}}{%- endif -%}{%- endfor -%}"
+    "{%- for c in message['content'] -%}{%- if c['type'] == 'text' -%}{{- c['text'] -}}{%- endif -%}{%- endfor -%}"
+    "{{- ' ' -}}"
+    "{%- elif message['role'] == 'assistant' -%}{{- 'ASSISTANT: ' -}}"
+    "{%- for c in message['content'] -%}{%- if c['type'] == 'text' -%}{{- c['text'] -}}{%- endif -%}{%- endfor -%}"
+    "{{- '<|endoftext|>' -}}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- 'ASSISTANT:' -}}{%- endif -%}"
+)
+
+
 class LlavaAdapter(SentinelAdapter):
-    """LLaVA-style (llava-hf, TinyLLaVA ``-hf``): ``USER: <image>\\n… ASSISTANT:`` + `` answer</s>``.
+    """LLaVA-style (llava-hf, TinyLLaVA): ``USER: <image>\\n… ASSISTANT:`` + `` answer</s>``.
 
     A processor without a chat template (some converted checkpoints) gets the Vicuna-v1 format
-    LLaVA-1.5 and TinyLLaVA were trained with.
+    LLaVA-1.5 was trained with. TinyLLaVA's original checkpoints (the paper's TinyLLaVA-2.0B) are
+    converted to this family by ``mpa convert-tinyllava``, which writes TinyLLaVA's own format
+    (:data:`TINYLLAVA_CHAT_TEMPLATE`: system sentence, answer ended by ``<|endoftext|>``) into the
+    checkpoint; the sentinel rendering then masks everything but `` {answer}<|endoftext|>``.
+    The PL preset (16, 1e-4) is the paper's TinyLLaVA-2B setting.
     """
 
     family = "llava"
@@ -330,10 +357,6 @@ def adapter_for(processor: Any) -> Adapter:
         if names.intersection(a.processor_classes):
             return a
     return DEFAULT_ADAPTER
-
-
-def family_of(model_type: str | None) -> str:
-    return adapter_for_model_type(model_type).family
 
 
 # --- InternVL2, original remote-code checkpoints (``internvl_chat``) --------------------------------

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from PIL import Image
-
-if TYPE_CHECKING:
-    from mpa.config import ModelConfig
 
 
 @dataclass(frozen=True)
@@ -50,20 +46,3 @@ class VLM(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the model's memory (backends override when they hold resources)."""
-
-
-def load_vlm(cfg: ModelConfig) -> VLM:
-    """Build the backend the config names."""
-    if cfg.backend == "hf":
-        from mpa.vlm.hf import HFVLM
-
-        return HFVLM(cfg)
-    if cfg.backend == "vllm":
-        from mpa.vlm.vllm_backend import VLLMVLM  # type: ignore[import-not-found]
-
-        return VLLMVLM(cfg)
-    if cfg.backend == "openai":
-        from mpa.vlm.openai_backend import OpenAIVLM  # type: ignore[import-not-found]
-
-        return OpenAIVLM(cfg)
-    raise ValueError(f"unknown VLM backend {cfg.backend!r}; choose hf, vllm or openai")

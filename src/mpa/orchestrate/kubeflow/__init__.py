@@ -1,14 +1,16 @@
-"""Kubeflow Pipelines: the MPA pipeline DAG, its thin components, compile/upload/run helpers.
+"""Kubeflow Pipelines, the library side: what the components call, the settings, the client.
 
-- :mod:`mpa.orchestrate.kubeflow.components` — one lightweight component per step; each body imports
-  :mod:`mpa.orchestrate.kubeflow.steps`, which calls the engine's stages (no stage logic in components).
-- :mod:`mpa.orchestrate.kubeflow.pipeline` — the DAG: prepare → PA/PI fanned out over image shards
-  (``dsl.ParallelFor``) → merge (``dsl.Collected``) → PL → evaluate before/after → register
-  only if better (``dsl.If``). Resources, images, secrets and the model cache are compile-time
-  settings (:mod:`mpa.orchestrate.kubeflow.settings`); run parameters map onto :class:`mpa.config.RunConfig`
-  (:mod:`mpa.orchestrate.kubeflow.params`).
-- :mod:`mpa.orchestrate.kubeflow.client` — compile, upload a pipeline version named after the git revision,
-  run in an experiment, wait.
+The components and the pipeline themselves live outside the library, in ``components/`` and
+``pipelines/training/mpa/`` (installed: ``mpa_kfp``); each component body calls one function here.
+
+- :mod:`mpa.orchestrate.kubeflow.steps` — one plain function per component, on local paths
+  (prepare the run spec, PA/PI on a shard, merge, PL, evaluate, gate, register); they sequence
+  the stage entries of :mod:`mpa.stages`.
+- :mod:`mpa.orchestrate.kubeflow.params` — the pipeline's run parameters → :class:`mpa.config.RunConfig`.
+- :mod:`mpa.orchestrate.kubeflow.settings` — compile-time settings: images, resources, time limits,
+  volumes, secrets, where the teacher runs.
+- :mod:`mpa.orchestrate.kubeflow.client` — upload a version named after the git revision and the
+  spec, run with a run config, follow and stop runs.
 
 Importing this package does not import ``kfp``; the modules that need it import it.
 """

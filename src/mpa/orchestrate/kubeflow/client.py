@@ -1,10 +1,16 @@
-"""Compile the pipeline, upload it as a version named after the git revision, run it, wait.
+"""Upload a compiled pipeline as a version named after the git revision and the spec, run it, wait.
 
 Connection settings follow the kfp client's conventions: ``--host`` or ``KF_PIPELINES_ENDPOINT``
-(also ``KFP_ENDPOINT``, the kfp CLI's variable); ``--namespace`` or ``KFP_NAMESPACE`` (default
-``kubeflow``); ``--token`` or ``KFP_EXISTING_TOKEN`` (a bearer token, e.g. from
-``kubectl create token``). Inside a cluster, with none given, the kfp client uses the pod's
-projected service-account token (``KF_PIPELINES_SA_TOKEN_PATH``).
+(also ``KFP_ENDPOINT``, the kfp CLI's variable); ``--namespace`` or ``KFP_NAMESPACE``; ``--token``
+or ``KFP_EXISTING_TOKEN`` (a bearer token, e.g. from ``kubectl create token``). Inside a cluster,
+with none given, the kfp client uses the pod's projected service-account token
+(``KF_PIPELINES_SA_TOKEN_PATH``).
+
+The namespace is where runs and experiments live: ``kubeflow`` on a standalone KFP install (the
+default here), the user's Profile namespace (e.g. ``kubeflow-user-example-com``) on multi-user
+Kubeflow, where a client without one reaches no experiment.
+
+Compiling is the pipeline package's own job (``mpa_kfp.pipelines.training.mpa.pipeline``).
 """
 
 from __future__ import annotations
@@ -14,41 +20,25 @@ import json
 import logging
 import os
 import re
-import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from mpa.orchestrate.kubeflow.settings import PipelineSettings
-
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[4]
-COMPILED = REPO_ROOT / "pipelines" / "compiled" / "mpa.yaml"
+DEFAULT_NAMESPACE = "kubeflow"  # standalone KFP; multi-user Kubeflow: your Profile namespace
 FINISHED = {"succeeded", "failed", "skipped", "error", "canceled", "cancelled"}
 
 
-class PipelineClientError(RuntimeError):
+class PipelineClientError(ValueError):
     """Something about talking to Kubeflow Pipelines that the user must fix (named in the message)."""
 
 
-# --- compile ------------------------------------------------------------------------------------
-
-
-def compile_pipeline(out: str | Path, settings: PipelineSettings | None = None) -> Path:
-    """Compile the MPA pipeline (with ``settings`` applied) to a KFP IR YAML file."""
-    from kfp import compiler
-
-    from mpa.orchestrate.kubeflow.pipeline import build_pipeline
-
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(build_pipeline(settings), str(out))
-    return out
+# --- the compiled spec ---------------------------------------------------------------------------
 
 
 def spec_digest(path: str | Path) -> str:
@@ -59,34 +49,18 @@ def spec_digest(path: str | Path) -> str:
 # --- naming -------------------------------------------------------------------------------------
 
 
-def git_revision(cwd: str | Path | None = None) -> tuple[str, bool] | None:
-    """``(short commit, dirty)`` of the work tree at ``cwd``, or ``None`` outside git."""
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return sha, bool(status)
-
-
 def version_name(package: str | Path, revision: tuple[str, bool] | None) -> str:
-    """The pipeline version name: ``git-<sha>``; a dirty tree or no git adds the spec's digest
-    (``git-<sha>-dirty-<digest>``, ``spec-<digest>``), so the same name always means the same spec.
-    Uploading the same revision twice is therefore a no-op (see :func:`upload_version`)."""
+    """The pipeline version name: ``git-<sha>-<digest>`` (``git-<sha>-dirty-<digest>`` for a dirty
+    tree, ``spec-<digest>`` outside git), where the digest is the compiled spec's: settings and
+    images are part of it, so a different compile of the same commit gets a different name and the
+    same name always means the same spec. Uploading it twice is a no-op (:func:`upload_version`)."""
+    digest = spec_digest(package)
     if revision is None:
-        return f"spec-{spec_digest(package)}"
+        return f"spec-{digest}"
     sha, dirty = revision
     if not re.fullmatch(r"[0-9a-f]{4,40}", sha):
         raise ValueError(f"not a git commit: {sha!r}")
-    return f"git-{sha}-dirty-{spec_digest(package)}" if dirty else f"git-{sha}"
+    return f"git-{sha}-dirty-{digest}" if dirty else f"git-{sha}-{digest}"
 
 
 # --- client -------------------------------------------------------------------------------------
@@ -113,7 +87,7 @@ def resolve_connection(
     env = os.environ if env is None else env
     return Connection(
         host=host or env.get("KF_PIPELINES_ENDPOINT") or env.get("KFP_ENDPOINT") or None,
-        namespace=namespace or env.get("KFP_NAMESPACE") or "kubeflow",
+        namespace=namespace or env.get("KFP_NAMESPACE") or DEFAULT_NAMESPACE,
         token=token or env.get("KFP_EXISTING_TOKEN") or None,
     )
 
@@ -142,7 +116,7 @@ def upload_version(
     """Upload ``package`` as version ``version`` of pipeline ``pipeline_name`` (created if missing).
 
     Idempotent: if the pipeline already has a version of that name, nothing is uploaded and that
-    version is returned (names carry the git revision, and the spec digest when the tree is dirty).
+    version is returned (names carry the git revision and the spec's digest).
     """
     package = str(package)
     pipeline_id = client.get_pipeline_id(pipeline_name)
@@ -165,28 +139,52 @@ def upload_version(
 # --- run ----------------------------------------------------------------------------------------
 
 
-def load_run_params(path: str | Path | None, sets: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Run parameters from a YAML mapping (``{param: value}``), with ``--param k=v`` on top;
-    every name must be a parameter of the pipeline."""
-    from mpa.orchestrate.kubeflow.pipeline import DEFAULT_PARAMS
+def package_inputs(package: str | Path) -> dict[str, dict]:
+    """The run parameters a compiled pipeline declares (its root ``inputDefinitions``)."""
+    docs = list(yaml.safe_load_all(Path(package).read_text(encoding="utf-8")))
+    return dict(docs[0]["root"]["inputDefinitions"]["parameters"])
 
-    params: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise PipelineClientError(f"run parameters file not found: {p}")
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        if not isinstance(data, dict):
-            raise PipelineClientError(f"{p}: run parameters must be a mapping of parameter: value")
-        params.update(data)
-    params.update(sets or {})
-    allowed = set(DEFAULT_PARAMS) | {"config_overrides"}
-    unknown = sorted(set(params) - allowed)
+
+def run_arguments(
+    package: str | Path,
+    config_file: str | Path | None = None,
+    sets: Mapping[str, Any] | None = None,
+    params: Mapping[str, Any] | None = None,
+    shards: int | None = None,
+) -> dict[str, Any]:
+    """The arguments of a run: the run config (a YAML file as ``mpa run -c`` reads it, with dotted
+    ``sets`` on top, as ``mpa run --set``) as ``config``, per-run ``params`` by name, ``shards``.
+
+    Checked here as prepare will check them (the same :func:`mpa.orchestrate.kubeflow.params.run_config`),
+    so a bad config fails before anything is uploaded; a secret in either is refused.
+    """
+    from mpa.config import ConfigError, apply_overrides, read_config_data
+    from mpa.orchestrate.kubeflow.params import PIPELINE_ONLY, run_config
+
+    inputs = package_inputs(package)
+    try:
+        config = read_config_data(config_file) if config_file is not None else {}
+        config = apply_overrides(config, dict(sets or {}))
+    except ConfigError as exc:
+        raise PipelineClientError(str(exc)) from None
+    params = dict(params or {})
+    named = sorted(set(params) & set(PIPELINE_ONLY))
+    if named:
+        raise PipelineClientError(f"{', '.join(named)}: give these with --params/--set and --shards, not --param")
+    unknown = sorted(set(params) - set(inputs))
     if unknown:
-        raise PipelineClientError(
-            f"unknown pipeline parameters {unknown}; the pipeline takes: {', '.join(sorted(allowed))}"
-        )
-    return params
+        allowed = ", ".join(n for n in inputs if n not in PIPELINE_ONLY)
+        raise PipelineClientError(f"unknown run parameters {unknown}; the pipeline takes: {allowed}")
+    try:
+        run_config(config, params, source=str(config_file or "the run arguments"))
+    except ConfigError as exc:
+        raise PipelineClientError(str(exc)) from None
+    args: dict[str, Any] = {"config": config, **{k: v for k, v in params.items() if v is not None}}
+    if shards is not None:
+        if shards < 1:
+            raise PipelineClientError(f"--shards must be >= 1, got {shards}")
+        args["shards"] = shards
+    return args
 
 
 def run_name(version: str, when: float | None = None) -> str:
@@ -217,10 +215,56 @@ def start_run(
     return run.run_id
 
 
-def wait(client: Any, run_id: str, timeout_s: int, poll_s: int = 30) -> str:
-    """Follow a run until it finishes; return its final state (lower case)."""
-    result = client.wait_for_run_completion(run_id, timeout=timeout_s, sleep_duration=poll_s)
-    return str(getattr(result, "state", "") or "").lower()
+def wait(
+    client: Any,
+    run_id: str,
+    timeout_s: int,
+    poll_s: int = 30,
+    *,
+    clock: Callable[[], float] | None = None,
+    sleep: Callable[[float], None] | None = None,
+    max_errors: int = 5,
+) -> str:
+    """Follow a run until it finishes (succeeded, failed, skipped, error, canceled); return that
+    state in lower case. A refused token (HTTP 401/403, e.g. expired) stops at once with a clear
+    error; a few server or network errors in a row are retried; ``TimeoutError`` after ``timeout_s``."""
+    clock, sleep = clock or time.monotonic, sleep or time.sleep
+    deadline = clock() + timeout_s
+    errors = 0
+    while True:
+        try:
+            run = client.get_run(run_id)
+        except Exception as exc:  # kfp_server_api.ApiException, urllib3 errors
+            status = getattr(exc, "status", None)
+            if status in (401, 403):
+                raise PipelineClientError(
+                    f"the KFP API refused the token (HTTP {status}) while following run {run_id}: it expired or "
+                    f"lacks access to the namespace; get a new one (--token / KFP_EXISTING_TOKEN) and follow the "
+                    f"run again with `mpa pipeline wait {run_id}`"
+                ) from None
+            if isinstance(status, int) and status < 500:
+                raise PipelineClientError(f"the KFP API answered HTTP {status} for run {run_id}: {exc}") from None
+            errors += 1
+            if errors >= max_errors:
+                raise PipelineClientError(f"{errors} errors in a row while following run {run_id}: {exc}") from None
+            log.warning("following run %s: %s (retrying)", run_id, exc)
+        else:
+            errors = 0
+            state = str(getattr(run, "state", "") or "").lower()
+            if state in FINISHED:
+                return state
+        if clock() >= deadline:
+            raise TimeoutError(f"run {run_id} did not finish within {timeout_s} s")
+        sleep(poll_s)
+
+
+def stop(client: Any, run_id: str) -> str:
+    """Terminate a run unless it has finished; return its state then (``terminating`` if asked to stop)."""
+    state = str(getattr(client.get_run(run_id), "state", "") or "").lower()
+    if state in FINISHED:
+        return state
+    client.terminate_run(run_id)
+    return "terminating"
 
 
 def run_succeeded(state: str) -> bool:

@@ -1,91 +1,90 @@
-"""Pipeline parameters → :class:`mpa.config.RunConfig` (the single home of every setting).
+"""Run parameters of the pipeline → :class:`mpa.config.RunConfig` (the single home of every setting).
 
-Each run parameter of the pipeline maps onto one config field (``PARAM_FIELDS``); anything else
-in the config is reachable through ``config_overrides`` (dotted keys, as ``mpa run --set``).
-KFP parameters cannot be ``None``, so ``0`` / ``""`` mean "unset, use the config default" for
-the optional fields in ``UNSET_IF_EMPTY``. ``shards`` (how many PA/PI pods) steers the pipeline
-itself and is not a config field.
+The pipeline takes the same run config as ``mpa run -c`` (the ``config`` parameter, a mapping)
+plus ``shards``. The few fields people change per run are also pipeline parameters of their own,
+so the KFP UI shows them; they are declared once, in the ``prepare`` component's signature
+(``components/data_processing/prepare/component.py``), and named after the config field they
+set: the dotted path with ``_`` for ``.`` (``teacher_model`` → ``teacher.model``,
+``tracking_promotion_margin`` → ``tracking.promotion_margin``). :func:`config_field` resolves a
+name against the RunConfig model itself, so no second table exists to drift. Every one of them is
+optional: unset (``None``) keeps what the config says (or the config default); set, it overrides
+the config.
+
+Credentials never travel in run parameters (KFP stores them with the run): a secret field in the
+config mapping or among the parameters is refused by :func:`mpa.tracking.is_secret_key`.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
-from mpa.config import RunConfig, parse_config
+from pydantic import BaseModel
 
-# pipeline parameter -> dotted RunConfig field
-PARAM_FIELDS: dict[str, str] = {
-    "task": "task.name",
-    "teacher": "teacher.model",
-    "teacher_backend": "teacher.backend",
-    "student": "student.model",
-    "images": "data.images",
-    "max_images": "data.max_images",
-    "benchmark": "evaluate.benchmark",
-    "benchmark_annotations": "evaluate.annotations",
-    "benchmark_images": "evaluate.images",
-    "eval_max_samples": "evaluate.max_samples",
-    "match_rule": "identify.match",
-    "qa_per_image": "annotate.qa_per_image",
-    "epochs": "train.epochs",
-    "train_batch_size": "train.batch_size",
-    "learning_rate": "train.learning_rate",
-    "lora": "train.lora",
-    "seed": "seed",
-    "registered_model": "tracking.registered_model",
-    "min_improvement": "tracking.promotion_margin",
-}
-UNSET_IF_EMPTY = {
-    "max_images",
-    "benchmark_images",
-    "eval_max_samples",
-    "train_batch_size",
-    "learning_rate",
-    "registered_model",
-}
-PIPELINE_ONLY = {"shards", "config_overrides"}
+from mpa.config import ConfigError, RunConfig, apply_overrides, parse_config
+from mpa.tracking import is_secret_key
+
+PIPELINE_ONLY = ("config", "shards")  # the run config itself, and how many PA/PI shard pods
 
 
-def _set(data: dict, dotted: str, value: Any) -> None:
-    node = data
-    *parents, leaf = dotted.split(".")
-    for p in parents:
-        child = node.setdefault(p, {})
-        if not isinstance(child, dict):
-            raise ValueError(f"config_overrides: {dotted!r} goes through {p!r}, which is not a section")
-        node = child
-    node[leaf] = value
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
 
 
-SECRET_WORDS = ("secret", "password", "api_key", "apikey", "access_key", "credential", "private_key")
-
-
-def is_secret_field(dotted: str) -> bool:
-    leaf = dotted.rsplit(".", 1)[-1].lower()
-    return any(w in leaf for w in SECRET_WORDS) or leaf == "token" or leaf.endswith("_token")
-
-
-def config_from_params(params: dict[str, Any], overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Build and validate the run config from pipeline parameters (+ dotted ``overrides``)."""
-    unknown = set(params) - set(PARAM_FIELDS) - PIPELINE_ONLY
-    if unknown:
-        raise ValueError(f"unknown pipeline parameters: {', '.join(sorted(unknown))}")
-    data: dict[str, Any] = {"out": "kfp"}
-    for name, field in PARAM_FIELDS.items():
-        if name not in params:
+def _resolve(model: type[BaseModel], words: list[str]) -> list[str]:
+    """Every dotted field of ``model`` whose path, joined with ``_``, spells ``words``."""
+    found = []
+    for i in range(1, len(words) + 1):
+        head = "_".join(words[:i])
+        field = model.model_fields.get(head)
+        if field is None:
             continue
-        value = params[name]
-        if name in UNSET_IF_EMPTY and value in (0, 0.0, "", None):
+        rest = words[i:]
+        if not rest:
+            found.append(head)
             continue
-        _set(data, field, value)
-    taken = {PARAM_FIELDS[n]: n for n in params if n in PARAM_FIELDS}
-    for key, value in (overrides or {}).items():
-        if is_secret_field(key):
-            raise ValueError(
-                f"config_overrides sets {key!r}: credentials never go in run parameters (they are "
-                "stored with the run); give them to the pods as Secrets (manifests/secrets/)"
-            )
-        if key in taken:
-            raise ValueError(f"config_overrides sets {key!r}: use the pipeline parameter {taken[key]!r} instead")
-        _set(data, key, value)
-    return parse_config(data, "pipeline parameters")
+        sub = _model_of(field.annotation)
+        if sub is not None:
+            found += [f"{head}.{tail}" for tail in _resolve(sub, rest)]
+    return found
+
+
+def config_field(param: str) -> str:
+    """The dotted RunConfig field a run parameter sets (``data_max_images`` → ``data.max_images``)."""
+    found = _resolve(RunConfig, param.split("_"))
+    if len(found) != 1:
+        what = "no" if not found else f"{len(found)} ({', '.join(found)})"
+        raise ValueError(f"run parameter {param!r} names {what} RunConfig fields; name it after one field")
+    return found[0]
+
+
+def secret_keys(data: Any, prefix: str = "") -> list[str]:
+    """Dotted keys of ``data`` (nested mappings) that name a secret."""
+    out: list[str] = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            full = f"{prefix}{key}"
+            if is_secret_key(str(key).rsplit(".", 1)[-1]):
+                out.append(full)
+            out += secret_keys(value, full + ".")
+    return out
+
+
+def refuse_secrets(data: dict | None, what: str) -> None:
+    found = secret_keys(data or {})
+    if found:
+        raise ConfigError(
+            f"{what} sets {', '.join(found)}: credentials never go in run parameters (KFP stores them with "
+            "the run); give them to the pods as Secrets (manifests/secrets/)"
+        )
+
+
+def run_config(config: dict | None, params: dict[str, Any], source: str = "pipeline parameters") -> RunConfig:
+    """The run config of a pipeline run: ``config`` (as ``mpa run -c`` reads it) with every run
+    parameter that is set (not ``None``) on top."""
+    if config is not None and not isinstance(config, dict):
+        raise ConfigError(f"{source}: config must be a mapping (a run config), got {type(config).__name__}")
+    refuse_secrets(config, "the run config")
+    overrides = {config_field(name): value for name, value in params.items() if value is not None}
+    refuse_secrets(dict.fromkeys(overrides), "the run parameters")
+    return parse_config(apply_overrides(copy.deepcopy(config or {}), overrides, source), source)

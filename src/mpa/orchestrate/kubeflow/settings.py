@@ -1,14 +1,19 @@
 """Compile-time settings of the pipeline: images, per-stage resources, secrets, model cache.
 
-These are what a cluster operator decides (GPU type and count, memory, node placement, which
-Secrets hold credentials); they are baked into the compiled spec, unlike the run parameters.
-Defaults are sensible for a GPU cluster with the NVIDIA device plugin; a YAML file passed to
-``mpa pipeline compile --settings`` overrides any part of them (deep merge), e.g.::
+These are what a cluster operator decides (GPU type and count, memory, node placement, time
+limits, which Secrets hold credentials); they are baked into the compiled spec, unlike the run
+parameters. Defaults are sensible for a GPU cluster with the NVIDIA device plugin; a YAML file
+passed to ``mpa pipeline compile --settings`` overrides any part of them (deep merge), e.g.::
 
     stages:
       annotate: {accelerator_count: 2, node_selector: {nvidia.com/gpu.product: NVIDIA-H100-80GB-HBM3}}
-      level: {memory_limit: 160Gi}
+      level: {memory_limit: 160Gi, timeout_seconds: 172800}
     model_cache_pvc: null        # no shared model cache
+
+``teacher_in_pod`` decides whether PA pods load the teacher themselves (``hf``/``vllm`` backend:
+annotate gets a GPU) or call a server (``openai`` backend, e.g. the shared vLLM teacher: annotate
+is a CPU pod). GPU requests are compile-time, the backend is a run parameter: a run whose teacher
+does not match the compiled placement is refused by prepare, before any GPU is held.
 
 Secret *values* never appear here or in the spec: only Secret names and which key becomes which
 environment variable (kfp-kubernetes ``use_secret_as_env``).
@@ -19,7 +24,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -27,7 +32,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from mpa import __version__
 
 STAGES = ("prepare", "annotate", "identify", "merge", "level", "evaluate", "gate", "register")
-GPU_STAGES = ("annotate", "identify", "level")  # PA, PI, PL always want an accelerator by default
+# where a model runs in the step's own pod (annotate: only with teacher_in_pod)
+MODEL_STAGES = ("annotate", "identify", "level", "evaluate")
+S3_STAGES = ("prepare", "annotate", "identify", "level", "evaluate")  # read images, models, benchmarks from s3://
+HOUR = 3600
 DEFAULT_REGISTRY = "ghcr.io/mpa-project"
 DEFAULT_GPU_IMAGE = f"{DEFAULT_REGISTRY}/mpa-gpu:{__version__}"
 DEFAULT_CPU_IMAGE = f"{DEFAULT_REGISTRY}/mpa-cpu:{__version__}"
@@ -71,8 +79,11 @@ class StageResources(_Strict):
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[Toleration] = Field(default_factory=list)
     model_cache: bool = False
+    shm_size: str | None = Field(None, description="a RAM-backed /dev/shm of this size (GPU stages: NCCL, workers)")
+    scratch_size: str | None = Field(None, description="a requested ephemeral volume at scratch_mount (PL's work)")
     retries: int = Field(0, ge=0)
-    timeout_seconds: int | None = Field(None, ge=1)
+    retry_backoff_seconds: int = Field(60, ge=0)
+    timeout_seconds: int = Field(HOUR, ge=1, description="the pod's deadline (activeDeadlineSeconds)")
     caching: bool = True
 
     @model_validator(mode="after")
@@ -88,6 +99,13 @@ class StageResources(_Strict):
                 raise ValueError(f"{kind}_request {request} is above {kind}_limit {limit}: Kubernetes would "
                                  "reject the pod; raise the limit or lower the request")
         return self
+
+    def retry_window_seconds(self) -> int:
+        """How long every attempt may take, with the backoffs between them: the retry policy's
+        ``backoffMaxDuration``, which Argo applies from the first attempt as the pod's deadline, so
+        it must not be shorter than this or a long attempt is killed and never retried."""
+        backoffs = sum(self.retry_backoff_seconds * 2**i for i in range(self.retries))
+        return (self.retries + 1) * self.timeout_seconds + backoffs
 
 
 class SecretEnv(_Strict):
@@ -107,19 +125,28 @@ def _gpu(**kw) -> StageResources:
         node_selector={"nvidia.com/gpu.present": "true"},
         tolerations=[Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")],
         model_cache=True,
+        shm_size="16Gi",
     )
     return StageResources(**{**base, **kw})
 
 
-def _default_stages() -> dict[str, StageResources]:
+def _default_stages(teacher_in_pod: bool = True) -> dict[str, StageResources]:
+    pa = dict(cpu_request="4", cpu_limit="8", retries=2, timeout_seconds=12 * HOUR)
     return {
-        "prepare": StageResources(cpu_request="1", cpu_limit="4", memory_request="2Gi", memory_limit="4Gi"),
-        "annotate": _gpu(cpu_request="4", cpu_limit="8", memory_request="32Gi", memory_limit="48Gi", retries=2),
-        "identify": _gpu(cpu_request="4", cpu_limit="8", memory_request="32Gi", memory_limit="48Gi", retries=2),
+        "prepare": StageResources(
+            cpu_request="1", cpu_limit="4", memory_request="2Gi", memory_limit="4Gi", timeout_seconds=2 * HOUR
+        ),
+        "annotate": _gpu(memory_request="32Gi", memory_limit="48Gi", **pa)
+        if teacher_in_pod  # a teacher behind an API: a CPU pod that sends images and parses answers
+        else StageResources(memory_request="4Gi", memory_limit="8Gi", **pa),
+        "identify": _gpu(memory_request="32Gi", memory_limit="48Gi", **pa),
         "merge": StageResources(cpu_request="500m", cpu_limit="1", memory_request="1Gi", memory_limit="2Gi"),
-        "level": _gpu(cpu_request="8", cpu_limit="16", memory_request="64Gi", memory_limit="96Gi"),
-        "evaluate": _gpu(cpu_request="4", cpu_limit="8", memory_request="24Gi", memory_limit="32Gi"),
-        "gate": StageResources(cpu_request="100m", cpu_limit="500m", memory_request="256Mi", memory_limit="512Mi"),
+        "level": _gpu(cpu_request="8", cpu_limit="16", memory_request="64Gi", memory_limit="96Gi",
+                      scratch_size="200Gi", timeout_seconds=24 * HOUR),
+        "evaluate": _gpu(cpu_request="4", cpu_limit="8", memory_request="24Gi", memory_limit="32Gi",
+                         timeout_seconds=6 * HOUR),
+        "gate": StageResources(cpu_request="100m", cpu_limit="500m", memory_request="256Mi", memory_limit="512Mi",
+                               timeout_seconds=600),
         "register": StageResources(
             cpu_request="500m", cpu_limit="1", memory_request="1Gi", memory_limit="2Gi", caching=False
         ),
@@ -128,9 +155,10 @@ def _default_stages() -> dict[str, StageResources]:
 
 def _default_secrets() -> list[SecretEnv]:
     return [
-        SecretEnv(
+        SecretEnv(  # only where a step reads s3:// itself (the launcher moves artifacts with its own config)
             name="mpa-s3",
             env={"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"},
+            stages=list(S3_STAGES),
         ),
         SecretEnv(
             name="mpa-openai", env={"OPENAI_API_KEY": "OPENAI_API_KEY"}, stages=["annotate", "identify"], optional=True
@@ -138,7 +166,7 @@ def _default_secrets() -> list[SecretEnv]:
         SecretEnv(
             name="mpa-hf",
             env={"HF_TOKEN": "HF_TOKEN"},
-            stages=["annotate", "identify", "level", "evaluate"],
+            stages=list(MODEL_STAGES),
             optional=True,
         ),
         SecretEnv(
@@ -161,8 +189,11 @@ class PipelineSettings(_Strict):
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = "IfNotPresent"
     image_pull_secrets: list[str] = Field(default_factory=list)
     shard_parallelism: int = Field(8, ge=1, description="at most this many PA/PI shard pods at once")
+    teacher_in_pod: bool = Field(True, description="PA loads the teacher itself (GPU pod); false: an API teacher")
     model_cache_pvc: str | None = Field("mpa-model-cache", description="ReadWriteMany PVC; null: none")
     model_cache_mount: str = "/cache"
+    scratch_mount: str = Field("/scratch", description="where a stage's scratch_size volume is mounted")
+    scratch_storage_class: str | None = Field(None, description="storage class of scratch volumes; null: default")
     config_map: str | None = Field("mpa-config", description="non-secret env: endpoints, tracking URI")
     config_map_keys: list[str] = Field(
         default_factory=lambda: [
@@ -175,8 +206,22 @@ class PipelineSettings(_Strict):
     secrets: list[SecretEnv] = Field(default_factory=_default_secrets)
     stages: dict[str, StageResources] = Field(default_factory=_default_stages)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _stages_follow_teacher_placement(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "stages" not in data and data.get("teacher_in_pod") is False:
+            data = {**data, "stages": _default_stages(teacher_in_pod=False)}
+        return data
+
     def stage(self, name: str) -> StageResources:
         return self.stages[name]
+
+    def runs_model(self, stage: str) -> bool:
+        """Whether a model runs inside this stage's pod (what may justify a GPU request)."""
+        return stage in MODEL_STAGES and (stage != "annotate" or self.teacher_in_pod)
+
+    def secrets_for(self, stage: str) -> list[SecretEnv]:
+        return [s for s in self.secrets if stage in s.stages]
 
 
 class SettingsError(ValueError):
@@ -199,7 +244,11 @@ def settings_from_dict(data: dict | None, source: str = "<dict>") -> PipelineSet
     unknown = set(data.get("stages") or {}) - set(STAGES)
     if unknown:
         raise SettingsError(f"{source}: unknown stages {sorted(unknown)}; stages are {', '.join(STAGES)}")
-    merged = _deep_merge(PipelineSettings().model_dump(), data)
+    teacher_in_pod = data.get("teacher_in_pod", True)
+    if not isinstance(teacher_in_pod, bool):
+        raise SettingsError(f"{source}: teacher_in_pod must be true or false, got {teacher_in_pod!r}")
+    defaults = PipelineSettings(teacher_in_pod=teacher_in_pod, stages=_default_stages(teacher_in_pod))
+    merged = _deep_merge(defaults.model_dump(), data)
     try:
         settings = PipelineSettings.model_validate(merged)
     except ValidationError as exc:
@@ -209,6 +258,10 @@ def settings_from_dict(data: dict | None, source: str = "<dict>") -> PipelineSet
         bad = set(secret.stages) - set(STAGES)
         if bad:
             raise SettingsError(f"{source}: secret {secret.name} names unknown stages {sorted(bad)}")
+    for name, res in settings.stages.items():
+        if res.accelerator_count and not settings.runs_model(name):
+            why = "teacher_in_pod is false (the teacher is a server)" if name == "annotate" else "no model runs there"
+            raise SettingsError(f"{source}: stages.{name} requests a GPU but {why}")
     return settings
 
 

@@ -1,10 +1,17 @@
 """What each KFP component does, as plain functions on local paths (the components' bodies call
-these; tests call them directly too). Every step delegates the real work to :mod:`mpa.stages`.
+these, one call each; tests call them directly too). Every step delegates the real work to
+:mod:`mpa.stages`.
 
-A *plan* directory (the prepare step's output artifact) carries the resolved run config
-(``config.json``) and the image manifest (``images.jsonl``: ``{uri, sha256, shard}``): every later
-step reads one validated config, and the fan-in accounts for exactly the images listed at the
-start. Sharding and the merge are the engine's own (:mod:`mpa.sharding`, ``--shard i/n``).
+The *run spec* directory (the prepare step's output artifact, ``run_spec``; not to be confused
+with the cost plan of ``mpa plan``) carries the resolved run config (``config.json``) and the
+image manifest (``images.jsonl``: ``{uri, sha256, shard}``): every later step reads one validated
+config, shard pods annotate exactly the images prepare listed for them (nothing is listed or
+hashed again), and the fan-in accounts for exactly those images. Sharding and the merge are the
+engine's own (:mod:`mpa.sharding`, ``--shard i/n``).
+
+Steps that produce KFP Metrics take any object with ``log_metric(key, value)`` (the KFP artifact
+in a pod, a recorder in tests); ``train_student`` takes the Model artifact (``.path``,
+``.metadata``, ``.uri``).
 """
 
 from __future__ import annotations
@@ -16,16 +23,23 @@ import shutil
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from mpa.config import RunConfig
+from mpa.config import ConfigError, RunConfig
 from mpa.records import read_jsonl, write_json_atomic, write_jsonl_atomic
 
 log = logging.getLogger(__name__)
 
-PLAN_CONFIG = "config.json"
-PLAN_IMAGES = "images.jsonl"
-PLAN_SUMMARY = "plan.json"
+SPEC_CONFIG = "config.json"
+SPEC_IMAGES = "images.jsonl"
+SPEC_SUMMARY = "shards.json"
+TEACHER_IN_POD_ENV = "MPA_TEACHER_IN_POD"  # set by the compiled pipeline (settings.teacher_in_pod)
+SCRATCH_ENV = "MPA_SCRATCH"  # a requested volume for large temporary files (PL's work directory)
+IN_POD_BACKENDS = ("hf", "vllm")  # backends that load the model inside the step's own pod
+
+
+class MetricsSink(Protocol):
+    def log_metric(self, metric: str, value: float) -> None: ...
 
 
 def use_model_cache() -> str | None:
@@ -45,83 +59,109 @@ def use_model_cache() -> str | None:
 # --- prepare ---------------------------------------------------------------------------------
 
 
-def prepare_plan(
-    plan_dir: str, params: dict[str, Any], shards: int, overrides: dict[str, Any] | None = None
-) -> list[int]:
-    """Validate the run config, hash and shard the image source; return the non-empty shards."""
-    from mpa.data.images import list_images
-    from mpa.orchestrate.kubeflow.params import config_from_params
+def teacher_runs_in_pod(cfg: RunConfig) -> bool:
+    """Whether PA loads the teacher in its own pod (``hf``/``vllm``) rather than calling a server."""
+    return cfg.teacher.backend in IN_POD_BACKENDS
+
+
+def check_teacher_placement(cfg: RunConfig, env: dict[str, str] | None = None) -> None:
+    """Refuse a run whose teacher does not match how the pipeline was compiled: annotate pods request
+    a GPU only when ``teacher_in_pod`` was set at compile time (unset outside a compiled pipeline)."""
+    flag = (os.environ if env is None else env).get(TEACHER_IN_POD_ENV)
+    if flag is None:
+        return
+    compiled_in_pod = flag == "1"
+    if compiled_in_pod == teacher_runs_in_pod(cfg):
+        return
+    if compiled_in_pod:
+        raise ConfigError(
+            f"teacher.backend is {cfg.teacher.backend!r} (a server), but this pipeline was compiled with "
+            "teacher_in_pod: true, so every annotate pod would hold a GPU it does not use; compile with "
+            "settings teacher_in_pod: false (pipelines/training/mpa/settings/shared-teacher.yaml)"
+        )
+    raise ConfigError(
+        f"teacher.backend is {cfg.teacher.backend!r} (the teacher runs in the annotate pod), but this pipeline "
+        "was compiled with teacher_in_pod: false (annotate pods get no GPU); compile with the default settings"
+    )
+
+
+def prepare_run_spec(spec_dir: str, config: dict | None, shards: int, params: dict[str, Any]) -> list[int]:
+    """Resolve and validate the run config (``config`` + the run parameters that are set), list and
+    hash the image source, assign every image to a shard; return the non-empty shards."""
+    from mpa.data.sources import list_images
+    from mpa.orchestrate.kubeflow.params import run_config
     from mpa.sharding import hash_all, shard_of
 
     if shards < 1:
         raise ValueError(f"shards must be >= 1, got {shards}")
-    cfg = config_from_params(params, overrides)
+    cfg = run_config(config, params)
     if not cfg.evaluate.benchmark or not cfg.evaluate.annotations:
-        raise ValueError("the pipeline evaluates before/after: set the benchmark and benchmark_annotations parameters")
+        raise ConfigError(
+            "the pipeline evaluates before/after: set evaluate.benchmark and evaluate.annotations "
+            "(run parameters evaluate_benchmark, evaluate_annotations)"
+        )
+    check_teacher_placement(cfg)
     uris = list_images(cfg.data.images, cfg.data.max_images)
     hashes = hash_all(uris, workers=8)
     rows = [{"uri": u, "sha256": hashes[u], "shard": shard_of(hashes[u], shards)} for u in uris]
-    out = Path(plan_dir)
+    out = Path(spec_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / PLAN_CONFIG, cfg.model_dump(mode="json"))
-    write_jsonl_atomic(out / PLAN_IMAGES, rows)
+    write_json_atomic(out / SPEC_CONFIG, cfg.model_dump(mode="json"))
+    write_jsonl_atomic(out / SPEC_IMAGES, rows)
     counts = {i: sum(r["shard"] == i for r in rows) for i in range(shards)}
-    write_json_atomic(out / PLAN_SUMMARY, {"shards": shards, "n_images": len(rows), "per_shard": counts})
+    write_json_atomic(out / SPEC_SUMMARY, {"shards": shards, "n_images": len(rows), "per_shard": counts})
     return [i for i in range(shards) if counts[i]]
 
 
-def load_plan(plan_dir: str) -> tuple[RunConfig, list[dict]]:
+def load_run_spec(spec_dir: str) -> tuple[RunConfig, list[dict]]:
     from mpa.config import parse_config
 
-    path = Path(plan_dir)
-    cfg = parse_config(json.loads((path / PLAN_CONFIG).read_text(encoding="utf-8")), str(path / PLAN_CONFIG))
-    return cfg, list(read_jsonl(path / PLAN_IMAGES))
+    path = Path(spec_dir)
+    cfg = parse_config(json.loads((path / SPEC_CONFIG).read_text(encoding="utf-8")), str(path / SPEC_CONFIG))
+    return cfg, list(read_jsonl(path / SPEC_IMAGES))
 
 
-def plan_shard_count(plan_dir: str) -> int:
-    return int(json.loads((Path(plan_dir) / PLAN_SUMMARY).read_text(encoding="utf-8"))["shards"])
+def shard_count(spec_dir: str) -> int:
+    return int(json.loads((Path(spec_dir) / SPEC_SUMMARY).read_text(encoding="utf-8"))["shards"])
 
 
-def _result_cache(cfg: RunConfig):
-    """The shared result cache, only where the config names a directory for it (e.g. on the model-cache
-    volume): a pod's own disk is gone when the pod is, so a default per-run cache would only cost time."""
-    if not cfg.cache.enabled or not cfg.cache.dir:
-        return None
-    from mpa.cache import ResultCache
-
-    return ResultCache(cfg.cache.dir)
-
-
-def _task(cfg: RunConfig):
-    from mpa.tasks import get_task
-
-    return get_task(cfg.task.name, cfg.task.prompt_file, cfg.task.metric)
+def shard_images(rows: list[dict], shard: int) -> list[str]:
+    """The URIs prepare assigned to ``shard`` (in the run spec's order)."""
+    return [r["uri"] for r in rows if int(r["shard"]) == shard]
 
 
 # --- PA ----------------------------------------------------------------------------------------
 
 
-def annotate_shard(plan_dir: str, shard: int, out_dir: str) -> dict:
-    """PA on shard ``shard`` of the plan's ``n`` (the stage's own content-hash split, :mod:`mpa.sharding`):
-    ``out_dir/annotations.jsonl`` (+ ``summary.json``)."""
+def annotate_shard(spec_dir: str, shard: int, out_dir: str) -> dict:
+    """PA on the images the run spec assigns to ``shard``: ``out_dir/annotations.jsonl`` (+ ``summary.json``).
+    An image whose bytes changed since prepare hashed them fails the step (its shard would be wrong)."""
+    from mpa.cache import open_run_cache
     from mpa.stages.annotate import annotate_with_config
-    from mpa.vlm.base import load_vlm
+    from mpa.vlm.loader import load_vlm
 
     use_model_cache()
-    cfg, _ = load_plan(plan_dir)
-    n = plan_shard_count(plan_dir)
+    cfg, rows = load_run_spec(spec_dir)
+    uris = shard_images(rows, shard)
+    if not uris:
+        raise ValueError(f"shard {shard} of the run spec has no images (prepare returns only non-empty shards)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     teacher = load_vlm(cfg.teacher)
-    cache = _result_cache(cfg)
+    cache = open_run_cache(cfg, None)  # a pod's disk goes with it: only cache.dir
     try:
-        summary = annotate_with_config(cfg, teacher, out / "annotations.jsonl", shard=(shard, n), cache=cache,
-                                       show=False)
+        summary = annotate_with_config(cfg, teacher, out / "annotations.jsonl", images=uris, cache=cache, show=False)
     finally:
         teacher.close()
         if cache is not None:
             cache.close()
-    result = {"shard": shard, **asdict(summary)}
+    expected = {r["uri"]: r["sha256"] for r in rows if int(r["shard"]) == shard}
+    changed = sorted({a["image"] for a in read_jsonl(out / "annotations.jsonl")
+                      if a.get("image_sha256") and a["image_sha256"] != expected.get(a["image"])})
+    if changed:
+        raise ValueError(f"{len(changed)} image(s) changed since prepare hashed them (first: {changed[0]}); "
+                         "re-run the pipeline without cache")
+    result = {**asdict(summary), "shard": shard, "n_shards": shard_count(spec_dir)}
     write_json_atomic(out / "summary.json", result)
     return result
 
@@ -129,19 +169,20 @@ def annotate_shard(plan_dir: str, shard: int, out_dir: str) -> dict:
 # --- PI ----------------------------------------------------------------------------------------
 
 
-def identify_shard(plan_dir: str, shard: int, annotations_dir: str, out_dir: str) -> dict:
+def identify_shard(spec_dir: str, shard: int, annotations_dir: str, out_dir: str) -> dict:
     """PI on one shard's annotations. ``out_dir`` gets the engine's shard layout (``annotations.jsonl``,
     ``pi/{audit,parity}.jsonl``, ``pi/counts.json``) plus ``shard.json``, ready for :func:`merge_parity`."""
-    from mpa.orchestrate.local import LazyVLM
+    from mpa.cache import open_run_cache
     from mpa.stages.identify import identify_with_config
+    from mpa.vlm.loader import LazyVLM
 
     use_model_cache()
-    cfg, _ = load_plan(plan_dir)
+    cfg, _ = load_run_spec(spec_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy2(Path(annotations_dir) / "annotations.jsonl", out / "annotations.jsonl")
     teacher, student = LazyVLM(cfg.teacher), LazyVLM(cfg.student)
-    cache = _result_cache(cfg)
+    cache = open_run_cache(cfg, None)  # a pod's disk goes with it: only cache.dir
     try:
         summary = identify_with_config(cfg, teacher, student, out / "annotations.jsonl", out / "pi", cache=cache,
                                        show=False)
@@ -150,7 +191,7 @@ def identify_shard(plan_dir: str, shard: int, annotations_dir: str, out_dir: str
         student.release()
         if cache is not None:
             cache.close()
-    write_json_atomic(out / "shard.json", {"shard": shard, "n": plan_shard_count(plan_dir)})
+    write_json_atomic(out / "shard.json", {"shard": shard, "n": shard_count(spec_dir)})
     return asdict(summary)
 
 
@@ -168,21 +209,22 @@ COUNT_KEYS = (
 )
 
 
-def merge_parity(plan_dir: str, shard_dirs: list[str], out_dir: str) -> dict:
+def merge_parity(spec_dir: str, shard_dirs: list[str], out_dir: str, metrics: MetricsSink | None = None) -> int:
     """Fan-in with the engine's merge (:func:`mpa.sharding.merge_shards`): one ``annotations.jsonl``,
-    ``pi/audit.jsonl`` and ``pi/parity.jsonl`` in ``out_dir``, every image of the plan accounted for
+    ``pi/audit.jsonl`` and ``pi/parity.jsonl`` in ``out_dir``, every image of the run spec accounted for
     (done, skipped as corrupt, failed with a reason); a missing image fails the step and names the
-    shards to re-run. Returns the summed PI counts and the merge report's numbers."""
+    shards to re-run. Logs the summed PI counts and the merge report's numbers to ``metrics`` (and
+    ``out_dir/counts.json``); returns K, the parity-set size."""
     from mpa.sharding import merge_shards, shard_dir
 
-    _, rows = load_plan(plan_dir)
-    n = plan_shard_count(plan_dir)
+    _, rows = load_run_spec(spec_dir)
+    n = shard_count(spec_dir)
     out = Path(out_dir)
     totals: dict[str, Any] = dict.fromkeys(COUNT_KEYS, 0)
     for d in shard_dirs:
         meta = json.loads((Path(d) / "shard.json").read_text(encoding="utf-8"))
         if int(meta["n"]) != n:
-            raise ValueError(f"shard output {d} was made for {meta['n']} shards, the plan has {n}")
+            raise ValueError(f"shard output {d} was made for {meta['n']} shards, the run spec has {n}")
         target = shard_dir(out, int(meta["shard"]), n)
         if target.exists():
             raise ValueError(f"shard {meta['shard']}/{n} appears twice among the collected outputs")
@@ -202,119 +244,126 @@ def merge_parity(plan_dir: str, shard_dirs: list[str], out_dir: str) -> dict:
         duplicates_dropped=report.duplicates_dropped,
     )
     write_json_atomic(out / "counts.json", totals)
-    return totals
+    if metrics is not None:
+        for key, value in totals.items():
+            metrics.log_metric(key, float(value))
+    return int(totals["k_parity"])
 
 
 # --- PL ----------------------------------------------------------------------------------------
 
 
-def train_student(plan_dir: str, parity_dir: str, checkpoint_dir: str, log_dir: str) -> dict:
-    """PL: fine-tune the student on the merged parity set; the HF checkpoint goes to ``checkpoint_dir``."""
-    from mpa.stages.level import build_replay_mix, level
+def scratch_dir(prefix: str) -> Path:
+    """A fresh temporary directory on the requested scratch volume (``MPA_SCRATCH``), else in the
+    system's temp dir. Where the path is not there at all (the KFP local runner sets the variable
+    but mounts no volumes) the temp dir is used, with a warning; a mounted volume the pod's user
+    cannot write fails here, with its name."""
+    root = os.environ.get(SCRATCH_ENV)
+    if root and not os.path.isdir(root):
+        log.warning("%s=%s is not mounted here: using the system's temp dir", SCRATCH_ENV, root)
+        root = None
+    if root and not os.access(root, os.W_OK):
+        raise PermissionError(
+            f"{SCRATCH_ENV}={root} is not writable by uid {os.getuid()}: the scratch volume's storage class must "
+            "provision volumes the pod's user can write (KFP cannot set fsGroup), or set scratch_size: null"
+        )
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+
+
+def train_student(spec_dir: str, parity_dir: str, checkpoint: Any, log_dir: str, metrics: MetricsSink | None = None
+                  ) -> str:
+    """PL: fine-tune the student on the merged parity set. The HF checkpoint goes to ``checkpoint.path``
+    (the Model artifact); training's own files (intermediate checkpoints, optimizer state) stay on the
+    scratch volume. Logs the numbers to ``metrics``; returns the checkpoint's URI (where the pipeline
+    stores the artifact, what register registers)."""
+    from mpa.stages.level import level_with_config
 
     use_model_cache()
-    cfg, _ = load_plan(plan_dir)
-    samples = Path(parity_dir) / "pi" / "parity.jsonl"
-    work = Path(tempfile.mkdtemp(prefix="mpa-level-"))
+    cfg, _ = load_run_spec(spec_dir)
+    work = scratch_dir("mpa-level-")
     try:
-        if cfg.train.replay_fraction > 0:
-            mix = work / "train_mix.jsonl"
-            build_replay_mix(
-                Path(parity_dir) / "pi" / "audit.jsonl", samples, cfg.train.replay_fraction, cfg.train.seed, mix
-            )
-            samples = mix
-        summary = level(
-            samples_path=samples, student=cfg.student, task=_task(cfg), cfg=cfg.train, out_dir=work, show=False
-        )
+        summary = level_with_config(cfg, work, pi_dir=Path(parity_dir) / "pi", show=False)
         logs = Path(log_dir)
         logs.mkdir(parents=True, exist_ok=True)
         for name in ("train_log.jsonl", "level_summary.json"):
             if (work / name).is_file():
                 shutil.copy2(work / name, logs / name)
-        dest = Path(checkpoint_dir)
+        dest = Path(checkpoint.path)
         if dest.exists():
             shutil.rmtree(dest)
         shutil.move(str(work / "checkpoint"), str(dest))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    result = asdict(summary)
-    result["checkpoint"] = str(checkpoint_dir)
-    return result
+    checkpoint.metadata["framework"] = "transformers"
+    if metrics is not None:
+        for key, value in numeric_metrics(asdict(summary)).items():
+            metrics.log_metric(key, value)
+    return str(checkpoint.uri)
 
 
 # --- evaluate ----------------------------------------------------------------------------------
 
 
-def evaluate_model(plan_dir: str, out_dir: str, checkpoint_dir: str | None = None) -> dict:
-    """Score the base student (``checkpoint_dir=None``) or an aligned checkpoint on the benchmark."""
-    from mpa.data.benchmarks import load_benchmark
-    from mpa.stages.evaluate import evaluate
-    from mpa.vlm.base import load_vlm
+def evaluate_model(spec_dir: str, out_dir: str, metrics: MetricsSink | None = None,
+                   checkpoint_dir: str | None = None) -> float:
+    """Score the base student (``checkpoint_dir=None``) or an aligned checkpoint on the benchmark;
+    predictions and ``score.json`` go to ``out_dir``, the numbers to ``metrics``; returns the score."""
+    from mpa.stages.evaluate import evaluate_with_config
 
     use_model_cache()
-    cfg, _ = load_plan(plan_dir)
-    ev = cfg.evaluate
-    samples = load_benchmark(
-        ev.benchmark, ev.annotations, questions=ev.questions, images=ev.images, max_samples=ev.max_samples
-    )
-    model_cfg = (
-        cfg.student
-        if checkpoint_dir is None
-        else cfg.student.model_copy(update={"model": str(checkpoint_dir), "revision": None})
-    )
-    vlm = load_vlm(model_cfg)
-    try:
-        result = evaluate(
-            model=vlm,
-            benchmark=ev.benchmark,
-            samples=samples,
-            predictions_path=Path(out_dir) / "predictions.jsonl",
-            batch_size=cfg.student.batch_size,
-            max_new_tokens=ev.max_new_tokens,
-            label="evaluate",
-        )
-    finally:
-        vlm.close()
+    cfg, _ = load_run_spec(spec_dir)
+    model = None if checkpoint_dir is None else cfg.student.model_copy(
+        update={"model": str(checkpoint_dir), "revision": None})
+    result = evaluate_with_config(cfg, Path(out_dir) / "predictions.jsonl", model=model)
     write_json_atomic(Path(out_dir) / "score.json", result)
-    return result
+    if metrics is not None:
+        for key, value in numeric_metrics(result).items():
+            metrics.log_metric(key, value)
+    return float(result["score"])
 
 
 def numeric_metrics(result: dict) -> dict[str, float]:
-    """The numbers of an evaluation result, for a KFP Metrics artifact."""
+    """The numbers of a result, for a KFP Metrics artifact."""
     return {k: float(v) for k, v in result.items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
-def is_better(plan_dir: str, score_before: float, score_after: float) -> tuple[bool, float]:
-    """The register gate: ``after - before > tracking.promotion_margin`` (score points)."""
-    cfg, _ = load_plan(plan_dir)
+def is_better(spec_dir: str, score_before: float, score_after: float, decision: MetricsSink | None = None) -> bool:
+    """The register gate: ``after - before > tracking.promotion_margin`` (score points); the
+    decision's numbers go to ``decision``."""
+    cfg, _ = load_run_spec(spec_dir)
     margin = float(cfg.tracking.promotion_margin)
-    return score_after - score_before > margin, margin
+    better = score_after - score_before > margin
+    if decision is not None:
+        for key, value in {"score_before": score_before, "score_after": score_after,
+                           "delta": score_after - score_before, "margin": margin, "register": float(better)}.items():
+            decision.log_metric(key, value)
+    return better
 
 
 # --- register ----------------------------------------------------------------------------------
 
 
 def register_model(
-    plan_dir: str, checkpoint_dir: str, parity_dir: str, before_dir: str, after_dir: str, run_id: str = ""
+    spec_dir: str, checkpoint_uri: str, parity_dir: str, before_dir: str, after_dir: str, run_id: str = ""
 ) -> dict:
     """Register the aligned student with the engine's register stage (:mod:`mpa.stages.register`):
-    a new MLflow model version tagged with its lineage (teacher, base student, task, K, scores, KFP
-    run), promoted by aliases (``champion`` / ``challenger``).
+    a new MLflow model version whose source is ``checkpoint_uri`` (the Model artifact level stored
+    in the pipeline root: nothing is uploaded again), tagged with its lineage (teacher, base
+    student, task, K, scores, KFP run), promoted by aliases (``champion`` / ``challenger``).
 
-    The step lays the pipeline's artifacts out as the run directory that stage reads
-    (``config.yaml``, ``summary.json``, ``level/checkpoint``). It needs a tracking server
-    (``MLFLOW_TRACKING_URI`` from the ``mpa-config`` ConfigMap, or ``tracking.uri``): an embedded
-    store would vanish with the pod.
+    The step lays the pipeline's outputs out as the run directory that stage reads
+    (``config.yaml``, ``summary.json``). It needs a tracking server (``MLFLOW_TRACKING_URI`` from the
+    ``mpa-config`` ConfigMap, or ``tracking.uri``): an embedded store would vanish with the pod.
     """
     import yaml
 
     from mpa.stages.register import register
 
-    cfg, _ = load_plan(plan_dir)
+    cfg, _ = load_run_spec(spec_dir)
     if not (cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI")):
-        raise ValueError(
+        raise ConfigError(
             "register needs an MLflow tracking server: set MLFLOW_TRACKING_URI (the mpa-config "
-            "ConfigMap) or the tracking.uri config field (config_overrides)"
+            "ConfigMap) or the tracking.uri config field"
         )
     work = Path(tempfile.mkdtemp(prefix="mpa-register-"))
     try:
@@ -336,9 +385,7 @@ def register_model(
             "delta": after["score"] - before["score"],
         }
         write_json_atomic(work / "summary.json", summary)
-        (work / "level").mkdir()
-        (work / "level" / "checkpoint").symlink_to(Path(checkpoint_dir).resolve(), target_is_directory=True)
-        version = register(run_dir=work)
+        version = register(run_dir=work, checkpoint_uri=checkpoint_uri)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return dict(vars(version))

@@ -1,0 +1,1 @@
+"""Data processing components of the MPA pipeline."""

@@ -1,0 +1,21 @@
+"""annotate (PA): the teacher writes a question and an answer for every image of one shard."""
+
+# No ``from __future__ import annotations``: KFP reads the annotations when it builds the component.
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Output
+
+from mpa.orchestrate.kubeflow.settings import DEFAULT_CPU_IMAGE
+
+
+@dsl.component(base_image=DEFAULT_CPU_IMAGE, install_kfp_package=False)
+def annotate(run_spec: Input[Dataset], shard: int, annotations: Output[Dataset]) -> dict:
+    """PA on the images the run spec assigns to one shard; returns the PA summary.
+
+    Args:
+        run_spec: The prepare step's output.
+        shard: Which shard (one of the indices prepare returned).
+        annotations: Output: annotations.jsonl (one record per attempt) and summary.json.
+    """
+    from mpa.orchestrate.kubeflow.steps import annotate_shard
+
+    return annotate_shard(run_spec.path, shard, annotations.path)

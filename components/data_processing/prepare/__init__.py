@@ -1,0 +1,5 @@
+"""The ``prepare`` component (see README.md)."""
+
+from .component import prepare
+
+__all__ = ["prepare"]

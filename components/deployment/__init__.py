@@ -1,0 +1,1 @@
+"""Deployment components of the MPA pipeline."""

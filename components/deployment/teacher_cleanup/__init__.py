@@ -1,0 +1,3 @@
+from .component import teacher_cleanup
+
+__all__ = ["teacher_cleanup"]

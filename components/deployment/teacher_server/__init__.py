@@ -1,0 +1,3 @@
+from .component import teacher_server
+
+__all__ = ["teacher_server"]

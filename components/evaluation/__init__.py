@@ -1,0 +1,1 @@
+"""Evaluation components of the MPA pipeline."""

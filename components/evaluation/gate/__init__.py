@@ -1,0 +1,5 @@
+"""The ``gate`` component (see README.md)."""
+
+from .component import gate
+
+__all__ = ["gate"]

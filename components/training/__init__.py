@@ -1,0 +1,1 @@
+"""Training components of the MPA pipeline."""

@@ -1,0 +1,5 @@
+"""The ``level`` component (see README.md)."""
+
+from .component import level
+
+__all__ = ["level"]

@@ -1,0 +1,1 @@
+"""The MPA pipeline: PA -> PI -> PL -> evaluate -> register (see README.md)."""

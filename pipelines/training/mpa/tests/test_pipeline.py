@@ -1,0 +1,155 @@
+"""The MPA pipeline: the committed compile is current, the DAG is what the docs say, the run
+parameters are prepare's, and the shipped settings and params files are usable."""
+
+from __future__ import annotations
+
+import inspect
+import re
+
+import pytest
+import yaml
+
+pytest.importorskip("kfp")
+pytest.importorskip("kfp.kubernetes")
+
+import mpa  # noqa: E402
+from mpa.config import load_config  # noqa: E402
+from mpa.orchestrate.kubeflow.params import PIPELINE_ONLY, config_field  # noqa: E402
+from mpa.orchestrate.kubeflow.settings import MODEL_STAGES, load_settings  # noqa: E402
+from mpa_kfp.components.data_processing.prepare import prepare  # noqa: E402
+from mpa_kfp.pipelines.training.mpa.pipeline import (  # noqa: E402
+    COMPILED,
+    PARAMS_DIR,
+    RUN_PARAMETERS,
+    SETTINGS_DIR,
+    compile_pipeline,
+    mpa_pipeline,
+)
+
+
+@pytest.fixture(scope="module")
+def spec() -> tuple[dict, dict]:
+    docs = list(yaml.safe_load_all(COMPILED.read_text()))
+    assert len(docs) == 2, "expected the pipeline spec and the Kubernetes platform spec"
+    return docs[0], docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+def _containers(pipeline: dict) -> dict[str, dict]:
+    return {name: ex["container"] for name, ex in pipeline["deploymentSpec"]["executors"].items()}
+
+
+def test_compiled_pipeline_is_not_stale(tmp_path):
+    fresh = compile_pipeline(tmp_path / "pipeline.yaml")
+    assert fresh.read_text() == COMPILED.read_text(), (
+        "pipelines/training/mpa/pipeline.yaml is stale: run `mpa pipeline compile` and commit it"
+    )
+
+
+def test_run_parameters_are_prepares_and_name_config_fields(spec):
+    pipeline, _ = spec
+    inputs = pipeline["root"]["inputDefinitions"]["parameters"]
+    prep = inspect.signature(prepare.python_func).parameters
+    assert list(inputs) == sorted(inputs)  # the compiler sorts them; the order of prepare is RUN_PARAMETERS
+    assert set(inputs) == {p.name for p in RUN_PARAMETERS} == set(prep) - {"run_spec"}
+    assert set(PIPELINE_ONLY) <= set(inputs)
+    for name, definition in inputs.items():
+        if name in PIPELINE_ONLY:
+            continue
+        config_field(name)  # every other parameter names exactly one RunConfig field
+        assert definition.get("isOptional") is True and "defaultValue" not in definition, name  # unset: no value
+        assert definition.get("description"), name  # the KFP UI shows it
+    assert inputs["shards"]["defaultValue"] == prep["shards"].default
+    root = pipeline["root"]["dag"]["tasks"]["prepare"]["inputs"]["parameters"]
+    assert {k: v["componentInputParameter"] for k, v in root.items()} == {k: k for k in inputs}
+
+
+def test_fan_out_over_shards_and_fan_in(spec):
+    pipeline, _ = spec
+    root = pipeline["root"]["dag"]["tasks"]
+    loops = [name for name, t in root.items() if "parameterIterator" in t]
+    assert len(loops) == 1
+    loop_name, loop = loops[0], root[loops[0]]
+    assert loop["parameterIterator"]["items"]["inputParameter"].endswith("prepare-Output")
+    assert loop["iteratorPolicy"]["parallelismLimit"] == 8
+    body = pipeline["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
+    assert set(body) == {"annotate", "identify"}
+    assert body["identify"]["dependentTasks"] == ["annotate"]
+    merge = root["merge"]
+    assert merge["inputs"]["artifacts"]["shards"]["taskOutputArtifact"]["producerTask"] == loop_name
+    assert pipeline["components"]["comp-merge"]["inputDefinitions"]["artifacts"]["shards"]["isArtifactList"] is True
+    assert root["level"]["inputs"]["artifacts"]["parity"]["taskOutputArtifact"]["producerTask"] == "merge"
+    assert root["evaluate-base"]["dependentTasks"] == ["prepare"]  # runs alongside PA/PI
+
+
+def test_register_only_if_better_and_registers_the_artifact_uri(spec):
+    pipeline, _ = spec
+    root = pipeline["root"]["dag"]["tasks"]
+    conds = [t for t in root.values() if t.get("triggerPolicy", {}).get("condition")]
+    assert len(conds) == 1
+    assert "gate-Output" in conds[0]["triggerPolicy"]["condition"]
+    assert "== true" in conds[0]["triggerPolicy"]["condition"]
+    body = pipeline["components"][conds[0]["componentRef"]["name"]]["dag"]["tasks"]
+    assert set(body) == {"register"}
+    uri = body["register"]["inputs"]["parameters"]["checkpoint_uri"]["componentInputParameter"]
+    assert uri == "pipelinechannel--level-Output"  # a string: the register pod downloads no checkpoint
+    assert "checkpoint" not in body["register"]["inputs"].get("artifacts", {})
+    before = root["gate"]["inputs"]["parameters"]["score_before"]["taskOutputParameter"]
+    assert before["producerTask"] == "evaluate-base"
+    reg = pipeline["deploymentSpec"]["executors"]["exec-register"]
+    assert reg["container"]["image"].endswith(":" + mpa.__version__)
+
+
+def test_components_are_thin_and_install_nothing(spec):
+    pipeline, _ = spec
+    for name, c in _containers(pipeline).items():
+        src = c["command"][-1]
+        assert "pip install" not in src and "pip" not in " ".join(c["command"][:-1]), name
+        body = re.split(r"\)(?: -> [^\n]+)?:\n", src.split("\ndef ", 1)[1], maxsplit=1)[1]
+        code = [ln for ln in body.split('"""')[-1].splitlines() if ln.strip()]
+        assert sum("from mpa.orchestrate.kubeflow.steps import" in ln for ln in code) == 1, name
+        assert len(code) <= 4, f"{name} is not a thin wrapper: {code}"
+
+
+def test_resources_placement_and_model_cache(spec):
+    pipeline, k8s = spec
+    settings = load_settings(None)
+    for name, c in _containers(pipeline).items():
+        stage = k8s[name]["podMetadata"]["labels"]["mpa/stage"]
+        res = settings.stage(stage)
+        r = c["resources"]
+        for key in ("resourceCpuRequest", "resourceCpuLimit", "resourceMemoryRequest", "resourceMemoryLimit"):
+            assert r.get(key), f"{name} has no {key}"
+        assert ("accelerator" in r) == (stage in MODEL_STAGES), name
+        assert ("mpa-gpu" in c["image"]) == (res.image == "gpu"), name
+        assert ("pvcMount" in k8s[name]) == res.model_cache, name
+        assert k8s[name]["activeDeadlineSeconds"] == str(res.timeout_seconds) or \
+            int(k8s[name]["activeDeadlineSeconds"]) == res.timeout_seconds, name
+    assert _containers(pipeline)["exec-level"]["resources"]["resourceMemoryLimit"] == "96Gi"
+
+
+def test_secrets_are_references_never_values(spec):
+    pipeline, k8s = spec
+    for name, ex in k8s.items():
+        for s in ex.get("secretAsEnv", []):
+            assert set(s) <= {"secretName", "secretNameParameter", "keyToEnv", "optional"}, name
+    plain = {"MPA_MODEL_CACHE", "MPA_SCRATCH", "MPA_TEACHER_IN_POD", "PYTHONUNBUFFERED", "TOKENIZERS_PARALLELISM"}
+    for c in _containers(pipeline).values():
+        assert {e["name"] for e in c.get("env", [])} <= plain
+    text = COMPILED.read_text().lower().replace(" ", "")
+    for word in ("aws_secret_access_key:", "password:", "api_key:", "token:"):
+        assert word not in text, word
+
+
+@pytest.mark.parametrize("path", sorted(PARAMS_DIR.glob("*.yaml")), ids=lambda p: p.stem)
+def test_params_files_are_run_configs(path):
+    cfg = load_config(path)  # what `mpa run -c` reads
+    assert cfg.evaluate.benchmark and cfg.evaluate.annotations, "the pipeline evaluates before/after"
+
+
+@pytest.mark.parametrize("path", sorted(SETTINGS_DIR.glob("*.yaml")), ids=lambda p: p.stem)
+def test_settings_files_load(path):
+    load_settings(path)
+
+
+def test_local_pipeline_function_has_the_run_parameters():
+    assert list(inspect.signature(mpa_pipeline.pipeline_func).parameters) == [p.name for p in RUN_PARAMETERS]

@@ -1,0 +1,27 @@
+"""What every command module shares: the config options, the one way to build a run config, UserError."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mpa.config import RunConfig, load_config, parse_set_pairs
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="run config YAML (see configs/ for examples)")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="override a config value, dotted: --set train.lora=true (repeatable)"),
+]
+
+
+class UserError(Exception):
+    """An error caused by input; printed as one line, exit code 2."""
+
+
+def run_config(path: Path, sets: list[str] | None, **flags: object) -> RunConfig:
+    """The run config from ``--config``, with flags (dotted field → value; None = not given) and ``--set`` on top."""
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    overrides.update(parse_set_pairs(sets))
+    return load_config(path, overrides)

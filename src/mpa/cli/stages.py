@@ -1,0 +1,197 @@
+"""The stage commands: ``annotate`` (PA), ``identify`` (PI), ``level`` (PL), ``evaluate``, ``score``, ``run``
+(all of them), ``tasks`` and ``demo`` (the toy world). Each calls one library entry; settings come from the
+run config (``--config`` + ``--set``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mpa.cli.common import ConfigOpt, SetOpt, UserError, run_config
+from mpa.toyworld import DEMO_N_IMAGES, DEMO_N_TEST, DEMO_TEMPERATURE
+from mpa.ui import console
+
+app = typer.Typer()
+
+
+@app.command()
+def annotate(
+    config: ConfigOpt,
+    images: Annotated[str | None, typer.Option(help="unlabeled images: a directory or s3:// prefix")] = None,
+    out: Annotated[str | None, typer.Option(help="run directory (annotations.jsonl goes here)")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """PA: the teacher writes one task-specific question + answer per image (resumable)."""
+    from mpa.cache import open_run_cache
+    from mpa.stages.annotate import annotate_with_config
+    from mpa.vlm.loader import load_vlm
+
+    cfg = run_config(config, set_, **{"data.images": images, "out": out})
+    cache = open_run_cache(cfg, cfg.out)
+    teacher = load_vlm(cfg.teacher)
+    try:
+        annotate_with_config(cfg, teacher, Path(cfg.out) / "annotations.jsonl", cache=cache)
+    finally:
+        teacher.close()
+        if cache is not None:
+            cache.close()
+
+
+@app.command()
+def identify(
+    config: ConfigOpt,
+    out: Annotated[str | None, typer.Option(help="run directory holding annotations.jsonl")] = None,
+    match: Annotated[str | None, typer.Option(help="match rule E: exact, vqa (default), relaxed, anls")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """PI: teacher and student answer each generated question; keep E(teacher) ∧ ¬E(student)."""
+    from mpa.cache import open_run_cache
+    from mpa.stages.identify import identify_with_config
+    from mpa.vlm.loader import LazyVLM
+
+    cfg = run_config(config, set_, **{"out": out, "identify.match": match})
+    ann = Path(cfg.out) / "annotations.jsonl"
+    if not ann.is_file():
+        raise UserError(f"no annotations at {ann}: run `mpa annotate` first (same --config/--out)")
+    cache = open_run_cache(cfg, cfg.out)
+    teacher, student = LazyVLM(cfg.teacher), LazyVLM(cfg.student)
+    try:
+        identify_with_config(cfg, teacher, student, ann, Path(cfg.out) / "pi", cache=cache)
+    finally:
+        teacher.release()
+        student.release()
+        if cache is not None:
+            cache.close()
+
+
+@app.command()
+def level(
+    config: ConfigOpt,
+    out: Annotated[str | None, typer.Option(help="run directory holding pi/parity.jsonl")] = None,
+    samples: Annotated[Path | None, typer.Option(help="train on this jsonl instead of the parity set")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """PL: fine-tune the student on the parity set (answer-token loss; full or --set train.lora=true)."""
+    from mpa.stages.level import level_with_config
+
+    cfg = run_config(config, set_, out=out)
+    path = samples or Path(cfg.out) / "pi" / "parity.jsonl"
+    if not Path(path).is_file():
+        raise UserError(f"no training samples at {path}: run `mpa identify` first")
+    if samples is None:
+        level_with_config(cfg, Path(cfg.out) / "level", pi_dir=Path(cfg.out) / "pi")
+    else:
+        level_with_config(cfg, Path(cfg.out) / "level", samples_path=samples)
+
+
+@app.command()
+def evaluate(
+    model: Annotated[str, typer.Option(help="model: HF id, local checkpoint dir or s3:// prefix")],
+    benchmark: Annotated[str, typer.Option(help="textvqa, stvqa, chartqa or okvqa")],
+    annotations: Annotated[str, typer.Option(help="the benchmark's official annotation file")],
+    questions: Annotated[str | None, typer.Option(help="OK-VQA questions file")] = None,
+    images: Annotated[str | None, typer.Option(help="image directory (default: beside the annotations)")] = None,
+    predictions: Annotated[Path, typer.Option(help="where to write predictions jsonl")] = Path("predictions.jsonl"),
+    batch_size: Annotated[int, typer.Option(min=1)] = 8,
+    max_samples: Annotated[int | None, typer.Option(min=1)] = None,
+    trust_remote_code: Annotated[bool, typer.Option(help="only for models that need it (InternVL2)")] = False,
+) -> None:
+    """Answer a labeled benchmark with a model and print its official score as JSON."""
+    from mpa.config import ModelConfig
+    from mpa.data.benchmarks import load_benchmark
+    from mpa.stages.evaluate import evaluate as run_evaluate
+    from mpa.vlm.loader import load_vlm
+
+    samples = load_benchmark(benchmark, annotations, questions=questions, images=images, max_samples=max_samples)
+    vlm = load_vlm(ModelConfig(model=model, batch_size=batch_size, trust_remote_code=trust_remote_code))
+    try:
+        result = run_evaluate(model=vlm, benchmark=benchmark, samples=samples, predictions_path=predictions,
+                              batch_size=batch_size)
+    finally:
+        vlm.close()
+    typer.echo(json.dumps(result))
+
+
+@app.command()
+def score(
+    benchmark: Annotated[str, typer.Option(help="textvqa, stvqa, chartqa or okvqa")],
+    annotations: Annotated[str, typer.Option(help="the benchmark's official annotation file")],
+    predictions: Annotated[Path, typer.Option(help='jsonl of {"question_id", "answer"}')],
+    questions: Annotated[str | None, typer.Option(help="OK-VQA questions file")] = None,
+) -> None:
+    """Score a predictions file with the benchmark's official metric; prints JSON (score in percent)."""
+    from mpa.data.benchmarks import load_benchmark, load_predictions, score_predictions
+
+    if not predictions.is_file():
+        raise UserError(f"predictions file not found: {predictions}")
+    samples = load_benchmark(benchmark, annotations, questions=questions)
+    result = score_predictions(benchmark, samples, load_predictions(predictions))
+    typer.echo(json.dumps(result))
+
+
+@app.command()
+def run(
+    config: ConfigOpt,
+    out: Annotated[str | None, typer.Option(help="run directory")] = None,
+    rounds: Annotated[
+        int | None, typer.Option(min=1, help="PI → PL rounds over the same PA pool (iterative MPA; default 1)")
+    ] = None,
+    set_: SetOpt = None,
+) -> None:
+    """All stages in-process (PA → PI → PL → evaluate before/after); resumes in the same --out.
+
+    With --rounds R, rounds 2..R run PI again with the previous round's student over the same PA pool
+    (the teacher is not asked again), train on the new parity set and evaluate; they stop early when
+    the parity set falls below iterate.min_k or stops shrinking.
+    """
+    from mpa import storage
+    from mpa.orchestrate.local import run_pipeline
+
+    cfg = run_config(config, set_, out=out, rounds=rounds)
+    summary = run_pipeline(cfg)
+    console.print(f"run summary: {storage.join(cfg.out, 'summary.json')}")
+    if "delta" in summary:
+        line = {"before": summary["eval_before"]["score"], "after": summary["eval_after"]["score"],
+                "k_parity": summary["identify"]["k_parity"]}
+        if "rounds" in summary:
+            line["rounds"] = [{"k_parity": r["k_parity"], "score": r["eval"]["score"] if r.get("eval") else None}
+                              for r in summary["rounds"]]
+        typer.echo(json.dumps(line))
+
+
+@app.command()
+def tasks() -> None:
+    """List the built-in tasks, their metric and their PA prompt."""
+    from mpa.tasks import get_task, task_names
+
+    for name in task_names():
+        if name == "custom":
+            typer.echo("custom: your own PA prompt from task.prompt_file")
+            continue
+        t = get_task(name)
+        typer.echo(f"{name} [{t.metric}] {t.description}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="output directory (report.json, report.html, chart.png, run/)")] = Path(
+        "runs/demo"
+    ),
+    seed: Annotated[int, typer.Option(help="seed of the fresh unlabeled images, test set and training")] = 0,
+    n_images: Annotated[int, typer.Option(min=8, help="unlabeled images for PA")] = DEMO_N_IMAGES,
+    n_test: Annotated[int, typer.Option(min=7, help="held-out labeled test questions")] = DEMO_N_TEST,
+    temperature: Annotated[
+        float, typer.Option(min=0.0, help="PA sampling temperature of the teacher (1.0: cleaner pseudo-labels)")
+    ] = DEMO_TEMPERATURE,
+    rounds: Annotated[
+        int, typer.Option(min=1, help="PI → PL rounds (iterative MPA); the report gains accuracy per round")
+    ] = 1,
+) -> None:
+    """MPA end to end in the toy world (shipped tiny teacher + student): a table, report.json, pictures."""
+    from mpa.toyworld.demo import run_demo
+
+    run_demo(out, seed=seed, n_images=n_images, n_test=n_test, temperature=temperature,
+             overrides={"rounds": rounds} if rounds > 1 else None)

@@ -1,0 +1,163 @@
+"""Iterative MPA: rounds of PI → PL over one PA pool until the parity set runs dry.
+
+The paper names iterative refinement as future work. Round 1 is the paper's MPA. Round r ≥ 2 asks
+round r−1's student the teacher-consistent questions again (PI), keeps what it still gets wrong,
+trains on that and evaluates. The teacher is never asked twice: round r reuses round 1's teacher
+answers (``pi/pi_teacher.jsonl``), and a round that would need a teacher call fails loudly.
+Whether to go on is decided from parity-set sizes only (``iterate.min_k``,
+``iterate.stop_when_not_shrinking``), never from benchmark labels.
+
+Layout: round 1 is the run directory itself (``pi/``, ``level/``, ``eval/after.jsonl``); round r ≥ 2
+lives in ``rounds/<r>/`` (``pi/``, ``level/``, ``train_union.jsonl`` when training from the base
+student, ``eval/after.jsonl``). Every step is the stages' own resumable step, so a killed round
+resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from mpa.config import RunConfig
+from mpa.records import read_jsonl, write_jsonl_atomic
+from mpa.stages.evaluate import evaluate_with_config
+from mpa.stages.identify import IdentifySummary, identify_with_config
+from mpa.stages.level import LevelSummary, level_with_config
+from mpa.vlm.base import VLM
+from mpa.vlm.loader import LazyVLM
+
+TEACHER_LOG = "pi_teacher.jsonl"
+
+
+class TeacherAskedAgain(RuntimeError):
+    """A later round tried to load the teacher: its answers from round 1 are missing or incomplete."""
+
+
+def round_dir(out: str | Path, r: int) -> Path:
+    """Where round ``r`` keeps its outputs (round 1: the run directory itself)."""
+    return Path(out) if r == 1 else Path(out) / "rounds" / str(r)
+
+
+def identify_round(cfg: RunConfig, annotations: Path, teacher_log: Path, student_checkpoint: str,
+                   pi_dir: Path, *, show: bool = True) -> IdentifySummary:
+    """PI of one later round: ``student_checkpoint`` answers the questions the teacher answered consistently in
+    round 1 (``teacher_log``, reused as this round's teacher pass: no teacher call is made)."""
+    if not teacher_log.is_file():
+        raise TeacherAskedAgain(f"no teacher answers at {teacher_log}: run round 1 (PI) first")
+    pi_dir.mkdir(parents=True, exist_ok=True)
+    if not (pi_dir / TEACHER_LOG).is_file():
+        shutil.copy2(teacher_log, pi_dir / TEACHER_LOG)
+
+    def no_teacher() -> VLM:
+        raise TeacherAskedAgain(f"round PI in {pi_dir} needs teacher answers that {teacher_log} lacks: "
+                                "finish round 1's PI (rerun the same command) before later rounds")
+
+    student = LazyVLM(cfg.student.at(student_checkpoint))
+    try:
+        return identify_with_config(cfg, no_teacher, student, annotations, pi_dir, show=show)
+    finally:
+        student.release()
+
+
+def train_round(cfg: RunConfig, out: Path, r: int, prev_checkpoint: str, *, show: bool = True) -> LevelSummary:
+    """PL of round ``r``: from round r−1's checkpoint on this round's parity set (``iterate.train_from:
+    previous``), or from the base student on the union of every round's parity set so far (``base``)."""
+    d = round_dir(out, r)
+    if cfg.iterate.train_from == "previous":
+        cont = cfg.model_copy(update={"student": cfg.student.at(prev_checkpoint)})
+        return level_with_config(cont, d / "level", pi_dir=d / "pi", show=show)
+    seen: set[str] = set()
+    union: list[dict] = []
+    for i in range(1, r + 1):
+        for row in read_jsonl(round_dir(out, i) / "pi" / "parity.jsonl"):
+            if row["id"] not in seen:
+                seen.add(row["id"])
+                union.append(row)
+    write_jsonl_atomic(d / "train_union.jsonl", union)
+    return level_with_config(cfg, d / "level", samples_path=d / "train_union.jsonl", show=show)
+
+
+def round_record(r: int, pi: dict, pl: dict | None, ev: dict | None, stopped: str | None = None) -> dict[str, Any]:
+    """One entry of ``summary["rounds"]``."""
+    rec: dict[str, Any] = {"round": r, "k_parity": pi["k_parity"], "n_teacher_consistent": pi["n_teacher_consistent"]}
+    if pl is not None:
+        rec.update(checkpoint=pl["checkpoint"], steps=pl["steps"], first_loss=pl["first_loss"],
+                   last_loss=pl["last_loss"])
+    if ev is not None:
+        rec["eval"] = ev
+    if stopped:
+        rec["stopped"] = stopped
+    return rec
+
+
+def stop_reason(cfg: RunConfig, k: int, k_prev: int) -> str | None:
+    """Why round with parity-set size ``k`` (previous round: ``k_prev``) should not train, or None."""
+    if k < cfg.iterate.min_k:
+        return f"K={k} < iterate.min_k={cfg.iterate.min_k}"
+    if cfg.iterate.stop_when_not_shrinking and k >= k_prev:
+        return f"K={k} did not shrink from K={k_prev}"
+    return None
+
+
+def run_later_rounds(
+    cfg: RunConfig,
+    out: Path,
+    first: dict[str, Any],
+    *,
+    bench: list | None,
+    show: bool = True,
+    after_step: Callable[[], None] | None = None,
+    on_round: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Rounds 2..``cfg.rounds`` after round 1 (``first``: its :func:`round_record`); returns every round's record.
+
+    ``after_step`` runs after each step (the runner syncs an ``s3://`` run directory there); ``on_round`` gets
+    each new record (tracking)."""
+    records = [first]
+    teacher_log = out / "pi" / TEACHER_LOG
+    for r in range(2, cfg.rounds + 1):
+        prev = records[-1]
+        d = round_dir(out, r)
+        t = time.perf_counter()
+        pi = asdict(identify_round(cfg, out / "annotations.jsonl", teacher_log, prev["checkpoint"], d / "pi",
+                                   show=show))
+        timings = {"identify": time.perf_counter() - t}
+        if after_step:
+            after_step()
+        stopped = stop_reason(cfg, pi["k_parity"], prev["k_parity"])
+        if stopped:
+            rec = round_record(r, pi, None, None, stopped)
+            rec["timings_s"] = timings
+            records.append(rec)
+            if on_round:
+                on_round(rec)
+            break
+        t = time.perf_counter()
+        pl = asdict(train_round(cfg, out, r, prev["checkpoint"], show=show))
+        timings["level"] = time.perf_counter() - t
+        if after_step:
+            after_step()
+        ev = None
+        if bench is not None:
+            t = time.perf_counter()
+            ev = evaluate_with_config(cfg, d / "eval" / "after.jsonl", model=cfg.student.at(pl["checkpoint"]),
+                                      samples=bench, label=f"eval round {r}")
+            timings["eval"] = time.perf_counter() - t
+            if after_step:
+                after_step()
+        rec = round_record(r, pi, pl, ev)
+        rec["timings_s"] = timings
+        records.append(rec)
+        if on_round:
+            on_round(rec)
+    return records
+
+
+def final_checkpoint(records: list[dict[str, Any]]) -> str | None:
+    """The checkpoint of the last round that trained."""
+    trained = [r for r in records if r.get("checkpoint")]
+    return trained[-1]["checkpoint"] if trained else None
