@@ -30,8 +30,8 @@ ENV = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
     """Toy images, a labeled toy test set and both shipped toy models, loaded once."""
+    from mpa.tasks import TOYVQA
     from mpa.toyworld.data import make_testset, make_unlabeled
-    from mpa.toyworld.task import TOYVQA
     from mpa.vlm.hf import HFVLM
 
     root = tmp_path_factory.mktemp("toy")
@@ -228,7 +228,7 @@ def test_an_unfinished_stage_output_is_refused_downstream(toy, tmp_path):
         from mpa.config import AnnotateConfig, ModelConfig
         from mpa.stages.annotate import annotate
         from mpa.toyworld import TEACHER_CHECKPOINT
-        from mpa.toyworld.task import TOYVQA
+        from mpa.tasks import TOYVQA
         from mpa.vlm.hf import HFVLM
         teacher = HFVLM(ModelConfig(model=str(TEACHER_CHECKPOINT), device="cpu"))
         annotate(images={str(images)!r}, teacher=teacher, task=TOYVQA, out_path={str(out)!r}, batch_size=1,
@@ -416,8 +416,8 @@ def test_a_corrupt_result_cache_is_one_line(toy, tmp_path):
 
 
 def test_an_unknown_or_missing_device_is_one_line(tmp_path):
-    from mpa.vlm.base import load_vlm
     from mpa.vlm.hf import ModelLoadError
+    from mpa.vlm.loader import load_vlm
 
     for device in ("tpu", "cuda:7"):
         with pytest.raises(ModelLoadError, match=rf"device '{device}'.*use auto") as exc:

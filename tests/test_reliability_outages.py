@@ -111,7 +111,7 @@ def test_object_store_and_mlflow_killed_mid_run_fail_fast_and_the_run_resumes(ti
         name = f"out-{uuid.uuid4().hex[:6]}"
         cfg = parse_config({**tiny_config, "train": {"batch_size": 4, "learning_rate": 0.01, "epochs": 40},
                             "tracking": {"experiment": "outages", "registered_model": name}})
-        real_identify, real_level = runner.identify_with_config, runner.level
+        real_identify, real_level = runner.identify_with_config, runner.level_with_config
 
         def run_expecting_outage() -> str:
             with pytest.raises(TrackingUnavailable) as exc:
@@ -141,17 +141,17 @@ def test_object_store_and_mlflow_killed_mid_run_fail_fast_and_the_run_resumes(ti
         s3.start()
         monkeypatch.setattr(runner, "identify_with_config", real_identify)
 
-        def level_after_mlflow_dies(**kw):
+        def level_after_mlflow_dies(*args, **kw):
             _kill(mlflow.proc)
-            return real_level(**kw)
+            return real_level(*args, **kw)
 
-        monkeypatch.setattr(runner, "level", level_after_mlflow_dies)
+        monkeypatch.setattr(runner, "level_with_config", level_after_mlflow_dies)
         msg = run_expecting_outage()
         assert "connection refused" in msg
 
         # 3. both back: the same call resumes and finishes in the same MLflow run
         mlflow.start()
-        monkeypatch.setattr(runner, "level", real_level)
+        monkeypatch.setattr(runner, "level_with_config", real_level)
         summary = runner.run_pipeline(cfg, show=False)
         assert summary["annotate"]["n_resumed"] == 12
         assert summary["mlflow"]["run_id"] == state["run_id"]
