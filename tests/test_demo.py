@@ -20,6 +20,10 @@ def test_demo_writes_report_and_pictures(tmp_path):
     assert report["n_parsed"] >= report["n_teacher_consistent"] >= report["k_parity"] > 0
     assert set(report["accuracy"]) == set(MODELS)
     assert all(0.0 <= v <= 100.0 for v in report["accuracy"].values())
+    # the MPA authors' substring rule beside the official score: toy answers are digits and single
+    # words (no articles or number words to normalise), so what VQA accuracy counts, `contains` counts
+    assert set(report["contains"]) == set(MODELS)
+    assert all(report["contains"][m] >= report["accuracy"][m] for m in MODELS)
     assert report["per_type"] and all(set(row) == set(MODELS) for row in report["per_type"].values())
     plc = report["pseudo_label_correctness"]
     assert 0.0 <= plc["pre_pi"] <= 1.0 and 0.0 <= plc["post_pi"] <= 1.0

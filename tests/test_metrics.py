@@ -8,9 +8,13 @@ from mpa.metrics import (
     CONTRACTIONS,
     MATCH_RULES,
     anls,
+    contains,
+    contains_accuracy,
+    contains_normalize,
     exact_match,
     levenshtein,
     match,
+    most_frequent_answer,
     normalize_answer,
     relaxed_accuracy,
     score_sample,
@@ -255,7 +259,7 @@ def test_exact_match():
 
 
 def test_match_rules():
-    assert MATCH_RULES == ("exact", "vqa", "relaxed", "anls")
+    assert MATCH_RULES == ("exact", "vqa", "relaxed", "anls", "contains")
     assert match("exact", "Paris ", "Paris")
     assert not match("exact", "paris", "Paris")
     assert match("vqa", "Two dogs.", "2 dogs")
@@ -268,7 +272,7 @@ def test_match_rules():
 
 
 def test_match_unknown_rule():
-    with pytest.raises(ValueError, match="exact, vqa, relaxed, anls"):
+    with pytest.raises(ValueError, match="exact, vqa, relaxed, anls, contains"):
         match("fuzzy", "a", "a")
 
 
@@ -285,3 +289,86 @@ def test_score_sample_dispatch():
 @pytest.mark.parametrize("fn", [lambda: anls("x", ["abc", "x"]), lambda: vqa_accuracy("x", ["x", "y"])])
 def test_scores_in_unit_interval(fn):
     assert 0.0 <= fn() <= 1.0
+
+
+# --- the MPA authors' substring rule (`contains`): every expected value below is worked by hand ---
+
+
+@pytest.mark.parametrize(
+    ("raw", "processed"),
+    [
+        ("Air France", "airfrance"),  # lower-case, whitespace gone
+        ("  G-ATCO\t", "gatco"),  # "-" is \W
+        ("H.G. ARMIAH", "hgarmiah"),
+        ("it's 3:45 p.m.!", "its345pm"),
+        ("snake_case", "snake_case"),  # "_" is a word character
+        ("Café  Noël", "cafénoël"),  # Unicode letters are word characters
+        ("?!", ""),
+        (None, ""),
+    ],
+)
+def test_contains_normalize(raw, processed):
+    assert contains_normalize(raw) == processed
+
+
+@pytest.mark.parametrize(
+    ("prediction", "reference", "expected"),
+    [
+        ("Air France", "air france", True),  # equal after processing
+        ("The airline is Air France.", "Air France", True),  # verbose prediction still contains it
+        ("airfrance", "Air-France", True),  # spaces and hyphens vanish on both sides
+        ("10", "1", True),  # "1" is a substring of "10": the rule's known leniency
+        ("1", "10", False),
+        ("Nokia", "Nokia 3310", False),  # the reference must be inside the prediction, not the reverse
+        ("anything", "?", True),  # a reference of only punctuation processes to "" and matches all
+        ("", "a", False),
+    ],
+)
+def test_contains_rule(prediction, reference, expected):
+    assert contains(prediction, reference) is expected
+    assert match("contains", prediction, reference) is expected
+
+
+def test_contains_accuracy_uses_the_most_frequent_answer():
+    answers = ["nokia", "Nokia", "nokia", "samsung", "samsung", "samsung", "samsung", "lg", "lg", "nokia"]
+    # raw counts: samsung 4, nokia 3, lg 2, Nokia 1 -> "samsung" (raw strings: "Nokia" is not "nokia")
+    assert most_frequent_answer(answers) == "samsung"
+    assert contains_accuracy("It is a Samsung phone", answers) == 1.0
+    assert contains_accuracy("nokia", answers) == 0.0  # right by VQA accuracy (3/3 -> 1.0), wrong here
+    assert vqa_accuracy("nokia", answers) == 1.0
+    # ties go to the answer listed first
+    assert most_frequent_answer(["b", "a", "a", "b"]) == "b"
+    assert score_sample("contains", "the answer is b", ["b", "a", "a", "b"]) == 1.0
+    with pytest.raises(ValueError):
+        most_frequent_answer([])
+
+
+def _bench_samples():
+    from mpa.data.benchmarks import BenchmarkSample
+
+    return [
+        BenchmarkSample("1", "q1", "i1.png", ["air france"] * 6 + ["france"] * 4),
+        BenchmarkSample("2", "q2", "i2.png", ["yes"] * 10),
+        BenchmarkSample("3", "q3", "i3.png", ["2011"] * 3 + ["2012"] * 7),
+        BenchmarkSample("4", "q4", "i4.png", ["stop"] * 10),
+    ]
+
+
+def test_score_predictions_reports_contains_beside_the_official_score():
+    from mpa.data.benchmarks import score_predictions
+
+    preds = {"1": "Air France", "2": "Yes, it is.", "3": "2011"}  # "4" missing: 0 under both
+    # VQA accuracy: 1 -> 1.0 (6 matches), 2 -> "yes it is" matches none -> 0, 3 -> 3 matches -> 0.9
+    #   (each of the 3 "2011" sees 2 others: 2/3; each of the 7 "2012" sees 3: 1) = (3*2/3 + 7)/10 = 0.9
+    # contains (most frequent answer): 1 "airfrance" in "airfrance" -> 1; 2 "yes" in "yesitis" -> 1;
+    #   3 "2012" not in "2011" -> 0; 4 missing -> 0
+    result = score_predictions("textvqa", _bench_samples(), preds)
+    assert result["metric"] == "vqa" and result["official_metric"] == "vqa"
+    assert result["score"] == result["official"] == pytest.approx(100 * 1.9 / 4)
+    assert result["contains"] == pytest.approx(50.0)
+    assert result["n_missing"] == 1
+    headline = score_predictions("textvqa", _bench_samples(), preds, metric="contains")
+    assert headline["metric"] == "contains" and headline["score"] == pytest.approx(50.0)
+    assert headline["official"] == pytest.approx(100 * 1.9 / 4) and headline["official_metric"] == "vqa"
+    with pytest.raises(ValueError, match="official, contains"):
+        score_predictions("textvqa", _bench_samples(), preds, metric="bleu")

@@ -41,3 +41,61 @@ def test_failures_carry_a_reason(raw, error):
 
 def test_word_limit_is_optional():
     assert parse_qa("Question: x? Answer: one two three four five six").ok
+
+
+# Realistic teacher text: Qwen2-VL-7B pseudo-labels released by the MPA authors (vl2g/MPA,
+# PA_Qwen2vl7b_textVQA.json / okvqa output.json) hold the parsed question and answer only; the raw
+# replies below put those pairs back into the shapes the teacher writes under the paper's prompts
+# (one line "Question: Q, Answer: A", or the prompt's own "- Question: / - Answer:" bullets).
+@pytest.mark.parametrize(
+    ("raw", "question", "answer"),
+    [
+        # the paper's one-line form: the separator comma is not part of the question
+        ("Question: What airline does the plane belong to?, Answer: Air France",
+         "What airline does the plane belong to?", "Air France"),
+        ("Question: What is the registration number of the plane?, Answer: G-ATCO",
+         "What is the registration number of the plane?", "G-ATCO"),
+        ("Question: Who is the person on the screen?, Answer: H.G. ARMIAH",
+         "Who is the person on the screen?", "H.G. ARMIAH"),
+        ("Question: What type of meal is this, and where might it be served?, Answer: Breakfast, Airplane",
+         "What type of meal is this, and where might it be served?", "Breakfast, Airplane"),
+        ("Question: What is the likely source of the soda in the glass?; Answer: Coca-Cola",
+         "What is the likely source of the soda in the glass?", "Coca-Cola"),
+        ("Question: What is the significance of the eagle in American culture? | Answer: Symbol of freedom",
+         "What is the significance of the eagle in American culture?", "Symbol of freedom"),
+        # the prompt's bullet layout, echoed back
+        ("- Question: What breed of dog is this?\n- Answer: Saint Bernard",
+         "What breed of dog is this?", "Saint Bernard"),
+        ("Output:\n- Question: What is the color of the Nokia phone in the image?\n- Answer: Brown.",
+         "What is the color of the Nokia phone in the image?", "Brown"),
+        ("**Question:** Which airline is represented by the red and white tail fin in the image?  \n"
+         "**Answer:** Virgin", "Which airline is represented by the red and white tail fin in the image?", "Virgin"),
+        ("__Question:__ What breed of dog is this?\n__Answer:__ Labrador Retriever",
+         "What breed of dog is this?", "Labrador Retriever"),
+        # a question without "?" keeps its last word; a sentence-final period goes, an abbreviation's stays
+        ("Question: Name the country shown on the flag, Answer: U.S.", "Name the country shown on the flag", "U.S."),
+        ("Question: Where is the monument?\nAnswer: Washington D.C.", "Where is the monument?", "Washington D.C."),
+        ("Question: What is the value for 2019?, Answer: -5", "What is the value for 2019?", "-5"),
+        ("Question: What does the banner say?, Answer: #1 in Coca: Cola", "What does the banner say?",
+         "#1 in Coca: Cola"),
+        ("Question: Which brand is on the can? Answer: \"Coca-Cola\".", "Which brand is on the can?", "Coca-Cola"),
+        ("Question: What is the long answer?, Answer: This is a fishing boat, primarily used for recreational fishing.",
+         "What is the long answer?", "This is a fishing boat, primarily used for recreational fishing"),
+    ],
+)
+def test_teacher_text_comes_out_as_written(raw, question, answer):
+    p = parse_qa(raw)
+    assert p.ok, p.error
+    assert (p.question, p.answer) == (question, answer)
+
+
+def test_label_inside_a_word_is_not_a_label():
+    # "Coca:" must not be read as an "a:" answer label, nor "FAQ:" as a question label
+    p = parse_qa("FAQ: none. Question: What brand is it, Coca: Cola or Pepsi? Answer: Pepsi")
+    assert (p.question, p.answer) == ("What brand is it, Coca: Cola or Pepsi?", "Pepsi")
+
+
+def test_answer_length_filter_counts_words_as_written():
+    raw = "Question: What type of boat is this, and what is its primary use?, Answer: fishing boat for recreation"
+    assert parse_qa(raw, max_answer_words=3).error == "answer too long (4 words > 3)"
+    assert parse_qa(raw, max_answer_words=4).ok

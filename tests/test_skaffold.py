@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mpa.orchestrate.kubeflow.settings import DEFAULT_CPU_IMAGE, DEFAULT_GPU_IMAGE
+
 ROOT = Path(__file__).resolve().parents[1]
 SKAFFOLD = yaml.safe_load((ROOT / "skaffold.yaml").read_text())
 
@@ -149,25 +151,83 @@ def _kubectl() -> str:
     return found
 
 
+def _render(path: str) -> list[dict]:
+    out = subprocess.run([_kubectl(), "kustomize", str(ROOT / path)], capture_output=True, text=True, check=True)
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def _pod_images(docs: list[dict]) -> set[str]:
+    images = set()
+    for doc in docs:
+        spec = doc.get("spec", {}).get("template", {}).get("spec") or doc.get("spec", {}).get("jobTemplate", {}).get(
+            "spec", {}
+        ).get("template", {}).get("spec")
+        for c in (spec or {}).get("containers", []) + (spec or {}).get("initContainers", []):
+            images.add(c["image"])
+    return images
+
+
+def _repo(ref: str) -> str:
+    """The image reference without its tag or digest."""
+    ref = ref.split("@", 1)[0]
+    head, _, tail = ref.rpartition(":")
+    return head if head and "/" not in tail else ref
+
+
 @pytest.mark.parametrize("profile", [None, "dev", "gpu"])
 def test_each_profile_builds_the_images_its_manifests_use(profile):
+    """After kustomize, every mpa image is `<skaffold artifact>:<tag>`: skaffold replaces exactly those
+    names with what it built, and a plain `kubectl apply -k` pulls the released tag; no bare
+    `mpa-cpu` / `mpa-gpu` (unresolvable) is left."""
     cfg = _effective(profile)
     built = {a["image"] for a in cfg["build"]["artifacts"]}
     used = set()
     for path in cfg["manifests"]["kustomize"]["paths"]:
-        out = subprocess.run([_kubectl(), "kustomize", str(ROOT / path)], capture_output=True, text=True, check=True)
-        used |= set(re.findall(r"image: (mpa-[a-z]+)\s", out.stdout))
+        images = _pod_images(_render(path))
+        assert not {i for i in images if re.fullmatch(r"mpa-[a-z]+(:.*)?", i)}, (path, images)
+        used |= {_repo(i) for i in images if _repo(i).rsplit("/", 1)[-1].startswith("mpa-")}
+        assert all(":" in i.rsplit("/", 1)[-1] for i in images), (path, images)  # every image tagged
     assert used and used <= built, (profile, used, built)
     if profile == "gpu":
-        assert built == {"mpa-cpu", "mpa-gpu"} and cfg["build"]["local"]["push"] is True
+        assert built == {_repo(DEFAULT_CPU_IMAGE), _repo(DEFAULT_GPU_IMAGE)} and cfg["build"]["local"]["push"] is True
 
 
 def test_pipeline_images_are_the_ones_skaffold_builds():
-    from mpa.orchestrate.kubeflow.settings import DEFAULT_CPU_IMAGE, DEFAULT_GPU_IMAGE
+    """The compiled spec, the pipeline defaults and the overlays' `images:` entries name the skaffold
+    artifacts, tagged with the package version."""
+    from mpa import __version__
 
     built = {a["image"] for a in _effective("gpu")["build"]["artifacts"]}
     for image in (DEFAULT_CPU_IMAGE, DEFAULT_GPU_IMAGE):
-        assert image.rsplit("/", 1)[1].split(":")[0] in built
+        assert _repo(image) in built and image.endswith(f":{__version__}")
+    spec = next(yaml.safe_load_all(_compiled_spec().read_text()))
+    in_spec = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    assert {_repo(i) for i in in_spec} <= built, in_spec
+    for overlay in sorted((ROOT / "manifests" / "overlays").iterdir()):
+        entries = yaml.safe_load((overlay / "kustomization.yaml").read_text()).get("images", [])
+        by_name = {e["name"]: (e["newName"], str(e["newTag"])) for e in entries}
+        assert by_name == {
+            "mpa-cpu": (_repo(DEFAULT_CPU_IMAGE), __version__),
+            "mpa-gpu": (_repo(DEFAULT_GPU_IMAGE), __version__),
+        }, overlay.name
+
+
+def test_private_registry_pull_secret_on_every_service_account():
+    docs = _render("manifests/overlays/gpu")
+    accounts = [d for d in docs if d["kind"] == "ServiceAccount"]
+    assert accounts and all(a.get("imagePullSecrets") == [{"name": "mpa-registry"}] for a in accounts)
+    template = yaml.safe_load((ROOT / "manifests" / "secrets" / "mpa-registry.yaml").read_text())
+    assert template["type"] == "kubernetes.io/dockerconfigjson" and set(template["stringData"]) == {".dockerconfigjson"}
+
+
+def _compiled_spec() -> Path:
+    for path in (
+        ROOT / "pipelines" / "training" / "mpa" / "pipeline.yaml",
+        ROOT / "pipelines" / "compiled" / "mpa.yaml",
+    ):
+        if path.is_file():
+            return path
+    raise FileNotFoundError("no compiled pipeline")
 
 
 # --- images/ -------------------------------------------------------------------------------------
@@ -196,18 +256,62 @@ def test_dockerfile_pinned_non_root_no_secrets(dockerfile):
     for line in re.findall(r"^(?:ENV|ARG) .*$", text, flags=re.M):
         assert not re.search(r"(SECRET|PASSWORD|TOKEN|ACCESS_KEY|API_KEY)", line, flags=re.I), line
     assert "[train,pipeline,tracking]" in text, "kfp must be in the image: components use install_kfp_package=False"
-    assert "transformers==5.19.0" in text
+    assert "transformers==5.19.0" in text or "ARG TRANSFORMERS_VERSION=5.19.0" in text
     copied = re.findall(r"^COPY (?!--from)(.+) \S+$", text, flags=re.M)
     for srcs in copied:
         for src in srcs.split():
             assert (ROOT / src).exists(), src
 
 
-def test_gpu_image_has_vllm_and_cuda_base_cpu_image_has_cpu_torch():
-    gpu = (ROOT / "images" / "gpu.Dockerfile").read_text()
-    cpu = (ROOT / "images" / "cpu.Dockerfile").read_text()
-    assert "nvidia/cuda:" in gpu and "vllm==${VLLM_VERSION}" in gpu
-    assert "download.pytorch.org/whl/cpu" in cpu and "torch==2.13.0" in cpu and "psycopg2" in cpu
+def _stages(text: str) -> list[str]:
+    """The Dockerfile's stages, each from its FROM line on."""
+    parts = re.split(r"^(?=FROM )", text, flags=re.M)
+    return [p for p in parts if p.startswith("FROM ")]
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_base_image_is_a_build_argument(dockerfile):
+    """Where no registry is reachable the base is built locally and passed in (scripts/images.sh)."""
+    text = dockerfile.read_text()
+    assert re.search(r"^ARG BASE_IMAGE=\S+$", text, flags=re.M)
+    assert all(s.splitlines()[0].split()[1] == "${BASE_IMAGE}" for s in _stages(text))
+
+
+def test_gpu_image_final_stage_can_compile_triton_kernels_and_pins_versions():
+    """The GPU image cannot be built here (no CUDA): this is its static check. Triton compiles
+    kernels at run time, so the final stage needs a C compiler and the Python headers; vllm, torch
+    and transformers are pinned to exact versions; the final stage runs as a non-root user."""
+    text = (ROOT / "images" / "gpu.Dockerfile").read_text()
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)$", text, flags=re.M))
+    final = _stages(text)[-1]
+    installs = " ".join(re.findall(r"apt-get install[^&]*", final))
+    assert re.search(r"\b(gcc|build-essential|clang)\b", installs), installs
+    assert re.search(r"\bpython3(\.\d+)?-dev\b", installs), installs
+    assert re.search(r"\blibc6-dev\b|\bbuild-essential\b", installs), installs  # the compiler's C headers
+    for pkg in ("vllm", "torch", "transformers"):
+        pins = re.findall(rf'"{pkg}==([^"]+)"', text)
+        assert pins, f"{pkg} is not pinned"
+        for pin in pins:
+            version = args.get(pin[2:-1]) if pin.startswith("${") else pin
+            assert version and re.fullmatch(r"\d+(\.\d+)+", version), (pkg, pin, version)
+    assert not re.search(r"(vllm|torch|transformers)\s*(>=|~=|<)", text)
+    user = re.findall(r"^USER (\S+)", final, flags=re.M)[-1]
+    assert user.split(":")[0] not in ("root", "0")
+    assert "nvidia/cuda:" in args["BASE_IMAGE"]
+    skaffold_vllm = next(
+        a["docker"]["buildArgs"]["VLLM_VERSION"] for a in _effective("gpu")["build"]["artifacts"] if "gpu" in a["image"]
+    )
+    assert skaffold_vllm == args["VLLM_VERSION"]
+
+
+def test_cpu_image_has_cpu_torch_and_group_zero_writable_dirs():
+    text = (ROOT / "images" / "cpu.Dockerfile").read_text()
+    assert "download.pytorch.org/whl/cpu" in text and '"torch==2.13.0+cpu"' in text and "psycopg2" in text
+    final = _stages(text)[-1]
+    for dockerfile_text in (final, _stages((ROOT / "images" / "gpu.Dockerfile").read_text())[-1]):
+        assert "--gid 0" in dockerfile_text and "chmod -R g+rwX /cache /home/mpa" in dockerfile_text
+        assert re.search(r"^USER 10001:0$", dockerfile_text, flags=re.M)
+    assert "build-essential" not in final and "gcc" not in final  # nothing to compile at run time
 
 
 def test_dockerignore_sends_only_what_the_images_copy():

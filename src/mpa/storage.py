@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mpa.errors import MpaError
+from mpa.redact import redact_text
 
 T = TypeVar("T")
 MB = 1024 * 1024
@@ -64,6 +65,31 @@ class StorageUnavailable(StorageError):
 
 class VerificationError(StorageError):
     """A transferred file does not match its source (size, ETag or sha256)."""
+
+
+class UnsafePath(StorageError):
+    """A path built from outside data (an object key, a record) that would leave its root directory."""
+
+
+def safe_join(root: str | os.PathLike, rel: str, *, what: str = "path") -> Path:
+    """``root / rel``, or :class:`UnsafePath` when ``rel`` would land outside ``root``.
+
+    The one check for every local path built from data that comes from outside (object keys under a
+    downloaded prefix, names in records): absolute names, ``..`` parts, and symlinks inside ``root``
+    that point out of it are all refused. ``what`` names the source in the error (e.g. the key).
+    """
+    base = Path(root)
+    text = str(rel)
+    parts = text.replace("\\", "/").split("/")
+    if not text or text.startswith(("/", "\\")) or Path(text).is_absolute() or ".." in parts \
+            or "\x00" in text:
+        raise UnsafePath(f"refusing {what}: {text!r} would land outside {base} (absolute or '..' "
+                         "parts); remove or rename it at the source")
+    dest = base / text
+    resolved_base = base.resolve()
+    if not dest.resolve().is_relative_to(resolved_base):  # a symlink inside root that points out of it
+        raise UnsafePath(f"refusing {what}: {text!r} resolves outside {base} (through a symlink); remove the link")
+    return dest
 
 
 # ----------------------------------------------------------------------------- settings
@@ -106,7 +132,7 @@ def endpoint_url() -> str | None:
 
 
 def _where() -> str:
-    return endpoint_url() or "AWS S3 (no AWS_ENDPOINT_URL set)"
+    return redact_text(endpoint_url() or "AWS S3 (no AWS_ENDPOINT_URL set)")
 
 
 DEFAULT_ATTEMPTS = 3
@@ -522,15 +548,17 @@ def download_dir(prefix_uri: str, local_dir: str | os.PathLike, *, overwrite: bo
     prefix_uri = prefix_uri.rstrip("/") + "/"
     bucket, prefix = split_s3(prefix_uri)
     root = Path(local_dir)
-    n = 0
+    plan = []  # every key is checked before anything is written
     for obj in _list_objects(prefix_uri):
         rel = obj["Key"][len(prefix):]
         if not rel or rel.endswith("/"):
             continue
-        dest = root / rel
+        plan.append((obj["Key"], safe_join(root, rel, what=f"object key s3://{bucket}/{obj['Key']}")))
+    n = 0
+    for key, dest in plan:
         if not overwrite and dest.is_file():
             continue
-        download_file(f"s3://{bucket}/{obj['Key']}", dest)
+        download_file(f"s3://{bucket}/{key}", dest)
         n += 1
     return n
 

@@ -15,6 +15,7 @@ import sys
 import typer
 
 from mpa.cli.common import UserError
+from mpa.redact import install_log_redaction, redact_text
 from mpa.ui import console
 
 app = typer.Typer(
@@ -59,10 +60,11 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    install_log_redaction()  # no log line or error shows a credential
     try:
         app()
     except user_errors() as exc:
-        console.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        console.print(f"[red]error:[/] {redact_text(str(exc))}", soft_wrap=True)
         sys.exit(2)
 
 

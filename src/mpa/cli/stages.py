@@ -44,7 +44,10 @@ def annotate(
 def identify(
     config: ConfigOpt,
     out: Annotated[str | None, typer.Option(help="run directory holding annotations.jsonl")] = None,
-    match: Annotated[str | None, typer.Option(help="match rule E: exact, vqa (default), relaxed, anls")] = None,
+    match: Annotated[
+        str | None,
+        typer.Option(help="match rule E: exact, vqa, relaxed, anls, contains (default: the task's rule)"),
+    ] = None,
     set_: SetOpt = None,
 ) -> None:
     """PI: teacher and student answer each generated question; keep E(teacher) ∧ ¬E(student)."""
@@ -74,17 +77,18 @@ def level(
     samples: Annotated[Path | None, typer.Option(help="train on this jsonl instead of the parity set")] = None,
     set_: SetOpt = None,
 ) -> None:
-    """PL: fine-tune the student on the parity set (answer-token loss; full or --set train.lora=true)."""
-    from mpa.stages.level import level_with_config
+    """PL: fine-tune the student on the parity set (answer-token loss; full or --set train.lora=true).
+
+    --set train.processes=N trains with N data-parallel processes here; --set train.backend=trainjob
+    submits a Kubeflow Trainer TrainJob (train.trainjob.*) and brings the checkpoint back."""
+    from mpa.orchestrate.kubeflow.trainjob import level_for_backend
 
     cfg = run_config(config, set_, out=out)
     path = samples or Path(cfg.out) / "pi" / "parity.jsonl"
     if not Path(path).is_file():
         raise UserError(f"no training samples at {path}: run `mpa identify` first")
-    if samples is None:
-        level_with_config(cfg, Path(cfg.out) / "level", pi_dir=Path(cfg.out) / "pi")
-    else:
-        level_with_config(cfg, Path(cfg.out) / "level", samples_path=samples)
+    where = {"pi_dir": Path(cfg.out) / "pi"} if samples is None else {"samples_path": samples}
+    level_for_backend(cfg, Path(cfg.out) / "level", echo=typer.echo, **where)
 
 
 @app.command()
@@ -121,14 +125,21 @@ def score(
     annotations: Annotated[str, typer.Option(help="the benchmark's official annotation file")],
     predictions: Annotated[Path, typer.Option(help='jsonl of {"question_id", "answer"}')],
     questions: Annotated[str | None, typer.Option(help="OK-VQA questions file")] = None,
+    metric: Annotated[
+        str,
+        typer.Option(help="headline score: official (the benchmark's metric) or contains (the MPA authors' "
+                          "substring rule); both are always printed"),
+    ] = "official",
 ) -> None:
-    """Score a predictions file with the benchmark's official metric; prints JSON (score in percent)."""
-    from mpa.data.benchmarks import load_benchmark, load_predictions, score_predictions
+    """Score a predictions file; prints JSON (percent): the headline `score`, `official` and `contains`."""
+    from mpa.data.benchmarks import SCORE_CHOICES, load_benchmark, load_predictions, score_predictions
 
+    if metric not in SCORE_CHOICES:
+        raise UserError(f"--metric must be one of {', '.join(SCORE_CHOICES)}, got {metric!r}")
     if not predictions.is_file():
         raise UserError(f"predictions file not found: {predictions}")
     samples = load_benchmark(benchmark, annotations, questions=questions)
-    result = score_predictions(benchmark, samples, load_predictions(predictions))
+    result = score_predictions(benchmark, samples, load_predictions(predictions), metric=metric)
     typer.echo(json.dumps(result))
 
 
@@ -163,16 +174,26 @@ def run(
 
 
 @app.command()
-def tasks() -> None:
-    """List the built-in tasks, their metric and their PA prompt."""
-    from mpa.tasks import get_task, task_names
+def tasks(
+    prompts: Annotated[str, typer.Option(help="prompt set: ours (default) or paper (the MPA authors')")] = "ours",
+    as_json: Annotated[
+        bool, typer.Option("--json", help='print {task: {"pa_prompt", "answer_prompt"}} as one JSON object')
+    ] = False,
+) -> None:
+    """List the built-in tasks, their metric and PI match rule; --json prints the prompts of a prompt set."""
+    from mpa.tasks import PROMPT_SETS, describe_prompts, get_task, task_names
 
+    if prompts not in PROMPT_SETS:
+        raise UserError(f"--prompts must be one of {', '.join(PROMPT_SETS)}, got {prompts!r}")
+    if as_json:
+        typer.echo(json.dumps(describe_prompts(prompts), ensure_ascii=False))
+        return
     for name in task_names():
         if name == "custom":
             typer.echo("custom: your own PA prompt from task.prompt_file")
             continue
         t = get_task(name)
-        typer.echo(f"{name} [{t.metric}] {t.description}")
+        typer.echo(f"{name} [metric {t.metric}, PI match {t.default_match_rule}] {t.description}")
 
 
 @app.command()

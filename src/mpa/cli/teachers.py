@@ -64,22 +64,33 @@ def plan(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     set_: SetOpt = None,
 ) -> None:
-    """Expected work before a run: images, image tokens, FLOPs per stage, GPU-minutes, API dollars."""
-    from mpa.costplan import format_plan, make_plan, measured
+    """Expected work before a run: images, image tokens, FLOPs per stage, GPU-minutes, API dollars;
+    for PL the memory per GPU under each strategy, whether it fits plan.gpu, and its time."""
+    from mpa.costplan import format_level, format_plan, make_plan, measured, plan_level
     from mpa.records import write_json_atomic
 
     cfg = run_config(config, set_, out=out)
     p = make_plan(cfg, n_images=images)
     meas = measured(cfg.out, p)
+    level_error = None
+    try:
+        lp = plan_level(cfg, p.n_images, p.image_size, cfg.out)
+    except ValueError as exc:  # e.g. a student whose architecture the plan does not know
+        lp, level_error = None, str(exc)
+    result = {"plan": p.as_dict(), "level": lp.as_dict() if lp else None, "measured": meas}
+    if level_error:
+        result["level_error"] = level_error
     if as_json:
-        typer.echo(json.dumps({"plan": p.as_dict(), "measured": meas}, default=str))
+        typer.echo(json.dumps(result, default=str))
     else:
         for line in format_plan(p):
+            typer.echo(line)
+        for line in format_level(lp) if lp else [f"PL: not planned: {level_error}"]:
             typer.echo(line)
         if meas:
             typer.echo("measured: " + json.dumps(meas, default=str))
     if Path(cfg.out).is_dir():
-        write_json_atomic(Path(cfg.out) / "plan.json", {"plan": p.as_dict(), "measured": meas})
+        write_json_atomic(Path(cfg.out) / "plan.json", result)
 
 @app.command()
 def bench(

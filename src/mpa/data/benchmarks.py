@@ -60,6 +60,7 @@ from mpa.metrics import score_sample
 
 __all__ = [
     "BENCHMARKS",
+    "SCORE_CHOICES",
     "load_benchmark_hf",
     "CHARTQA_FILES",
     "BenchmarkSample",
@@ -76,6 +77,7 @@ BENCHMARKS: dict[str, str] = {
     "okvqa": "vqa",
     "pathvqa": "vqa",  # one answer per question: normalised exact match
 }
+SCORE_CHOICES: tuple[str, ...] = ("official", "contains")  # score_predictions(metric=...)
 CHARTQA_FILES: dict[str, str] = {"human": "test_human.json", "augmented": "test_augmented.json"}
 
 
@@ -524,17 +526,24 @@ def _percent(values: list[float]) -> float:
     return 100.0 * sum(values) / len(values) if values else 0.0
 
 
-def score_predictions(name: str, samples: list[BenchmarkSample], predictions: dict[str, str]) -> dict:
-    """Score predictions with the benchmark's official metric.
+def score_predictions(
+    name: str, samples: list[BenchmarkSample], predictions: dict[str, str], metric: str = "official"
+) -> dict:
+    """Score predictions with the benchmark's official metric and with the MPA authors' ``contains`` rule.
 
-    Returns ``{"benchmark", "metric", "score" (percent), "n", "n_missing"}`` plus
+    ``metric`` picks the headline: ``official`` (default) or ``contains``. Returns
+    ``{"benchmark", "metric" (the headline's name), "score" (the headline, percent), "official_metric",
+    "official" (percent), "contains" (percent), "n", "n_missing"}`` plus, for the headline metric,
     ``"by_split"`` (``human``/``augmented``/``overall`` percents) for ChartQA and ``"by_type"``
     (qtype -> percent) when any sample has a qtype. A sample without a prediction scores 0 and is
     counted in ``n_missing``. Predictions for unknown question ids are ignored, but predictions of
     which none matches a question (another benchmark's file, or an empty one) raise ValueError.
     """
     key = _check_name(name)
-    metric = BENCHMARKS[key]
+    official = BENCHMARKS[key]
+    if metric not in SCORE_CHOICES:
+        raise ValueError(f"unknown metric {metric!r}; choose one of: {', '.join(SCORE_CHOICES)}")
+    headline = official if metric == "official" else metric
     if not samples:
         raise ValueError(f"{key}: no samples to score")
     if not any(str(s.question_id) in predictions for s in samples):
@@ -546,7 +555,7 @@ def score_predictions(name: str, samples: list[BenchmarkSample], predictions: di
     no_gt = [s.question_id for s in samples if not s.answers]
     if no_gt:
         raise ValueError(f"{key}: {len(no_gt)} sample(s) have no ground-truth answers, e.g. {no_gt[:3]}")
-    scores: list[float] = []
+    columns: dict[str, list[float]] = {official: [], "contains": []}
     by_split: dict[str, list[float]] = defaultdict(list)
     by_type: dict[str, list[float]] = defaultdict(list)
     n_missing = 0
@@ -554,18 +563,20 @@ def score_predictions(name: str, samples: list[BenchmarkSample], predictions: di
         pred = predictions.get(str(s.question_id))
         if pred is None:
             n_missing += 1
-            value = 0.0
-        else:
-            value = score_sample(metric, pred, s.answers)
-        scores.append(value)
+        for m, values in columns.items():
+            values.append(0.0 if pred is None else score_sample(m, pred, s.answers))
+        value = columns[headline][-1]
         if s.split is not None:
             by_split[s.split].append(value)
         if s.qtype is not None:
             by_type[s.qtype].append(value)
     result: dict[str, Any] = {
         "benchmark": key,
-        "metric": metric,
-        "score": _percent(scores),
+        "metric": headline,
+        "score": _percent(columns[headline]),
+        "official_metric": official,
+        "official": _percent(columns[official]),
+        "contains": _percent(columns["contains"]),
         "n": len(samples),
         "n_missing": n_missing,
     }

@@ -21,9 +21,10 @@ import yaml
 
 from mpa import storage
 from mpa.cache import open_run_cache
-from mpa.config import ModelConfig, RunConfig, task_for
+from mpa.config import ModelConfig, RunConfig, match_rule_for, task_for
 from mpa.orchestrate.rounds import final_checkpoint, round_record, run_later_rounds
 from mpa.records import write_json_atomic
+from mpa.redact import redact
 from mpa.stages.annotate import annotate_with_config
 from mpa.stages.evaluate import benchmark_samples, evaluate_with_config
 from mpa.stages.identify import identify_with_config
@@ -119,7 +120,7 @@ def _run_tracked(cfg: RunConfig, show: bool) -> dict[str, Any]:
                                   + (f" → @{reg.alias} ({reg.reason})" if reg.alias else ""))
             summary["mlflow"] = {"tracking_uri": tracker.uri, "run_id": tracker.run_id,
                                  "experiment": cfg.tracking.experiment}
-            write_json_atomic(outputs.local / "summary.json", summary)
+            write_json_atomic(outputs.local / "summary.json", redact(summary))
             tracker.log_files(outputs.local, ["summary.json", "config.yaml"])
             tracker.finish("FINISHED")
         outputs.sync(final=True)
@@ -148,13 +149,13 @@ def _resolve_registry_models(cfg: RunConfig) -> RunConfig:
 
 def _run_stages(cfg: RunConfig, outputs: _Outputs, tracker: Any, show: bool) -> dict[str, Any]:
     out = outputs.local
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json") | {"out": outputs.uri},
+    (out / "config.yaml").write_text(yaml.safe_dump(redact(cfg.model_dump(mode="json") | {"out": outputs.uri}),
                                                     sort_keys=False))
     task = task_for(cfg)
     teacher, student = LazyVLM(cfg.teacher), LazyVLM(cfg.student)
     timings: dict[str, float] = {}
     summary: dict[str, Any] = {"out": outputs.uri, "task": task.name, "teacher": cfg.teacher.model,
-                               "student": cfg.student.model, "match_rule": cfg.identify.match}
+                               "student": cfg.student.model, "match_rule": match_rule_for(cfg)}
     if outputs.remote:
         summary["local_dir"] = str(out)
 
@@ -228,5 +229,5 @@ def _run_stages(cfg: RunConfig, outputs: _Outputs, tracker: Any, show: bool) -> 
                 f"{r['round']}: K={r['k_parity']}" + (f", {r['eval']['score']:.2f}" if r.get("eval") else "")
                 + (f" (stopped: {r['stopped']})" if r.get("stopped") else "") for r in records))
     summary["timings_s"] = timings
-    write_json_atomic(out / "summary.json", summary)
+    write_json_atomic(out / "summary.json", redact(summary))
     return summary

@@ -17,7 +17,7 @@ from mpa.data.sources import list_images
 from mpa.errors import MpaError, one_line
 from mpa.parsing import parse_qa
 from mpa.records import Annotation, JsonlLog, StageRun
-from mpa.tasks import Task
+from mpa.tasks import Task, max_answer_words_for
 from mpa.ui import progress_bar, summary_table
 from mpa.vlm.base import VLM, GenParams, VLMRequest
 
@@ -235,8 +235,9 @@ def annotate(
     shard_t = parse_shard(shard) if isinstance(shard, str) else shard
     uris = select_shard(all_uris, shard_t) if shard_t else all_uris
     uri_set = set(uris)
-    max_words = cfg.max_answer_words or task.max_answer_words
-    params = GenParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
+    max_words = max_answer_words_for(task, cfg.max_answer_words)
+    params = GenParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                       top_k=cfg.top_k, repetition_penalty=cfg.repetition_penalty)
     k = cfg.qa_per_image
     mp_, minp = pixel_cap(teacher, max_pixels)
     prefetch = ImagePrefetcher(preprocess_workers, mp_, minp)
@@ -354,7 +355,7 @@ def record_id(uri: str, sha: str, k: int) -> str:
 
 
 def _records_for_image(
-    uri: str, sha: str, texts: list[str], task: Task, teacher: VLM, max_words: int, dedupe: bool
+    uri: str, sha: str, texts: list[str], task: Task, teacher: VLM, max_words: int | None, dedupe: bool
 ) -> list[Annotation]:
     seen: set[str] = set()
     out = []

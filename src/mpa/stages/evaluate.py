@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -91,18 +92,26 @@ def evaluate(
     max_new_tokens: int = 16,
     answer_instruction: str = ANSWER_INSTRUCTION,
     label: str = "evaluate",
+    answer_prompt: Callable[[str], str] | None = None,
+    metric: str = "official",
     force: bool = False,
 ) -> dict:
-    """Answer every sample (resumable ``{question_id, answer}`` jsonl, keyed by the model: see
-    :func:`answer_all`), then score it."""
+    """Answer every sample (resumable ``{question_id, answer}`` jsonl, keyed by the model and the prompts:
+    see :func:`answer_all`), then score it.
+
+    ``answer_prompt`` (e.g. ``task.answer_prompt`` of the run's prompt set) turns a question into
+    the prompt; without it the question and ``answer_instruction`` are joined by a newline.
+    ``metric`` is the headline score (``official`` or ``contains``); both are always in the result.
+    """
     from mpa.data.benchmarks import score_predictions
 
     start = time.perf_counter()
     check_images_exist(samples)
-    items = [(s.question_id, s.image, f"{s.question.strip()}\n{answer_instruction}") for s in samples]
+    prompt = answer_prompt or (lambda q: f"{q.strip()}\n{answer_instruction}")
+    items = [(s.question_id, s.image, prompt(s.question)) for s in samples]
     predictions = answer_all(model, items, predictions_path, id_key="question_id", batch_size=batch_size,
                              max_new_tokens=max_new_tokens, label=label, force=force)
-    result = score_predictions(benchmark, samples, predictions)
+    result = score_predictions(benchmark, samples, predictions, metric=metric)
     result["seconds"] = time.perf_counter() - start
     result["model"] = model.model_id
     return result
@@ -131,7 +140,10 @@ def evaluate_with_config(
     label: str = "evaluate",
 ) -> dict:
     """Evaluate with every setting taken from a run config: ``model`` (default: the run's student) on the
-    run's benchmark. ``vlm`` reuses an already loaded model (not closed here); ``samples`` a loaded benchmark."""
+    run's benchmark, asked with the task's answer prompt (``task.prompts``), headline ``evaluate.metric``.
+    ``vlm`` reuses an already loaded model (not closed here); ``samples`` a loaded benchmark."""
+    from mpa.config import task_for
+
     samples = samples if samples is not None else benchmark_samples(cfg)
     if samples is None:
         raise ValueError("nothing to evaluate on: set evaluate.benchmark and evaluate.annotations")
@@ -144,7 +156,8 @@ def evaluate_with_config(
     try:
         return evaluate(model=vlm, benchmark=cfg.evaluate.benchmark, samples=samples,
                         predictions_path=predictions_path, batch_size=mc.batch_size,
-                        max_new_tokens=cfg.evaluate.max_new_tokens, label=label, force=cfg.force)
+                        max_new_tokens=cfg.evaluate.max_new_tokens, label=label,
+                        answer_prompt=task_for(cfg).answer_prompt, metric=cfg.evaluate.metric, force=cfg.force)
     finally:
         if own:
             vlm.close()

@@ -27,7 +27,7 @@ from mpa.records import (
     write_json_atomic,
     write_jsonl_atomic,
 )
-from mpa.tasks import Task
+from mpa.tasks import Task, resolve_match_rule
 from mpa.ui import progress_bar, summary_table
 from mpa.vlm.base import VLM, GenParams, VLMRequest
 
@@ -144,13 +144,14 @@ def identify(
     anns = read_records(annotations_path, Annotation)
     parsed = [a for a in anns if a.parse_ok]
     params = GenParams(max_new_tokens=cfg.max_new_tokens, temperature=0.0)
-    settings = {"task": task.name, "prompt_version": task.prompt_version,
+    rule = resolve_match_rule(task, cfg.match)
+    settings = {"task": task.name, "match_rule": rule, "prompt_version": task.prompt_version,
                 "answer_prompt": text_digest(task.answer_prompt("{question}")),
                 "identify": cfg.model_dump(mode="json"), "teacher": model_identity(teacher),
                 "student": model_identity(student)}
     with StageRun(out_dir, "identify", settings=settings, inputs={"annotations": annotations_path}, force=force,
                   partial_inputs=partial) as run:
-        summary = _identify(anns, parsed, teacher, student, task, cfg, out_dir, params, teacher_batch_size,
+        summary = _identify(anns, parsed, teacher, student, task, cfg, rule, out_dir, params, teacher_batch_size,
                             student_batch_size, cache, preprocess_workers, start)
         run.finish([out_dir / "audit.jsonl", out_dir / "parity.jsonl"])
     if show:
@@ -159,7 +160,7 @@ def identify(
 
 
 def _identify(anns: list[Annotation], parsed: list[Annotation], teacher: ModelSource, student: ModelSource,
-              task: Task, cfg: IdentifyConfig, out_dir: Path, params: GenParams, teacher_batch_size: int,
+              task: Task, cfg: IdentifyConfig, rule: str, out_dir: Path, params: GenParams, teacher_batch_size: int,
               student_batch_size: int, cache: ResultCache | None, preprocess_workers: int,
               start: float) -> IdentifySummary:
     from mpa.stages.annotate import BAD_INPUT_PREFIXES
@@ -167,7 +168,7 @@ def _identify(anns: list[Annotation], parsed: list[Annotation], teacher: ModelSo
     def e(pred: str | None, ref: str | None) -> bool:
         if pred is None or ref is None:
             return False
-        return match(cfg.match, pred, ref, anls_threshold=cfg.anls_threshold, tolerance=cfg.relaxed_tolerance)
+        return match(rule, pred, ref, anls_threshold=cfg.anls_threshold, tolerance=cfg.relaxed_tolerance)
 
     counters: dict = {}
     t_rec = _answer_pass("teacher", teacher, parsed, task, params, teacher_batch_size,
@@ -223,7 +224,7 @@ def _identify(anns: list[Annotation], parsed: list[Annotation], teacher: ModelSo
         k_over_n=k / n_images if n_images else 0.0,
         student_calls=len(ask_student),
         student_calls_saved=len(parsed) - len(ask_student),
-        match_rule=cfg.match,
+        match_rule=rule,
         seconds=time.perf_counter() - start,
         cache_hits=counters.get("cache_hits", 0),
         generated=counters.get("generated", 0),

@@ -36,8 +36,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mpa import storage
+from mpa.config import match_rule_for
 from mpa.errors import MpaError, one_line
 from mpa.provenance import code_revision
+from mpa.redact import is_secret_key, redact, redact_text
 
 if TYPE_CHECKING:
     from mpa.config import RunConfig
@@ -45,8 +47,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STATE_FILE = "mlflow_run.json"
-SECRET_WORDS = ("secret", "password", "passwd", "token", "apikey", "credential", "credentials", "private")
-SECRET_SUFFIXES = ("api_key", "access_key", "access_key_id", "private_key", "auth", "authorization")
 CHAMPION, CHALLENGER = "champion", "challenger"
 
 
@@ -82,7 +82,7 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
         requests.get(uri.rstrip("/") + "/health", timeout=timeout_s)
     except requests.RequestException as exc:
         raise TrackingUnavailable(
-            f"MLflow tracking server {uri} is unreachable ({type(exc).__name__}); start it "
+            f"MLflow tracking server {redact_text(uri)} is unreachable ({type(exc).__name__}); start it "
             "(scripts/services.sh up), fix MLFLOW_TRACKING_URI / tracking.uri, or unset both to track in "
             "the embedded store inside the run directory") from exc
 
@@ -187,16 +187,8 @@ def _quiet_mlflow() -> None:
 
 
 # ----------------------------------------------------------------------------- params and tags
-def is_secret_key(key: str) -> bool:
-    """Whether a config key names a secret (``api_key``, ``secret_access_key``; not ``max_new_tokens``)."""
-    k = key.lower().replace("-", "_")
-    if k.endswith("_env"):  # the *name* of an environment variable holding a secret
-        return False
-    return any(w in SECRET_WORDS for w in k.split("_")) or k.endswith(SECRET_SUFFIXES)
-
-
 def flatten_params(data: dict, prefix: str = "") -> dict[str, str]:
-    """Flatten a config dump to ``a.b.c -> str``; drop secrets (by key name, or masked values)."""
+    """Flatten a config dump to ``a.b.c -> str``: secret keys left out, secrets inside values redacted."""
     out: dict[str, str] = {}
     for key, value in data.items():
         full = f"{prefix}{key}"
@@ -205,11 +197,14 @@ def flatten_params(data: dict, prefix: str = "") -> dict[str, str]:
         if isinstance(value, dict) and value:
             out.update(flatten_params(value, full + "."))
         else:
-            text = json.dumps(value) if isinstance(value, list | dict) else str(value)
-            if text.startswith("**********"):
-                continue  # a pydantic SecretStr
+            text = json.dumps(redact(value)) if isinstance(value, list | dict) else redact_text(str(value))
             out[full[:250]] = text[:6000]
     return out
+
+
+def safe_tags(tags: dict[str, str]) -> dict[str, str]:
+    """Tags fit to log: secret keys left out, secrets inside values redacted."""
+    return {k: redact_text(str(v)) for k, v in tags.items() if not is_secret_key(k)}
 
 
 def default_model_name(cfg: RunConfig) -> str:
@@ -265,7 +260,8 @@ class Tracker:
             self.state = json.loads(state_path.read_text())
         c = self.client
         exp_id = self._experiment_id()
-        run_id = self.state.get("run_id") if self.state.get("tracking_uri") == self.uri else None
+        shown_uri = redact_text(self.uri)  # the state file lies in the run directory: no credentials in it
+        run_id = self.state.get("run_id") if self.state.get("tracking_uri") == shown_uri else None
         if run_id:
             try:
                 c.get_run(run_id)
@@ -274,7 +270,7 @@ class Tracker:
                 log.warning("cannot resume MLflow run %s (%s); starting a new one", run_id, exc)
                 run_id = None
         if not run_id:
-            self.state = {"tracking_uri": self.uri, "logged": []}
+            self.state = {"tracking_uri": shown_uri, "logged": []}
             run = c.create_run(exp_id, run_name=self.cfg.tracking.run_name or Path(self.out.rstrip("/")).name,
                                tags=self._tags())
             run_id = run.info.run_id
@@ -301,7 +297,8 @@ class Tracker:
     def _tags(self) -> dict[str, str]:
         cfg = self.cfg
         tags = {"mpa.task": cfg.task.name, "mpa.teacher": cfg.teacher.model, "mpa.student": cfg.student.model,
-                "mpa.match_rule": cfg.identify.match, "mpa.out": self.out, **cfg.tracking.tags}
+                "mpa.match_rule": match_rule_for(cfg), "mpa.preset": cfg.preset, "mpa.out": self.out,
+                **cfg.tracking.tags}
         rev = code_revision()
         if rev:
             tags["mlflow.source.git.commit"] = rev
@@ -309,7 +306,7 @@ class Tracker:
         kfp = cfg.tracking.kfp_run_id or os.environ.get("KFP_RUN_ID")
         if kfp:
             tags["kfp.run_id"] = kfp
-        return tags
+        return safe_tags(tags)
 
     def _log_params(self) -> None:
         from mlflow.entities import Param
@@ -445,6 +442,7 @@ class Tracker:
                 self.client.log_table(self.run_id, data=table, artifact_file="tables/parity_samples.json")
 
     def log_eval(self, label: str, result: dict, seconds: float) -> None:
+        """``eval/<bench>/<metric>_<label>``: the headline score, its splits, and both score columns."""
         key = f"eval_{label}"
         if self.done(key):
             return
@@ -453,6 +451,8 @@ class Tracker:
              f"throughput/eval_{label}_samples_per_s": result["n"] / seconds if seconds > 0 else None}
         for split, value in (result.get("by_split") or {}).items():
             m[f"eval/{bench}/{metric}_{split}_{label}"] = value
+        for name, value in _score_columns(result).items():  # the official score and `contains`, side by side
+            m[f"eval/{bench}/{name}_{label}"] = value
         self.log_metrics(m)
         self.mark(key)
 
@@ -461,6 +461,10 @@ class Tracker:
         m = {f"eval/{bench}/{metric}_delta": after["score"] - before["score"]}
         for split, value in (after.get("by_split") or {}).items():
             m[f"eval/{bench}/{metric}_{split}_delta"] = value - (before.get("by_split") or {}).get(split, 0.0)
+        cols_before = _score_columns(before)
+        for name, value in _score_columns(after).items():
+            if name in cols_before:
+                m[f"eval/{bench}/{name}_delta"] = value - cols_before[name]
         self.log_metrics(m)
         self._log_chart(bench, metric, before, after)
 
@@ -554,7 +558,7 @@ def before_after_chart(title: str, before: float, after: float) -> Any:
 
 def lineage_tags(cfg: RunConfig, summary: dict, run_id: str | None) -> dict[str, str]:
     tags = {"mpa.teacher": cfg.teacher.model, "mpa.base_student": cfg.student.model, "mpa.task": cfg.task.name,
-            "mpa.match_rule": cfg.identify.match, "mpa.out": str(summary.get("out", cfg.out))}
+            "mpa.match_rule": match_rule_for(cfg), "mpa.out": str(summary.get("out", cfg.out))}
     if run_id:
         tags["mpa.pipeline_run"] = run_id
     if "identify" in summary:
@@ -566,7 +570,7 @@ def lineage_tags(cfg: RunConfig, summary: dict, run_id: str | None) -> dict[str,
     rev = code_revision()
     if rev:
         tags["mpa.git_revision"] = rev
-    return tags
+    return safe_tags(tags)
 
 
 def register_version(c: Any, name: str, source: str, run_id: str | None, tags: dict[str, str],
@@ -720,3 +724,13 @@ def download_model(ref: str, tracking_uri: str | None = None, dst: str | Path | 
             return nested[0]
         raise TrackingError(f"{ref} is not a Hugging Face checkpoint (no config.json in it)")
     return path
+
+
+def _score_columns(result: dict) -> dict[str, float]:
+    """An evaluation result's score columns by metric name: the official one and ``contains``."""
+    cols = {}
+    if result.get("official_metric") and result.get("official") is not None:
+        cols[str(result["official_metric"])] = float(result["official"])
+    if result.get("contains") is not None:
+        cols["contains"] = float(result["contains"])
+    return cols

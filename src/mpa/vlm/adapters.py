@@ -51,6 +51,10 @@ class Adapter:
     #: ``generate`` returns prompt + new tokens (transformers' convention); remote code may not.
     generate_returns_prompt = True
 
+    def preset_for(self, config: dict[str, Any]) -> Preset:
+        """The paper's PL preset for this checkpoint (``config``: its config.json as a dict)."""
+        return self.preset
+
     # --- prompts --------------------------------------------------------------------------
 
     def messages(self, prompt: str) -> list[dict]:
@@ -287,6 +291,21 @@ class LlavaAdapter(SentinelAdapter):
         return super()._affixes(processor)
 
 
+#: InternVL2-4B (its language model is Phi-3-mini): batch 6, not 16 (paper Table 11).
+INTERNVL2_4B_PRESET = Preset(6, 4e-5)
+
+
+def uses_phi3(config: dict[str, Any]) -> bool:
+    """Is the language model of this InternVL checkpoint Phi-3 (InternVL2-4B)?"""
+    if config.get("template") == "phi3-chat":
+        return True
+    for key in ("llm_config", "text_config"):
+        sub = config.get(key) or {}
+        if sub.get("model_type") == "phi3" or "Phi3ForCausalLM" in (sub.get("architectures") or []):
+            return True
+    return False
+
+
 class InternVLAdapter(SentinelAdapter):
     """InternVL, transformers-native (``-hf`` checkpoints): ``<img><IMG_CONTEXT>…</img>`` tiles."""
 
@@ -294,6 +313,9 @@ class InternVLAdapter(SentinelAdapter):
     model_types = ("internvl",)
     processor_classes = ("InternVLProcessor",)
     preset = Preset(16, 4e-5)
+
+    def preset_for(self, config: dict[str, Any]) -> Preset:
+        return INTERNVL2_4B_PRESET if uses_phi3(config) else self.preset
 
 
 class InternVL2RemoteAdapter(SentinelAdapter):
@@ -310,6 +332,9 @@ class InternVL2RemoteAdapter(SentinelAdapter):
     preset = Preset(16, 4e-5)
     needs_remote_code = True
     generate_returns_prompt = False
+
+    def preset_for(self, config: dict[str, Any]) -> Preset:
+        return INTERNVL2_4B_PRESET if uses_phi3(config) else self.preset
 
     def encode_for_generation(self, processor: Any, images: list, prompts: list[str]) -> Any:
         batch = super().encode_for_generation(processor, images, prompts)
@@ -334,10 +359,16 @@ DEFAULT_ADAPTER = Adapter()
 #: Model types that only load with ``trust_remote_code`` (the loader refuses them otherwise).
 REMOTE_CODE_MODEL_TYPES = frozenset(t for a in ADAPTERS if a.needs_remote_code for t in a.model_types)
 
-#: The paper's PL presets per model type (batch size, learning rate); InternVL2-4B uses batch 6.
+#: The paper's PL presets per model type (batch size, learning rate). One model type can hold several
+#: sizes: InternVL2-4B (Phi-3 language model) trains with batch 6 — :func:`preset_for_config` knows.
 PRESETS: dict[str, tuple[int, float]] = {
     t: (a.preset.batch_size, a.preset.learning_rate) for a in ADAPTERS for t in a.model_types
 }
+
+
+def preset_for_config(config: dict[str, Any]) -> Preset:
+    """The paper's PL preset for a checkpoint, from its config.json (as a dict)."""
+    return adapter_for_model_type(config.get("model_type")).preset_for(config)
 
 
 def adapter_for_model_type(model_type: str | None) -> Adapter:

@@ -10,16 +10,42 @@ from PIL import Image
 
 @dataclass(frozen=True)
 class GenParams:
-    """Decoding parameters; ``temperature == 0`` means greedy."""
+    """Every decoding setting, explicit; each backend applies all of them and nothing else.
+
+    ``temperature == 0`` means greedy (then ``top_p``/``top_k`` play no part). ``top_k == 0`` and
+    ``top_p == 1`` switch those filters off, ``repetition_penalty == 1`` switches the penalty off
+    (the CTRL-style penalty of transformers and vLLM: logits of already generated or prompt
+    tokens are divided by it when positive, multiplied when negative). A model's own
+    ``generation_config.json`` never adds to these: the hf backend neutralizes it and vLLM is given
+    complete sampling parameters, so one config decodes the same on every backend.
+    """
 
     max_new_tokens: int = 32
     temperature: float = 0.0
     top_p: float = 1.0
+    top_k: int = 0
+    repetition_penalty: float = 1.0
     seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0: off), got {self.top_k}")
+        if self.repetition_penalty <= 0:
+            raise ValueError(f"repetition_penalty must be > 0 (1.0: off), got {self.repetition_penalty}")
 
     @property
     def greedy(self) -> bool:
         return self.temperature <= 0.0
+
+    @property
+    def penalized(self) -> bool:
+        return self.repetition_penalty != 1.0
 
 
 @dataclass

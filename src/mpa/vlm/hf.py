@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -229,6 +231,50 @@ def encode_for_training(
     return adapter_for(processor).encode_for_training(processor, images, prompts, answers)
 
 
+# what a checkpoint's generation_config.json may keep: which tokens end or pad a sequence
+_TOKEN_ID_FIELDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
+
+
+def generate_kwargs(params: GenParams) -> dict[str, Any]:
+    """``model.generate`` arguments for one decoding setting, every knob explicit.
+
+    Greedy passes no sampling knob (none applies); sampling passes temperature, top_p and top_k
+    (``0``: off — transformers' own default would be 50). Run under
+    :func:`neutral_generation_config`, nothing else reaches the logits.
+    """
+    kw: dict[str, Any] = {"max_new_tokens": params.max_new_tokens, "do_sample": not params.greedy,
+                          "num_beams": 1, "repetition_penalty": params.repetition_penalty}
+    if not params.greedy:
+        kw.update(temperature=params.temperature, top_p=params.top_p, top_k=params.top_k)
+    return kw
+
+
+@contextmanager
+def neutral_generation_config(model: Any) -> Iterator[None]:
+    """Hide a checkpoint's decoding defaults (``generation_config.json``) for one ``generate`` call.
+
+    transformers fills every ``generate`` argument left unset from the model's generation config
+    (Qwen2-VL-Instruct's ships ``do_sample``, ``top_k``, ``top_p``, ``temperature`` and a
+    ``repetition_penalty``), while vLLM's offline engine, given complete sampling parameters, uses
+    none of them. Swapping in a config that keeps only the token ids (on every sub-model that
+    generates, e.g. InternVL2's inner language model) makes :func:`generate_kwargs` the whole story.
+    """
+    from transformers import GenerationConfig
+
+    swapped: list[tuple[Any, Any]] = []
+    for module in model.modules():
+        gc = getattr(module, "generation_config", None)
+        if isinstance(gc, GenerationConfig):
+            ids = {k: getattr(gc, k) for k in _TOKEN_ID_FIELDS if getattr(gc, k, None) is not None}
+            swapped.append((module, gc))
+            module.generation_config = GenerationConfig(**ids)
+    try:
+        yield
+    finally:
+        for module, gc in swapped:
+            module.generation_config = gc
+
+
 class HFVLM(VLM):
     """A transformers model answering batches with left padding (the trainable backend)."""
 
@@ -254,16 +300,13 @@ class HFVLM(VLM):
         batch = adapter.encode_for_generation(
             self.processor, [r.image for r in requests], [r.prompt for r in requests]
         ).to(self.model.device)
-        gen_kwargs: dict[str, Any] = {"max_new_tokens": params.max_new_tokens, "do_sample": not params.greedy}
-        if not params.greedy:
-            gen_kwargs.update(temperature=params.temperature, top_p=params.top_p)
-            if params.seed is not None:
-                torch.manual_seed(params.seed)
-        else:
-            gen_kwargs.update(temperature=None, top_p=None, top_k=None)
+        gen_kwargs = generate_kwargs(params)
+        if not params.greedy and params.seed is not None:
+            torch.manual_seed(params.seed)
         gen_kwargs.update(adapter.generate_kwargs(self.processor))
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        out = self.model.generate(**batch, pad_token_id=pad_id, **gen_kwargs)
+        with neutral_generation_config(self.model):
+            out = self.model.generate(**batch, pad_token_id=pad_id, **gen_kwargs)
         new_tokens = out[:, batch["input_ids"].shape[1]:] if adapter.generate_returns_prompt else out
         return adapter.decode(self.processor, new_tokens)
 

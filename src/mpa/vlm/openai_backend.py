@@ -22,6 +22,7 @@ import random
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -29,6 +30,7 @@ from typing import Any
 
 from mpa.config import ModelConfig
 from mpa.errors import MpaError, one_line
+from mpa.redact import redact_text, register_secret
 from mpa.vlm.base import VLM, GenParams, VLMRequest
 
 log = logging.getLogger(__name__)
@@ -74,9 +76,56 @@ def chat_messages(request: VLMRequest, fmt: str = "png", detail: str = "auto") -
     ]
 
 
+def is_loopback_host(host: str | None) -> bool:
+    """``localhost``, ``127.0.0.0/8`` or ``::1``: traffic that never leaves the machine (or the pod)."""
+    import ipaddress
+
+    if not host:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_key_transport(base_url: str, allow_plain_http: bool = False) -> None:
+    """Refuse to send an API key in clear text: plain ``http://`` only to loopback, or when allowed."""
+    parts = urllib.parse.urlsplit(base_url)
+    if parts.scheme == "http" and not allow_plain_http and not is_loopback_host(parts.hostname):
+        raise OpenAIRequestError(
+            f"refusing to send the API key over plain http to {redact_text(base_url)}: use an https:// base_url or "
+            "a loopback address (localhost, 127.0.0.1), or set openai.allow_plain_http: true for an in-cluster "
+            "server reached over a private network"
+        )
+
+
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
     """Exponential back-off with full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
     return rng.uniform(0.0, min(cap, base * (2**attempt)))
+
+
+def sampling_fields(params: GenParams, *, extended: bool) -> dict[str, Any]:
+    """The request's decoding fields, every one explicit (so a server's defaults never fill a gap).
+
+    ``extended``: the endpoint takes ``top_k``/``repetition_penalty``/``min_p`` (vLLM, SGLang); a
+    vLLM server would otherwise take them from the model's ``generation_config.json``. Without it
+    (api.openai.com), a setting the API cannot express is an error, never silently dropped.
+    """
+    fields: dict[str, Any] = {"temperature": 0.0 if params.greedy else params.temperature,
+                              "top_p": 1.0 if params.greedy else params.top_p,
+                              "presence_penalty": 0.0, "frequency_penalty": 0.0}
+    top_k = 0 if params.greedy else params.top_k
+    if extended:
+        fields.update(top_k=top_k or -1, repetition_penalty=params.repetition_penalty, min_p=0.0)
+    elif top_k or params.penalized:
+        raise ValueError(
+            f"this endpoint takes no top_k / repetition_penalty (asked: top_k={top_k}, repetition_penalty="
+            f"{params.repetition_penalty}); set them to 0 / 1.0, or openai.extended_sampling: true for a "
+            "vLLM-style server"
+        )
+    return fields
 
 
 class OpenAIVLM(VLM):
@@ -88,28 +137,38 @@ class OpenAIVLM(VLM):
         self.model_id = cfg.model
         self.served_model = cfg.served_name or cfg.model
         self.url = self.settings.base_url.rstrip("/") + "/chat/completions"
+        self.shown_url = redact_text(self.url)  # what messages and logs name
         self._api_key = os.environ.get(self.settings.api_key_env) or None
         if self._api_key is None and "api.openai.com" in self.settings.base_url:
             raise OpenAIRequestError(
-                f"no API key for {self.settings.base_url}: set the environment variable {self.settings.api_key_env} "
+                f"no API key for {redact_text(self.settings.base_url)}: set the environment variable "
+                f"{self.settings.api_key_env} "
                 "(teacher.openai.api_key_env names it; keys never go in the config file)"
             )
+        if self._api_key is not None:
+            register_secret(self._api_key)  # never shown, even when a server echoes it back
+            check_key_transport(self.settings.base_url, self.settings.allow_plain_http)
         self.usage = Usage()
         self._lock = threading.Lock()
         self._sleep = sleep
         self._rng = random.Random()
 
     # -- one request --------------------------------------------------------------------------
+    @property
+    def extended_sampling(self) -> bool:
+        """Does the endpoint take ``top_k`` and ``repetition_penalty`` (vLLM-style servers)?"""
+        if self.settings.extended_sampling is not None:
+            return self.settings.extended_sampling
+        return "api.openai.com" not in self.settings.base_url
+
     def _body(self, request: VLMRequest, params: GenParams) -> dict:
         s = self.settings
         body: dict[str, Any] = {
             "model": self.served_model,
             "messages": chat_messages(request, s.image_format, s.image_detail),
             "max_tokens": params.max_new_tokens,
-            "temperature": params.temperature if not params.greedy else 0.0,
+            **sampling_fields(params, extended=self.extended_sampling),
         }
-        if not params.greedy:
-            body["top_p"] = params.top_p
         if params.seed is not None and s.send_seed:
             body["seed"] = params.seed
         return body
@@ -125,12 +184,12 @@ class OpenAIVLM(VLM):
         try:
             payload = json.loads(body.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
-            start = one_line(body[:120].decode("utf-8", "replace"), 80)
+            start = one_line(redact_text(body[:120].decode("utf-8", "replace")), 80)
             raise OpenAIRequestError(
-                f"{self.url} answered with a body that is not JSON ({kind}: {start!r}); "
+                f"{self.shown_url} answered with a body that is not JSON ({kind}: {start!r}); "
                 "base_url must be an OpenAI-compatible API root ending in /v1") from None
         if not isinstance(payload, dict):
-            raise OpenAIRequestError(f"{self.url} answered JSON that is not an object; base_url must be an "
+            raise OpenAIRequestError(f"{self.shown_url} answered JSON that is not an object; base_url must be an "
                                      "OpenAI-compatible API root ending in /v1")
         return payload
 
@@ -140,11 +199,11 @@ class OpenAIVLM(VLM):
         if code in (401, 403):
             todo = (f"put a valid key in ${s.api_key_env}" if self._api_key else
                     f"set the environment variable {s.api_key_env} (teacher.openai.api_key_env names it)")
-            return OpenAIRequestError(f"{self.url} refused the API key (HTTP {code}: {detail}); {todo}")
+            return OpenAIRequestError(f"{self.shown_url} refused the API key (HTTP {code}: {detail}); {todo}")
         if code == 404:
-            return OpenAIRequestError(f"{self.url} answered HTTP 404 ({detail}); check base_url (the API root, "
+            return OpenAIRequestError(f"{self.shown_url} answered HTTP 404 ({detail}); check base_url (the API root, "
                                       f"ending in /v1) and the model name {self.served_model!r} (served_name)")
-        return OpenAIRequestError(f"{self.url} refused the request (HTTP {code}: {detail}); check the model name "
+        return OpenAIRequestError(f"{self.shown_url} refused the request (HTTP {code}: {detail}); check the model name "
                                   f"{self.served_model!r} and the teacher.openai settings")
 
     def complete(self, request: VLMRequest, params: GenParams) -> str:
@@ -158,7 +217,7 @@ class OpenAIVLM(VLM):
             try:
                 payload = self._post(data)
             except urllib.error.HTTPError as exc:
-                detail = one_line(exc.read().decode("utf-8", "replace"), 200) or "no body"
+                detail = one_line(redact_text(exc.read().decode("utf-8", "replace")), 200) or "no body"
                 if exc.code not in RETRY_STATUS:
                     with self._lock:
                         self.usage.failures += 1
@@ -179,7 +238,7 @@ class OpenAIVLM(VLM):
                 if isinstance(exc, TimeoutError) or isinstance(reason, TimeoutError):
                     last = f"no answer within timeout_s={s.timeout_s:g} s"
                 else:
-                    last = one_line(f"{type(exc).__name__}: {reason}", 200)
+                    last = one_line(redact_text(f"{type(exc).__name__}: {reason}"), 200)
             else:
                 self._account(payload, time.perf_counter() - t)
                 try:
@@ -191,7 +250,7 @@ class OpenAIVLM(VLM):
                     with self._lock:
                         self.usage.failures += 1
                     raise OpenAIRequestError(
-                        f"{self.url} answered without choices[0].message.content (top-level keys: "
+                        f"{self.shown_url} answered without choices[0].message.content (top-level keys: "
                         f"{', '.join(sorted(map(str, payload))) or 'none'}); base_url must be an OpenAI-compatible "
                         "chat-completions API") from None
             if attempt == s.max_retries:
@@ -201,12 +260,12 @@ class OpenAIVLM(VLM):
                 delay = max(delay, min(retry_after, s.backoff_max_s))
             with self._lock:
                 self.usage.retries += 1
-            log.warning("%s: %s; retry %d/%d in %.2fs", self.url, last, attempt + 1, s.max_retries, delay)
+            log.warning("%s: %s; retry %d/%d in %.2fs", self.shown_url, last, attempt + 1, s.max_retries, delay)
             self._sleep(delay)
         with self._lock:
             self.usage.failures += 1
         raise OpenAIRequestError(
-            f"{self.url} failed after {s.max_retries + 1} attempts (last: {last}); check that the server is up "
+            f"{self.shown_url} failed after {s.max_retries + 1} attempts (last: {last}); check that the server is up "
             "and healthy, or raise teacher.openai.max_retries / timeout_s — re-running resumes where it stopped"
         )
 
@@ -241,7 +300,7 @@ class OpenAIVLM(VLM):
             return list(pool.map(self.complete, requests, per))
 
     def usage_summary(self) -> dict[str, Any]:
-        return {"endpoint": self.settings.base_url, "model": self.served_model, **asdict(self.usage)}
+        return {"endpoint": redact_text(self.settings.base_url), "model": self.served_model, **asdict(self.usage)}
 
     def close(self) -> None:
         if self.usage.requests:

