@@ -217,7 +217,7 @@ class OpenAIVLM(VLM):
             try:
                 payload = self._post(data)
             except urllib.error.HTTPError as exc:
-                detail = one_line(redact_text(exc.read().decode("utf-8", "replace")), 200) or "no body"
+                detail = one_line(redact_text(exc.read().decode("utf-8", "replace")), 500) or "no body"
                 if exc.code not in RETRY_STATUS:
                     with self._lock:
                         self.usage.failures += 1
