@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mpa.errors import MpaError, one_line
+
 SCHEMA = "CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, value TEXT NOT NULL, created REAL NOT NULL)"
 
 
@@ -49,16 +51,39 @@ def text_digest(text: str) -> str:
 
 
 def model_identity(vlm: Any) -> dict[str, Any]:
-    """Model id and revision of a loaded VLM (plus the served name for API backends)."""
-    cfg = getattr(vlm, "cfg", None)
-    ident: dict[str, Any] = {"model": getattr(vlm, "model_id", str(vlm))}
-    if cfg is not None:
-        ident["revision"] = cfg.revision
-        ident["backend"] = cfg.backend
-        if cfg.backend == "openai":
-            ident["served"] = cfg.served_name or cfg.model
-            ident["base_url"] = cfg.openai.base_url
+    """What makes a model's answers what they are: id and revision, backend (served name and endpoint for
+    API backends) and, for a local checkpoint directory, a digest of its files — a checkpoint retrained
+    in place under the same path is another model.
+
+    ``vlm`` is a loaded VLM, a :class:`~mpa.config.ModelConfig`, or anything holding one as ``cfg`` (a
+    lazy loader): all three give the same identity, without loading the model.
+    """
+    from mpa.config import ModelConfig
+
+    cfg = vlm if isinstance(vlm, ModelConfig) else getattr(vlm, "cfg", None)
+    if cfg is None:  # a bare VLM, or a function that loads one: its name (an object's repr changes per process)
+        return {"model": getattr(vlm, "model_id", None) or getattr(vlm, "__qualname__", type(vlm).__name__)}
+    ident: dict[str, Any] = {"model": cfg.model, "revision": cfg.revision, "backend": cfg.backend}
+    if cfg.backend == "openai":
+        ident["served"] = cfg.served_name or cfg.model
+        ident["base_url"] = cfg.openai.base_url
+    elif Path(cfg.model).expanduser().is_dir():
+        from mpa.records import path_digest
+
+        ident["checkpoint"] = path_digest(Path(cfg.model).expanduser())
     return ident
+
+
+class CacheError(MpaError, ValueError):
+    """The result-cache database cannot be used."""
+
+
+def _unusable(path: Path, exc: Exception) -> CacheError:
+    if "locked" in str(exc):
+        return CacheError(f"result cache {path} stayed locked by another process for 60 s; wait for it, or give "
+                          "this run its own cache.dir")
+    return CacheError(f"result cache {path} cannot be used ({one_line(str(exc), 120)}): it only holds model answers "
+                      "that can be recomputed — delete it, point cache.dir elsewhere, or set cache.enabled=false")
 
 
 class ResultCache:
@@ -71,29 +96,39 @@ class ResultCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.stats = CacheStats()
-        self._db = sqlite3.connect(str(path), timeout=60.0, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(SCHEMA)
-        self._db.commit()
+        try:
+            self._db = sqlite3.connect(str(path), timeout=60.0, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(SCHEMA)
+            self._db.execute("SELECT key, value, created FROM results LIMIT 1").fetchall()
+            self._db.commit()
+        except sqlite3.Error as exc:
+            raise _unusable(path, exc) from exc
 
     def get_many(self, keys: list[str]) -> dict[str, str]:
         found: dict[str, str] = {}
-        for i in range(0, len(keys), 500):
-            part = keys[i : i + 500]
-            q = f"SELECT key, value FROM results WHERE key IN ({','.join('?' * len(part))})"
-            found.update(dict(self._db.execute(q, part).fetchall()))
+        try:
+            for i in range(0, len(keys), 500):
+                part = keys[i : i + 500]
+                q = f"SELECT key, value FROM results WHERE key IN ({','.join('?' * len(part))})"
+                found.update(dict(self._db.execute(q, part).fetchall()))
+        except sqlite3.Error as exc:
+            raise _unusable(self.path, exc) from exc
         return found
 
     def put_many(self, items: dict[str, str]) -> None:
         if not items:
             return
         now = time.time()
-        with self._db:
-            self._db.executemany(
-                "INSERT OR REPLACE INTO results (key, value, created) VALUES (?, ?, ?)",
-                [(k, v, now) for k, v in items.items()],
-            )
+        try:
+            with self._db:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO results (key, value, created) VALUES (?, ?, ?)",
+                    [(k, v, now) for k, v in items.items()],
+                )
+        except sqlite3.Error as exc:
+            raise _unusable(self.path, exc) from exc
         self.stats.writes += len(items)
 
     def __len__(self) -> int:

@@ -348,9 +348,10 @@ class StorageConfig(_Strict):
     profile: str | None = None
     access_key_id: SecretStr | None = None
     secret_access_key: SecretStr | None = None
-    max_attempts: int | None = Field(None, ge=1, description="per call, with backoff; default $AWS_MAX_ATTEMPTS or 5")
+    max_attempts: int | None = Field(None, ge=1, description="per call, with backoff; default $AWS_MAX_ATTEMPTS or 3")
     connect_timeout_s: float = Field(5.0, gt=0)
-    read_timeout_s: float = Field(60.0, gt=0)
+    read_timeout_s: float = Field(
+        10.0, gt=0, description="per socket read; a hung endpoint fails after max_attempts x this (~30 s)")
     multipart_threshold_mb: int = Field(64, ge=5)
     multipart_chunk_mb: int = Field(16, ge=5)
     verify: bool = True
@@ -420,6 +421,12 @@ class RunConfig(_Strict):
     seed: int = 0
     rounds: int = Field(1, ge=1, le=20, description="PI → PL rounds over the same PA pool (1: the paper's MPA)")
     iterate: IterateConfig = Field(default_factory=IterateConfig)
+    force: bool = Field(
+        False, description="redo a stage whose output was made with other inputs or settings (discarding that "
+        "output) instead of refusing")
+    allow_partial: bool = Field(
+        False, description="let a stage read an unfinished earlier output (e.g. annotate stopped after 350 of "
+        "1,200 images) instead of refusing")
 
     @model_validator(mode="before")
     @classmethod

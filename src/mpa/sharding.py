@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mpa import storage
-from mpa.records import read_jsonl, write_json_atomic, write_jsonl_atomic
+from mpa.records import StageMark, path_digest, read_jsonl, write_json_atomic, write_jsonl_atomic, write_mark
 
 
 class ShardSpecError(ValueError):
@@ -164,6 +164,10 @@ def merge_shards(out: str | Path, n: int, expected: list[str], *, strict: bool =
     report.n_records = len(records)
     if report.complete or not strict:
         write_jsonl_atomic(out / "annotations.jsonl", records)
+        # an incomplete merge (--allow-missing) is marked so: identify refuses it unless allowed
+        write_mark(out / "annotations.jsonl", StageMark(
+            stage="merge-shards", settings={}, inputs={}, complete=report.complete,
+            outputs={"annotations.jsonl": path_digest(out / "annotations.jsonl")}))
         if have_pi and audits:
             audits.sort(key=lambda r: (order.get(r["image"], len(order)), r.get("k", 0)))
             write_jsonl_atomic(out / "pi" / "audit.jsonl", audits)

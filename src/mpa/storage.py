@@ -9,7 +9,10 @@ S3 settings come from the standard environment (``AWS_ENDPOINT_URL`` or
 Robustness:
 
 - retries with exponential backoff and jitter on throttling (``SlowDown``, 429) and 5xx, and on
-  dropped connections (botocore's *standard* retry mode, ``max_attempts`` per call);
+  dropped connections (botocore's *standard* retry mode, ``max_attempts`` per call, default 3);
+- bounded waits: a connect timeout (5 s) and a read timeout (10 s) per attempt, so an endpoint that
+  is down, or accepts connections and never answers, fails one call within ~35 s with a
+  :class:`StorageUnavailable` naming it (and the run resumes once it is back);
 - uploads go through the transfer manager (multipart above ``multipart_threshold_mb``) and are
   verified: size and ETag (plain MD5, or the multipart MD5-of-MD5s) against the local file; every
   object carries its sha256 in metadata, which downloads check;
@@ -31,6 +34,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from mpa.errors import MpaError
 from mpa.redact import redact_text
 
 T = TypeVar("T")
@@ -39,7 +43,7 @@ SHA_META = "sha256"
 
 
 # ----------------------------------------------------------------------------- errors
-class StorageError(ValueError):
+class StorageError(MpaError, ValueError):
     """An object-store operation that failed; the message names the URI and what to do."""
 
 
@@ -98,7 +102,7 @@ class S3Settings:
     secret_access_key: str | None = None
     max_attempts: int | None = None
     connect_timeout_s: float = 5.0
-    read_timeout_s: float = 60.0
+    read_timeout_s: float = 10.0
     multipart_threshold_mb: int = 64
     multipart_chunk_mb: int = 16
     max_concurrency: int = 4
@@ -131,12 +135,19 @@ def _where() -> str:
     return redact_text(endpoint_url() or "AWS S3 (no AWS_ENDPOINT_URL set)")
 
 
+DEFAULT_ATTEMPTS = 3
+
+
+def _attempts() -> int:
+    env = os.environ.get("AWS_MAX_ATTEMPTS")
+    return _settings.max_attempts or (int(env) if env and env.isdigit() else DEFAULT_ATTEMPTS)
+
+
 def s3_client() -> Any:
     """A boto3 S3 client for the current settings (cached; boto3 clients are thread-safe)."""
     s = _settings
     ep = endpoint_url()
-    env_attempts = os.environ.get("AWS_MAX_ATTEMPTS")
-    attempts = s.max_attempts or (int(env_attempts) if env_attempts else 5)
+    attempts = _attempts()
     region = s.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     key = (ep, region, s.profile, s.access_key_id, s.secret_access_key, attempts, s.connect_timeout_s,
            s.read_timeout_s, os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY"))
@@ -154,7 +165,8 @@ def s3_client() -> Any:
                 aws_access_key_id=s.access_key_id,
                 aws_secret_access_key=s.secret_access_key,
                 config=Config(
-                    retries={"max_attempts": attempts, "mode": "standard"},
+                    # total attempts, the first included (botocore's "max_attempts" would be retries: one more)
+                    retries={"total_max_attempts": attempts, "mode": "standard"},
                     connect_timeout=s.connect_timeout_s,
                     read_timeout=s.read_timeout_s,
                     s3={"addressing_style": "path"} if ep else None,
@@ -210,25 +222,40 @@ _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 
 def translate(exc: BaseException, uri: str, action: str) -> BaseException:
     """Turn a botocore error into a :class:`StorageError` naming ``uri`` and what to do."""
+    from boto3.exceptions import RetriesExceededError
     from botocore.exceptions import (
+        BotoCoreError,
         ClientError,
         ConnectionClosedError,
         ConnectTimeoutError,
         EndpointConnectionError,
+        IncompleteReadError,
         NoCredentialsError,
         ReadTimeoutError,
+        ResponseStreamingError,
     )
 
     where = _where()
+    resume = "then re-run the same command — finished work is kept and the run resumes"
     if isinstance(exc, StorageError):
         return exc
+    if isinstance(exc, RetriesExceededError) and exc.last_exception is not None:
+        return translate(exc.last_exception, uri, action)  # the transfer manager's own download retries
     if isinstance(exc, NoCredentialsError):
         return AccessDenied(f"cannot {action} {uri}: no S3 credentials found; set AWS_ACCESS_KEY_ID and "
                             "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, or storage.* in the config)")
-    if isinstance(exc, EndpointConnectionError | ConnectTimeoutError | ConnectionClosedError | ReadTimeoutError):
+    if isinstance(exc, ReadTimeoutError):
+        return StorageUnavailable(
+            f"cannot {action} {uri}: the object server at {where} accepted the connection but did not answer "
+            f"within {_settings.read_timeout_s:g} s ({_attempts()} attempts); check that it is healthy (or raise "
+            f"storage.read_timeout_s), {resume}")
+    if isinstance(exc, EndpointConnectionError | ConnectTimeoutError | ConnectionClosedError):
         return StorageUnavailable(
             f"cannot {action} {uri}: the object server at {where} is unreachable ({exc}); start it or fix "
-            "AWS_ENDPOINT_URL, then re-run the same command — finished work is kept and the run resumes")
+            f"AWS_ENDPOINT_URL, {resume}")
+    if isinstance(exc, ResponseStreamingError | IncompleteReadError):
+        return StorageUnavailable(f"cannot {action} {uri}: the connection to the object server at {where} broke "
+                                  f"mid-transfer ({exc}); {resume}")
     if isinstance(exc, ClientError):
         err = exc.response.get("Error", {})
         code = str(err.get("Code", ""))
@@ -251,6 +278,8 @@ def translate(exc: BaseException, uri: str, action: str) -> BaseException:
             return StorageUnavailable(f"cannot {action} {uri}: the object server at {where} kept failing "
                                       f"({code or status}) after retries with backoff; try again later")
         return StorageError(f"cannot {action} {uri} at {where}: {code} {err.get('Message', '')}".strip())
+    if isinstance(exc, BotoCoreError):
+        return StorageError(f"cannot {action} {uri} at {where}: {exc}")
     return exc
 
 
@@ -263,8 +292,10 @@ def _guard(uri: str, action: str, fn: Callable[[], T]) -> T:
         raise translate(exc, uri, action) from exc
     except Exception as exc:  # the transfer manager wraps errors of its worker threads
         cause = exc.__cause__ or exc.__context__
-        from boto3.exceptions import S3UploadFailedError
+        from boto3.exceptions import RetriesExceededError, S3UploadFailedError
 
+        if isinstance(exc, RetriesExceededError):
+            raise translate(exc, uri, action) from exc
         if isinstance(exc, S3UploadFailedError) and isinstance(cause, ClientError | BotoCoreError):
             raise translate(cause, uri, action) from exc
         if isinstance(exc, S3UploadFailedError):
@@ -399,9 +430,12 @@ def _transfer_config() -> Any:
     from boto3.s3.transfer import TransferConfig
 
     s = _settings
+    # num_download_attempts: the transfer manager re-reads a broken download stream on top of botocore's
+    # retries; one extra try keeps a dead endpoint's failure within the time bound
     return TransferConfig(multipart_threshold=s.multipart_threshold_mb * MB,
                           multipart_chunksize=s.multipart_chunk_mb * MB,
-                          max_concurrency=s.max_concurrency, use_threads=s.max_concurrency > 1)
+                          max_concurrency=s.max_concurrency, use_threads=s.max_concurrency > 1,
+                          num_download_attempts=2)
 
 
 # ----------------------------------------------------------------------------- files
@@ -486,7 +520,7 @@ def upload_dir(local_dir: str | os.PathLike, prefix_uri: str, *, skip: Callable[
     try:
         for path in sorted(p for p in root.rglob("*") if p.is_file()):
             rel = path.relative_to(root).as_posix()
-            if rel.endswith((".tmp", ".part")) or rel == SYNC_STATE or (skip and skip(rel)):
+            if rel.endswith((".tmp", ".part", ".lock")) or rel == SYNC_STATE or (skip and skip(rel)):
                 continue
             st = path.stat()
             prev = state.get(rel)

@@ -536,7 +536,8 @@ def score_predictions(
     "official" (percent), "contains" (percent), "n", "n_missing"}`` plus, for the headline metric,
     ``"by_split"`` (``human``/``augmented``/``overall`` percents) for ChartQA and ``"by_type"``
     (qtype -> percent) when any sample has a qtype. A sample without a prediction scores 0 and is
-    counted in ``n_missing``. Predictions for unknown question ids are ignored.
+    counted in ``n_missing``. Predictions for unknown question ids are ignored, but predictions of
+    which none matches a question (another benchmark's file, or an empty one) raise ValueError.
     """
     key = _check_name(name)
     official = BENCHMARKS[key]
@@ -545,6 +546,12 @@ def score_predictions(
     headline = official if metric == "official" else metric
     if not samples:
         raise ValueError(f"{key}: no samples to score")
+    if not any(str(s.question_id) in predictions for s in samples):
+        got = ", ".join(repr(q) for q in list(predictions)[:3]) or "none"
+        want = ", ".join(repr(str(s.question_id)) for s in samples[:3])
+        raise ValueError(f"{key}: none of the {len(predictions)} predictions answers one of the {len(samples)} "
+                         f"questions (prediction ids: {got}; the benchmark's: {want}); is it the predictions "
+                         "file of this benchmark and these annotations?")
     no_gt = [s.question_id for s in samples if not s.answers]
     if no_gt:
         raise ValueError(f"{key}: {len(no_gt)} sample(s) have no ground-truth answers, e.g. {no_gt[:3]}")

@@ -14,8 +14,9 @@ from mpa.cache import ResultCache, cache_key, model_identity, text_digest
 from mpa.config import AnnotateConfig, RunConfig, task_for
 from mpa.data.images import LoadedImage, UnreadableImage, load_image
 from mpa.data.sources import list_images
+from mpa.errors import MpaError, one_line
 from mpa.parsing import parse_qa
-from mpa.records import Annotation, JsonlLog
+from mpa.records import Annotation, JsonlLog, StageRun
 from mpa.tasks import Task, max_answer_words_for
 from mpa.ui import progress_bar, summary_table
 from mpa.vlm.base import VLM, GenParams, VLMRequest
@@ -40,6 +41,50 @@ class AnnotateSummary:
     generated: int = 0
     engine_seconds: float = 0.0
     extra: dict = field(default_factory=dict)
+
+
+# --- inputs a model cannot take: skipped and recorded, never the end of a stage ---
+
+# Qwen2-VL-style processors refuse images whose long side exceeds 200x the short side (and the
+# others gain nothing from a sliver); checked before any model call.
+MAX_ASPECT_RATIO = 200.0
+# A prompt (instruction + question) longer than this is skipped and recorded: a 100,000-character
+# question made the HF backend try to allocate 32 GB. Real VQA questions are a few hundred characters.
+MAX_PROMPT_CHARS = 8192
+# how the ``error`` of a record made for a bad input starts (summaries count them as unreadable)
+BAD_INPUT_PREFIXES = ("unreadable image", "unusable image", "rejected by the model's processor", "prompt too long")
+
+
+def prompt_problem(prompt: str, limit: int = MAX_PROMPT_CHARS) -> str | None:
+    """Why a prompt cannot be sent (too long), or None."""
+    if len(prompt) > limit:
+        return f"prompt too long: {len(prompt)} characters (the limit is {limit})"
+    return None
+
+
+def generate_skipping_bad(vlm: VLM, requests: list[VLMRequest], params: GenParams) -> tuple[list[str | None],
+                                                                                              dict[int, str]]:
+    """``vlm.generate`` on a batch; a request the model's processor rejects (``ValueError``) is left out.
+
+    On a rejected batch, its halves are retried (so a bad input costs a few extra calls, and the good
+    inputs of its batch are kept). Returns the texts (None where rejected) and ``{index: reason}``.
+    An error that every request of a batch of several hits is not about one input: it is raised.
+    """
+    try:
+        return list(vlm.generate(requests, params)), {}
+    except MpaError:
+        raise
+    except ValueError as exc:
+        if len(requests) == 1:
+            return [None], {0: f"rejected by the model's processor: {one_line(str(exc), 200)}"}
+        mid = len(requests) // 2
+        left, bad_l = generate_skipping_bad(vlm, requests[:mid], params)
+        right, bad_r = generate_skipping_bad(vlm, requests[mid:], params)
+        if len(bad_l) + len(bad_r) == len(requests):
+            raise
+        for i, reason in bad_r.items():
+            bad_l[mid + i] = reason
+        return left + right, bad_l
 
 
 # --- image preparation: decode + resize to the model's pixel cap, in worker processes ---
@@ -67,6 +112,10 @@ def prepare_image(uri: str, max_pixels: int | None = None, min_pixels: int | Non
     nothing left to resize (and the bytes sent to an API shrink). Raises :class:`UnreadableImage`.
     """
     img = load_image(uri)
+    w, h = img.image.size
+    if max(w, h) / max(1, min(w, h)) > MAX_ASPECT_RATIO:
+        raise UnreadableImage(f"unusable image: {uri} is {w}x{h}, an aspect ratio above {MAX_ASPECT_RATIO:g}:1 "
+                              "that vision processors refuse")
     if max_pixels:
         from PIL import Image
 
@@ -77,11 +126,22 @@ def prepare_image(uri: str, max_pixels: int | None = None, min_pixels: int | Non
     return img
 
 
-def _prepare_or_error(uri: str, max_pixels: int | None, min_pixels: int | None) -> LoadedImage | str:
+def prepare_or_error(uri: str, max_pixels: int | None = None, min_pixels: int | None = None) -> LoadedImage | str:
+    """:func:`prepare_image`, or the reason the image cannot be used (unreadable, unusable, no permission).
+
+    An object-store outage is not a bad image: :class:`~mpa.storage.StorageError` propagates.
+    """
+    from mpa.storage import StorageError
+
     try:
         return prepare_image(uri, max_pixels, min_pixels)
     except UnreadableImage as exc:
-        return f"unreadable image: {exc}"
+        text = str(exc)
+        return text if text.startswith("unusable image") else f"unreadable image: {text}"
+    except StorageError:
+        raise
+    except OSError as exc:  # PermissionError, IsADirectoryError, EIO...: this file, not the run
+        return f"unreadable image: {uri} ({type(exc).__name__}: {exc.strerror or exc})"
 
 
 class ImagePrefetcher:
@@ -102,7 +162,7 @@ class ImagePrefetcher:
         if self.workers <= 0:
             for chunk in chunks:
                 t = time.perf_counter()
-                res = [(u, _prepare_or_error(u, self.max_pixels, self.min_pixels)) for u in chunk]
+                res = [(u, prepare_or_error(u, self.max_pixels, self.min_pixels)) for u in chunk]
                 self.seconds += time.perf_counter() - t
                 yield res
             return
@@ -122,7 +182,7 @@ class ImagePrefetcher:
                 yield res
 
     def _submit(self, pool: Executor, chunk: list[str]) -> list[Future]:
-        return [pool.submit(_prepare_or_error, u, self.max_pixels, self.min_pixels) for u in chunk]
+        return [pool.submit(prepare_or_error, u, self.max_pixels, self.min_pixels) for u in chunk]
 
 
 def pixel_cap(vlm: VLM, max_pixels: int | None) -> tuple[int | None, int | None]:
@@ -151,11 +211,17 @@ def annotate(
     cache: ResultCache | None = None,
     preprocess_workers: int = 0,
     max_pixels: int | None = None,
+    force: bool = False,
 ) -> AnnotateSummary:
     """Run PA over every image in ``images``; append to ``out_path`` (resumable).
 
     ``images`` is an image source (listed with :func:`mpa.data.images.list_images`) or the URIs
     themselves, already listed (e.g. a KFP shard's part of the run spec: nothing is listed again).
+
+    ``out_path`` is keyed by the teacher, prompt, decoding and image selection (:class:`StageRun`): a
+    re-run with other settings is refused (:class:`~mpa.records.StageMismatch`) unless ``force``,
+    which discards the old annotations first. Images a model cannot take (unreadable, no permission,
+    extreme aspect ratio, rejected by its processor) are recorded with the reason and skipped.
 
     ``shard="i/n"`` keeps only shard i of n (by content hash, :mod:`mpa.sharding`); ``cache``
     answers attempts already made with the same image, task, prompt, model and decoding;
@@ -175,15 +241,23 @@ def annotate(
     k = cfg.qa_per_image
     mp_, minp = pixel_cap(teacher, max_pixels)
     prefetch = ImagePrefetcher(preprocess_workers, mp_, minp)
-    ident = model_identity(teacher) if cache is not None else {}
+    too_long = prompt_problem(task.pa_prompt)
+    if too_long:
+        raise ValueError(f"the PA prompt of task {task.name!r} cannot be used: {too_long}; shorten task.prompt_file")
     base_key = {"stage": "pa", "task": task.name, "prompt_version": task.prompt_version,
-                "prompt": text_digest(task.pa_prompt), **ident, "params": asdict(params), "seed": seed,
-                "max_pixels": mp_}
+                "prompt": text_digest(task.pa_prompt), **model_identity(teacher), "params": asdict(params),
+                "seed": seed, "max_pixels": mp_}
+    # what the output is keyed by: the cache key's parts, and what selects the images and makes records
+    settings = {**base_key, "qa_per_image": k, "dedupe_questions": cfg.dedupe_questions, "max_answer_words": max_words,
+                "images": images, "max_images": max_images, "shard": list(shard_t) if shard_t else None}
     hits = misses = generated = 0
     engine_s = 0.0
-    with JsonlLog(out_path, group_of=lambda r: r["image"], group_size=lambda r: k) as out:
+    with StageRun(out_path, "annotate", settings=settings, force=force) as run, \
+            JsonlLog(out_path, group_of=lambda r: r["image"], group_size=lambda r: k) as out:
         todo = [u for u in uris if u not in out.done]
         n_resumed = len(uris) - len(todo)
+        if todo and run.done:
+            run.reopen()  # more images than when it was finished: unfinished again until they are done
         with progress_bar("PA annotate", total=len(uris), completed=n_resumed) as advance:
             for batch in prefetch.batches(todo, batch_size):
                 loaded: list[LoadedImage] = []
@@ -202,24 +276,33 @@ def annotate(
                 content = [img.sha256 for img in loaded]
                 batch_params = GenParams(**{**asdict(params), "seed": seed * 1_000_003 + hash_seed(content)})
                 t = time.perf_counter()
-                fresh = teacher.generate(requests, batch_params) if requests else []
+                fresh, rejected = generate_skipping_bad(teacher, requests, batch_params) if requests else ([], {})
                 engine_s += time.perf_counter() - t
                 generated += len(requests)
                 texts = [cached.get(key, "") for key in keys]
-                for j, txt in zip(miss, fresh, strict=True):
-                    texts[j] = txt
+                bad: dict[int, str] = {}  # index in ``loaded`` -> why the model could not take it
+                for r_i, (j, txt) in enumerate(zip(miss, fresh, strict=True)):
+                    if r_i in rejected:
+                        bad[j // k] = rejected[r_i]
+                    else:
+                        texts[j] = txt or ""
                 if cache is not None:
-                    cache.put_many({keys[j]: txt for j, txt in zip(miss, fresh, strict=True)})
+                    cache.put_many({keys[j]: txt for j, txt in zip(miss, fresh, strict=True) if txt is not None})
                     cache.stats.count("pa", len(keys) - len(miss), len(miss))
                     hits += len(keys) - len(miss)
                     misses += len(miss)
                 for j, img in enumerate(loaded):
+                    if j in bad:
+                        log.warning("%s: %s", img.uri, bad[j])
+                        groups.append([_failed(img.uri, img.sha256, task, teacher, i, bad[j]) for i in range(k)])
+                        continue
                     groups.append(_records_for_image(img.uri, img.sha256, texts[j * k:(j + 1) * k],
                                                      task, teacher, max_words, cfg.dedupe_questions))
                 for group in groups:
                     out.append_group(group)
                 advance(len(batch))
         records = [Annotation.model_validate(r) for r in out.records if r["image"] in uri_set]
+        run.finish([out_path])
     failures: dict[str, int] = {}
     for r in records:
         if not r.parse_ok and r.error:
@@ -227,7 +310,7 @@ def annotate(
             failures[reason] = failures.get(reason, 0) + 1
     summary = AnnotateSummary(
         n_images=len(uris),
-        n_unreadable=len({r.image for r in records if (r.error or "").startswith("unreadable image")}),
+        n_unreadable=len({r.image for r in records if (r.error or "").startswith(BAD_INPUT_PREFIXES)}),
         n_attempts=len(records),
         n_parsed=sum(r.parse_ok for r in records),
         n_duplicates=failures.get("duplicate question", 0),
@@ -317,4 +400,5 @@ def annotate_with_config(
         shard=cfg.data.shard if shard is None else shard,
         cache=cache,
         preprocess_workers=cfg.teacher.preprocess_workers,
+        force=cfg.force,
     )

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mpa import storage
-from mpa.data.images import UnreadableImage, load_image
-from mpa.records import JsonlLog
+from mpa.cache import model_identity
+from mpa.records import JsonlLog, StageRun, value_digest
 from mpa.tasks import ANSWER_INSTRUCTION
 from mpa.ui import progress_bar
 from mpa.vlm.base import VLM, GenParams, VLMRequest
@@ -44,24 +44,41 @@ def answer_all(
     batch_size: int = 8,
     max_new_tokens: int = 16,
     label: str = "answer",
+    force: bool = False,
 ) -> dict[str, str]:
     """Greedy answers to ``(id, image, prompt)`` items, in batches, into a resumable jsonl of
-    ``{id_key, "answer"}``; an unreadable image gets an empty answer and its error."""
+    ``{id_key, "answer"}``; an item the model cannot take (unreadable or unusable image, prompt too
+    long, rejected by the processor) gets an empty answer and its error.
+
+    The file is keyed by the model (id, revision, checkpoint contents) and the items: answers of
+    another model or to other questions are never reused — refused (:class:`~mpa.records.StageMismatch`)
+    unless ``force``, which starts the file afresh.
+    """
+    from mpa.stages.annotate import generate_skipping_bad, prepare_or_error, prompt_problem
+
     params = GenParams(max_new_tokens=max_new_tokens, temperature=0.0)
-    with JsonlLog(predictions_path, group_of=lambda r: r[id_key]) as out:
+    settings = {"model": model_identity(model), "max_new_tokens": max_new_tokens, "id_key": id_key}
+    with StageRun(predictions_path, "evaluate", settings=settings, digests={"items": value_digest(items)},
+                  force=force) as run, JsonlLog(predictions_path, group_of=lambda r: r[id_key],
+                                                id_of=lambda r: r[id_key]) as out:
         todo = [it for it in items if it[0] not in out.done]
         with progress_bar(label, total=len(items), completed=len(items) - len(todo)) as advance:
             for b in range(0, len(todo), batch_size):
                 reqs, ok = [], []
                 for item_id, image, prompt in todo[b: b + batch_size]:
-                    try:
-                        reqs.append(VLMRequest(load_image(image).image, prompt))
-                        ok.append(item_id)
-                    except UnreadableImage as exc:
-                        out.append_group([{id_key: item_id, "answer": "", "error": str(exc)}])
-                answers = model.generate(reqs, params) if reqs else []
-                out.append_group([{id_key: i, "answer": a} for i, a in zip(ok, answers, strict=True)])
+                    loaded = prepare_or_error(image)
+                    problem = loaded if isinstance(loaded, str) else prompt_problem(prompt)
+                    if problem is not None:
+                        out.append_group([{id_key: item_id, "answer": "", "error": problem}])
+                        continue
+                    reqs.append(VLMRequest(loaded.image, prompt))
+                    ok.append(item_id)
+                answers, rejected = generate_skipping_bad(model, reqs, params) if reqs else ([], {})
+                out.append_group([{id_key: i, "answer": "", "error": rejected[j]} if j in rejected
+                                  else {id_key: i, "answer": a} for j, (i, a) in enumerate(zip(ok, answers,
+                                                                                               strict=True))])
                 advance(len(todo[b: b + batch_size]))
+        run.finish([predictions_path])
         return {r[id_key]: r["answer"] for r in out.records}
 
 
@@ -77,8 +94,10 @@ def evaluate(
     label: str = "evaluate",
     answer_prompt: Callable[[str], str] | None = None,
     metric: str = "official",
+    force: bool = False,
 ) -> dict:
-    """Answer every sample (resumable ``{question_id, answer}`` jsonl), then score it.
+    """Answer every sample (resumable ``{question_id, answer}`` jsonl, keyed by the model and the prompts:
+    see :func:`answer_all`), then score it.
 
     ``answer_prompt`` (e.g. ``task.answer_prompt`` of the run's prompt set) turns a question into
     the prompt; without it the question and ``answer_instruction`` are joined by a newline.
@@ -91,7 +110,7 @@ def evaluate(
     prompt = answer_prompt or (lambda q: f"{q.strip()}\n{answer_instruction}")
     items = [(s.question_id, s.image, prompt(s.question)) for s in samples]
     predictions = answer_all(model, items, predictions_path, id_key="question_id", batch_size=batch_size,
-                             max_new_tokens=max_new_tokens, label=label)
+                             max_new_tokens=max_new_tokens, label=label, force=force)
     result = score_predictions(benchmark, samples, predictions, metric=metric)
     result["seconds"] = time.perf_counter() - start
     result["model"] = model.model_id
@@ -138,7 +157,7 @@ def evaluate_with_config(
         return evaluate(model=vlm, benchmark=cfg.evaluate.benchmark, samples=samples,
                         predictions_path=predictions_path, batch_size=mc.batch_size,
                         max_new_tokens=cfg.evaluate.max_new_tokens, label=label,
-                        answer_prompt=task_for(cfg).answer_prompt, metric=cfg.evaluate.metric)
+                        answer_prompt=task_for(cfg).answer_prompt, metric=cfg.evaluate.metric, force=cfg.force)
     finally:
         if own:
             vlm.close()

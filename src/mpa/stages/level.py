@@ -41,9 +41,10 @@ from typing import Any
 
 import torch
 
+from mpa.cache import model_identity, text_digest
 from mpa.config import ModelConfig, RunConfig, TrainConfig, task_for
 from mpa.data.images import load_image
-from mpa.records import read_jsonl, write_json_atomic
+from mpa.records import StageRun, check_input, read_jsonl, write_json_atomic
 from mpa.tasks import Task
 from mpa.training.batches import batch_layout, micro_batches, sample_order, total_steps
 from mpa.training.distributed import (
@@ -116,11 +117,30 @@ def level(
     cfg: TrainConfig,
     out_dir: str | Path,
     show: bool = True,
+    force: bool = False,
+    allow_partial: bool = False,
 ) -> LevelSummary:
-    """Train; save ``out_dir/checkpoint`` (safetensors + processor) and ``out_dir/train_log.jsonl``."""
+    """Train; save ``out_dir/checkpoint`` (safetensors + processor) and ``out_dir/train_log.jsonl``.
+
+    A finished ``out_dir`` is returned as it is only when it was trained from the same samples, student
+    and PL settings; otherwise the run is refused (:class:`~mpa.records.StageMismatch`) unless ``force``,
+    which discards the old checkpoint and trains again. Unfinished samples are refused unless ``allow_partial``.
+    """
     out_dir = Path(out_dir)
     ckpt = out_dir / "checkpoint"
     summary_path = out_dir / "level_summary.json"
+    # keyed by the samples, the student and the PL settings that change the weights; the lock is held until
+    # this function returns. A rank of a launched multi-process run skips both: its launcher holds them.
+    from mpa.training.resume import NEUTRAL_FIELDS
+
+    _stage = None if launched_world_size() > 1 else StageRun(
+        out_dir, "level", force=force, partial_inputs=check_input(samples_path, allow_partial),
+        settings={"student": model_identity(student), "task": task.name,
+                  "train": {k: v for k, v in cfg.model_dump(mode="json").items() if k not in NEUTRAL_FIELDS},
+                  "answer_prompt": text_digest(task.answer_prompt("{question}"))},
+        inputs={"samples": samples_path},
+        clear=[ckpt, summary_path, out_dir / "train_log.jsonl", out_dir / "resume"],
+    ).begin()
     if (ckpt / "config.json").is_file() and summary_path.is_file():
         return LevelSummary(**json.loads(summary_path.read_text()))
     samples = read_training_samples(samples_path)
@@ -499,6 +519,7 @@ def training_samples(
         raise ValueError("level_with_config needs pi_dir (the PI output) or samples_path")
     samples = Path(pi_dir) / "parity.jsonl"
     if cfg.train.replay_fraction > 0:
+        check_input(samples, cfg.allow_partial)  # the mix made from it has no stage mark of its own
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         mix = Path(out_dir) / "train_mix.jsonl"
         build_replay_mix(Path(pi_dir) / "audit.jsonl", samples, cfg.train.replay_fraction, cfg.train.seed, mix)
@@ -527,7 +548,7 @@ def level_with_config(
         )
     samples = training_samples(cfg, out_dir, pi_dir=pi_dir, samples_path=samples_path)
     return level(samples_path=samples, student=cfg.student, task=task_for(cfg), cfg=cfg.train,
-                 out_dir=Path(out_dir), show=show)
+                 out_dir=Path(out_dir), show=show, force=cfg.force, allow_partial=cfg.allow_partial)
 
 
 if __name__ == "__main__":

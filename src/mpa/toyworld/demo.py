@@ -72,6 +72,9 @@ def run_demo(out: str | Path = "runs/demo", seed: int = 0, n_images: int = DEMO_
              temperature: float = DEMO_TEMPERATURE, overrides: dict | None = None) -> dict[str, Any]:
     from mpa.toyworld.data import make_testset, make_unlabeled
 
+    if str(out).startswith("s3:"):  # also the Path("s3://b/p") == "s3:/b/p" a CLI option turns it into
+        raise ValueError(f"mpa demo writes its images, run and report to a local directory, not to {out}: give a "
+                         "local --out, then copy it (e.g. `aws s3 sync runs/demo s3://bucket/prefix`)")
     out = Path(out)
     t0 = time.perf_counter()
     _check_or_mark_data(out, {"seed": seed, "n_images": n_images, "n_test": n_test, "temperature": temperature})

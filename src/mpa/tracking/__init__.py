@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from mpa import storage
 from mpa.config import match_rule_for
+from mpa.errors import MpaError, one_line
 from mpa.provenance import code_revision
 from mpa.redact import is_secret_key, redact, redact_text
 
@@ -49,7 +50,7 @@ STATE_FILE = "mlflow_run.json"
 CHAMPION, CHALLENGER = "champion", "challenger"
 
 
-class TrackingError(ValueError):
+class TrackingError(MpaError, ValueError):
     """A tracking or registry operation that cannot be done; the message says why and what to do."""
 
 
@@ -86,10 +87,97 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
             "the embedded store inside the run directory") from exc
 
 
+# Bounded waits on the tracking server (a user's own MLFLOW_HTTP_REQUEST_* variables win): with MLflow's
+# defaults (7 retries, backoff factor 2, 120 s timeout) a killed server took 493 s to fail a run. Now a
+# server that is down fails a call in seconds, one that accepts and never answers within ~3 x 15 s.
+HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+               "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
+# Artifact transfers (a checkpoint the server proxies to the object store) may take long to be answered.
+ARTIFACT_TIMEOUT_S = "300"
+ARTIFACT_CALLS = frozenset({"log_artifact", "log_artifacts", "log_table", "log_image", "log_inputs",
+                            "download_artifacts"})
+_OWN_TIMEOUT: list[bool] = []  # whether MLFLOW_HTTP_REQUEST_TIMEOUT is ours (set by bound_http_waits)
+
+
+def bound_http_waits() -> None:
+    """Give MLflow's HTTP client bounded retries and timeouts unless the environment sets its own."""
+    if not _OWN_TIMEOUT:
+        _OWN_TIMEOUT.append("MLFLOW_HTTP_REQUEST_TIMEOUT" not in os.environ)
+    for key, value in HTTP_LIMITS.items():
+        os.environ.setdefault(key, value)
+
+
+NO_ANSWER, REFUSED = "no answer in time", "connection refused or dropped"
+
+
+def unreachable_cause(exc: BaseException) -> str | None:
+    """Why a failed MLflow call means the server (or the store behind it) is down; None for other errors."""
+    import requests
+
+    if isinstance(exc, requests.exceptions.Timeout):
+        return NO_ANSWER
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        return REFUSED
+    text = str(getattr(exc, "message", exc))
+    if "API request to" not in text or "failed with" not in text:
+        return None
+    if "timeout" in text.lower() or "timed out" in text.lower():
+        return NO_ANSWER
+    if "too many" in text and "error responses" in text:
+        return "it kept answering with server errors (is the artifact store behind it down?)"
+    if "refused" in text.lower() or "Max retries exceeded" in text or "Connection aborted" in text:
+        return REFUSED
+    return one_line(text, 160)
+
+
+class GuardedClient:
+    """An ``MlflowClient`` whose failures from an unreachable server become one :class:`TrackingUnavailable`.
+
+    After the first such failure every further call fails at once (a run that is failing does not wait
+    for the server once more to mark itself failed). Artifact transfers get a longer read timeout.
+    """
+
+    def __init__(self, inner: Any, uri: str) -> None:
+        self._inner = inner
+        self._uri = uri
+        self._down: str | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if name.startswith("_") or not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if self._down is not None:
+                raise TrackingUnavailable(self._down)
+            longer = name in ARTIFACT_CALLS and _OWN_TIMEOUT == [True]
+            if longer:
+                os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = ARTIFACT_TIMEOUT_S
+            try:
+                return attr(*args, **kwargs)
+            except Exception as exc:
+                cause = unreachable_cause(exc)
+                if cause is None:
+                    raise
+                msg = (f"MLflow tracking server {self._uri} is unreachable or failing ({cause}); start it "
+                       "(and the store behind it) or fix tracking.uri / MLFLOW_TRACKING_URI, then re-run the same "
+                       "command — finished stages are kept and the run resumes in the same MLflow run")
+                if cause in (NO_ANSWER, REFUSED):  # the server itself is gone: later calls fail at once
+                    self._down = msg
+                raise TrackingUnavailable(msg) from exc
+            finally:
+                if longer:
+                    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = HTTP_LIMITS["MLFLOW_HTTP_REQUEST_TIMEOUT"]
+
+        return call
+
+
 def client(uri: str) -> Any:
+    """An MLflow client for ``uri`` with bounded waits (:func:`bound_http_waits`, :class:`GuardedClient`)."""
     from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    bound_http_waits()
+    return GuardedClient(MlflowClient(tracking_uri=uri, registry_uri=uri), uri)
 
 
 def _quiet_mlflow() -> None:
@@ -553,7 +641,17 @@ def promote(c: Any, name: str, version: str | None = None, margin: float = 0.0) 
         if not versions:
             raise TrackingError(f"registered model {name!r} has no versions: run `mpa run` or `mpa register` first")
         version = str(max(int(v.version) for v in versions))
-    mv = c.get_model_version(name, version)
+    try:
+        mv = c.get_model_version(name, version)
+    except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            raise
+        have = sorted(int(v.version) for v in c.search_model_versions(f"name = '{name}'"))
+        if not have:
+            raise TrackingError(f"registered model {name!r} does not exist or has no versions: check --name, or "
+                                "run `mpa run` / `mpa register` first") from None
+        raise TrackingError(f"registered model {name!r} has no version {version!r} (its versions: "
+                            f"{', '.join(map(str, have))}); pass one of them, or --version latest") from None
     try:
         champ = c.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
@@ -590,6 +688,7 @@ def download_model(ref: str, tracking_uri: str | None = None, dst: str | Path | 
     if uri:
         check_reachable(uri)
     _quiet_mlflow()
+    bound_http_waits()
     if dst is None:
         dst = storage.cache_dir() / "mlflow-models" / hashlib.sha256(f"{uri}|{ref}".encode()).hexdigest()[:16]
     dst = Path(dst)
@@ -613,7 +712,12 @@ def download_model(ref: str, tracking_uri: str | None = None, dst: str | Path | 
             source = mv.source
         path = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst), tracking_uri=uri))
     except MlflowException as exc:
-        raise TrackingError(f"cannot load {ref} from {uri or 'the default MLflow store'}: {exc.message}") from exc
+        cause = unreachable_cause(exc)
+        if cause is not None:
+            raise TrackingUnavailable(f"cannot load {ref}: MLflow tracking server {uri} is unreachable or failing "
+                                      f"({cause}); start it or fix tracking.uri, then re-run") from exc
+        raise TrackingError(f"cannot load {ref} from {uri or 'the default MLflow store'}: "
+                            f"{one_line(exc.message)}") from exc
     if not (path / "config.json").is_file():
         nested = [p.parent for p in path.rglob("config.json")]
         if len(nested) == 1:

@@ -45,9 +45,20 @@ def resolve_model_ref(ref: str, revision: str | None = None) -> str:
 
 
 def pick_device(device: str) -> torch.device:
+    """``auto`` (a GPU if there is one), or the named device; a name this machine cannot use is a one-line error."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    gpus = f"cuda:0..cuda:{n_gpus - 1}" if n_gpus else "no GPU here"
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ModelLoadError(f"unknown device {device!r}: use auto, cpu or cuda[:N] ({gpus})") from None
+    if dev.type == "cuda" and (n_gpus == 0 or (dev.index or 0) >= n_gpus):
+        raise ModelLoadError(f"device {device!r} is not available ({gpus}): use auto or cpu, or another GPU index")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ModelLoadError(f"device {device!r} is not available on this machine: use auto or cpu")
+    return dev
 
 
 def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from mpa.config import ModelConfig
+from mpa.errors import MpaError, one_line
 from mpa.redact import redact_text, register_secret
 from mpa.vlm.base import VLM, GenParams, VLMRequest
 
@@ -37,8 +38,9 @@ log = logging.getLogger(__name__)
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
-class OpenAIRequestError(RuntimeError):
-    """A request the endpoint refused for good (or that kept failing after every retry)."""
+class OpenAIRequestError(MpaError, RuntimeError):
+    """A request the endpoint refused for good (or that kept failing after every retry); one line naming
+    the endpoint and what to do."""
 
 
 @dataclass
@@ -139,7 +141,8 @@ class OpenAIVLM(VLM):
         self._api_key = os.environ.get(self.settings.api_key_env) or None
         if self._api_key is None and "api.openai.com" in self.settings.base_url:
             raise OpenAIRequestError(
-                f"no API key: set the environment variable {self.settings.api_key_env} "
+                f"no API key for {redact_text(self.settings.base_url)}: set the environment variable "
+                f"{self.settings.api_key_env} "
                 "(teacher.openai.api_key_env names it; keys never go in the config file)"
             )
         if self._api_key is not None:
@@ -176,7 +179,32 @@ class OpenAIVLM(VLM):
             headers["Authorization"] = f"Bearer {self._api_key}"
         req = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
         with urllib.request.urlopen(req, timeout=self.settings.timeout_s) as resp:
-            return json.loads(resp.read().decode("utf-8"))
+            body = resp.read()
+            kind = resp.headers.get("Content-Type", "no content type")
+        try:
+            payload = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            start = one_line(redact_text(body[:120].decode("utf-8", "replace")), 80)
+            raise OpenAIRequestError(
+                f"{self.shown_url} answered with a body that is not JSON ({kind}: {start!r}); "
+                "base_url must be an OpenAI-compatible API root ending in /v1") from None
+        if not isinstance(payload, dict):
+            raise OpenAIRequestError(f"{self.shown_url} answered JSON that is not an object; base_url must be an "
+                                     "OpenAI-compatible API root ending in /v1")
+        return payload
+
+    def _refused(self, code: int, detail: str) -> OpenAIRequestError:
+        """The one-line error for a 4xx the endpoint will not change its mind about."""
+        s = self.settings
+        if code in (401, 403):
+            todo = (f"put a valid key in ${s.api_key_env}" if self._api_key else
+                    f"set the environment variable {s.api_key_env} (teacher.openai.api_key_env names it)")
+            return OpenAIRequestError(f"{self.shown_url} refused the API key (HTTP {code}: {detail}); {todo}")
+        if code == 404:
+            return OpenAIRequestError(f"{self.shown_url} answered HTTP 404 ({detail}); check base_url (the API root, "
+                                      f"ending in /v1) and the model name {self.served_model!r} (served_name)")
+        return OpenAIRequestError(f"{self.shown_url} refused the request (HTTP {code}: {detail}); check the model name "
+                                  f"{self.served_model!r} and the teacher.openai settings")
 
     def complete(self, request: VLMRequest, params: GenParams) -> str:
         """One chat completion, retried on transient failures."""
@@ -189,27 +217,42 @@ class OpenAIVLM(VLM):
             try:
                 payload = self._post(data)
             except urllib.error.HTTPError as exc:
-                detail = redact_text(exc.read().decode("utf-8", "replace"))[:500]
+                detail = one_line(redact_text(exc.read().decode("utf-8", "replace")), 500) or "no body"
                 if exc.code not in RETRY_STATUS:
                     with self._lock:
                         self.usage.failures += 1
-                    raise OpenAIRequestError(f"{self.shown_url} answered HTTP {exc.code}: {detail}") from exc
-                last = f"HTTP {exc.code}: {detail[:200]}"
+                    raise self._refused(exc.code, detail) from None
+                last = f"HTTP {exc.code}: {detail}"
                 ra = exc.headers.get("Retry-After") if exc.headers else None
                 if ra:
                     try:
                         retry_after = float(ra)
                     except ValueError:
                         retry_after = None
+            except OpenAIRequestError:
+                with self._lock:
+                    self.usage.failures += 1
+                raise
             except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
-                last = redact_text(f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}")
+                reason = getattr(exc, "reason", exc)
+                if isinstance(exc, TimeoutError) or isinstance(reason, TimeoutError):
+                    last = f"no answer within timeout_s={s.timeout_s:g} s"
+                else:
+                    last = one_line(redact_text(f"{type(exc).__name__}: {reason}"), 200)
             else:
                 self._account(payload, time.perf_counter() - t)
                 try:
-                    return (payload["choices"][0]["message"]["content"] or "").strip()
-                except (KeyError, IndexError, TypeError) as exc:
+                    content = payload["choices"][0]["message"]["content"]
+                    if content is not None and not isinstance(content, str):
+                        raise TypeError(type(content).__name__)
+                    return (content or "").strip()
+                except (KeyError, IndexError, TypeError):
+                    with self._lock:
+                        self.usage.failures += 1
                     raise OpenAIRequestError(
-                        f"{self.shown_url}: unexpected response shape: {redact_text(str(payload))[:300]}") from exc
+                        f"{self.shown_url} answered without choices[0].message.content (top-level keys: "
+                        f"{', '.join(sorted(map(str, payload))) or 'none'}); base_url must be an OpenAI-compatible "
+                        "chat-completions API") from None
             if attempt == s.max_retries:
                 break
             delay = backoff_delay(attempt, s.backoff_base_s, s.backoff_max_s, self._rng)
@@ -222,8 +265,8 @@ class OpenAIVLM(VLM):
         with self._lock:
             self.usage.failures += 1
         raise OpenAIRequestError(
-            f"{self.shown_url} failed after {s.max_retries + 1} attempts (last: {last}); "
-            "check the server, or raise teacher.openai.max_retries / timeout_s — the stage resumes where it stopped"
+            f"{self.shown_url} failed after {s.max_retries + 1} attempts (last: {last}); check that the server is up "
+            "and healthy, or raise teacher.openai.max_retries / timeout_s — re-running resumes where it stopped"
         )
 
     def _account(self, payload: dict, seconds: float) -> None:

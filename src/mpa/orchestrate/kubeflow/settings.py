@@ -26,6 +26,8 @@ environment variable (kfp-kubernetes ``use_secret_as_env``).
 
 from __future__ import annotations
 
+import re
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal
 
@@ -58,6 +60,22 @@ class Toleration(_Strict):
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = "NoSchedule"
 
 
+_QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)?$")
+_SUFFIX = {None: 1, "m": Decimal("0.001"), "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
+           "E": 10**18, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+
+
+def parse_quantity(text: str) -> Decimal:
+    """A Kubernetes resource quantity (``500m``, ``2``, ``1.5Gi``, ``1e3``) as a number of base units."""
+    m = _QUANTITY.match(str(text).strip())
+    if not m:
+        raise ValueError(f"{text!r} is not a Kubernetes quantity (e.g. 500m, 2, 512Mi, 4Gi)")
+    try:
+        return Decimal(m.group(1)) * Decimal(_SUFFIX[m.group(2)])
+    except InvalidOperation:
+        raise ValueError(f"{text!r} is not a Kubernetes quantity (e.g. 500m, 2, 512Mi, 4Gi)") from None
+
+
 class StageResources(_Strict):
     image: Literal["gpu", "cpu"] = "cpu"
     cpu_request: str | None = "1"
@@ -75,6 +93,20 @@ class StageResources(_Strict):
     retry_backoff_seconds: int = Field(60, ge=0)
     timeout_seconds: int = Field(HOUR, ge=1, description="the pod's deadline (activeDeadlineSeconds)")
     caching: bool = True
+
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> StageResources:
+        """Quantities must parse, and a request may not exceed its limit (Kubernetes rejects such a pod)."""
+        for kind in ("cpu", "memory"):
+            request, limit = getattr(self, f"{kind}_request"), getattr(self, f"{kind}_limit")
+            values = {name: parse_quantity(v) for name, v in ((f"{kind}_request", request), (f"{kind}_limit", limit))
+                      if v is not None}
+            if any(v <= 0 for v in values.values()):
+                raise ValueError(f"{kind} request and limit must be positive, got {request!r} / {limit!r}")
+            if len(values) == 2 and values[f"{kind}_request"] > values[f"{kind}_limit"]:
+                raise ValueError(f"{kind}_request {request} is above {kind}_limit {limit}: Kubernetes would "
+                                 "reject the pod; raise the limit or lower the request")
+        return self
 
     def retry_window_seconds(self) -> int:
         """How long every attempt may take, with the backoffs between them: the retry policy's
