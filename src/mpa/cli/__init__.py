@@ -50,11 +50,12 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """The errors that are the user's to fix: printed as one line, exit code 2 (never a traceback)."""
     from mpa.config import ConfigError
     from mpa.data.images import ImageSourceError
+    from mpa.errors import MpaError
     from mpa.sharding import IncompleteMerge
     from mpa.stages.level import EmptyParitySet
     from mpa.vlm.hf import ModelLoadError
 
-    return (UserError, ConfigError, ImageSourceError, ModelLoadError, EmptyParitySet, IncompleteMerge,
+    return (MpaError, UserError, ConfigError, ImageSourceError, ModelLoadError, EmptyParitySet, IncompleteMerge,
             FileNotFoundError, ValueError)
 
 

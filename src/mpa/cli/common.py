@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from mpa.config import RunConfig, load_config, parse_set_pairs
+from mpa.errors import MpaError
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="run config YAML (see configs/ for examples)")]
 SetOpt = Annotated[
@@ -16,7 +17,7 @@ SetOpt = Annotated[
 ]
 
 
-class UserError(Exception):
+class UserError(MpaError):
     """An error caused by input; printed as one line, exit code 2."""
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mpa.config import RunConfig
+from mpa.errors import MpaError
 from mpa.records import read_jsonl, write_jsonl_atomic
 from mpa.stages.evaluate import evaluate_with_config
 from mpa.stages.identify import IdentifySummary, identify_with_config
@@ -33,7 +34,7 @@ from mpa.vlm.loader import LazyVLM
 TEACHER_LOG = "pi_teacher.jsonl"
 
 
-class TeacherAskedAgain(RuntimeError):
+class TeacherAskedAgain(MpaError, RuntimeError):
     """A later round tried to load the teacher: its answers from round 1 are missing or incomplete."""
 
 
