@@ -180,15 +180,15 @@ def test_wrong_credentials_mid_run_registers_nothing(servers_env, tiny_config, t
 
     monkeypatch.setenv("MPA_CACHE", str(tmp_path / "cache"))
     cfg = parse_config(_cfg(tiny_config, out=f"s3://mpa/creds-{uuid.uuid4().hex[:6]}/run"))
-    real_level = runner.level
+    real_level = runner.level_with_config
 
-    def level_then_rotate_secret(**kw):
-        result = real_level(**kw)
+    def level_then_rotate_secret(*args, **kw):
+        result = real_level(*args, **kw)
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "rotated-and-wrong")
         storage.reset_clients()
         return result
 
-    monkeypatch.setattr(runner, "level", level_then_rotate_secret)
+    monkeypatch.setattr(runner, "level_with_config", level_then_rotate_secret)
     with pytest.raises(storage.AccessDenied) as exc:
         runner.run_pipeline(cfg, show=False)
     assert "rejected the credentials" in str(exc.value) and servers_env.uri not in str(exc.value)
