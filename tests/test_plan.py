@@ -1,4 +1,4 @@
-"""`mpa plan`: image tokens, FLOPs, GPU-minutes and API dollars against the facts in ANCHORS.md."""
+"""`mpa plan`: image tokens, FLOPs, GPU-minutes and API dollars against published figures (docs/teachers.md)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def test_image_tokens_match_the_published_rules():
 def test_21k_textvqa_on_h100_matches_the_back_of_envelope():
     plan = make_plan(parse_config(paper_config()), n_images=21_000)
     assert plan.image_tokens_per_image == 494
-    # ANCHORS: ≈ 5.7e17 FLOP, ≈ 10 GPU-minutes at H100 peak, 25–35 at 35–50% utilisation
+    # published estimate: ≈ 5.7e17 FLOP, ≈ 10 GPU-minutes at H100 peak, 25–35 at 35–50% utilisation
     assert 4e17 < plan.total_flops < 7e17
     assert 7 < plan.gpu_minutes_at_peak < 12
     assert 15 < plan.gpu_minutes < 35  # default utilisation 40%

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from mpa import tracking
 from mpa.config import parse_config
+from mpa.redact import is_secret_key
 
 
 def test_params_never_contain_secrets(tiny_config):
@@ -23,9 +24,9 @@ def test_params_never_contain_secrets(tiny_config):
     assert "teacher.openai.api_key_env" in params  # the *name* of the env var is not a secret
     assert params["annotate.max_new_tokens"] == "24"  # "token" inside a longer word is not a secret
     for key in ("secret_access_key", "api_key", "password", "hf_token", "access_key_id", "authorization"):
-        assert tracking.is_secret_key(key), key
+        assert is_secret_key(key), key
     for key in ("max_new_tokens", "max_model_len", "api_key_env", "kv_cache_memory_bytes"):
-        assert not tracking.is_secret_key(key), key
+        assert not is_secret_key(key), key
 
 
 @pytest.mark.parametrize(("score", "base", "champ", "margin", "alias", "why"), [
@@ -134,12 +135,12 @@ def test_failed_promotion_leaves_no_version_behind(tiny_config, tmp_path, monkey
         raise RuntimeError("registry went away")
 
     real_promote = tracking.promote
-    monkeypatch.setattr(tracking, "promote", broken_promote)
+    monkeypatch.setattr("mpa.tracking.runlog.promote", broken_promote)
     with pytest.raises(RuntimeError, match="registry went away"):
         tracker.register({"out": cfg.out}, ckpt)
     name = tracking.default_model_name(cfg)
     assert tracker.client.search_model_versions(f"name = '{name}'") == []
-    monkeypatch.setattr(tracking, "promote", real_promote)
+    monkeypatch.setattr("mpa.tracking.runlog.promote", real_promote)
     # the same call succeeds once the registry is back, with a fresh version
     v = tracker.register({"out": cfg.out}, ckpt)
     assert v.alias == "challenger" and "no benchmark score" in v.reason

@@ -297,7 +297,7 @@ def _default_gpus() -> dict[str, GPUSpec]:
 
 
 class PlanConfig(_Strict):
-    """`mpa plan`: the cost model's assumptions (ANCHORS.md, "Performance")."""
+    """`mpa plan`: the cost model's assumptions (each is explained in mpa.costplan)."""
 
     gpu: str = "H100-SXM"
     utilization: float = Field(0.4, gt=0.0, le=1.0, description="achieved fraction of peak FLOP/s")

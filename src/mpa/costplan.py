@@ -1,6 +1,6 @@
 """``mpa plan``: the expected work of a run, before anything runs — and beside the measured numbers after.
 
-The cost model (ANCHORS.md, "Performance"):
+The cost model (public figures on image tokens, FLOPs per token, GPU peaks and API prices):
 
 - image tokens: Qwen2-VL's ``smart_resize`` to the configured pixel cap, one token per 28×28 px;
 - FLOPs ≈ 2 × parameters per token for the language model (prefill and decode), plus the

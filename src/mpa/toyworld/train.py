@@ -1,6 +1,6 @@
 """Train the toy teacher and student from scratch: stock Qwen2-VL checkpoints, deterministic seeds.
 
-Recipe (ANCHORS, "Training a stock Qwen2-VL from scratch on CPU"):
+Recipe (measured on CPU; every variant tried is in NOTES.md beside this file):
 
 * one visual token per 28×28 cell (84×84 images, ``min_pixels = max_pixels = 84*84``);
 * an auxiliary per-cell classification loss on the vision tower's merged outputs (linear heads

