@@ -545,3 +545,12 @@ def test_openai_backend_without_a_key_names_the_endpoint_and_the_variable(monkey
             as exc:
         _ask("https://api.openai.com/v1")
     assert isinstance(exc.value, MpaError)
+
+
+def test_an_openai_failure_is_one_line_at_the_command_line(toy, openai_endpoint, tmp_path):
+    answers, base_url = openai_endpoint
+    answers.append((401, "application/json", b'{"error": {"message": "Incorrect API key provided"}}'))
+    cfg = _toy_config(toy, tmp_path / "run", teacher={"model": "teacher", "backend": "openai",
+                                                      "openai": {"base_url": base_url, "max_retries": 0}})
+    res = _mpa("annotate", "-c", str(cfg), env={"OPENAI_API_KEY": ""})
+    _one_line_error(res, f"{base_url}/chat/completions refused the API key (HTTP 401", "OPENAI_API_KEY")
