@@ -16,6 +16,17 @@ SetOpt = Annotated[
     typer.Option("--set", help="override a config value, dotted: --set train.lora=true (repeatable)"),
 ]
 
+ForceOpt = Annotated[
+    bool | None,
+    typer.Option("--force", help="redo a stage whose output was made with other inputs or settings (it is refused "
+                 "otherwise); sets `force`"),
+]
+AllowPartialOpt = Annotated[
+    bool | None,
+    typer.Option("--allow-partial", help="go on from an earlier stage's unfinished output (refused otherwise); "
+                 "sets `allow_partial`"),
+]
+
 
 class UserError(MpaError):
     """An error caused by input; printed as one line, exit code 2."""

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from mpa.cli.common import ConfigOpt, SetOpt, UserError, run_config
+from mpa.cli.common import AllowPartialOpt, ConfigOpt, ForceOpt, SetOpt, UserError, run_config
 from mpa.toyworld import DEMO_N_IMAGES, DEMO_N_TEST, DEMO_TEMPERATURE
 from mpa.ui import console
 
@@ -22,6 +22,8 @@ def annotate(
     config: ConfigOpt,
     images: Annotated[str | None, typer.Option(help="unlabeled images: a directory or s3:// prefix")] = None,
     out: Annotated[str | None, typer.Option(help="run directory (annotations.jsonl goes here)")] = None,
+    force: ForceOpt = None,
+    allow_partial: AllowPartialOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """PA: the teacher writes one task-specific question + answer per image (resumable)."""
@@ -29,7 +31,8 @@ def annotate(
     from mpa.stages.annotate import annotate_with_config
     from mpa.vlm.loader import load_vlm
 
-    cfg = run_config(config, set_, **{"data.images": images, "out": out})
+    cfg = run_config(config, set_, **{"data.images": images, "out": out, "force": force,
+                                     "allow_partial": allow_partial})
     cache = open_run_cache(cfg, cfg.out)
     teacher = load_vlm(cfg.teacher)
     try:
@@ -48,6 +51,8 @@ def identify(
         str | None,
         typer.Option(help="match rule E: exact, vqa, relaxed, anls, contains (default: the task's rule)"),
     ] = None,
+    force: ForceOpt = None,
+    allow_partial: AllowPartialOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """PI: teacher and student answer each generated question; keep E(teacher) ∧ ¬E(student)."""
@@ -55,7 +60,8 @@ def identify(
     from mpa.stages.identify import identify_with_config
     from mpa.vlm.loader import LazyVLM
 
-    cfg = run_config(config, set_, **{"out": out, "identify.match": match})
+    cfg = run_config(config, set_, **{"out": out, "identify.match": match, "force": force,
+                                     "allow_partial": allow_partial})
     ann = Path(cfg.out) / "annotations.jsonl"
     if not ann.is_file():
         raise UserError(f"no annotations at {ann}: run `mpa annotate` first (same --config/--out)")
@@ -75,6 +81,8 @@ def level(
     config: ConfigOpt,
     out: Annotated[str | None, typer.Option(help="run directory holding pi/parity.jsonl")] = None,
     samples: Annotated[Path | None, typer.Option(help="train on this jsonl instead of the parity set")] = None,
+    force: ForceOpt = None,
+    allow_partial: AllowPartialOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """PL: fine-tune the student on the parity set (answer-token loss; full or --set train.lora=true).
@@ -83,7 +91,7 @@ def level(
     submits a Kubeflow Trainer TrainJob (train.trainjob.*) and brings the checkpoint back."""
     from mpa.orchestrate.kubeflow.trainjob import level_for_backend
 
-    cfg = run_config(config, set_, out=out)
+    cfg = run_config(config, set_, out=out, force=force, allow_partial=allow_partial)
     path = samples or Path(cfg.out) / "pi" / "parity.jsonl"
     if not Path(path).is_file():
         raise UserError(f"no training samples at {path}: run `mpa identify` first")
@@ -102,6 +110,8 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(min=1)] = 8,
     max_samples: Annotated[int | None, typer.Option(min=1)] = None,
     trust_remote_code: Annotated[bool, typer.Option(help="only for models that need it (InternVL2)")] = False,
+    force: Annotated[bool, typer.Option("--force", help="start the predictions file afresh (another model's "
+                                        "predictions there are refused otherwise)")] = False,
 ) -> None:
     """Answer a labeled benchmark with a model and print its official score as JSON."""
     from mpa.config import ModelConfig
@@ -113,7 +123,7 @@ def evaluate(
     vlm = load_vlm(ModelConfig(model=model, batch_size=batch_size, trust_remote_code=trust_remote_code))
     try:
         result = run_evaluate(model=vlm, benchmark=benchmark, samples=samples, predictions_path=predictions,
-                              batch_size=batch_size)
+                              batch_size=batch_size, force=force)
     finally:
         vlm.close()
     typer.echo(json.dumps(result))
@@ -150,6 +160,8 @@ def run(
     rounds: Annotated[
         int | None, typer.Option(min=1, help="PI → PL rounds over the same PA pool (iterative MPA; default 1)")
     ] = None,
+    force: ForceOpt = None,
+    allow_partial: AllowPartialOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """All stages in-process (PA → PI → PL → evaluate before/after); resumes in the same --out.
@@ -161,7 +173,7 @@ def run(
     from mpa import storage
     from mpa.orchestrate.local import run_pipeline
 
-    cfg = run_config(config, set_, out=out, rounds=rounds)
+    cfg = run_config(config, set_, out=out, rounds=rounds, force=force, allow_partial=allow_partial)
     summary = run_pipeline(cfg)
     console.print(f"run summary: {storage.join(cfg.out, 'summary.json')}")
     if "delta" in summary:
