@@ -25,12 +25,36 @@ SECRET_KEY = "sk-test-" + "Q" * 32
 # ----------------------------------------------------------------------------- a real S3 server keeping any key
 @pytest.fixture(scope="module")
 def moto_server():
-    server_mod = pytest.importorskip("moto.server", reason="moto[s3] (the [dev] extra) is not installed")
-    srv = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    srv.start()
-    host, port = srv.get_host_and_port()
-    yield f"http://{host}:{port}"
-    srv.stop()
+    """moto's S3 server in its own process: importing it here would load Flask into the test process, whose
+    unbound context proxies break libraries that scan every loaded module (vLLM's kernel registry does)."""
+    import importlib.util
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    if importlib.util.find_spec("moto") is None:
+        pytest.fail("moto[s3] (the [dev] extra) is not installed")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            urllib.request.urlopen(url + "/moto-api/", timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                pytest.fail("moto's S3 server did not start")
+            time.sleep(0.2)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
 
 
 @pytest.fixture
