@@ -84,8 +84,10 @@ class StubInternVLChatModel(PreTrainedModel):
                 past_key_values=None, labels=None, **kwargs):
         assert image_flags is not None and image_flags.shape == (len(pixel_values), 1)
         logits = self.head(self._embeds(pixel_values, input_ids))
-        loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(),
-                                                 ignore_index=-100)
+        loss = None  # like InternVL2's forward: a loss only when labels are given
+        if labels is not None:
+            loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(),
+                                                     ignore_index=-100)
         return type("Out", (), {"loss": loss, "logits": logits})()
 
     @torch.no_grad()
