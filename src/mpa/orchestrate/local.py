@@ -108,7 +108,7 @@ def _run_tracked(cfg: RunConfig, show: bool) -> dict[str, Any]:
     try:
         summary = _run_stages(cfg, outputs, tracker, show)
         if tracker is not None:
-            ckpt = Path(summary.get("final_checkpoint") or outputs.local / "level" / "checkpoint")
+            ckpt = Path(summary["final_checkpoint"])
             if cfg.tracking.register_model and ckpt.is_dir():
                 # the final round's checkpoint and scores go through the same promotion gate
                 final = summary | ({"eval_after": summary["eval_final"]} if "eval_final" in summary else {})

@@ -154,31 +154,26 @@ def run_later_rounds(
         if after_step:
             after_step()
         stopped = stop_reason(cfg, pi["k_parity"], prev["k_parity"])
-        if stopped:
-            rec = round_record(r, pi, None, None, stopped)
-            rec["timings_s"] = timings
-            records.append(rec)
-            if on_round:
-                on_round(rec)
-            break
-        t = time.perf_counter()
-        pl = asdict(train_round(cfg, out, r, prev["checkpoint"], show=show))
-        timings["level"] = time.perf_counter() - t
-        if after_step:
-            after_step()
-        ev = None
-        if bench is not None:
+        pl = ev = None
+        if not stopped:
             t = time.perf_counter()
-            ev = evaluate_with_config(cfg, d / "eval" / "after.jsonl", model=cfg.student.at(pl["checkpoint"]),
-                                      samples=bench, label=f"eval round {r}")
-            timings["eval"] = time.perf_counter() - t
+            pl = asdict(train_round(cfg, out, r, prev["checkpoint"], show=show))
+            timings["level"] = time.perf_counter() - t
             if after_step:
                 after_step()
-        rec = round_record(r, pi, pl, ev)
-        rec["timings_s"] = timings
+            if bench is not None:
+                t = time.perf_counter()
+                ev = evaluate_with_config(cfg, d / "eval" / "after.jsonl", model=cfg.student.at(pl["checkpoint"]),
+                                          samples=bench, label=f"eval round {r}")
+                timings["eval"] = time.perf_counter() - t
+                if after_step:
+                    after_step()
+        rec = round_record(r, pi, pl, ev, stopped) | {"timings_s": timings}
         records.append(rec)
         if on_round:
             on_round(rec)
+        if stopped:
+            break
     return records
 
 
