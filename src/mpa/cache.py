@@ -16,6 +16,8 @@ import hashlib
 import json
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -141,14 +143,20 @@ class ResultCache:
         return {"path": str(self.path), **asdict(self.stats)}
 
 
-def open_run_cache(cfg: Any, run_dir: str | Path | None) -> ResultCache | None:
-    """The one way to open a run's PA/PI result cache: ``cache.dir`` when set, else ``<run dir>/cache``;
-    None when disabled, or when there is no run directory to keep it in (``run_dir=None``: a Kubeflow pod,
-    whose own disk goes with it, uses a cache only where ``cache.dir`` names a shared volume)."""
+@contextmanager
+def open_run_cache(cfg: Any, run_dir: str | Path | None) -> Iterator[ResultCache | None]:
+    """The one way to open a run's PA/PI result cache, closed when the block ends (also on an error):
+    ``cache.dir`` when set, else ``<run dir>/cache``; None when disabled, or when there is no run directory
+    to keep it in (``run_dir=None``: a Kubeflow pod, whose own disk goes with it, uses a cache only where
+    ``cache.dir`` names a shared volume)."""
     if not cfg.cache.enabled:
-        return None
-    if cfg.cache.dir:
-        return ResultCache(Path(cfg.cache.dir))
-    if run_dir is None:
-        return None
-    return ResultCache(Path(run_dir) / "cache")
+        cache = None
+    elif cfg.cache.dir:
+        cache = ResultCache(Path(cfg.cache.dir))
+    else:
+        cache = None if run_dir is None else ResultCache(Path(run_dir) / "cache")
+    try:
+        yield cache
+    finally:
+        if cache is not None:
+            cache.close()

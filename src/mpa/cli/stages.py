@@ -33,14 +33,12 @@ def annotate(
 
     cfg = run_config(config, set_, **{"data.images": images, "out": out, "force": force,
                                      "allow_partial": allow_partial})
-    cache = open_run_cache(cfg, cfg.out)
     teacher = load_vlm(cfg.teacher)
     try:
-        annotate_with_config(cfg, teacher, Path(cfg.out) / "annotations.jsonl", cache=cache)
+        with open_run_cache(cfg, cfg.out) as cache:
+            annotate_with_config(cfg, teacher, Path(cfg.out) / "annotations.jsonl", cache=cache)
     finally:
         teacher.close()
-        if cache is not None:
-            cache.close()
 
 
 @app.command()
@@ -65,15 +63,13 @@ def identify(
     ann = Path(cfg.out) / "annotations.jsonl"
     if not ann.is_file():
         raise UserError(f"no annotations at {ann}: run `mpa annotate` first (same --config/--out)")
-    cache = open_run_cache(cfg, cfg.out)
     teacher, student = LazyVLM(cfg.teacher), LazyVLM(cfg.student)
     try:
-        identify_with_config(cfg, teacher, student, ann, Path(cfg.out) / "pi", cache=cache)
+        with open_run_cache(cfg, cfg.out) as cache:
+            identify_with_config(cfg, teacher, student, ann, Path(cfg.out) / "pi", cache=cache)
     finally:
         teacher.release()
         student.release()
-        if cache is not None:
-            cache.close()
 
 
 @app.command()

@@ -159,20 +159,20 @@ def _run_stages(cfg: RunConfig, outputs: _Outputs, tracker: Any, show: bool) -> 
     if outputs.remote:
         summary["local_dir"] = str(out)
 
-    t = time.perf_counter()
-    cache = open_run_cache(cfg, out)
-    pa = annotate_with_config(cfg, teacher(), out / "annotations.jsonl", cache=cache, show=show)
-    timings["annotate"] = time.perf_counter() - t
-    summary["annotate"] = asdict(pa)
-    outputs.sync()
-    if tracker is not None:
-        tracker.log_annotate(summary["annotate"], timings["annotate"])
+    with open_run_cache(cfg, out) as cache:
+        t = time.perf_counter()
+        pa = annotate_with_config(cfg, teacher(), out / "annotations.jsonl", cache=cache, show=show)
+        timings["annotate"] = time.perf_counter() - t
+        summary["annotate"] = asdict(pa)
+        outputs.sync()
+        if tracker is not None:
+            tracker.log_annotate(summary["annotate"], timings["annotate"])
 
-    t = time.perf_counter()
-    pi = identify_with_config(cfg, teacher, student, out / "annotations.jsonl", out / "pi", cache=cache, show=show)
-    if cache is not None:
-        summary["cache"] = cache.summary()
-        cache.close()
+        t = time.perf_counter()
+        pi = identify_with_config(cfg, teacher, student, out / "annotations.jsonl", out / "pi", cache=cache,
+                                  show=show)
+        if cache is not None:
+            summary["cache"] = cache.summary()
     timings["identify"] = time.perf_counter() - t
     summary["identify"] = asdict(pi)
     teacher.release()

@@ -33,25 +33,24 @@ def run_shard(cfg: RunConfig, shard: str, stages: str = "pa,pi", show: bool = Tr
     i, n = parse_shard(shard) or (0, 1)
     d = shard_dir(cfg.out, i, n)
     d.mkdir(parents=True, exist_ok=True)
-    cache = open_run_cache(cfg, cfg.out)
     teacher, student = LazyVLM(cfg.teacher), LazyVLM(cfg.student)
     result: dict[str, Any] = {"shard": f"{i}/{n}"}
     try:
-        if "pa" in wanted:
-            pa = annotate_with_config(cfg, teacher(), d / "annotations.jsonl", shard=(i, n), cache=cache, show=show)
-            result["annotate"] = asdict(pa)
-        if "pi" in wanted:
-            pi = identify_with_config(cfg, teacher, student, d / "annotations.jsonl", d / "pi", cache=cache,
-                                      show=show)
-            result["identify"] = asdict(pi)
+        with open_run_cache(cfg, cfg.out) as cache:
+            if "pa" in wanted:
+                pa = annotate_with_config(cfg, teacher(), d / "annotations.jsonl", shard=(i, n), cache=cache,
+                                          show=show)
+                result["annotate"] = asdict(pa)
+            if "pi" in wanted:
+                pi = identify_with_config(cfg, teacher, student, d / "annotations.jsonl", d / "pi", cache=cache,
+                                          show=show)
+                result["identify"] = asdict(pi)
+            if cache is not None:
+                result["cache"] = cache.summary()
         usage = getattr(teacher.loaded, "usage_summary", None)
         if callable(usage):
             write_json_atomic(d / "usage.json", usage())
-        if cache is not None:
-            result["cache"] = cache.summary()
     finally:
-        if cache is not None:
-            cache.close()
         teacher.release()
         student.release()
     write_json_atomic(d / "shard_summary.json", result)

@@ -159,13 +159,12 @@ def annotate_shard(spec_dir: str, shard: int, out_dir: str) -> dict:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     teacher = load_vlm(cfg.teacher)
-    cache = open_run_cache(cfg, None)  # a pod's disk goes with it: only cache.dir
     try:
-        summary = annotate_with_config(cfg, teacher, out / "annotations.jsonl", images=uris, cache=cache, show=False)
+        with open_run_cache(cfg, None) as cache:  # a pod's disk goes with it: only cache.dir
+            summary = annotate_with_config(cfg, teacher, out / "annotations.jsonl", images=uris, cache=cache,
+                                           show=False)
     finally:
         teacher.close()
-        if cache is not None:
-            cache.close()
     expected = {r["uri"]: r["sha256"] for r in rows if int(r["shard"]) == shard}
     changed = sorted({a["image"] for a in read_jsonl(out / "annotations.jsonl")
                       if a.get("image_sha256") and a["image_sha256"] != expected.get(a["image"])})
@@ -193,15 +192,13 @@ def identify_shard(spec_dir: str, shard: int, annotations_dir: str, out_dir: str
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy2(Path(annotations_dir) / "annotations.jsonl", out / "annotations.jsonl")
     teacher, student = LazyVLM(cfg.teacher), LazyVLM(cfg.student)
-    cache = open_run_cache(cfg, None)  # a pod's disk goes with it: only cache.dir
     try:
-        summary = identify_with_config(cfg, teacher, student, out / "annotations.jsonl", out / "pi", cache=cache,
-                                       show=False)
+        with open_run_cache(cfg, None) as cache:  # a pod's disk goes with it: only cache.dir
+            summary = identify_with_config(cfg, teacher, student, out / "annotations.jsonl", out / "pi",
+                                           cache=cache, show=False)
     finally:
         teacher.release()
         student.release()
-        if cache is not None:
-            cache.close()
     write_json_atomic(out / "shard.json", {"shard": shard, "n": shard_count(spec_dir)})
     return asdict(summary)
 
