@@ -143,7 +143,7 @@ def _resolve_registry_models(cfg: RunConfig) -> RunConfig:
         mc: ModelConfig = getattr(cfg, role)
         if is_model_uri(mc.model):
             path = download_model(mc.model, cfg.tracking.uri)
-            updates[role] = mc.model_copy(update={"model": str(path), "revision": None})
+            updates[role] = mc.at(path)
     return cfg.model_copy(update=updates) if updates else cfg
 
 

@@ -324,8 +324,7 @@ def evaluate_model(spec_dir: str, out_dir: str, metrics: MetricsSink | None = No
 
     use_model_cache()
     cfg, _ = load_run_spec(spec_dir)
-    model = None if checkpoint_dir is None else cfg.student.model_copy(
-        update={"model": str(checkpoint_dir), "revision": None})
+    model = None if checkpoint_dir is None else cfg.student.at(checkpoint_dir)
     result = evaluate_with_config(cfg, Path(out_dir) / "predictions.jsonl", model=model)
     write_json_atomic(Path(out_dir) / "score.json", result)
     if metrics is not None:
