@@ -1,17 +1,18 @@
 """Parse a teacher's pseudo-annotation into (question, answer), or say why not.
 
 Accepted shapes: ``Question: … Answer: …`` on one line or several — including the paper's
-one-line ``Question: Q, Answer: A`` — in any case; ``Q:``/``A:`` (an ``A:`` counts as the answer label only
-after a ``Q:`` label and when no ``Answer:`` label follows, so "What does Plan A: stand for?" stays whole); markdown bold, headings,
-list bullets (``-``, ``*``, ``•``) or numbering around the labels; quotes around the values; and
-a JSON object with ``question`` and ``answer`` keys, bare or in a fenced code block.
+one-line ``Question: Q, Answer: A`` — in any case; ``Q:``/``A:`` (an ``A:`` counts as the answer label
+only after a ``Q:`` label and when no ``Answer:`` label follows, so "What does Plan A: stand for?" stays
+whole); markdown bold, headings, list bullets (``-``, ``*``, ``•``) or numbering around the labels;
+quotes around the values; and a JSON object with ``question`` and ``answer`` keys, bare or in a fenced code block.
 
 The question and the answer come out as the teacher wrote them. Only the format around them is
 removed: the labels and their decoration, the separator between the question and the ``Answer:``
 label (``,`` ``;`` ``|`` or a dash: the one-line form's comma is not part of the question),
 quotes that enclose a whole value, runs of whitespace inside the question (collapsed to one
 space), and a sentence-final period after the answer (``Brown.`` → ``Brown``; an abbreviation's
-period stays: ``U.S.``, ``Washington D.C.``; ``strip_period=False`` keeps it, as the MPA authors' parser did). The answer is the rest of the line after its label.
+period stays: ``U.S.``, ``Washington D.C.``; ``strip_period=False`` keeps it, as the MPA authors' parser
+did). The answer is the rest of the line after its label.
 """
 
 from __future__ import annotations
