@@ -19,15 +19,22 @@ def split(
     out: Annotated[Path, typer.Option(help="directory for train.json, holdout.json and split.json")],
     holdout: Annotated[float, typer.Option(help="fraction of the images held out, 0 < f < 1")] = 0.15,
     seed: Annotated[int, typer.Option(help="seed of the image shuffle (same seed, same split)")] = 0,
+    holdout_file: Annotated[Path | None, typer.Option(
+        help="a fixed holdout instead of a drawn one, e.g. the MPA authors' "
+             "train_task_1_onePerImage_val.json: copied as it is; train.json drops its images")] = None,
 ) -> None:
-    """Hold out a fraction of a train split's images (ST-VQA's test answers are not public).
+    """Hold out a fraction of a train split's images (ST-VQA's test answers are not public), or a fixed file.
 
     Writes OUT/train.json and OUT/holdout.json in the input's own format (no image in both) and
-    OUT/split.json (seed, counts, the source's SHA-256). Evaluate on the holdout with
-    `mpa evaluate --benchmark stvqa --annotations OUT/holdout.json --images <ST-VQA image root>`.
+    OUT/split.json (seed or fixed file, counts, the sources' SHA-256). With --holdout-file the holdout is
+    that file, byte for byte (the paper's ST-VQA numbers are on the authors' file). Evaluate on the holdout
+    with `mpa evaluate --benchmark stvqa --annotations OUT/holdout.json --images <ST-VQA image root>`.
     """
-    from mpa.data.split import split_benchmark
+    from mpa.data.split import split_benchmark, split_by_file
 
+    if holdout_file is not None:
+        typer.echo(json.dumps(split_by_file(benchmark, annotations, holdout_file, out)))
+        return
     typer.echo(json.dumps(split_benchmark(benchmark, annotations, holdout, seed, out)))
 
 study = typer.Typer(
