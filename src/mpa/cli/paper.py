@@ -74,6 +74,45 @@ def study_score(
 
     typer.echo(json.dumps(score_sheets(sheets, key)))
 
+
+@study.command("likeness-sample")
+def likeness_sample(
+    run: Annotated[Path, typer.Option(help="run directory holding pi/parity.jsonl")],
+    benchmark: Annotated[str, typer.Option(help="format of the human questions: textvqa, stvqa, chartqa, okvqa")],
+    annotations: Annotated[str, typer.Option(help="a benchmark annotation file with human-written questions "
+                                             "(e.g. TextVQA_0.5.1_train.json)")],
+    out: Annotated[Path, typer.Option(help="the sheet to write (.csv); .html and .key.json go beside it")],
+    questions: Annotated[str | None, typer.Option(help="OK-VQA questions file")] = None,
+    images: Annotated[str | None, typer.Option(help="the benchmark's image directory")] = None,
+    n: Annotated[int, typer.Option(help="items in all: half post-PI, half human questions")] = 200,
+    seed: Annotated[int, typer.Option(help="seed of the draw and of the shuffle")] = 0,
+) -> None:
+    """The paper's human-likeness study: post-PI items mixed, blind, with real human questions.
+
+    Raters write 1 (a person wrote it) or 0 (a machine did) in the column human_written; keep the
+    .key.json away from them. Score with `mpa human-study likeness-score`.
+    """
+    from mpa.human_study import likeness_sheet
+
+    typer.echo(json.dumps(likeness_sheet(run, benchmark, annotations, out, n, questions=questions, images=images,
+                                         seed=seed)))
+
+
+@study.command("likeness-score")
+def likeness_score(
+    sheets: Annotated[list[Path], typer.Argument(help="filled sheets, one per rater")],
+    key: Annotated[Path, typer.Option(help="the .key.json written by `human-study likeness-sample`")],
+) -> None:
+    """Human-likeness (the paper's Table 4 score): the share of post-PI items taken for human-written.
+
+    Prints JSON: human_likeness (pooled and per rater), the same share for the real human questions
+    (human_questions_taken_for_human, the control) and, with two or more raters, their agreement.
+    """
+    from mpa.human_study import score_likeness
+
+    typer.echo(json.dumps(score_likeness(sheets, key)))
+
+
 app.add_typer(study)
 
 @app.command("convert-tinyllava")
