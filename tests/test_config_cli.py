@@ -75,3 +75,46 @@ def test_mpa_evaluate_honours_the_preset(tmp_path):
     assert mine.returncode == 0, mine.stderr
     plain = json.loads(mine.stdout.strip().splitlines()[-1])
     assert plain["metric"] == "vqa" and plain["score"] == plain["official"]  # mpa's default headline
+
+
+def test_every_command_docs_experiments_names_exists():
+    """docs/experiments.md maps the paper's tables onto commands: each one it names must exist."""
+    import re
+
+    import typer
+
+    from mpa.cli import app
+
+    root = typer.main.get_command(app)
+    text = (ROOT / "docs" / "experiments.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"`mpa ([a-z][a-z-]*)(?: ([a-z][a-z-]*))?", text))
+    assert {("config", ""), ("split", ""), ("human-study", "likeness-sample")} <= named
+    for cmd, sub in named:
+        assert cmd in root.commands, f"docs/experiments.md names `mpa {cmd}`, which does not exist"
+        group = root.commands[cmd]
+        if hasattr(group, "commands") and sub:
+            assert sub in group.commands, f"docs/experiments.md names `mpa {cmd} {sub}`, which does not exist"
+
+
+def test_pathvqa_is_a_task_for_table_7():
+    from mpa.config import parse_config, task_for
+
+    cfg = parse_config({"teacher": {"model": "t"}, "student": {"model": "s"}, "data": {"images": "i"},
+                        "task": {"name": "pathvqa"}, "preset": "paper"})
+    task = task_for(cfg)
+    assert task.metric == "vqa" and "pathology" in task.pa_prompt and "Answer: <the answer>" in task.pa_prompt
+    assert cfg.task.prompts == "ours"  # the paper prints no PathVQA prompt: the preset keeps mpa's
+
+
+def test_annotate_keeps_the_answers_period_when_asked():
+    """`annotate.strip_answer_period: false` (the paper preset) records the answer as the teacher wrote it."""
+    from types import SimpleNamespace
+
+    from mpa.stages.annotate import _records_for_image
+    from mpa.tasks import get_task
+
+    teacher = SimpleNamespace(model_id="t")
+    raw = ["Question: What is the color of the Nokia phone?, Answer: Brown."]
+    task = get_task("textvqa")
+    assert _records_for_image("u", "s", raw, task, teacher, None, True)[0].answer == "Brown"
+    assert _records_for_image("u", "s", raw, task, teacher, None, True, strip_period=False)[0].answer == "Brown."

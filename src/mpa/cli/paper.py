@@ -126,11 +126,12 @@ def convert_tinyllava_cmd(
         Path | None, typer.Option(help="load the tokenizer from here instead of --src")
     ] = None,
 ) -> None:
-    """Convert the paper's TinyLLaVA-2B (bczhou/TinyLLaVA-2.0B, TinyLLaVABench format) to a stock LLaVA.
+    """Convert TinyLLaVA-2.0B (bczhou/TinyLLaVA-2.0B, TinyLLaVABench format) to a stock LLaVA checkpoint.
 
     The result loads with AutoModelForImageTextToText and vLLM without remote code and is an mpa
     student like any other (`student.model: OUT`), with TinyLLaVA's chat format and the paper's PL
-    preset (batch 16, lr 1e-4). Download the checkpoint first (e.g. `hf download bczhou/TinyLLaVA-2.0B
+    preset (batch 16, lr 1e-4). That this is the paper's "TinyLLaVA-2B" is our inference: the paper
+    names no checkpoint. Download the checkpoint first (e.g. `hf download bczhou/TinyLLaVA-2.0B
     --local-dir SRC`); prints JSON.
     """
     from mpa.vlm.tinyllava import convert_tinyllava
