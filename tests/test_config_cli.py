@@ -118,3 +118,14 @@ def test_annotate_keeps_the_answers_period_when_asked():
     task = get_task("textvqa")
     assert _records_for_image("u", "s", raw, task, teacher, None, True)[0].answer == "Brown"
     assert _records_for_image("u", "s", raw, task, teacher, None, True, strip_period=False)[0].answer == "Brown."
+
+
+def test_evaluate_refuses_to_write_predictions_under_an_s3_out():
+    from typer.testing import CliRunner
+
+    from mpa.cli import app
+    from mpa.cli.common import UserError
+
+    res = CliRunner().invoke(app, ["evaluate", "--model", "m", "--benchmark", "textvqa", "--annotations", "a.json",
+                                   "--out", "s3://bucket/run"])
+    assert isinstance(res.exception, UserError) and "give --predictions or a local --out" in str(res.exception)

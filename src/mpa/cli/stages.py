@@ -131,6 +131,9 @@ def evaluate(
     cfg = evaluate_config(config, parse_set_pairs(set_), model=model, benchmark=benchmark, annotations=annotations,
                           questions=questions, images=images, out=out, batch_size=batch_size,
                           max_samples=max_samples, trust_remote_code=trust_remote_code, force=force)
+    if predictions is None and cfg.out.startswith("s3://"):
+        raise UserError(f"out is {cfg.out}: mpa evaluate writes its predictions to a local file; give --predictions "
+                        "or a local --out")
     path = predictions or default_predictions_path(cfg)
     result = evaluate_with_config(cfg, path)
     console.print(f"predictions: {path}")
