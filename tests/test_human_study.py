@@ -252,3 +252,96 @@ def test_cli_sample_and_score(run_dir, tmp_path):
                          capture_output=True, text=True, env=env, timeout=120)
     err = " ".join(res.stderr.split())  # the console wraps long lines
     assert res.returncode == 2 and "rater2.csv:2: column task_relevant" in err and "Traceback" not in err
+
+
+# --- the paper's human-likeness score: post-PI items mixed with real human questions ----------------
+
+HUMAN_QUESTIONS = Path(__file__).parent / "fixtures" / "benchmarks" / "textvqa" / "TextVQA_0.5.1_val.json"
+
+
+def _fill_likeness(sheet: Path, out: Path, ratings: dict[str, int]) -> Path:
+    rows = _rows(sheet)
+    with open(out, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=["item_id", "image", "question", "answer", "human_written"])
+        w.writeheader()
+        for r in rows:
+            w.writerow({**r, "human_written": str(ratings[r["item_id"]])})
+    return out
+
+
+def test_likeness_sheet_mixes_post_pi_items_with_human_questions_blind(run_dir, tmp_path):
+    from mpa.human_study import likeness_sheet
+
+    summary = likeness_sheet(run_dir, "textvqa", str(HUMAN_QUESTIONS), tmp_path / "l.csv", 8, seed=3)
+    assert (summary["mpa"], summary["human"]) == (4, 4)
+    rows = _rows(tmp_path / "l.csv")
+    assert list(rows[0]) == ["item_id", "image", "question", "answer", "human_written"]
+    assert all(r["human_written"] == "" for r in rows)
+    key = json.loads((tmp_path / "l.key.json").read_text())["items"]
+    sources = [key[r["item_id"]]["source"] for r in rows]
+    assert sorted(sources) == ["human"] * 4 + ["mpa"] * 4 and sources != sorted(sources)  # shuffled together
+    human_qs = {e["question"] for e in json.loads(HUMAN_QUESTIONS.read_text())["data"]}
+    parity_qs = {json.loads(x)["question"] for x in (run_dir / "pi" / "parity.jsonl").read_text().splitlines()}
+    for r in rows:
+        assert r["question"] in (human_qs if key[r["item_id"]]["source"] == "human" else parity_qs)
+    assert "human_written" in (tmp_path / "l.html").read_text() and "source" not in rows[0]
+    nokia = [r for r in rows if r["question"] == "what brand is the phone?"]
+    assert nokia and nokia[0]["answer"] == "nokia"  # the most frequent answer beside a human question
+    again = likeness_sheet(run_dir, "textvqa", str(HUMAN_QUESTIONS), tmp_path / "m.csv", 8, seed=3)
+    assert again["n"] == 8 and (tmp_path / "m.csv").read_text() == (tmp_path / "l.csv").read_text()
+
+
+def test_likeness_score_is_the_share_of_post_pi_items_taken_for_human(run_dir, tmp_path):
+    from mpa.human_study import likeness_sheet, score_likeness
+
+    likeness_sheet(run_dir, "textvqa", str(HUMAN_QUESTIONS), tmp_path / "l.csv", 8, seed=1)
+    key = json.loads((tmp_path / "l.key.json").read_text())["items"]
+    mpa_ids = sorted(i for i in key if key[i]["source"] == "mpa")
+    human_ids = sorted(i for i in key if key[i]["source"] == "human")
+    # rater 1 takes 3 of the 4 post-PI items and all 4 human questions for human-written
+    r1 = {**{i: 1 for i in mpa_ids[:3]}, mpa_ids[3]: 0, **dict.fromkeys(human_ids, 1)}
+    # rater 2: 1 of 4 post-PI items, 3 of 4 human questions
+    r2 = {mpa_ids[0]: 1, **dict.fromkeys(mpa_ids[1:], 0), **dict.fromkeys(human_ids[:3], 1), human_ids[3]: 0}
+    a = _fill_likeness(tmp_path / "l.csv", tmp_path / "r1.csv", r1)
+    b = _fill_likeness(tmp_path / "l.csv", tmp_path / "r2.csv", r2)
+    result = score_likeness([a, b], tmp_path / "l.key.json")
+    assert result["human_likeness"] == pytest.approx(4 / 8)  # (3 + 1) of 2 x 4 post-PI ratings
+    assert result["human_likeness_per_rater"] == {str(a): 0.75, str(b): 0.25}
+    assert result["human_questions_taken_for_human"] == pytest.approx(7 / 8)
+    assert result["items"] == {"mpa": 4, "human": 4}
+    # agreement over the 8 items: they differ on mpa_ids[1], mpa_ids[2] and human_ids[3] -> 5/8
+    assert result["agreement"]["percent_agreement"] == pytest.approx(5 / 8)
+    # Cohen by hand: rater 1 says 1 on 7 items, rater 2 on 4: p_e = 7/8*4/8 + 1/8*4/8 = 0.5; (0.625-0.5)/0.5
+    assert result["agreement"]["kappa"] == pytest.approx(0.25) and result["agreement"]["kappa_kind"] == "cohen"
+
+
+def test_likeness_errors_are_named(run_dir, tmp_path):
+    from mpa.human_study import likeness_sheet, score_likeness
+
+    with pytest.raises(StudyError, match="has 4 items, fewer than n/2 = 5"):
+        likeness_sheet(run_dir, "textvqa", str(HUMAN_QUESTIONS), tmp_path / "l.csv", 10)
+    likeness_sheet(run_dir, "textvqa", str(HUMAN_QUESTIONS), tmp_path / "l.csv", 4)
+    rows = _rows(tmp_path / "l.csv")
+    bad = _fill_likeness(tmp_path / "l.csv", tmp_path / "bad.csv", {r["item_id"]: 1 for r in rows})
+    bad.write_text(bad.read_text().replace(",1\n", ",maybe\n", 1))
+    with pytest.raises(StudyError, match="bad.csv:2: column human_written of item L0001 is 'maybe'"):
+        score_likeness([bad], tmp_path / "l.key.json")
+    sample_sheet(run_dir, 4, tmp_path / "s.csv")
+    with pytest.raises(StudyError, match="not a human-likeness key file"):
+        score_likeness([bad], tmp_path / "s.key.json")
+
+
+def test_cli_likeness_sample_and_score(run_dir, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    mpa = [sys.executable, "-m", "mpa", "human-study"]
+    res = subprocess.run([*mpa, "likeness-sample", "--run", str(run_dir), "--benchmark", "textvqa", "--annotations",
+                          str(HUMAN_QUESTIONS), "--n", "4", "--out", str(tmp_path / "l.csv")],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    key = json.loads((tmp_path / "l.key.json").read_text())["items"]
+    filled = _fill_likeness(tmp_path / "l.csv", tmp_path / "r.csv", {i: int(key[i]["source"] == "human") for i in key})
+    res = subprocess.run([*mpa, "likeness-score", str(filled), "--key", str(tmp_path / "l.key.json")],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["human_likeness"] == 0.0 and out["human_questions_taken_for_human"] == 1.0

@@ -99,3 +99,36 @@ def test_answer_length_filter_counts_words_as_written():
     raw = "Question: What type of boat is this, and what is its primary use?, Answer: fishing boat for recreation"
     assert parse_qa(raw, max_answer_words=3).error == "answer too long (4 words > 3)"
     assert parse_qa(raw, max_answer_words=4).ok
+
+
+@pytest.mark.parametrize(
+    ("raw", "question", "answer"),
+    [
+        # an "A:" inside the question is not the answer label when an Answer: label follows...
+        ("Question: What does Plan A: stand for? Answer: Alternative", "What does Plan A: stand for?", "Alternative"),
+        ("Question: What does Plan A: stand for?\nAnswer: Alternative", "What does Plan A: stand for?", "Alternative"),
+        # ...nor in a Q:/A: pair: the A: after the question's "?" or at a line start is the label
+        ("Q: What does Plan A: stand for? A: Alternative", "What does Plan A: stand for?", "Alternative"),
+        ("Q: What does Plan A: stand for?\nA: Alternative", "What does Plan A: stand for?", "Alternative"),
+        ("Q: Which grade, A: or B:, is circled?\n- A: B", "Which grade, A: or B:, is circled?", "B"),
+        # an Answer: label is preferred after Q: too
+        ("Q: What does Plan A: stand for? Answer: Alternative", "What does Plan A: stand for?", "Alternative"),
+    ],
+)
+def test_a_label_inside_the_question_stays_in_the_question(raw, question, answer):
+    p = parse_qa(raw)
+    assert p.ok, p.error
+    assert (p.question, p.answer) == (question, answer)
+
+
+def test_a_short_answer_label_pairs_only_with_a_short_question_label():
+    # the old parser split here: question "What does Plan", answer "stand for?"
+    p = parse_qa("Question: What does Plan A: stand for?")
+    assert p.error == "no 'Answer:' after the question" and p.question == "What does Plan A: stand for?"
+
+
+def test_final_period_kept_on_request():
+    raw = "Question: What is the color of the Nokia phone in the image?, Answer: Brown."
+    assert parse_qa(raw).answer == "Brown"
+    assert parse_qa(raw, strip_period=False).answer == "Brown."  # the authors' released answers keep it
+    assert parse_qa('{"question": "Brand?", "answer": "Nokia."}', strip_period=False).answer == "Nokia."

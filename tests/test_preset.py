@@ -48,17 +48,72 @@ def test_set_preset_paper_gives_prompts_decoding_rule_and_metric_together(tmp_pa
     assert cfg.evaluate.metric == "contains" and cfg.evaluate.max_new_tokens == 128
 
 
-def test_explicit_settings_win_over_the_preset(tmp_path):
-    data = {**BASE, "preset": "paper",
-            "annotate": {"temperature": 0.7, "max_new_tokens": 64, "max_answer_words": "task"},
+def test_a_setting_that_contradicts_the_preset_is_refused_by_name(tmp_path):
+    data = {**BASE, "preset": "paper", "annotate": {"temperature": 0.7, "max_new_tokens": 64},
             "task": {"name": "okvqa", "prompts": "ours"}}
-    cfg = load_config(_write(tmp_path, data), {"identify.match": "vqa", "evaluate.metric": "official"})
-    assert cfg.annotate.temperature == 0.7  # YAML wins
-    assert cfg.annotate.max_new_tokens == 64  # even when it equals mpa's own default
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, data), {"identify.match": "vqa"})
+    msg = str(err.value)
+    for named in ("annotate.temperature=0.7 (paper: 0.0)", "annotate.max_new_tokens=64 (paper: 128)",
+                  "task.prompts='ours' (paper: 'paper')", "identify.match='vqa' (paper: 'contains')"):
+        assert named in msg  # every contradiction at once, with the preset's value
+    assert "preset_except: [task.prompts, annotate.temperature, annotate.max_new_tokens, identify.match]" in msg
+    assert "run.yaml" in msg
+
+
+def test_a_setting_equal_to_the_preset_is_no_contradiction():
+    cfg = parse_config({**BASE, "preset": "paper", "annotate": {"temperature": 0, "max_new_tokens": 128},
+                        "train": {"adam_betas": [0.9, 0.98]}, "student": {"model": "s", "max_pixels": 401408}})
+    assert cfg.annotate.temperature == 0.0 and cfg.train.adam_betas == (0.9, 0.98)
+
+
+def test_preset_except_keeps_a_deliberate_setting_and_the_rest_of_the_preset():
+    data = {**BASE, "preset": "paper", "preset_except": ["identify.match", "annotate.max_answer_words"],
+            "task": {"name": "okvqa"}, "annotate": {"max_answer_words": "task"}}
+    cfg = parse_config(data)
+    assert match_rule_for(cfg) == "vqa"  # unset and excepted: mpa's default, the task's rule
     assert max_answer_words_for(task_for(cfg), cfg.annotate.max_answer_words) == 3  # OK-VQA's limit, asked for
-    assert cfg.task.prompts == "ours"
-    assert match_rule_for(cfg) == "vqa" and cfg.evaluate.metric == "official"  # --set wins
-    assert cfg.annotate.top_p == 1.0 and cfg.identify.max_new_tokens == 128  # the rest still from the preset
+    cfg = parse_config({**data, "identify": {"match": "exact"}})
+    assert match_rule_for(cfg) == "exact"  # excepted and set: the config's value
+    assert cfg.annotate.temperature == 0.0 and cfg.task.prompts == "paper"  # the rest is the paper's
+    with pytest.raises(ConfigError, match="preset_except names train.lora, which preset paper does not set"):
+        parse_config({**BASE, "preset": "paper", "preset_except": ["train.lora"]})
+
+
+def test_paper_preset_sets_resolution_and_the_pl_recipe():
+    cfg = parse_config({**BASE, "preset": "paper"})
+    for m in (cfg.teacher, cfg.student):
+        assert (m.min_pixels, m.max_pixels) == (128 * 28 * 28, 512 * 28 * 28)
+    t = cfg.train
+    assert (t.lr_schedule, t.warmup_ratio, t.vision_learning_rate, t.adam_betas) == ("cosine", 0.03, 2e-6, (0.9, 0.98))
+    assert cfg.annotate.strip_answer_period is False
+    task = task_for(cfg)
+    # PL trains on the bare question (the authors' "<image>\n{question}"); PI and evaluation keep the instruction
+    assert task.train_prompt(" What is written? ") == "What is written?"
+    assert task.answer_prompt("What is written?").endswith("single word or phrase.")
+    mpa = parse_config(BASE)
+    assert (mpa.train.lr_schedule, mpa.train.warmup_ratio, mpa.train.adam_betas) == ("linear", 0.0, (0.9, 0.999))
+    assert mpa.annotate.strip_answer_period is True and mpa.student.min_pixels is None
+    assert task_for(mpa).train_prompt("q?") == task_for(mpa).answer_prompt("q?")
+
+
+def test_an_api_teacher_keeps_its_images_as_sent():
+    cfg = parse_config({**BASE, "preset": "paper", "teacher": {"model": "gpt-4o", "backend": "openai"}})
+    assert cfg.teacher.min_pixels is None and cfg.teacher.max_pixels is None
+    assert cfg.student.max_pixels == 401408
+
+
+def test_the_shipped_example_runs_with_the_preset():
+    example = Path(__file__).resolve().parents[1] / "configs" / "example-qwen2vl.yaml"
+    cfg = load_config(example, {"preset": "paper"})
+    assert cfg.annotate.temperature == 0.0 and match_rule_for(cfg) == "contains"
+    assert cfg.student.min_pixels == 100352 and cfg.train.lr_schedule == "cosine"
+    assert load_config(example).annotate.temperature == 1.0  # without the preset: mpa's defaults
+
+
+def test_adam_betas_are_checked():
+    with pytest.raises(ConfigError, match="adam_betas must both lie in"):
+        parse_config({**BASE, "train": {"adam_betas": [0.9, 1.0]}})
 
 
 def test_preset_leaves_prompts_of_tasks_the_paper_does_not_cover():
@@ -74,7 +129,9 @@ def test_unknown_preset_is_named():
 
 
 def test_resolved_config_round_trips():
-    cfg = parse_config({**BASE, "preset": "paper", "annotate": {"temperature": 0.3}})
+    cfg = parse_config({**BASE, "preset": "paper", "preset_except": ["annotate.temperature"],
+                        "annotate": {"temperature": 0.3}, "task": {"name": "toyvqa"},
+                        "teacher": {"model": "gpt-4o", "backend": "openai"}})
     again = parse_config(json.loads(cfg.model_dump_json()))
     assert again == cfg
 
@@ -166,6 +223,8 @@ def test_mpa_run_with_the_paper_preset_in_the_toy_world(tmp_path):
     raw["evaluate"].pop("max_new_tokens")
     raw["train"] = {**DEMO_TRAIN, "seed": 7}
     raw["tracking"] = {"enabled": False}
+    # the toy models see 84x84 images, one token per cell: keep their own resolution, the rest is the paper's
+    raw["preset_except"] = ["teacher.min_pixels", "teacher.max_pixels", "student.min_pixels", "student.max_pixels"]
     cfg = load_config(_write(tmp_path, raw), {"preset": "paper"})
     summary = run_pipeline(cfg, show=False)
     assert summary["match_rule"] == "contains" and summary["identify"]["match_rule"] == "contains"
@@ -176,3 +235,4 @@ def test_mpa_run_with_the_paper_preset_in_the_toy_world(tmp_path):
     written = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text(encoding="utf-8"))
     assert written["preset"] == "paper" and written["annotate"]["temperature"] == 0.0
     assert written["annotate"]["max_new_tokens"] == 128 and written["identify"]["match"] == "contains"
+    assert written["train"]["lr_schedule"] == "cosine" and written["train"]["adam_betas"] == [0.9, 0.98]

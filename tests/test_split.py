@@ -116,3 +116,47 @@ def test_cli_split_prints_json_and_one_line_errors(tmp_path):
                          capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 2 and "error:" in bad.stderr and "Traceback" not in bad.stderr
     assert "strictly between 0 and 1" in bad.stderr
+
+
+FIXED = Path(__file__).parent / "fixtures" / "split" / "train_task_1_onePerImage_val.json"
+
+
+def test_a_fixed_holdout_file_is_the_holdout_as_it_is(tmp_path):
+    """The MPA authors score ST-VQA on a fixed file (one question per image); `--holdout-file` takes it."""
+    from mpa.data.split import split_by_file
+
+    summary = split_by_file("stvqa", FIXTURE, FIXED, tmp_path / "out")
+    assert (tmp_path / "out" / "holdout.json").read_bytes() == FIXED.read_bytes()  # byte for byte
+    train = json.loads((tmp_path / "out" / "train.json").read_text())
+    held = _images(json.loads(FIXED.read_text()))
+    assert held == {"coco-text/img_000.jpg", "icdar/img_003.jpg", "imageNet/img_005.jpg"}
+    assert not _images(train) & held  # every question about a held-out image leaves train, not only the held one
+    assert _images(train) == _images(json.loads(FIXTURE.read_text())) - held
+    # 27 questions; the 3 held-out images carry 2 + 2 + 1 of them
+    assert summary["questions"] == {"train": 22, "holdout": 3, "source_dropped_with_holdout_images": 5}
+    assert summary["images"] == {"train": 17, "holdout": 3, "holdout_not_in_source": 0}
+    assert summary["holdout_sha256"] and json.loads((tmp_path / "out" / "split.json").read_text()) == summary
+    samples = load_benchmark("stvqa", str(tmp_path / "out" / "holdout.json"), images="/data/stvqa")
+    assert [s.question_id for s in samples] == ["5001", "5005", "5008"]
+
+
+def test_a_fixed_holdout_from_another_benchmark_is_refused(tmp_path):
+    from mpa.data.split import split_by_file
+
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"data": [{"question_id": 1, "question": "q", "file_path": "x/none.jpg",
+                                           "answers": ["a"]}]}))
+    with pytest.raises(ValueError, match="asks about none of the images"):
+        split_by_file("stvqa", FIXTURE, other, tmp_path / "out")
+    with pytest.raises(ValueError, match="entry 0 has no 'file_path'"):
+        other.write_text(json.dumps({"data": [{"question": "q"}]}))
+        split_by_file("stvqa", FIXTURE, other, tmp_path / "out")
+
+
+def test_cli_split_takes_a_holdout_file(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "mpa.cli", "split", "--benchmark", "stvqa", "--annotations",
+                          str(FIXTURE), "--holdout-file", str(FIXED), "--out", str(tmp_path / "o")],
+                         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["questions"]["holdout"] == 3
+    assert (tmp_path / "o" / "holdout.json").read_bytes() == FIXED.read_bytes()

@@ -114,6 +114,10 @@ class AnnotateConfig(_Strict):
     max_new_tokens: int = Field(64, ge=1)
     qa_per_image: int = Field(1, ge=1)
     dedupe_questions: bool = True
+    strip_answer_period: bool = Field(
+        True, description="drop a sentence-final period from the parsed answer (\"Brown.\" -> \"Brown\"); false: "
+        "the answer as the teacher wrote it, as the MPA authors' released pseudo-labels (and their PL data) keep it",
+    )
     max_answer_words: int | Literal["task"] | None = Field(
         None, description="drop pseudo-labels whose answer has more words; task: the task's limit (5, OK-VQA 3); "
         "default: keep all (in the toy world the filter removed only what PI removes anyway: docs/experiments.md)",
@@ -195,6 +199,11 @@ class TrainConfig(_Strict):
         "linear", description="decay after warm-up: linear to 0, cosine to 0, or constant"
     )
     warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="share of the steps with a linear warm-up")
+    adam_betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW (beta1, beta2)")
+    prompt: Literal["answer", "question"] = Field(
+        "answer", description="the PL prompt: answer = the answer prompt PI and evaluation ask with (question + "
+        "the short-answer instruction); question = the bare question, as the MPA authors trained (no instruction)",
+    )
     weight_decay: float = Field(0.0, ge=0.0)
     max_grad_norm: float = Field(1.0, gt=0)
     precision: Literal["auto", "fp32", "bf16"] = Field(
@@ -229,6 +238,13 @@ class TrainConfig(_Strict):
         description="optional label-free anti-forgetting: mix in this fraction of teacher-consistent "
         "samples the student already answers (off by default: the paper trains on the parity set only)",
     )
+
+    @field_validator("adam_betas")
+    @classmethod
+    def _betas_in_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= b < 1.0 for b in v):
+            raise ValueError(f"adam_betas must both lie in [0, 1), got {list(v)}")
+        return v
 
     @model_validator(mode="after")
     def _check_sharding(self) -> TrainConfig:
@@ -359,51 +375,103 @@ class StorageConfig(_Strict):
 
 
 # ``preset: paper`` — the MPA authors' choices (docs/experiments.md explains each and why mpa's
-# defaults differ). A preset only fills fields the config leaves unset: precedence is
-# explicit setting (YAML or --set) > preset > mpa default.
+# defaults differ). Sources: the authors' code, github.com/vl2g/MPA at 4e69e39 ("MPA code"); the
+# fine-tuning scripts their PL ran on, github.com/2U1/Qwen2-VL-Finetune at 8922643 ("2U1"); the paper,
+# arXiv 2509.16633. A preset fills the fields a config leaves unset; a config that sets one of them to
+# another value is refused by name (``preset_except`` lists the fields you deliberately set yourself).
 PAPER_PRESET: dict[str, Any] = {
-    "task.prompts": "paper",  # only for the tasks the paper has prompts for (see _apply_preset)
-    "annotate.temperature": 0.0,  # their generate() had no sampling arguments: greedy in effect
+    "task.prompts": "paper",  # MPA code scripts/PA/PA.py; only for tasks the paper has prompts for (below)
+    "annotate.temperature": 0.0,  # MPA code: generate() without sampling arguments, greedy in effect
     "annotate.top_p": 1.0,
     "annotate.top_k": 0,
-    "annotate.max_new_tokens": 128,
-    "annotate.max_answer_words": None,  # no answer-length filter (mpa's default too)
-    "identify.match": "contains",
+    "annotate.max_new_tokens": 128,  # MPA code: generate(max_new_tokens=128) in PA, PI and evaluation
+    "annotate.max_answer_words": None,  # MPA code: no answer-length filter (mpa's default too)
+    "annotate.strip_answer_period": False,  # MPA code: `Answer:\s*(.*)` keeps a final "." (PL trains on it)
+    "identify.match": "contains",  # MPA code scripts/PI/PI.py: lower-case, strip \W, substring
     "identify.max_new_tokens": 128,
     "evaluate.max_new_tokens": 128,
-    "evaluate.metric": "contains",
+    "evaluate.metric": "contains",  # MPA code scripts/utils/evaluate.py
+    # MPA code: Qwen2-VL processors at min_pixels=128*28*28, max_pixels=512*28*28 in PA, PI and evaluation
+    "teacher.min_pixels": 100352,
+    "teacher.max_pixels": 401408,
+    "student.min_pixels": 100352,
+    "student.max_pixels": 401408,
+    "train.prompt": "question",  # PL data: "<image>\n{question}" with no answer instruction (MPA code / 2U1)
+    "train.lr_schedule": "cosine",  # 2U1 scripts: --lr_scheduler_type cosine
+    "train.warmup_ratio": 0.03,  # 2U1 scripts: --warmup_ratio 0.03
+    "train.vision_learning_rate": 2e-6,  # 2U1 scripts: --vision_lr 2e-6
+    "train.adam_betas": (0.9, 0.98),  # 2U1 scripts: --adam_beta2 0.98 (beta1 0.9)
 }
 PRESETS: dict[str, dict[str, Any]] = {"mpa": {}, "paper": PAPER_PRESET}
+_RESOLUTION_FIELDS = ("min_pixels", "max_pixels")
+
+
+def _preset_applies(dotted: str, value: Any, data: dict[str, Any]) -> bool:
+    """Whether a preset field concerns this config at all (the paper has no prompts for every task, and an
+    API teacher takes the images as sent)."""
+    section, leaf = dotted.split(".")
+    node = data.get(section) or {}
+    if dotted == "task.prompts":
+        from mpa.tasks import tasks_with_prompts
+
+        return node.get("name", TaskConfig.model_fields["name"].default) in tasks_with_prompts(value)
+    if leaf in _RESOLUTION_FIELDS and section in ("teacher", "student"):
+        return node.get("backend", "hf") != "openai"
+    return True
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as settings: a YAML list and a tuple of the same numbers are the same betas."""
+    return (list(a) if isinstance(a, tuple | list) else a) == (list(b) if isinstance(b, tuple | list) else b)
 
 
 def _apply_preset(data: Any) -> Any:
-    """Fill what the named preset sets and ``data`` leaves unset (raw config mapping, before validation)."""
+    """Fill what the named preset sets and ``data`` leaves unset (raw config mapping, before validation).
+
+    A field the config sets to another value than the preset's is refused, every such field named in one
+    message, unless ``preset_except`` lists it (then the config's value, or mpa's default, stays)."""
     if not isinstance(data, dict):
         return data
     name = data.get("preset", "mpa")
     if name not in PRESETS or not PRESETS[name]:
         return data  # an unknown name is reported by the field's own validation
     data = dict(data)
+    for section in {d.split(".")[0] for d in PRESETS[name]}:
+        if isinstance(data.get(section), BaseModel):
+            data[section] = data[section].model_dump(exclude_unset=True)
+    excepted = data.get("preset_except") or []
+    if not isinstance(excepted, list):
+        return data  # reported by the field's own validation
+    unknown = [f for f in excepted if f not in PRESETS[name]]
+    if unknown:
+        raise ValueError(f"preset_except names {', '.join(map(str, unknown))}, which preset {name} does not set "
+                         f"(it sets: {', '.join(PRESETS[name])})")
+    conflicts = []
     for dotted, value in PRESETS[name].items():
         section, leaf = dotted.split(".")
         node = data.get(section) or {}
-        if isinstance(node, BaseModel):
-            node = node.model_dump(exclude_unset=True)
-        if not isinstance(node, dict) or leaf in node:
+        if not isinstance(node, dict) or dotted in excepted or not _preset_applies(dotted, value, data):
             continue
-        if dotted == "task.prompts":
-            from mpa.tasks import tasks_with_prompts
-
-            if node.get("name", TaskConfig.model_fields["name"].default) not in tasks_with_prompts(value):
-                continue  # e.g. toyvqa: the paper has no prompts for it, the task keeps its own
+        if leaf in node:
+            if not _same(node[leaf], value):
+                conflicts.append(f"{dotted}={node[leaf]!r} ({name}: {value!r})")
+            continue
         data[section] = {**node, leaf: value}
+    if conflicts:
+        raise ValueError(
+            f"preset {name} contradicts {'; '.join(conflicts)}: remove these settings to run the preset as it is, "
+            f"or keep them deliberately with preset_except: [{', '.join(c.split('=')[0] for c in conflicts)}]")
     return data
 
 
 class RunConfig(_Strict):
     preset: PresetName = Field(
-        "mpa", description="mpa: our defaults; paper: the MPA authors' prompts, decoding, PI rule and reported "
-        "metric (explicit settings still win)"
+        "mpa", description="mpa: our defaults; paper: the MPA authors' settings end to end (prompts, decoding, PI "
+        "rule, resolution, PL recipe, reported metric); a setting that contradicts the preset is refused by name"
+    )
+    preset_except: list[str] = Field(
+        default_factory=list, description="preset fields your config deliberately sets otherwise (an ablation, "
+        "e.g. [identify.match]); the preset leaves them to the config or mpa's default"
     )
     task: TaskConfig = Field(default_factory=TaskConfig)
     teacher: ModelConfig
@@ -441,9 +509,12 @@ class RunConfig(_Strict):
 
 def task_for(cfg: RunConfig) -> Task:
     """The task a run config names (built-in, or ``custom`` with its prompt file), with its prompt set."""
+    from dataclasses import replace
+
     from mpa.tasks import get_task
 
-    return get_task(cfg.task.name, cfg.task.prompt_file, cfg.task.metric, prompts=cfg.task.prompts)
+    task = get_task(cfg.task.name, cfg.task.prompt_file, cfg.task.metric, prompts=cfg.task.prompts)
+    return replace(task, train_template="{question}") if cfg.train.prompt == "question" else task
 
 
 def match_rule_for(cfg: RunConfig) -> str:
@@ -462,8 +533,9 @@ class ConfigError(ValueError):
 def format_validation_error(source: str, exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        parts.append(f"{loc}: {err['msg']}")
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}" if loc else msg)
     return f"invalid config {source}: " + "; ".join(parts)
 
 

@@ -22,6 +22,16 @@ agreement between raters over all items: percent agreement (the mean over items 
 rater pairs that agree; for two raters, the share of items they agree on), Cohen's kappa for two
 raters, Fleiss' kappa for three or more. A kappa is ``None`` when chance agreement is 1 (every
 rating the same value), where it is undefined.
+
+**The paper's human-likeness score** (Table 4) is a different measurement: the share of post-PI items
+that raters *take for human-written* when they are mixed, blind, with real human questions of the
+benchmark. ``likeness_sheet`` draws ``n/2`` items of the parity set and ``n/2`` human-written
+questions (with their most frequent answer) from a benchmark annotation file, shuffles them into one
+sheet with a single 0/1 column ``human_written`` ("was this written by a person?"), and keys each item
+to its source (``mpa`` or ``human``); ``score_likeness`` reports the paper's score (the share of
+``mpa`` items rated 1), the same share for the real human questions (the control: how often raters
+recognise a person's question) and the agreement between raters. The ``human_like`` column above asks
+something else — could a person plausibly have asked this — with no human questions to compare with.
 """
 
 from __future__ import annotations
@@ -42,8 +52,10 @@ __all__ = [
     "MEASURES",
     "cohen_kappa",
     "fleiss_kappa",
+    "likeness_sheet",
     "percent_agreement",
     "sample_sheet",
+    "score_likeness",
     "score_sheets",
 ]
 
@@ -89,10 +101,13 @@ def _thumbnail(image: str, max_side: int) -> str | None:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _html(items: list[dict[str, str]], thumbs: list[str | None], title: str) -> str:
+def _html(items: list[dict[str, str]], thumbs: list[str | None], title: str,
+          questions: dict[str, str] | None = None) -> str:
+    """The raters' page; ``questions``: rating column -> what raters answer (default: :data:`MEASURES`)."""
     from html import escape
 
-    rules = "".join(f"<li><code>{col}</code>: {escape(q)}</li>" for col, (_, q) in MEASURES.items())
+    questions = questions or {col: q for col, (_, q) in MEASURES.items()}
+    rules = "".join(f"<li><code>{col}</code>: {escape(q)}</li>" for col, q in questions.items())
     rows = []
     for item, thumb in zip(items, thumbs, strict=True):
         img = (
@@ -319,3 +334,149 @@ def score_sheets(sheets: list[str | os.PathLike], key_path: str | os.PathLike) -
     counts = {which: sum(1 for i in item_ids if key[i]["set"] == which) for which in SETS}
     return {"n_items": len(item_ids), "n_raters": len(paths), "raters": [str(p) for p in paths],
             "items": counts, "measures": measures, "agreement": agreement}
+
+
+# ---------------------------------------------------------------------------------------------
+# the paper's human-likeness score: post-PI items mixed with real human questions
+# ---------------------------------------------------------------------------------------------
+
+LIKENESS_COLUMN = "human_written"
+LIKENESS_QUESTION = ("Was this question (with its answer) written by a person? 1: a person wrote it; "
+                     "0: a machine did. Some items are real questions people wrote for this dataset, some are not.")
+LIKENESS_SOURCES = ("mpa", "human")
+
+
+def likeness_sheet(run: str | os.PathLike, benchmark: str, annotations: str, out: str | os.PathLike, n: int, *,
+                   questions: str | None = None, images: str | None = None, seed: int = 0,
+                   thumb_size: int = 384) -> dict[str, Any]:
+    """Draw ``n/2`` parity-set items of ``run`` and ``n/2`` human questions of a benchmark file (its most
+    frequent answer beside each), shuffled into one blind sheet; write the CSV, the HTML and the key."""
+    from collections import Counter
+
+    from mpa.data.benchmarks import load_benchmark
+    from mpa.ui import progress_bar
+
+    run_dir = Path(run)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory not found: {run_dir}")
+    if n < 2 or n % 2:
+        raise StudyError(f"--n must be an even number >= 2 (half post-PI items, half human questions), got {n}")
+    sheet = Path(out)
+    if sheet.suffix.lower() != ".csv" or sheet.is_dir():
+        raise StudyError(f"the sheet must be a .csv file, got {sheet}")
+    half = n // 2
+    parity = _records(run_dir / "pi" / "parity.jsonl", "parity set (run `mpa identify` first)")
+    human = [s for s in load_benchmark(benchmark, annotations, questions=questions, images=images)
+             if s.question.strip() and s.answers]
+    for what, pool in (("the parity set", parity), (f"{annotations}", human)):
+        if len(pool) < half:
+            raise StudyError(f"{what} has {len(pool)} items, fewer than n/2 = {half}; use a smaller --n")
+    rng = random.Random(seed)
+    drawn = ([("mpa", str(r["id"]), str(r["image"]), str(r["question"]), str(r["answer"]))
+              for r in rng.sample(parity, half)]
+             + [("human", s.question_id, s.image, s.question, Counter(s.answers).most_common(1)[0][0])
+                for s in rng.sample(human, half)])
+    rng.shuffle(drawn)
+    width = max(4, len(str(n)))
+    items, key = [], {}
+    for i, (source, record_id, image, question, answer) in enumerate(drawn, 1):
+        item_id = f"L{i:0{width}d}"
+        items.append({"item_id": item_id, "image": image, "question": question, "answer": answer})
+        key[item_id] = {"source": source, "record_id": record_id, "question": question, "answer": answer}
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow([*ITEM_COLUMNS, LIKENESS_COLUMN])
+    for item in items:
+        writer.writerow([item[c] for c in ITEM_COLUMNS] + [""])
+    thumbs = []
+    with progress_bar("thumbnails", total=len(items)) as advance:
+        for item in items:
+            thumbs.append(_thumbnail(item["image"], thumb_size))
+            advance()
+    sheet.parent.mkdir(parents=True, exist_ok=True)
+    key_path, html_path = sheet.with_suffix(".key.json"), sheet.with_suffix(".html")
+    write_json_atomic(key_path, {"kind": "likeness", "run": str(run_dir), "human": str(annotations),
+                                 "benchmark": benchmark, "seed": seed, "n": n, "items": key})
+    _write_text(html_path, _html(items, thumbs, f"MPA human-likeness study: {sheet.stem}",
+                                 {LIKENESS_COLUMN: LIKENESS_QUESTION}))
+    _write_text(sheet, buf.getvalue())
+    return {"sheet": str(sheet), "html": str(html_path), "key": str(key_path), "n": n, "mpa": half,
+            "human": half, "unreadable_images": sum(t is None for t in thumbs)}
+
+
+def _read_likeness_key(path: Path) -> dict[str, dict[str, str]]:
+    if not path.is_file():
+        raise FileNotFoundError(f"key file not found: {path}")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        items = doc["items"]
+        bad = [i for i, e in items.items() if e["source"] not in LIKENESS_SOURCES]
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+        raise StudyError(f"{path}: not a human-likeness key file ({exc}); `human-study score` takes the "
+                         "key of `human-study sample`") from exc
+    if bad:
+        raise StudyError(f"{path}: item {bad[0]} has a source other than mpa/human")
+    return items
+
+
+def _read_likeness_sheet(path: Path, key: dict[str, dict[str, str]]) -> dict[str, int]:
+    if not path.is_file():
+        raise FileNotFoundError(f"sheet not found: {path}")
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in ("item_id", "question", LIKENESS_COLUMN) if c not in (reader.fieldnames or [])]
+        if missing:
+            raise StudyError(f"{path}:1: missing column(s) {', '.join(missing)}")
+        ratings: dict[str, int] = {}
+        for row in reader:
+            line = reader.line_num
+            item_id = (row["item_id"] or "").strip()
+            if not item_id and not any((v or "").strip() for v in row.values()):
+                continue
+            if item_id not in key:
+                raise StudyError(f"{path}:{line}: item {item_id!r} is not in the key (a sheet from another sample?)")
+            if item_id in ratings:
+                raise StudyError(f"{path}:{line}: item {item_id} appears twice")
+            question, expected = (row["question"] or "").strip(), key[item_id]["question"].strip()
+            if question not in (expected, "'" + expected):  # a leading ' keeps a formula-like cell text
+                raise StudyError(f"{path}:{line}: item {item_id}'s question differs from the key")
+            raw = (row[LIKENESS_COLUMN] or "").strip()
+            if raw not in ("0", "1"):
+                shown = "empty" if not raw else repr(raw)
+                raise StudyError(f"{path}:{line}: column {LIKENESS_COLUMN} of item {item_id} is {shown}; "
+                                 "write 1 (a person) or 0 (a machine)")
+            ratings[item_id] = int(raw)
+    absent = sorted(set(key) - set(ratings))
+    if absent:
+        raise StudyError(f"{path}: {len(absent)} item(s) of the key are missing, e.g. {absent[0]}")
+    return ratings
+
+
+def score_likeness(sheets: list[str | os.PathLike], key_path: str | os.PathLike) -> dict[str, Any]:
+    """The paper's human-likeness score: the share of post-PI (``mpa``) items rated human-written, pooled over
+    raters and per rater; the same share for the real human questions (the control); rater agreement."""
+    if not sheets:
+        raise StudyError("give at least one filled sheet")
+    key = _read_likeness_key(Path(key_path))
+    paths = [Path(s) for s in sheets]
+    if len(set(paths)) != len(paths):
+        raise StudyError("the same sheet is given twice; give one sheet per rater")
+    per_rater = [_read_likeness_sheet(p, key) for p in paths]
+    item_ids = sorted(key)
+    out: dict[str, Any] = {"n_items": len(item_ids), "n_raters": len(paths), "raters": [str(p) for p in paths]}
+    for source, name in (("mpa", "human_likeness"), ("human", "human_questions_taken_for_human")):
+        ids = [i for i in item_ids if key[i]["source"] == source]
+        values = [r[i] for r in per_rater for i in ids]
+        out[name] = sum(values) / len(values) if values else None
+        out[f"{name}_per_rater"] = {str(p): (sum(r[i] for i in ids) / len(ids) if ids else None)
+                                    for p, r in zip(paths, per_rater, strict=True)}
+        out.setdefault("items", {})[source] = len(ids)
+    if len(per_rater) >= 2:
+        table = [[r[i] for r in per_rater] for i in item_ids]
+        if len(per_rater) == 2:
+            kappa, kind = cohen_kappa([t[0] for t in table], [t[1] for t in table]), "cohen"
+        else:
+            kappa, kind = fleiss_kappa(table), "fleiss"
+        out["agreement"] = {"percent_agreement": percent_agreement(table), "kappa": kappa, "kappa_kind": kind}
+    return out
+

@@ -45,10 +45,18 @@ class Task:
     match_rule: str | None = None  # PI's E(.) when identify.match is unset; None: the metric's rule
     answer_template: str = ANSWER_TEMPLATE  # how the question and the instruction are joined
     prompts: str = "ours"  # the prompt set this task's texts come from
+    train_template: str | None = None  # PL's prompt ({question}); None: the answer prompt (train.prompt)
 
     def answer_prompt(self, question: str) -> str:
         """The prompt both teacher and student answer in PI and in evaluation."""
         return self.answer_template.format(question=question.strip(), instruction=self.answer_instruction)
+
+    def train_prompt(self, question: str) -> str:
+        """The prompt PL trains the student on: the answer prompt, or (``train.prompt: question``, the MPA
+        authors' ``<image>\\n{question}``) the bare question — the chat format puts the image before it."""
+        if self.train_template is None:
+            return self.answer_prompt(question)
+        return self.train_template.format(question=question.strip())
 
     @property
     def default_match_rule(self) -> str:
@@ -94,6 +102,19 @@ register_task(Task("chartqa", _CHART, "relaxed", match_rule="relaxed",
                    description="ChartQA: charts, relaxed accuracy"))
 register_task(Task("okvqa", _OKVQA, "vqa", match_rule="vqa", max_answer_words=3,
                    description="OK-VQA: outside-knowledge VQA"))
+
+# PathVQA (paper Table 7, a domain shift to pathology images): mpa's prompt, written from the paper's
+# description of the benchmark (yes/no and open questions about pathology images); the paper prints none.
+_PATHVQA = (
+    "You are creating visual question answering data about this pathology image (a microscopy slide, "
+    "a gross specimen or a medical illustration).\n"
+    "Write ONE question a pathologist could answer from the image alone, choosing one of: the tissue or "
+    "organ shown; the finding or lesion; a feature such as the colour, shape or location of a structure; "
+    "or a yes/no question about whether a finding is present. The answer must be yes, no, or a single "
+    "word or short phrase.\n" + _FORMAT
+)
+register_task(Task("pathvqa", _PATHVQA, "vqa", match_rule="vqa",
+                   description="PathVQA: pathology images, yes/no and open questions (paper Table 7)"))
 
 # The toy world's task (``mpa demo``): single-word answers about toy charts and signs.
 _TOYVQA = (

@@ -40,6 +40,7 @@ COMMAND_MODULES = (
     "mpa.cli.paper",  # split, human-study sample|score, convert-tinyllava
     "mpa.cli.toyworld",  # toyworld train|make-data
     "mpa.cli.dev",  # make-tiny, make-tiny-family, services up|down|status
+    "mpa.cli.config_cmd",  # config (the resolved settings)
 )
 
 for _name in COMMAND_MODULES:

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from mpa.cli.common import AllowPartialOpt, ConfigOpt, ForceOpt, SetOpt, UserError, run_config
 from mpa.toyworld import DEMO_N_IMAGES, DEMO_N_TEST, DEMO_TEMPERATURE
 from mpa.ui import console
+
+if TYPE_CHECKING:
+    from mpa.config import RunConfig
 
 app = typer.Typer()
 
@@ -97,32 +100,52 @@ def level(
 
 @app.command()
 def evaluate(
-    model: Annotated[str, typer.Option(help="model: HF id, local checkpoint dir or s3:// prefix")],
-    benchmark: Annotated[str, typer.Option(help="textvqa, stvqa, chartqa or okvqa")],
-    annotations: Annotated[str, typer.Option(help="the benchmark's official annotation file")],
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="run config YAML: the student, the task's "
+                                                "answer prompt, evaluate.* and the preset come from it")] = None,
+    model: Annotated[str | None, typer.Option(help="model: HF id, local checkpoint dir or s3:// prefix "
+                                              "(default: the config's student)")] = None,
+    benchmark: Annotated[str | None, typer.Option(help="textvqa, stvqa, chartqa, okvqa or pathvqa "
+                                                  "(sets evaluate.benchmark)")] = None,
+    annotations: Annotated[str | None, typer.Option(help="the benchmark's official annotation file "
+                                                    "(sets evaluate.annotations)")] = None,
     questions: Annotated[str | None, typer.Option(help="OK-VQA questions file")] = None,
     images: Annotated[str | None, typer.Option(help="image directory (default: beside the annotations)")] = None,
-    predictions: Annotated[Path, typer.Option(help="where to write predictions jsonl")] = Path("predictions.jsonl"),
-    batch_size: Annotated[int, typer.Option(min=1)] = 8,
+    out: Annotated[str | None, typer.Option(help="run directory: predictions go to <out>/eval/ (sets out)")] = None,
+    predictions: Annotated[Path | None, typer.Option(help="where to write predictions jsonl (default: "
+                                                     "<out>/eval/<benchmark>-<model>.jsonl)")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="sets student.batch_size")] = None,
     max_samples: Annotated[int | None, typer.Option(min=1)] = None,
-    trust_remote_code: Annotated[bool, typer.Option(help="only for models that need it (InternVL2)")] = False,
-    force: Annotated[bool, typer.Option("--force", help="start the predictions file afresh (another model's "
-                                        "predictions there are refused otherwise)")] = False,
+    trust_remote_code: Annotated[bool | None, typer.Option(help="only for models that need it (InternVL2)")] = None,
+    force: ForceOpt = None,
+    set_: SetOpt = None,
 ) -> None:
-    """Answer a labeled benchmark with a model and print its official score as JSON."""
-    from mpa.config import ModelConfig
-    from mpa.data.benchmarks import load_benchmark
-    from mpa.stages.evaluate import evaluate as run_evaluate
-    from mpa.vlm.loader import load_vlm
+    """Answer a labeled benchmark with a model and print its score as JSON (official and contains).
 
-    samples = load_benchmark(benchmark, annotations, questions=questions, images=images, max_samples=max_samples)
-    vlm = load_vlm(ModelConfig(model=model, batch_size=batch_size, trust_remote_code=trust_remote_code))
-    try:
-        result = run_evaluate(model=vlm, benchmark=benchmark, samples=samples, predictions_path=predictions,
-                              batch_size=batch_size, force=force)
-    finally:
-        vlm.close()
+    Takes -c/--set like the other stages: `--set preset=paper` asks with the authors' answer prompt, decodes
+    up to their 128 tokens and makes their `contains` rule the headline score. Without -c, --model,
+    --benchmark and --annotations say everything. `--force` starts the predictions file afresh (another
+    model's predictions there are refused otherwise)."""
+    from mpa.config import parse_set_pairs
+    from mpa.stages.evaluate import evaluate_config, evaluate_with_config
+
+    cfg = evaluate_config(config, parse_set_pairs(set_), model=model, benchmark=benchmark, annotations=annotations,
+                          questions=questions, images=images, out=out, batch_size=batch_size,
+                          max_samples=max_samples, trust_remote_code=trust_remote_code, force=force)
+    if predictions is None and cfg.out.startswith("s3://"):
+        raise UserError(f"out is {cfg.out}: mpa evaluate writes its predictions to a local file; give --predictions "
+                        "or a local --out")
+    path = predictions or default_predictions_path(cfg)
+    result = evaluate_with_config(cfg, path)
+    console.print(f"predictions: {path}")
     typer.echo(json.dumps(result))
+
+
+def default_predictions_path(cfg: RunConfig) -> Path:
+    """``<out>/eval/<benchmark>-<model>.jsonl``: one file per model, so two models never share one."""
+    import re
+
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", cfg.student.model.rstrip("/")).strip("_.")[-80:] or "model"
+    return Path(cfg.out) / "eval" / f"{cfg.evaluate.benchmark}-{slug}.jsonl"
 
 
 @app.command()

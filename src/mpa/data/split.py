@@ -10,6 +10,10 @@ loads with :func:`mpa.data.benchmarks.load_benchmark` and scores with ``mpa scor
 original file. ``split.json`` beside them records the source file's SHA-256, the seed, the
 fraction and the counts.
 
+The authors' ST-VQA holdout is a fixed file instead (``train_task_1_onePerImage_val.json``, one question
+per image, in the task-1 format): :func:`split_by_file` takes such a file as the holdout, as it is, and
+writes the train split without any of its images, so the numbers are scored on the authors' questions.
+
 Formats: ``stvqa`` (task-1 json, image = ``file_path``) and ``textvqa`` (v0.5.1 json, image =
 ``image_id``).
 """
@@ -25,7 +29,7 @@ from typing import Any
 
 from mpa.records import write_json_atomic
 
-__all__ = ["SPLIT_KEYS", "split_benchmark"]
+__all__ = ["SPLIT_KEYS", "split_benchmark", "split_by_file"]
 
 #: benchmark -> the entry key that names an entry's image
 SPLIT_KEYS: dict[str, str] = {"stvqa": "file_path", "textvqa": "image_id"}
@@ -97,3 +101,68 @@ def split_benchmark(benchmark: str, annotations: str | os.PathLike, holdout: flo
     }
     write_json_atomic(out_dir / "split.json", summary)
     return summary
+
+
+def _read_doc(path: Path, key: str) -> tuple[bytes, dict[str, Any], list[str]]:
+    """(raw bytes, the JSON object, each entry's image) of an annotation file in ``key``'s format."""
+    if not path.is_file():
+        raise FileNotFoundError(f"annotation file not found: {path}")
+    raw = path.read_bytes()
+    try:
+        doc = json.loads(raw.decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
+        raise ValueError(f"{path}: expected a JSON object with a 'data' list ({key} format)")
+    image_key = SPLIT_KEYS[key]
+    images = []
+    for i, entry in enumerate(doc["data"]):
+        if not isinstance(entry, dict) or image_key not in entry:
+            raise ValueError(f"{path}: entry {i} has no {image_key!r} (the image it asks about)")
+        images.append(str(entry[image_key]))
+    return raw, doc, images
+
+
+def split_by_file(benchmark: str, annotations: str | os.PathLike, holdout_file: str | os.PathLike,
+                  out: str | os.PathLike) -> dict[str, Any]:
+    """A fixed holdout: ``out/holdout.json`` is ``holdout_file`` as it is (its questions, its order),
+    ``out/train.json`` the train file without any question about one of its images; returns the summary
+    (also in ``out/split.json``, with both files' SHA-256).
+
+    Raises ValueError for an unknown benchmark, a file not in the benchmark's format, a holdout that
+    shares no image with the train file (the wrong pair of files) or ``out`` being a file."""
+    key = str(benchmark).lower()
+    if key not in SPLIT_KEYS:
+        raise ValueError(f"cannot split benchmark {benchmark!r}; splittable: {', '.join(SPLIT_KEYS)}")
+    src, fixed = Path(annotations), Path(holdout_file)
+    out_dir = Path(out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out must be a directory, but {out_dir} is a file")
+    raw, doc, images = _read_doc(src, key)
+    fixed_raw, fixed_doc, fixed_images = _read_doc(fixed, key)
+    held = set(fixed_images)
+    unique = set(images)
+    shared = held & unique
+    if not shared:
+        raise ValueError(f"the holdout {fixed} asks about none of the images of {src}: give the train file it "
+                         "was drawn from (ST-VQA: train_task_1.json)")
+    train_data = [e for e, img in zip(doc["data"], images, strict=True) if img not in held]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(out_dir / "train.json", {**doc, "data": train_data})
+    (out_dir / "holdout.json").write_bytes(fixed_raw)  # byte for byte: the authors' file
+    summary = {
+        "benchmark": key,
+        "source": str(src),
+        "source_sha256": hashlib.sha256(raw).hexdigest(),
+        "holdout_source": str(fixed),
+        "holdout_sha256": hashlib.sha256(fixed_raw).hexdigest(),
+        "images": {"train": len(unique - held), "holdout": len(held),
+                   "holdout_not_in_source": len(held - unique)},
+        "questions": {"train": len(train_data), "holdout": len(fixed_doc["data"]),
+                      "source_dropped_with_holdout_images": len(doc["data"]) - len(train_data)},
+        "train": str(out_dir / "train.json"),
+        "holdout_file": str(out_dir / "holdout.json"),
+    }
+    write_json_atomic(out_dir / "split.json", summary)
+    return summary
+

@@ -250,6 +250,8 @@ def annotate(
     # what the output is keyed by: the cache key's parts, and what selects the images and makes records
     settings = {**base_key, "qa_per_image": k, "dedupe_questions": cfg.dedupe_questions, "max_answer_words": max_words,
                 "images": images, "max_images": max_images, "shard": list(shard_t) if shard_t else None}
+    if not cfg.strip_answer_period:  # only when set: runs made before the setting existed stay resumable
+        settings["strip_answer_period"] = False
     hits = misses = generated = 0
     engine_s = 0.0
     with StageRun(out_path, "annotate", settings=settings, force=force) as run, \
@@ -297,7 +299,8 @@ def annotate(
                         groups.append([_failed(img.uri, img.sha256, task, teacher, i, bad[j]) for i in range(k)])
                         continue
                     groups.append(_records_for_image(img.uri, img.sha256, texts[j * k:(j + 1) * k],
-                                                     task, teacher, max_words, cfg.dedupe_questions))
+                                                     task, teacher, max_words, cfg.dedupe_questions,
+                                                     cfg.strip_answer_period))
                 for group in groups:
                     out.append_group(group)
                 advance(len(batch))
@@ -355,12 +358,13 @@ def record_id(uri: str, sha: str, k: int) -> str:
 
 
 def _records_for_image(
-    uri: str, sha: str, texts: list[str], task: Task, teacher: VLM, max_words: int | None, dedupe: bool
+    uri: str, sha: str, texts: list[str], task: Task, teacher: VLM, max_words: int | None, dedupe: bool,
+    strip_period: bool = True,
 ) -> list[Annotation]:
     seen: set[str] = set()
     out = []
     for k, raw in enumerate(texts):
-        parsed = parse_qa(raw, max_words)
+        parsed = parse_qa(raw, max_words, strip_period=strip_period)
         error = parsed.error
         if error is None and dedupe:
             key = _question_key(parsed.question or "")

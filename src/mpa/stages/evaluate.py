@@ -161,3 +161,49 @@ def evaluate_with_config(
     finally:
         if own:
             vlm.close()
+
+
+def evaluate_config(
+    config: str | Path | None,
+    overrides: dict | None = None,
+    *,
+    model: str | None = None,
+    benchmark: str | None = None,
+    annotations: str | None = None,
+    questions: str | None = None,
+    images: str | None = None,
+    out: str | None = None,
+    batch_size: int | None = None,
+    max_samples: int | None = None,
+    trust_remote_code: bool | None = None,
+    force: bool | None = None,
+) -> RunConfig:
+    """The run config ``mpa evaluate`` works from: ``config`` (or, without one, a config of the flags alone,
+    ``model`` as the student), the flags on their fields, then ``overrides`` (``--set``) — presets included.
+
+    ``model`` replaces the student's checkpoint and keeps its other settings (pixels, dtype, backend)."""
+    from mpa.config import ConfigError, apply_overrides, parse_config, read_config_data
+    from mpa.tasks import task_names
+
+    if config is not None:
+        data, source = read_config_data(config), str(config)
+    else:
+        if model is None or benchmark is None or annotations is None:
+            raise ConfigError("mpa evaluate needs --config, or --model, --benchmark and --annotations")
+        # PA's teacher and images play no part here; the student is the model evaluated
+        data = {"teacher": {"model": model}, "student": {"model": model}, "data": {"images": "."}}
+        if benchmark in task_names():
+            data["task"] = {"name": benchmark}  # the task's answer prompt (the same for every built-in task)
+        source = "mpa evaluate"
+    flags = {"evaluate.benchmark": benchmark, "evaluate.annotations": annotations, "evaluate.questions": questions,
+             "evaluate.images": images, "evaluate.max_samples": max_samples, "out": out,
+             "student.batch_size": batch_size, "student.trust_remote_code": trust_remote_code, "force": force}
+    data = apply_overrides(data, {k: v for k, v in flags.items() if v is not None}, source)
+    cfg = parse_config(apply_overrides(data, overrides, "--set"), source)
+    if model is not None and cfg.student.model != model:
+        cfg = cfg.model_copy(update={"student": cfg.student.at(model)})
+    if not cfg.evaluate.benchmark or not cfg.evaluate.annotations:
+        raise ConfigError(f"{source}: nothing to evaluate on: give --benchmark and --annotations "
+                          "(or evaluate.benchmark / evaluate.annotations)")
+    return cfg
+

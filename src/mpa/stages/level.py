@@ -137,7 +137,7 @@ def level(
         out_dir, "level", force=force, partial_inputs=check_input(samples_path, allow_partial),
         settings={"student": model_identity(student), "task": task.name,
                   "train": {k: v for k, v in cfg.model_dump(mode="json").items() if k not in NEUTRAL_FIELDS},
-                  "answer_prompt": text_digest(task.answer_prompt("{question}"))},
+                  "answer_prompt": text_digest(task.train_prompt("{question}"))},
         inputs={"samples": samples_path},
         clear=[ckpt, summary_path, out_dir / "train_log.jsonl", out_dir / "resume"],
     ).begin()
@@ -367,8 +367,8 @@ def _train(
     keep_logits = _accepts_logits_to_keep(wrapped)
     # fused: one kernel per step, no full-size temporaries (foreach AdamW allocates a copy of the state)
     optimizer = torch.optim.AdamW(
-        param_groups(unwrap(wrapped), lr, cfg.vision_learning_rate), lr=lr, weight_decay=cfg.weight_decay,
-        fused=True,
+        param_groups(unwrap(wrapped), lr, cfg.vision_learning_rate), lr=lr, betas=cfg.adam_betas,
+        weight_decay=cfg.weight_decay, fused=True,
     )
     trainable = [p for g in optimizer.param_groups for p in g["params"]]
     scheduler = get_scheduler(
@@ -400,7 +400,7 @@ def _train(
                 encoded.append(encode_for_training(
                     processor,
                     [load_image(s["image"]).image for s in items],
-                    [task.answer_prompt(s["question"]) for s in items],
+                    [task.train_prompt(s["question"]) for s in items],
                     [s["answer"] for s in items],
                 ))
             n_tokens = ctx.all_reduce_sum(sum(answer_tokens(b["labels"]) for b in encoded))

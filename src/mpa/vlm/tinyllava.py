@@ -1,6 +1,6 @@
 """TinyLLaVA's original checkpoints → transformers-native LLaVA checkpoints (``mpa convert-tinyllava``).
 
-The paper's "TinyLLaVA-2B" student is TinyLLaVA-2.0B (``bczhou/TinyLLaVA-2.0B``: a SigLIP-so400m
+The paper's "TinyLLaVA-2B" is, we infer, TinyLLaVA-2.0B (``bczhou/TinyLLaVA-2.0B``: a SigLIP-so400m
 vision tower, a two-layer GELU MLP projector and StableLM-2-1.6B), released with the TinyLLaVA
 paper in the authors' first code base (TinyLLaVABench). That code base saves a checkpoint
 transformers cannot load: ``architectures: ["TinyLlavaStablelmForCausalLM"]``, the vision and
