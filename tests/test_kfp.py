@@ -201,14 +201,69 @@ def test_settings_override_resources_at_compile_time(tmp_path):
     assert ann["resources"]["accelerator"]["resourceCount"] == "2" and ann["resources"]["resourceMemoryLimit"] == "80Gi"
     assert ann["resources"]["resourceCpuRequest"] == "4"  # untouched defaults survive the merge
     assert ann["image"].startswith("registry.example/mpa-gpu@sha256:")
-    assert k8s["exec-annotate"]["nodeSelector"]["labels"] == {
-        "nvidia.com/gpu.present": "true", "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    # a node selector given is the whole selector (sections merge, values replace)
+    assert k8s["exec-annotate"]["nodeSelector"]["labels"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    assert k8s["exec-identify"]["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}  # not stated
     assert k8s["exec-level"]["tolerations"] == [
         {"key": "dedicated", "operator": "Equal", "value": "train", "effect": "NoSchedule"}]
     assert int(k8s["exec-level"]["activeDeadlineSeconds"]) == 7200
     assert all("pvcMount" not in ex for ex in k8s.values())
     loop = next(t for t in pipeline["root"]["dag"]["tasks"].values() if "parameterIterator" in t)
     assert loop["iteratorPolicy"]["parallelismLimit"] == 3
+
+
+def test_settings_sections_merge_and_values_replace():
+    """Sections (stages, a stage, teacher_server) merge key by key; a mapping or list that is a value replaces
+    the default whole, so an explicit empty mapping or list means none (cpu-dev.yaml's ``node_selector: {}``)."""
+    defaults = PipelineSettings()
+    s = settings_from_dict({"stages": {"level": {"node_selector": {}, "tolerations": [], "memory_limit": "80Gi"}},
+                            "teacher_server": {"node_selector": {}, "gpus": 2}})
+    level = s.stage("level")
+    assert (level.node_selector, level.tolerations, level.memory_limit) == ({}, [], "80Gi")
+    assert level.accelerator_count == 1 and level.scratch_size == defaults.stage("level").scratch_size
+    assert s.stage("identify") == defaults.stage("identify")  # stages not named keep every default
+    assert (s.teacher_server.node_selector, s.teacher_server.gpus) == ({}, 2)
+    assert s.teacher_server.tolerations == defaults.teacher_server.tolerations
+    s = settings_from_dict({"stages": {"level": {"node_selector": {"pool": "a100"}}}})
+    assert s.stage("level").node_selector == {"pool": "a100"}
+
+
+def test_cpu_dev_settings_place_no_pod_on_gpu_nodes(tmp_path):
+    settings = load_settings(ROOT / "pipelines" / "training" / "mpa" / "settings" / "cpu-dev.yaml")
+    assert all(not settings.stage(n).node_selector and not settings.stage(n).tolerations for n in STAGES)
+    _, k8s = _load(compile_pipeline(tmp_path / "p.yaml", settings))
+    assert not [label for label, ex in k8s.items() if "nodeSelector" in ex]
+
+
+def test_images_given_at_compile_time_reach_the_teacher_server(tmp_path):
+    """--gpu-image reaches the per-run teacher server's Deployment (its image follows gpu_image unless the
+    settings file states one); --cpu-image reaches the CPU pods."""
+    from typer.testing import CliRunner
+
+    from mpa.cli.pipeline import app as pipeline_app
+
+    ephemeral = ROOT / "pipelines" / "training" / "mpa" / "settings" / "ephemeral-teacher.yaml"
+    s = load_settings(ephemeral, {"gpu_image": "reg.example/gpu:7", "cpu_image": "reg.example/cpu:7"})
+    assert (s.gpu_image, s.teacher_server.image, s.cpu_image) == ("reg.example/gpu:7",) * 2 + ("reg.example/cpu:7",)
+    stated = tmp_path / "stated.yaml"
+    stated.write_text(ephemeral.read_text() + "  image: reg.example/vllm:1\n")
+    assert load_settings(stated, {"gpu_image": "reg.example/gpu:7"}).teacher_server.image == "reg.example/vllm:1"
+
+    out = tmp_path / "c.yaml"
+    res = CliRunner().invoke(pipeline_app, ["compile", "--out", str(out), "--settings", str(ephemeral),
+                                            "--gpu-image", "reg.example/gpu:7"])
+    assert res.exit_code == 0, res.output
+    spec, _ = _load(out)
+    constants = [json.loads(v["runtimeValue"]["constant"]) for _, comp in _all_tasks(spec)
+                 for k, v in comp.get("inputs", {}).get("parameters", {}).items()
+                 if k == "server" and "runtimeValue" in v]
+    assert constants and all(c["image"] == "reg.example/gpu:7" for c in constants), constants
+    assert "ghcr.io/mpa-project/mpa-gpu" not in out.read_text()
+
+
+def _all_tasks(spec: dict):
+    for dag in [spec["root"]["dag"]] + [c["dag"] for c in spec.get("components", {}).values() if "dag" in c]:
+        yield from dag.get("tasks", {}).items()
 
 
 def test_settings_errors():
@@ -486,4 +541,4 @@ def test_example_settings_compile(tmp_path):
     pipeline, k8s = _load(compile_pipeline(tmp_path / "p.yaml", settings))
     containers = [ex["container"] for ex in pipeline["deploymentSpec"]["executors"].values()]
     assert all("accelerator" not in c["resources"] and "mpa-cpu" in c["image"] for c in containers)
-    assert all("tolerations" not in ex and "pvcMount" not in ex for ex in k8s.values())
+    assert all("tolerations" not in ex and "pvcMount" not in ex and "nodeSelector" not in ex for ex in k8s.values())

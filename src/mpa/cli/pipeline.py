@@ -64,9 +64,8 @@ def _pairs(pairs: list[str] | None, flag: str) -> dict:
 def _settings(path: Path | None, gpu_image: str | None, cpu_image: str | None):
     from mpa.orchestrate.kubeflow.settings import load_settings
 
-    s = load_settings(path)
-    updates = {k: v for k, v in {"gpu_image": gpu_image, "cpu_image": cpu_image}.items() if v}
-    return s.model_copy(update=updates) if updates else s
+    # through the merge, so the per-run teacher server's image follows --gpu-image as it follows gpu_image
+    return load_settings(path, {k: v for k, v in {"gpu_image": gpu_image, "cpu_image": cpu_image}.items() if v})
 
 
 def _package(package: Path | None, settings: Path | None, gpu_image: str | None, cpu_image: str | None) -> Path:
