@@ -261,13 +261,48 @@ def test_ready_pod_whose_health_never_answers_times_out(health, dns):
 
 
 def test_a_pod_that_cannot_start_fails_before_the_timeout(dns):
-    with FakeKubeAPI(ready_after_s=None, waiting_reason="CrashLoopBackOff",
+    with FakeKubeAPI(ready_after_s=None, waiting_reason="CrashLoopBackOff", restart_count=2,
                      waiting_message="back-off 40s restarting failed container=vllm") as api:
         t0 = time.monotonic()
-        with pytest.raises(ts.TeacherServerError, match=r"cannot start: pod .* CrashLoopBackOff back-off 40s"):
+        with pytest.raises(ts.TeacherServerError, match=r"cannot start: pod .* CrashLoopBackOff back-off 40s .*"
+                                                        r"\(restarts: 2\); the server crashed 2 times"):
             ts.start_teacher_server(_fast(ready_timeout_seconds=600), RUN, MODEL, "mpa", api.configuration())
         assert time.monotonic() - t0 < 10
         assert api.names("deployments") == []
+
+
+def test_a_crash_loop_below_max_restarts_is_waited_for(dns):
+    """vLLM may crash once while another pod frees the GPU: only max_restarts restarts are hopeless."""
+    with (FakeKubeAPI(ready_after_s=None, waiting_reason="CrashLoopBackOff", restart_count=1) as api,
+          pytest.raises(ts.TeacherServerError, match=r"not ready after 1s: .*CrashLoopBackOff")):
+        ts.start_teacher_server(_fast(ready_timeout_seconds=1, max_restarts=3), RUN, MODEL, "mpa", api.configuration())
+
+
+@pytest.mark.parametrize("reason", ["ErrImagePull", "ImagePullBackOff"])
+def test_an_image_that_cannot_be_pulled_fails_in_one_line_not_after_the_timeout(dns, reason):
+    """A tag never pushed: the start fails once pulling has failed for image_pull_grace_seconds, naming the
+    image, instead of holding the GPU node until ready_timeout_seconds (1800 s by default)."""
+    image = "registry.example/mpa-gpu:never-pushed"
+    message = f'Back-off pulling image "{image}"'
+    with FakeKubeAPI(ready_after_s=None, waiting_reason=reason, waiting_message=message) as api:
+        t0 = time.monotonic()
+        with pytest.raises(ts.TeacherServerError) as err:
+            ts.start_teacher_server(_fast(image=image, ready_timeout_seconds=1800, image_pull_grace_seconds=0.2),
+                                    RUN, MODEL, "mpa", api.configuration())
+        assert time.monotonic() - t0 < 10
+        msg = str(err.value)
+        assert "\n" not in msg and msg.startswith(f"teacher server mpa/mpa-teacher-{RUN} cannot start: pod ")
+        assert reason in msg and "the image cannot be pulled" in msg and f"check that {image} was pushed" in msg
+        assert api.names("deployments") == api.names("services") == []
+
+
+def test_an_invalid_image_name_fails_at_once(dns):
+    with FakeKubeAPI(ready_after_s=None, waiting_reason="InvalidImageName",
+                     waiting_message='couldn\'t parse image name "Registry/MPA:bad"') as api:
+        t0 = time.monotonic()
+        with pytest.raises(ts.TeacherServerError, match=r"cannot start: .*InvalidImageName .*; InvalidImageName$"):
+            ts.start_teacher_server(_fast(ready_timeout_seconds=1800), RUN, MODEL, "mpa", api.configuration())
+        assert time.monotonic() - t0 < 10
 
 
 def test_delete_is_idempotent_and_touches_only_its_run(health, dns):

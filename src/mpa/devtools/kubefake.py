@@ -100,8 +100,9 @@ class FakeKubeAPI(_LocalServer):
 
     ``ready_after_s``: seconds after a Deployment's creation at which it (and its pod) report ready;
     None: never. ``waiting_reason``/``waiting_message``: while not ready, the pod's container waits
-    for this reason (e.g. ``ImagePullBackOff``); default: ``ContainerCreating``. ``unschedulable``: the
-    scheduler's message instead (the pod stays Pending with ``PodScheduled=False``, no containers).
+    for this reason (e.g. ``ImagePullBackOff``); default: ``ContainerCreating``; ``restart_count``: the
+    container's restarts so far. ``unschedulable``: the scheduler's message instead (the pod stays
+    Pending with ``PodScheduled=False``, no containers).
     ``deny``: ``{(method, resource)}`` answered 403 Forbidden, e.g. ``{("POST", "deployments")}``.
     """
 
@@ -112,8 +113,10 @@ class FakeKubeAPI(_LocalServer):
         waiting_message: str = "",
         unschedulable: str | None = None,
         deny: set[tuple[str, str]] | None = None,
+        restart_count: int = 0,
     ):
         self.ready_after_s = ready_after_s
+        self.restart_count = restart_count
         self.waiting_reason = waiting_reason
         self.waiting_message = waiting_message
         self.unschedulable = unschedulable
@@ -309,7 +312,7 @@ class FakeKubeAPI(_LocalServer):
             "phase": "Running" if ready else "Pending",
             "conditions": [{"type": "Ready", "status": "True" if ready else "False",
                             "reason": None if ready else "ContainersNotReady"}],
-            "containerStatuses": [{"name": container, "ready": ready, "restartCount": 0,
+            "containerStatuses": [{"name": container, "ready": ready, "restartCount": self.restart_count,
                                    "image": dep["spec"]["template"]["spec"]["containers"][0]["image"],
                                    "imageID": "", "state": state}],
         }

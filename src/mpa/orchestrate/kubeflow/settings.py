@@ -183,6 +183,10 @@ class TeacherServerSettings(_Strict):
         True, description="make the run's Argo Workflow the objects' owner, so deleting the run deletes them too"
     )
     ready_timeout_seconds: int = Field(1800, ge=1, description="model download + load + warm-up must fit in this")
+    image_pull_grace_seconds: float = Field(
+        60.0, ge=0, description="an image pull failing this long (ErrImagePull/ImagePullBackOff) fails the start"
+    )
+    max_restarts: int = Field(2, ge=1, description="a crash loop with this many restarts fails the start")
     poll_seconds: float = Field(10.0, gt=0)
     cluster_domain: str = "cluster.local"
 

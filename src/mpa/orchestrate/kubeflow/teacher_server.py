@@ -53,8 +53,12 @@ VLLM_COMMAND = ["python", "-m", "vllm.entrypoints.openai.api_server"]
 MANAGED_FLAGS = ("--model", "--served-model-name", "--host", "--port")  # set from other settings
 # A container stuck for one of these reasons will not recover by waiting longer.
 FATAL_WAITING_REASONS = frozenset(
-    {"InvalidImageName", "ErrImageNeverPull", "CreateContainerConfigError", "CreateContainerError", "CrashLoopBackOff"}
+    {"InvalidImageName", "ErrImageNeverPull", "CreateContainerConfigError", "CreateContainerError"}
 )
+# An image that cannot be pulled (a tag never pushed, no pull secret): hopeless once it lasts the settings'
+# image_pull_grace_seconds (a registry's passing error recovers within the kubelet's first back-offs).
+IMAGE_PULL_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff"})
+CRASH_LOOP = "CrashLoopBackOff"  # hopeless after the settings' max_restarts restarts
 RBAC_HINT = "the pipeline's service account needs the Role in manifests/base/teacher-server-rbac.yaml"
 
 
@@ -389,12 +393,19 @@ def _health(url: str, timeout_s: float = 5.0) -> str | None:
         return _one_line(getattr(exc, "reason", exc))
 
 
-def _pod_state(core: Any, namespace: str, label_selector: str) -> tuple[str, bool]:
-    """What the server's pod is doing, in one line, and whether that is hopeless."""
+@dataclass(frozen=True)
+class PodState:
+    text: str  # one line: what the server's pod is doing
+    reason: str = ""  # the container's waiting reason, if it waits
+    restarts: int = 0
+
+
+def _pod_state(core: Any, namespace: str, label_selector: str) -> PodState:
+    """What the server's pod is doing."""
     pods = _call(f"cannot list pods in {namespace}", core.list_namespaced_pod, namespace,
                  label_selector=label_selector).items
     if not pods:
-        return "no pod yet (see the Deployment's ReplicaSet events: quota, admission, node capacity)", False
+        return PodState("no pod yet (see the Deployment's ReplicaSet events: quota, admission, node capacity)")
     pod = pods[0]
     status = pod.status
     phase = status.phase if status else "Unknown"
@@ -403,14 +414,29 @@ def _pod_state(core: Any, namespace: str, label_selector: str) -> tuple[str, boo
         if waiting and waiting.reason:
             last = cs.last_state.terminated if cs.last_state and cs.last_state.terminated else None
             ended = f"; last exit {last.exit_code} ({last.reason})" if last else ""
+            restarts = cs.restart_count or 0
             text = f"pod {pod.metadata.name} {phase}: {waiting.reason} {waiting.message or ''}".rstrip() + ended
-            return _one_line(text), waiting.reason in FATAL_WAITING_REASONS
+            return PodState(_one_line(f"{text} (restarts: {restarts})"), waiting.reason, restarts)
         if cs.state and cs.state.running and not cs.ready:
-            return f"pod {pod.metadata.name} running, not ready yet (restarts: {cs.restart_count})", False
+            return PodState(f"pod {pod.metadata.name} running, not ready yet (restarts: {cs.restart_count})",
+                            restarts=cs.restart_count or 0)
     for cond in (status.conditions or []) if status else []:
         if cond.status != "True" and cond.reason:
-            return _one_line(f"pod {pod.metadata.name} {phase}: {cond.type} {cond.reason} {cond.message or ''}"), False
-    return f"pod {pod.metadata.name} {phase}", False
+            text = f"pod {pod.metadata.name} {phase}: {cond.type} {cond.reason} {cond.message or ''}"
+            return PodState(_one_line(text))
+    return PodState(f"pod {pod.metadata.name} {phase}")
+
+
+def _hopeless(state: PodState, pulling_for: float, s: TeacherServerSettings) -> str:
+    """Why waiting longer cannot help ("" while it still can): what the readiness wait fails on at once."""
+    if state.reason in FATAL_WAITING_REASONS:
+        return state.reason
+    if state.reason in IMAGE_PULL_REASONS and pulling_for >= s.image_pull_grace_seconds:
+        return (f"the image cannot be pulled ({pulling_for:.0f}s): check that {s.image} was pushed and that "
+                f"image_pull_secrets grant access")
+    if state.reason == CRASH_LOOP and state.restarts >= s.max_restarts:
+        return f"the server crashed {state.restarts} times (max_restarts {s.max_restarts}): see its logs"
+    return ""
 
 
 def workflow_owner(api: ApiClient, namespace: str, pod_name: str) -> V1OwnerReference | None:
@@ -433,15 +459,18 @@ def workflow_owner(api: ApiClient, namespace: str, pod_name: str) -> V1OwnerRefe
 
 
 def wait_ready(
-    api: ApiClient, name: str, namespace: str, url: str, label_selector: str, timeout_s: float, poll_s: float
+    api: ApiClient, name: str, namespace: str, url: str, label_selector: str, settings: TeacherServerSettings
 ) -> float:
     """Seconds until the Deployment has a ready pod and ``url/health`` answers 200; a one-line error at
-    ``timeout_s`` or as soon as the pod cannot start."""
+    the settings' ``ready_timeout_seconds``, or as soon as the pod cannot start (:func:`_hopeless`: a bad
+    image name, an image that cannot be pulled, a crash loop past ``max_restarts``)."""
     from kubernetes import client
 
     apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+    timeout_s, poll_s = settings.ready_timeout_seconds, settings.poll_seconds
     start = time.monotonic()
     state, said = "not observed yet", ""
+    pulling_since: float | None = None
     while True:
         dep = _call(f"cannot read Deployment {namespace}/{name}", apps.read_namespaced_deployment, name, namespace)
         ready = dep.status is not None and (dep.status.ready_replicas or 0) >= 1
@@ -451,9 +480,12 @@ def wait_ready(
                 return time.monotonic() - start
             state = f"pod ready but GET {url}/health: {problem}"
         else:
-            state, fatal = _pod_state(core, namespace, label_selector)
-            if fatal:
-                raise TeacherServerError(f"teacher server {namespace}/{name} cannot start: {state}")
+            pod = _pod_state(core, namespace, label_selector)
+            state, now = pod.text, time.monotonic()
+            pulling_since = (pulling_since or now) if pod.reason in IMAGE_PULL_REASONS else None
+            why = _hopeless(pod, now - pulling_since if pulling_since is not None else 0.0, settings)
+            if why:
+                raise TeacherServerError(f"teacher server {namespace}/{name} cannot start: {state}; {why}")
         elapsed = time.monotonic() - start
         if state != said:
             log.info("teacher server %s/%s after %.0fs: %s", namespace, name, elapsed, state)
@@ -495,8 +527,7 @@ def start_teacher_server(
                              deployment, namespace)
             reused &= _create("Service", core.create_namespaced_service, core.read_namespaced_service,
                               service, namespace)
-            seconds = wait_ready(api, name, namespace, url, selector(run_id), s.ready_timeout_seconds,
-                                 s.poll_seconds)
+            seconds = wait_ready(api, name, namespace, url, selector(run_id), s)
         except BaseException as exc:
             try:
                 _delete_all(api, run_id, namespace)
