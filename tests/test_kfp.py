@@ -542,3 +542,68 @@ def test_example_settings_compile(tmp_path):
     containers = [ex["container"] for ex in pipeline["deploymentSpec"]["executors"].values()]
     assert all("accelerator" not in c["resources"] and "mpa-cpu" in c["image"] for c in containers)
     assert all("tolerations" not in ex and "pvcMount" not in ex and "nodeSelector" not in ex for ex in k8s.values())
+
+
+# --- images: what skaffold pushed is what the spec names ---------------------------------------------
+
+
+def _skaffold_build(tmp_path: Path, only: str | None = None) -> tuple[Path, dict[str, str]]:
+    """What `skaffold build -p gpu --default-repo ghcr.io/acme --file-output build.json` writes: each
+    artifact's name as skaffold.yaml spells it, and the pushed reference — rewritten into the default repo
+    (ghcr.io is not a multi-level registry for skaffold, so the original name is escaped into one path
+    component), tagged by the tag policy (the commit) and pinned by the digest the push returned."""
+    tags = {
+        "ghcr.io/mpa-project/mpa-cpu": "ghcr.io/acme/ghcr_io_mpa-project_mpa-cpu:4b78807@sha256:" + "1c" * 32,
+        "ghcr.io/mpa-project/mpa-gpu": "ghcr.io/acme/ghcr_io_mpa-project_mpa-gpu:4b78807@sha256:" + "9f" * 32,
+    }
+    builds = [{"imageName": name, "tag": tag} for name, tag in tags.items() if only in (None, name.rsplit("/")[-1])]
+    path = tmp_path / "build.json"
+    path.write_text(json.dumps({"builds": builds}))
+    return path, tags
+
+
+def test_the_documented_compile_names_the_images_skaffold_pushed(tmp_path, monkeypatch):
+    """docs/kubeflow.md's compile command, run as written on a realistic build output: every executor and
+    the per-run teacher server name the pushed references, nothing names the unpushed defaults."""
+    import shlex
+
+    from typer.testing import CliRunner
+
+    from mpa.cli.pipeline import app as pipeline_app
+
+    doc = (ROOT / "docs" / "kubeflow.md").read_text()
+    command = next(line for line in doc.replace("\\\n", " ").splitlines()
+                   if line.startswith("mpa pipeline compile") and "--images-from" in line)
+    args = shlex.split(command.split("#")[0])[2:]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pipelines").symlink_to(ROOT / "pipelines")
+    _, tags = _skaffold_build(tmp_path)
+    ephemeral = str(ROOT / "pipelines" / "training" / "mpa" / "settings" / "ephemeral-teacher.yaml")
+    args[args.index("--settings") + 1] = ephemeral  # the documented h100.yaml, plus the teacher server
+    res = CliRunner().invoke(pipeline_app, args)
+    assert res.exit_code == 0, res.output
+    out = tmp_path / args[args.index("--out") + 1]
+    spec, _ = _load(out)
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    assert images == set(tags.values())
+    servers = [json.loads(v["runtimeValue"]["constant"]) for _, t in _all_tasks(spec)
+               for k, v in t.get("inputs", {}).get("parameters", {}).items() if k == "server"]
+    assert servers and all(s["image"] == tags["ghcr.io/mpa-project/mpa-gpu"] for s in servers)
+    assert "mpa-project/mpa-" not in out.read_text().replace("ghcr_io_mpa-project_mpa-", "")
+    assert json.loads(res.output)["gpu_image"] == tags["ghcr.io/mpa-project/mpa-gpu"]
+
+
+def test_images_from_a_partial_or_foreign_build_output(tmp_path):
+    from mpa.orchestrate.kubeflow.settings import DEFAULT_GPU_IMAGE, images_from_build
+
+    path, tags = _skaffold_build(tmp_path, only="mpa-cpu")  # skaffold build -b mpa-cpu
+    assert images_from_build(path) == {"cpu_image": tags["ghcr.io/mpa-project/mpa-cpu"]}
+    settings = load_settings(None, images_from_build(path))
+    assert settings.gpu_image == DEFAULT_GPU_IMAGE and settings.cpu_image == tags["ghcr.io/mpa-project/mpa-cpu"]
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"builds": [{"imageName": "mpa-gpu", "tag": "mpa-gpu:abc"}]}))
+    with pytest.raises(SettingsError, match=r"builds none of .*mpa-project/mpa-cpu.* \(it lists \['mpa-gpu'\]\)"):
+        images_from_build(other)
+    other.write_text("not json")
+    with pytest.raises(SettingsError, match="not a skaffold build output .*skaffold build --file-output"):
+        images_from_build(other)

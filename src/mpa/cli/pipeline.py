@@ -28,6 +28,10 @@ GpuImageOpt = Annotated[
     str | None, typer.Option("--gpu-image", help="image for PA/PI/PL/evaluate (overrides settings)")
 ]
 CpuImageOpt = Annotated[str | None, typer.Option("--cpu-image", help="image for prepare/merge/gate/register")]
+ImagesFromOpt = Annotated[
+    Path | None,
+    typer.Option("--images-from", help="both images from `skaffold build --file-output` JSON (flags above win)"),
+]
 HostOpt = Annotated[
     str | None, typer.Option("--host", help="KFP API endpoint [env: KF_PIPELINES_ENDPOINT, KFP_ENDPOINT]")
 ]
@@ -61,11 +65,13 @@ def _pairs(pairs: list[str] | None, flag: str) -> dict:
         raise typer.BadParameter(str(exc).replace("--set ", f"{flag} "), param_hint=flag) from None
 
 
-def _settings(path: Path | None, gpu_image: str | None, cpu_image: str | None):
-    from mpa.orchestrate.kubeflow.settings import load_settings
+def _settings(path: Path | None, gpu_image: str | None, cpu_image: str | None, images_from: Path | None = None):
+    from mpa.orchestrate.kubeflow.settings import images_from_build, load_settings
 
+    images = images_from_build(images_from) if images_from else {}
+    images.update({k: v for k, v in {"gpu_image": gpu_image, "cpu_image": cpu_image}.items() if v})
     # through the merge, so the per-run teacher server's image follows --gpu-image as it follows gpu_image
-    return load_settings(path, {k: v for k, v in {"gpu_image": gpu_image, "cpu_image": cpu_image}.items() if v})
+    return load_settings(path, images)
 
 
 def _package(package: Path | None, settings: Path | None, gpu_image: str | None, cpu_image: str | None) -> Path:
@@ -102,13 +108,16 @@ def compile_cmd(
     settings: SettingsOpt = None,
     gpu_image: GpuImageOpt = None,
     cpu_image: CpuImageOpt = None,
+    images_from: ImagesFromOpt = None,
 ) -> None:
     """Compile the pipeline to KFP IR YAML (resources, images, secrets, time limits from --settings)."""
     from mpa.orchestrate.kubeflow.client import spec_digest
     from mpa_kfp.pipelines.training.mpa.pipeline import compile_pipeline
 
-    path = compile_pipeline(out, _settings(settings, gpu_image, cpu_image))
-    typer.echo(json.dumps({"compiled": str(path), "digest": spec_digest(path)}))
+    s = _settings(settings, gpu_image, cpu_image, images_from)
+    path = compile_pipeline(out, s)
+    typer.echo(json.dumps({"compiled": str(path), "digest": spec_digest(path), "gpu_image": s.gpu_image,
+                           "cpu_image": s.cpu_image}))
 
 
 @app.command("upload")

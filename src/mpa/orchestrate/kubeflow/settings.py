@@ -321,6 +321,35 @@ class SettingsError(ValueError):
     """Unusable compile-time settings; the message names the file and the fields."""
 
 
+def image_repository(ref: str) -> str:
+    """An image reference without its tag or digest (``reg:5000/a/b:1@sha256:…`` → ``reg:5000/a/b``)."""
+    ref = ref.split("@", 1)[0]
+    head, _, tail = ref.rpartition(":")
+    return head if head and "/" not in tail else ref
+
+
+def images_from_build(path: str | Path) -> dict[str, str]:
+    """``gpu_image`` / ``cpu_image`` as skaffold built them, from ``skaffold build --file-output`` (a JSON
+    ``{"builds": [{"imageName": …, "tag": …}]}``): ``imageName`` is the artifact's name as skaffold.yaml
+    spells it (``ghcr.io/mpa-project/mpa-gpu``, whatever ``--default-repo`` did to it), ``tag`` the pushed
+    reference (with ``--default-repo``, rewritten into that registry; with ``@sha256:`` digest when pushed).
+    Only the images the build holds are returned (``skaffold build -b mpa-cpu`` builds one)."""
+    import json
+
+    path = Path(path)
+    try:
+        builds = json.loads(path.read_text(encoding="utf-8"))["builds"]
+        built = {b["imageName"]: b["tag"] for b in builds}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SettingsError(f"{path}: not a skaffold build output ({type(exc).__name__}: {exc}); write one with "
+                            "`skaffold build --file-output FILE`") from None
+    wanted = {"gpu_image": image_repository(DEFAULT_GPU_IMAGE), "cpu_image": image_repository(DEFAULT_CPU_IMAGE)}
+    found = {key: built[name] for key, name in wanted.items() if built.get(name)}
+    if not found:
+        raise SettingsError(f"{path}: builds none of {sorted(wanted.values())} (it lists {sorted(built)})")
+    return found
+
+
 def _section(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
     """The settings model a field holds (``(model, False)``), or holds by key (``dict[str, model]``:
     ``(model, True)``); ``(None, False)`` for a plain value (a string, a list, a free-form mapping)."""
