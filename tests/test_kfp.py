@@ -607,3 +607,58 @@ def test_images_from_a_partial_or_foreign_build_output(tmp_path):
     other.write_text("not json")
     with pytest.raises(SettingsError, match="not a skaffold build output .*skaffold build --file-output"):
         images_from_build(other)
+
+
+# --- --no-cache: what the real kfp client sends --------------------------------------------------
+
+
+def _recording_client(monkeypatch) -> tuple[object, list]:
+    """A real kfp.Client (kfp 2.17) whose only network calls — create the experiment, create the run — are
+    recorded instead of sent: what run_pipeline builds from its arguments is the client's own code."""
+    with pytest.warns(FutureWarning):
+        client = kc.make_client(kc.Connection(host="http://127.0.0.1:9", namespace="team-a", token="t"))
+    sent: list = []
+    monkeypatch.setattr(client, "create_experiment", lambda name, namespace=None: SimpleNamespace(experiment_id="e-1"))
+    monkeypatch.setattr(client._run_api, "run_service_create_run",
+                        lambda run: sent.append(run) or SimpleNamespace(run_id="r-1"))
+    return client, sent
+
+
+def _task_caching(spec: dict) -> dict[str, bool | None]:
+    dags = [spec["root"]["dag"], *(c["dag"] for c in spec.get("components", {}).values() if "dag" in c)]
+    return {name: (t.get("cachingOptions") or {}).get("enableCache") for d in dags for name, t in d["tasks"].items()}
+
+
+def test_no_cache_turns_caching_off_in_every_task_the_backend_runs(monkeypatch):
+    """The kfp client ignores enable_caching for a pipeline version id, and applies it only to the root DAG for a
+    package: --no-cache sends the spec with every task's cache off, loop body and condition included."""
+    uploaded = kc.Uploaded("p-1", "v-1", "git-0123456789ab-d1", created=False)
+    client, sent = _recording_client(monkeypatch)
+    assert kc.start_run(client, "ci", uploaded, {"shards": 2}, package=COMPILED, enable_caching=False) == "r-1"
+    [run] = sent
+    assert run.pipeline_version_reference is None and run.runtime_config.parameters == {"shards": 2}
+    spec = run.pipeline_spec["pipeline_spec"]
+    caching = _task_caching(spec)
+    compiled = _task_caching(_load(COMPILED)[0])
+    assert set(caching) == set(compiled) and {"annotate", "identify"} <= set(caching)  # the loop body too
+    # protobuf drops a false enableCache: absent is off, as for register (compiled `cachingOptions: {}`)
+    assert compiled["annotate"] is True and compiled["register"] is None and not any(caching.values()), caching
+    assert run.pipeline_spec["platform_spec"]["platforms"]["kubernetes"]  # secrets, volumes, node selectors kept
+
+    client, sent = _recording_client(monkeypatch)  # default and --cache: the uploaded version, as compiled
+    for flag in (None, True):
+        kc.start_run(client, "ci", uploaded, {}, package=COMPILED, enable_caching=flag)
+    assert all(r.pipeline_spec is None and r.pipeline_version_reference.pipeline_version_id == "v-1" for r in sent)
+    with pytest.raises(kc.PipelineClientError, match="needs the compiled package"):
+        kc.start_run(client, "ci", uploaded, {}, enable_caching=False)
+
+
+def test_cli_no_cache_reaches_the_run(tmp_path, monkeypatch):
+    params = tmp_path / "run.yaml"
+    params.write_text(yaml.safe_dump(BASE))
+    fake = FakeKFP()
+    res = _cli(["run", "--package", str(COMPILED), "--params", str(params), "--no-cache"], monkeypatch, fake)
+    assert res.exit_code == 0, res.output
+    run = next(c[1] for c in fake.calls if c[0] == "run_pipeline")
+    assert run["enable_caching"] is False and run["pipeline_package_path"].endswith(".yaml")
+    assert "version_id" not in run
