@@ -5,7 +5,8 @@ of :mod:`mpa.orchestrate.kubeflow.teacher_server` talk HTTP to :class:`FakeKubeA
 plain HTTP server on 127.0.0.1 serving, for any namespace,
 
 - ``POST/GET /apis/apps/v1/namespaces/<ns>/deployments`` (create; list with ``labelSelector``),
-  ``GET/DELETE .../deployments/<name>``;
+  ``GET/PATCH/DELETE .../deployments/<name>`` (a merge patch; a delete's ``preconditions`` on
+  ``resourceVersion``/``uid`` answered 409 Conflict when they do not hold);
 - the same for ``/api/v1/namespaces/<ns>/services``;
 - ``GET /api/v1/namespaces/<ns>/pods`` (list with ``labelSelector``): one synthesized pod per
   Deployment, whose state the test chooses (ready after some seconds, never ready, a waiting
@@ -206,7 +207,8 @@ class FakeKubeAPI(_LocalServer):
         self.requests.append({"method": method, "resource": resource, "namespace": namespace, "name": name,
                               "query": query, "body": body})
         if (method, resource) in self.deny:
-            verb = {"POST": "create", "GET": "get" if name else "list", "DELETE": "delete"}.get(method, method)
+            verbs = {"POST": "create", "GET": "get" if name else "list", "DELETE": "delete", "PATCH": "patch"}
+            verb = verbs.get(method, method)
             group, qualified = ("apps", "deployments.apps") if resource == "deployments" else ("", resource)
             return 403, _status(
                 403, "Forbidden",
@@ -228,6 +230,8 @@ class FakeKubeAPI(_LocalServer):
                 return self._read(resource, namespace, name)
             if method == "DELETE":
                 return self._delete(resource, namespace, name, body)
+            if method == "PATCH":
+                return self._patch(resource, namespace, name, body or {})
         self.unhandled.append(f"{method} {target}")
         return 405, _status(405, "MethodNotAllowed", f"the fake API does not serve {method} {parts.path}")
 
@@ -291,10 +295,38 @@ class FakeKubeAPI(_LocalServer):
         key = (resource, namespace, name)
         return (200, self._view(key)) if key in self.objects else self._not_found(resource, name)
 
+    def _patch(self, resource: str, namespace: str, name: str, patch: dict) -> tuple[int, dict]:
+        """A merge patch (maps merge, ``null`` deletes a key — what a strategic merge patch does to labels);
+        every change bumps ``metadata.resourceVersion``."""
+        key = (resource, namespace, name)
+        if key not in self.objects:
+            return self._not_found(resource, name)
+
+        def merge(target: dict, change: dict) -> dict:
+            out = dict(target)
+            for k, v in change.items():
+                if v is None:
+                    out.pop(k, None)
+                elif isinstance(v, dict) and isinstance(out.get(k), dict):
+                    out[k] = merge(out[k], v)
+                else:
+                    out[k] = v
+            return out
+
+        obj = merge(self.objects[key], patch)
+        obj["metadata"]["resourceVersion"] = str(int(self.objects[key]["metadata"]["resourceVersion"]) + 1)
+        self.objects[key] = obj
+        return 200, self._view(key)
+
     def _delete(self, resource: str, namespace: str, name: str, body: dict | None) -> tuple[int, dict]:
         key = (resource, namespace, name)
         if key not in self.objects:
             return self._not_found(resource, name)
+        meta = self.objects[key]["metadata"]
+        for field, wanted in ((body or {}).get("preconditions") or {}).items():
+            if wanted is not None and meta.get(field) != wanted:
+                return 409, _status(409, "Conflict", f"Precondition failed: {field} in precondition: {wanted}, "
+                                                     f"{field} in object meta: {meta.get(field)}")
         del self.objects[key]
         self.created_at.pop(key, None)
         ok = _status(200, "", "", {"name": name, "kind": resource})
