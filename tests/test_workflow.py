@@ -137,6 +137,14 @@ def test_skaffold_profiles_and_build_output_match():
     assert "--gpu-image" not in compile_cmd and "--cpu-image" not in compile_cmd
 
 
+def test_what_mpa_printed_is_read_from_its_last_line():
+    """The kfp client prints "Run details: <link>" to stdout before `mpa pipeline run` prints its JSON line:
+    every jq over a file an mpa command wrote reads the last line only."""
+    text = WORKFLOW.read_text()
+    reads = re.findall(r"[^\n]*jq -r[^\n]*", text)
+    assert reads and all(re.search(r"tail -n 1 (run|state)\.json \| jq -r \.\w+", r) for r in reads), reads
+
+
 def test_a_release_tag_pushes_the_version_the_defaults_name():
     """On a tag v<version>, skaffold also tags the images with the package version: what the pipeline defaults,
     the committed spec and the overlays name (ghcr.io/mpa-project/mpa-{cpu,gpu}:<version>); a tag that is not
