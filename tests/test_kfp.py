@@ -201,14 +201,69 @@ def test_settings_override_resources_at_compile_time(tmp_path):
     assert ann["resources"]["accelerator"]["resourceCount"] == "2" and ann["resources"]["resourceMemoryLimit"] == "80Gi"
     assert ann["resources"]["resourceCpuRequest"] == "4"  # untouched defaults survive the merge
     assert ann["image"].startswith("registry.example/mpa-gpu@sha256:")
-    assert k8s["exec-annotate"]["nodeSelector"]["labels"] == {
-        "nvidia.com/gpu.present": "true", "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    # a node selector given is the whole selector (sections merge, values replace)
+    assert k8s["exec-annotate"]["nodeSelector"]["labels"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    assert k8s["exec-identify"]["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}  # not stated
     assert k8s["exec-level"]["tolerations"] == [
         {"key": "dedicated", "operator": "Equal", "value": "train", "effect": "NoSchedule"}]
     assert int(k8s["exec-level"]["activeDeadlineSeconds"]) == 7200
     assert all("pvcMount" not in ex for ex in k8s.values())
     loop = next(t for t in pipeline["root"]["dag"]["tasks"].values() if "parameterIterator" in t)
     assert loop["iteratorPolicy"]["parallelismLimit"] == 3
+
+
+def test_settings_sections_merge_and_values_replace():
+    """Sections (stages, a stage, teacher_server) merge key by key; a mapping or list that is a value replaces
+    the default whole, so an explicit empty mapping or list means none (cpu-dev.yaml's ``node_selector: {}``)."""
+    defaults = PipelineSettings()
+    s = settings_from_dict({"stages": {"level": {"node_selector": {}, "tolerations": [], "memory_limit": "80Gi"}},
+                            "teacher_server": {"node_selector": {}, "gpus": 2}})
+    level = s.stage("level")
+    assert (level.node_selector, level.tolerations, level.memory_limit) == ({}, [], "80Gi")
+    assert level.accelerator_count == 1 and level.scratch_size == defaults.stage("level").scratch_size
+    assert s.stage("identify") == defaults.stage("identify")  # stages not named keep every default
+    assert (s.teacher_server.node_selector, s.teacher_server.gpus) == ({}, 2)
+    assert s.teacher_server.tolerations == defaults.teacher_server.tolerations
+    s = settings_from_dict({"stages": {"level": {"node_selector": {"pool": "a100"}}}})
+    assert s.stage("level").node_selector == {"pool": "a100"}
+
+
+def test_cpu_dev_settings_place_no_pod_on_gpu_nodes(tmp_path):
+    settings = load_settings(ROOT / "pipelines" / "training" / "mpa" / "settings" / "cpu-dev.yaml")
+    assert all(not settings.stage(n).node_selector and not settings.stage(n).tolerations for n in STAGES)
+    _, k8s = _load(compile_pipeline(tmp_path / "p.yaml", settings))
+    assert not [label for label, ex in k8s.items() if "nodeSelector" in ex]
+
+
+def test_images_given_at_compile_time_reach_the_teacher_server(tmp_path):
+    """--gpu-image reaches the per-run teacher server's Deployment (its image follows gpu_image unless the
+    settings file states one); --cpu-image reaches the CPU pods."""
+    from typer.testing import CliRunner
+
+    from mpa.cli.pipeline import app as pipeline_app
+
+    ephemeral = ROOT / "pipelines" / "training" / "mpa" / "settings" / "ephemeral-teacher.yaml"
+    s = load_settings(ephemeral, {"gpu_image": "reg.example/gpu:7", "cpu_image": "reg.example/cpu:7"})
+    assert (s.gpu_image, s.teacher_server.image, s.cpu_image) == ("reg.example/gpu:7",) * 2 + ("reg.example/cpu:7",)
+    stated = tmp_path / "stated.yaml"
+    stated.write_text(ephemeral.read_text() + "  image: reg.example/vllm:1\n")
+    assert load_settings(stated, {"gpu_image": "reg.example/gpu:7"}).teacher_server.image == "reg.example/vllm:1"
+
+    out = tmp_path / "c.yaml"
+    res = CliRunner().invoke(pipeline_app, ["compile", "--out", str(out), "--settings", str(ephemeral),
+                                            "--gpu-image", "reg.example/gpu:7"])
+    assert res.exit_code == 0, res.output
+    spec, _ = _load(out)
+    constants = [json.loads(v["runtimeValue"]["constant"]) for _, comp in _all_tasks(spec)
+                 for k, v in comp.get("inputs", {}).get("parameters", {}).items()
+                 if k == "server" and "runtimeValue" in v]
+    assert constants and all(c["image"] == "reg.example/gpu:7" for c in constants), constants
+    assert "ghcr.io/mpa-project/mpa-gpu" not in out.read_text()
+
+
+def _all_tasks(spec: dict):
+    for dag in [spec["root"]["dag"]] + [c["dag"] for c in spec.get("components", {}).values() if "dag" in c]:
+        yield from dag.get("tasks", {}).items()
 
 
 def test_settings_errors():
@@ -486,4 +541,124 @@ def test_example_settings_compile(tmp_path):
     pipeline, k8s = _load(compile_pipeline(tmp_path / "p.yaml", settings))
     containers = [ex["container"] for ex in pipeline["deploymentSpec"]["executors"].values()]
     assert all("accelerator" not in c["resources"] and "mpa-cpu" in c["image"] for c in containers)
-    assert all("tolerations" not in ex and "pvcMount" not in ex for ex in k8s.values())
+    assert all("tolerations" not in ex and "pvcMount" not in ex and "nodeSelector" not in ex for ex in k8s.values())
+
+
+# --- images: what skaffold pushed is what the spec names ---------------------------------------------
+
+
+def _skaffold_build(tmp_path: Path, only: str | None = None) -> tuple[Path, dict[str, str]]:
+    """What `skaffold build -p gpu --default-repo ghcr.io/acme --file-output build.json` writes: each
+    artifact's name as skaffold.yaml spells it, and the pushed reference — rewritten into the default repo
+    (ghcr.io is not a multi-level registry for skaffold, so the original name is escaped into one path
+    component), tagged by the tag policy (the commit) and pinned by the digest the push returned."""
+    tags = {
+        "ghcr.io/mpa-project/mpa-cpu": "ghcr.io/acme/ghcr_io_mpa-project_mpa-cpu:4b78807@sha256:" + "1c" * 32,
+        "ghcr.io/mpa-project/mpa-gpu": "ghcr.io/acme/ghcr_io_mpa-project_mpa-gpu:4b78807@sha256:" + "9f" * 32,
+    }
+    builds = [{"imageName": name, "tag": tag} for name, tag in tags.items() if only in (None, name.rsplit("/")[-1])]
+    path = tmp_path / "build.json"
+    path.write_text(json.dumps({"builds": builds}))
+    return path, tags
+
+
+def test_the_documented_compile_names_the_images_skaffold_pushed(tmp_path, monkeypatch):
+    """docs/kubeflow.md's compile command, run as written on a realistic build output: every executor and
+    the per-run teacher server name the pushed references, nothing names the unpushed defaults."""
+    import shlex
+
+    from typer.testing import CliRunner
+
+    from mpa.cli.pipeline import app as pipeline_app
+
+    doc = (ROOT / "docs" / "kubeflow.md").read_text()
+    command = next(line for line in doc.replace("\\\n", " ").splitlines()
+                   if line.startswith("mpa pipeline compile") and "--images-from" in line)
+    args = shlex.split(command.split("#")[0])[2:]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pipelines").symlink_to(ROOT / "pipelines")
+    _, tags = _skaffold_build(tmp_path)
+    ephemeral = str(ROOT / "pipelines" / "training" / "mpa" / "settings" / "ephemeral-teacher.yaml")
+    args[args.index("--settings") + 1] = ephemeral  # the documented h100.yaml, plus the teacher server
+    res = CliRunner().invoke(pipeline_app, args)
+    assert res.exit_code == 0, res.output
+    out = tmp_path / args[args.index("--out") + 1]
+    spec, _ = _load(out)
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    assert images == set(tags.values())
+    servers = [json.loads(v["runtimeValue"]["constant"]) for _, t in _all_tasks(spec)
+               for k, v in t.get("inputs", {}).get("parameters", {}).items() if k == "server"]
+    assert servers and all(s["image"] == tags["ghcr.io/mpa-project/mpa-gpu"] for s in servers)
+    assert "mpa-project/mpa-" not in out.read_text().replace("ghcr_io_mpa-project_mpa-", "")
+    assert json.loads(res.output)["gpu_image"] == tags["ghcr.io/mpa-project/mpa-gpu"]
+
+
+def test_images_from_a_partial_or_foreign_build_output(tmp_path):
+    from mpa.orchestrate.kubeflow.settings import DEFAULT_GPU_IMAGE, images_from_build
+
+    path, tags = _skaffold_build(tmp_path, only="mpa-cpu")  # skaffold build -b mpa-cpu
+    assert images_from_build(path) == {"cpu_image": tags["ghcr.io/mpa-project/mpa-cpu"]}
+    settings = load_settings(None, images_from_build(path))
+    assert settings.gpu_image == DEFAULT_GPU_IMAGE and settings.cpu_image == tags["ghcr.io/mpa-project/mpa-cpu"]
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"builds": [{"imageName": "mpa-gpu", "tag": "mpa-gpu:abc"}]}))
+    with pytest.raises(SettingsError, match=r"builds none of .*mpa-project/mpa-cpu.* \(it lists \['mpa-gpu'\]\)"):
+        images_from_build(other)
+    other.write_text("not json")
+    with pytest.raises(SettingsError, match="not a skaffold build output .*skaffold build --file-output"):
+        images_from_build(other)
+
+
+# --- --no-cache: what the real kfp client sends --------------------------------------------------
+
+
+def _recording_client(monkeypatch) -> tuple[object, list]:
+    """A real kfp.Client (kfp 2.17) whose only network calls — create the experiment, create the run — are
+    recorded instead of sent: what run_pipeline builds from its arguments is the client's own code."""
+    with pytest.warns(FutureWarning):
+        client = kc.make_client(kc.Connection(host="http://127.0.0.1:9", namespace="team-a", token="t"))
+    sent: list = []
+    monkeypatch.setattr(client, "create_experiment", lambda name, namespace=None: SimpleNamespace(experiment_id="e-1"))
+    monkeypatch.setattr(client._run_api, "run_service_create_run",
+                        lambda run: sent.append(run) or SimpleNamespace(run_id="r-1"))
+    return client, sent
+
+
+def _task_caching(spec: dict) -> dict[str, bool | None]:
+    dags = [spec["root"]["dag"], *(c["dag"] for c in spec.get("components", {}).values() if "dag" in c)]
+    return {name: (t.get("cachingOptions") or {}).get("enableCache") for d in dags for name, t in d["tasks"].items()}
+
+
+def test_no_cache_turns_caching_off_in_every_task_the_backend_runs(monkeypatch):
+    """The kfp client ignores enable_caching for a pipeline version id, and applies it only to the root DAG for a
+    package: --no-cache sends the spec with every task's cache off, loop body and condition included."""
+    uploaded = kc.Uploaded("p-1", "v-1", "git-0123456789ab-d1", created=False)
+    client, sent = _recording_client(monkeypatch)
+    assert kc.start_run(client, "ci", uploaded, {"shards": 2}, package=COMPILED, enable_caching=False) == "r-1"
+    [run] = sent
+    assert run.pipeline_version_reference is None and run.runtime_config.parameters == {"shards": 2}
+    spec = run.pipeline_spec["pipeline_spec"]
+    caching = _task_caching(spec)
+    compiled = _task_caching(_load(COMPILED)[0])
+    assert set(caching) == set(compiled) and {"annotate", "identify"} <= set(caching)  # the loop body too
+    # protobuf drops a false enableCache: absent is off, as for register (compiled `cachingOptions: {}`)
+    assert compiled["annotate"] is True and compiled["register"] is None and not any(caching.values()), caching
+    assert run.pipeline_spec["platform_spec"]["platforms"]["kubernetes"]  # secrets, volumes, node selectors kept
+
+    client, sent = _recording_client(monkeypatch)  # default and --cache: the uploaded version, as compiled
+    for flag in (None, True):
+        kc.start_run(client, "ci", uploaded, {}, package=COMPILED, enable_caching=flag)
+    assert all(r.pipeline_spec is None and r.pipeline_version_reference.pipeline_version_id == "v-1" for r in sent)
+    with pytest.raises(kc.PipelineClientError, match="needs the compiled package"):
+        kc.start_run(client, "ci", uploaded, {}, enable_caching=False)
+
+
+def test_cli_no_cache_reaches_the_run(tmp_path, monkeypatch):
+    params = tmp_path / "run.yaml"
+    params.write_text(yaml.safe_dump(BASE))
+    fake = FakeKFP()
+    res = _cli(["run", "--package", str(COMPILED), "--params", str(params), "--no-cache"], monkeypatch, fake)
+    assert res.exit_code == 0, res.output
+    run = next(c[1] for c in fake.calls if c[0] == "run_pipeline")
+    assert run["enable_caching"] is False and run["pipeline_package_path"].endswith(".yaml")
+    assert "version_id" not in run

@@ -339,10 +339,13 @@ def test_teacher_server_only_in_gpu_overlay(rendered):
     assert shared["teacher"]["openai"]["base_url"] == f"http://mpa-teacher.{namespace}.svc.cluster.local:8000/v1"
 
 
+CACHE_PREPARE = "Job/mpa-model-cache-prepare"  # the one pod that runs as root: it chowns the model cache
+
+
 def test_pods_are_non_root_bounded_and_pinned(rendered):
     _, _, docs = rendered
     for name, spec in _pod_specs(docs).items():
-        assert spec["securityContext"]["runAsNonRoot"] is True, name
+        assert spec["securityContext"]["runAsNonRoot"] is (name != CACHE_PREPARE), name
         assert spec.get("automountServiceAccountToken") is False, name
         for c in spec["containers"]:
             assert c["resources"]["limits"].get("memory") and c["resources"]["requests"].get("cpu"), name
@@ -569,3 +572,71 @@ def test_mlflow_auth_component_requires_credentials(tmp_path):
     finally:
         _stop(proc)
         log.close()
+
+
+# --- the model cache's one-shot preparation ----------------------------------------------------------
+
+
+def _cache_job(docs: list[dict]) -> dict:
+    return _by(docs, "Job")["mpa-model-cache-prepare"]
+
+
+def test_the_model_cache_is_prepared_for_the_pipelines_user(rendered):
+    """Every overlay ships the Job that makes /cache writable for uid 10001 (KFP cannot set an fsGroup):
+    it mounts the PVC the pipeline mounts, at the path the pipeline mounts it, as root with only CHOWN and
+    FOWNER (allowed by the namespace's `baseline` Pod Security level), and goes away after it finished."""
+    from mpa.orchestrate.kubeflow.settings import PipelineSettings
+
+    _, _, docs = rendered
+    job = _cache_job(docs)
+    spec = job["spec"]["template"]["spec"]
+    settings = PipelineSettings()
+    [volume] = spec["volumes"]
+    assert volume["persistentVolumeClaim"]["claimName"] == settings.model_cache_pvc
+    assert settings.model_cache_pvc in _by(docs, "PersistentVolumeClaim")
+    [c] = spec["containers"]
+    assert c["volumeMounts"] == [{"name": volume["name"], "mountPath": settings.model_cache_mount}]
+    assert spec["securityContext"]["runAsUser"] == 0 and spec.get("automountServiceAccountToken") is False
+    sc = c["securityContext"]
+    assert sc["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN", "FOWNER"]} and sc["readOnlyRootFilesystem"]
+    assert job["spec"]["ttlSecondsAfterFinished"] and job["spec"]["activeDeadlineSeconds"]
+    labels = _by(docs, "Namespace")["mpa"]["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "baseline"
+    assert c["image"].rsplit("/", 1)[-1].split(":")[0] == "mpa-cpu"
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv (CI: sudo)")
+def test_the_cache_job_script_makes_a_fresh_root_owned_volume_writable_for_uid_10001():
+    """The Job's script as written, on a root:root 0755 directory standing for a fresh volume, with exactly
+    the Job's capabilities; then uid 10001 (group 0, as the images run) writes where the pipeline writes,
+    and a second run (the Job applied again) changes nothing."""
+    docs = [d for d in yaml.safe_load_all((MANIFESTS / "base" / "model-cache-prepare.yaml").read_text()) if d]
+    [c] = docs[0]["spec"]["template"]["spec"]["containers"]
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="mpa-cache-"))  # a path uid 10001 can reach (pytest's tmp is 0700)
+    base.chmod(0o755)
+    try:
+        _prepare_and_write(c, base / "cache")
+    finally:
+        shutil.rmtree(base)
+
+
+def _prepare_and_write(c: dict, cache: Path) -> None:
+    script = c["args"][0].replace("/cache", str(cache))
+    cache.mkdir(mode=0o755)
+    os.chown(cache, 0, 0)
+    caps = ",".join(f"+{cap.lower()}" for cap in c["securityContext"]["capabilities"]["add"])
+    drop = ["setpriv", f"--inh-caps=-all,{caps}", f"--bounding-set=-all,{caps}", "--"]
+    for _ in range(2):
+        res = subprocess.run([*drop, "/bin/sh", "-c", script], capture_output=True, text=True, check=False)
+        assert res.returncode == 0, res.stderr
+        assert "prepared: owner 10001:0, mode 2775" in res.stdout
+        for d in (cache, cache / "huggingface", cache / "results"):
+            st = d.stat()
+            assert (st.st_uid, st.st_gid, oct(st.st_mode & 0o7777)) == (10001, 0, "0o2775"), d
+    as_user = ["setpriv", "--reuid=10001", "--regid=0", "--clear-groups", "--"]
+    for d in ("huggingface/hub", "results/run"):
+        res = subprocess.run([*as_user, "mkdir", "-p", str(cache / d)], capture_output=True, text=True, check=False)
+        assert res.returncode == 0, res.stderr
+        assert (cache / d).stat().st_gid == 0  # setgid: what the pipeline writes stays group 0

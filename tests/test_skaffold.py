@@ -161,9 +161,9 @@ def _pod_images(docs: list[dict]) -> set[str]:
 
 def _repo(ref: str) -> str:
     """The image reference without its tag or digest."""
-    ref = ref.split("@", 1)[0]
-    head, _, tail = ref.rpartition(":")
-    return head if head and "/" not in tail else ref
+    from mpa.orchestrate.kubeflow.settings import image_repository
+
+    return image_repository(ref)
 
 
 @pytest.mark.parametrize("profile", [None, "dev", "gpu"])

@@ -23,6 +23,11 @@ from mpa.orchestrate.kubeflow import teacher_server as ts  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 RUN = "3f2a9c1e-0b7d-4c55-9a0e-6f1d2b3c4d5e"  # what KFP's PIPELINE_JOB_ID_PLACEHOLDER resolves to
 MODEL = "Qwen/Qwen2-VL-7B-Instruct"
+OTHER = "7d1c0e2b-aaaa-4bbb-8ccc-0123456789ab"  # another run
+
+
+def _name(settings: dict | None = None, model: str = MODEL) -> str:
+    return ts.server_name(_fast(**(settings or {})), model)
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
@@ -97,19 +102,40 @@ def test_objects_validate_against_the_kubernetes_schema():
     assert port == {"name": "http", "port": 8000, "protocol": "TCP", "targetPort": "http"}
 
 
-def test_every_object_carries_the_run_id():
+def test_objects_are_named_after_what_they_serve_and_marked_with_the_run_using_them():
     dep, svc = (_plain(o) for o in ts.build_objects({}, RUN, MODEL, "mpa"))
-    name = f"mpa-teacher-{RUN}"
+    name = ts.server_name({}, MODEL)
+    digest = ts.server_digest({}, MODEL)
+    assert re.fullmatch(rf"mpa-teacher-qwen2-vl-7b-instruct-{digest}", name)
     for obj in (dep, svc):
-        assert obj["metadata"]["name"] == name
-        assert obj["metadata"]["labels"]["mpa/run-id"] == RUN
-        assert obj["metadata"]["annotations"]["mpa/run-id"] == RUN
+        assert obj["metadata"]["name"] == name and obj["metadata"]["labels"]["mpa/teacher-server"] == digest
+        assert obj["metadata"]["annotations"]["mpa/run-id"] == RUN  # who created it (not part of its identity)
+    assert dep["metadata"]["labels"][f"run.mpa/{RUN}"] == "true" and f"run.mpa/{RUN}" not in svc["metadata"]["labels"]
     template = dep["spec"]["template"]["metadata"]["labels"]
-    assert template["mpa/run-id"] == RUN
+    assert not [k for k in template if RUN in k or RUN in template[k]]  # the pod is the same for every run
     assert dep["spec"]["selector"]["matchLabels"] == svc["spec"]["selector"] == {
-        "app.kubernetes.io/instance": name, "mpa/run-id": RUN}
+        "app.kubernetes.io/instance": name, "mpa/teacher-server": digest}
     assert all(template[k] == v for k, v in svc["spec"]["selector"].items())  # the Service selects the pod
-    assert ts.selector(RUN) == f"mpa/run-id={RUN}"
+    assert ts.pod_selector(name) == f"app.kubernetes.io/instance={name}"
+    # another run: the same objects, only the mark and the creator differ
+    other = _plain(ts.build_objects({}, OTHER, MODEL, "mpa")[0])
+    assert other["spec"] == dep["spec"] and other["metadata"]["name"] == name
+
+
+def test_the_name_changes_with_what_is_served_and_nothing_else():
+    base = ts.server_name({}, MODEL)
+    assert ts.server_name({}, MODEL) == base  # every run, every call
+    served = [ts.server_name({}, "Qwen/Qwen2-VL-2B-Instruct"), ts.server_name({"image": "reg/vllm:2"}, MODEL),
+              ts.server_name({"args": ["--max-model-len=4096"]}, MODEL), ts.server_name({"gpus": 2}, MODEL),
+              ts.server_name({"served_name": "t2"}, MODEL)]
+    assert len({base, *served}) == 1 + len(served)
+    waiting = [ts.server_name({"poll_seconds": 1, "max_restarts": 5, "image_pull_grace_seconds": 1,
+                               "owned_by_workflow": False}, MODEL)]
+    assert waiting == [base]
+    odd = ["/models/my.Checkpoint_v2/", "s3://bucket/" + "x" * 200, "---", "ABC"]
+    assert all(DNS_1035.match(ts.server_name({}, m)) for m in odd), [ts.server_name({}, m) for m in odd]
+    assert all(len(ts.user_label(r).split("/", 1)[1]) <= 63 and LABEL_VALUE.match(ts.user_label(r).split("/")[1])
+               for r in (RUN, "Run_With.Odd/Chars and CAPS", "x" * 200))
 
 
 def test_like_the_shared_teacher_server_but_never_behind_its_service():
@@ -177,18 +203,16 @@ def test_bad_settings_are_one_line_errors():
         ts.build_objects({}, RUN, "", "mpa")
 
 
-def test_names_and_labels_are_valid_for_any_run_id():
-    assert ts.server_name(RUN) == f"mpa-teacher-{RUN}" and ts.run_label(RUN) == RUN
+def test_run_labels_are_valid_for_any_run_id():
+    assert ts.run_label(RUN) == RUN
     odd = ["Run_With.Odd/Chars and CAPS", "x" * 200, "-leading-and-trailing-", "ABC", "abc"]
-    names = [ts.server_name(r) for r in odd]
     labels = [ts.run_label(r) for r in odd]
-    assert all(DNS_1035.match(n) for n in names), names
     assert all(len(v) <= 63 and LABEL_VALUE.match(v) for v in labels), labels
-    assert len(set(names)) == len(odd)  # "ABC" and "abc" are different runs, and stay apart
-    assert names == [ts.server_name(r) for r in odd]  # deterministic: cleanup finds what start made
+    assert len(set(labels)) == len(odd)  # "ABC" and "abc" are different runs, and stay apart
+    assert labels == [ts.run_label(r) for r in odd]  # deterministic: cleanup finds the mark start set
     for bad in ("", "   ", "{{$.pipeline_job_uuid}}"):
         with pytest.raises(ValueError, match="run_id"):
-            ts.server_name(bad)
+            ts.user_label(bad)
 
 
 def test_namespace_from_the_argument_or_the_pod(tmp_path):
@@ -207,7 +231,7 @@ def test_create_wait_ready_and_hand_out_the_url(health, dns):
     health.unhealthy_hits = 2  # vLLM answers 503 while it loads
     with FakeKubeAPI(ready_after_s=0.3) as api:
         server = ts.start_teacher_server(_fast(port=health.port), RUN, MODEL, "mpa", api.configuration())
-        name = f"mpa-teacher-{RUN}"
+        name = _name({"port": health.port})
         url = f"http://{name}.mpa.svc.cluster.local:{health.port}"
         assert (server.name, server.url, server.reused) == (name, url, False)
         assert server.openai_base_url == url + "/v1"
@@ -220,7 +244,8 @@ def test_create_wait_ready_and_hand_out_the_url(health, dns):
         for body in posted:
             _validate_strictly(body)
         assert {c["resource"] for c in api.calls("GET")} == {"deployments", "pods"}
-        assert all(c["query"].get("labelSelector") == f"mpa/run-id={RUN}" for c in api.calls("GET", "pods"))
+        assert all(c["query"].get("labelSelector") == f"app.kubernetes.io/instance={name}"
+                   for c in api.calls("GET", "pods"))
         assert api.unhandled == []
 
 
@@ -233,12 +258,12 @@ def test_never_ready_times_out_with_one_line_and_deletes_what_it_made(dns):
         assert 1.0 <= time.monotonic() - t0 < 10
         msg = str(err.value)
         assert "\n" not in msg
-        assert msg.startswith(f"teacher server mpa/mpa-teacher-{RUN} not ready after 1s: pod ")
+        assert msg.startswith(f"teacher server mpa/{_name({'ready_timeout_seconds': 1})} not ready after 1s: pod ")
         assert "ImagePullBackOff" in msg and "registry.example/mpa-gpu:1.2.3" in msg
         assert api.names("deployments") == api.names("services") == []
         deletes = api.calls("DELETE")
         assert {c["resource"] for c in deletes} == {"deployments", "services"}
-        assert all(c["body"]["propagationPolicy"] == "Background" for c in deletes)
+        assert all(c["body"]["propagationPolicy"] == "Background" for c in api.calls("DELETE", "deployments"))
 
 
 def test_no_gpu_node_times_out_naming_the_scheduler_message(dns):
@@ -261,39 +286,128 @@ def test_ready_pod_whose_health_never_answers_times_out(health, dns):
 
 
 def test_a_pod_that_cannot_start_fails_before_the_timeout(dns):
-    with FakeKubeAPI(ready_after_s=None, waiting_reason="CrashLoopBackOff",
+    with FakeKubeAPI(ready_after_s=None, waiting_reason="CrashLoopBackOff", restart_count=2,
                      waiting_message="back-off 40s restarting failed container=vllm") as api:
         t0 = time.monotonic()
-        with pytest.raises(ts.TeacherServerError, match=r"cannot start: pod .* CrashLoopBackOff back-off 40s"):
+        with pytest.raises(ts.TeacherServerError, match=r"cannot start: pod .* CrashLoopBackOff back-off 40s .*"
+                                                        r"\(restarts: 2\); the server crashed 2 times"):
             ts.start_teacher_server(_fast(ready_timeout_seconds=600), RUN, MODEL, "mpa", api.configuration())
         assert time.monotonic() - t0 < 10
         assert api.names("deployments") == []
 
 
-def test_delete_is_idempotent_and_touches_only_its_run(health, dns):
-    other = "7d1c0e2b-aaaa-4bbb-8ccc-0123456789ab"
+def test_a_crash_loop_below_max_restarts_is_waited_for(dns):
+    """vLLM may crash once while another pod frees the GPU: only max_restarts restarts are hopeless."""
+    with (FakeKubeAPI(ready_after_s=None, waiting_reason="CrashLoopBackOff", restart_count=1) as api,
+          pytest.raises(ts.TeacherServerError, match=r"not ready after 1s: .*CrashLoopBackOff")):
+        ts.start_teacher_server(_fast(ready_timeout_seconds=1, max_restarts=3), RUN, MODEL, "mpa", api.configuration())
+
+
+@pytest.mark.parametrize("reason", ["ErrImagePull", "ImagePullBackOff"])
+def test_an_image_that_cannot_be_pulled_fails_in_one_line_not_after_the_timeout(dns, reason):
+    """A tag never pushed: the start fails once pulling has failed for image_pull_grace_seconds, naming the
+    image, instead of holding the GPU node until ready_timeout_seconds (1800 s by default)."""
+    image = "registry.example/mpa-gpu:never-pushed"
+    message = f'Back-off pulling image "{image}"'
+    with FakeKubeAPI(ready_after_s=None, waiting_reason=reason, waiting_message=message) as api:
+        t0 = time.monotonic()
+        with pytest.raises(ts.TeacherServerError) as err:
+            ts.start_teacher_server(_fast(image=image, ready_timeout_seconds=1800, image_pull_grace_seconds=0.2),
+                                    RUN, MODEL, "mpa", api.configuration())
+        assert time.monotonic() - t0 < 10
+        msg = str(err.value)
+        name = _name({"image": image, "ready_timeout_seconds": 1800})
+        assert "\n" not in msg and msg.startswith(f"teacher server mpa/{name} cannot start: pod ")
+        assert reason in msg and "the image cannot be pulled" in msg and f"check that {image} was pushed" in msg
+        assert api.names("deployments") == api.names("services") == []
+
+
+def test_an_invalid_image_name_fails_at_once(dns):
+    with FakeKubeAPI(ready_after_s=None, waiting_reason="InvalidImageName",
+                     waiting_message='couldn\'t parse image name "Registry/MPA:bad"') as api:
+        t0 = time.monotonic()
+        with pytest.raises(ts.TeacherServerError, match=r"cannot start: .*InvalidImageName .*; InvalidImageName$"):
+            ts.start_teacher_server(_fast(ready_timeout_seconds=1800), RUN, MODEL, "mpa", api.configuration())
+        assert time.monotonic() - t0 < 10
+
+
+def test_stop_is_idempotent_and_touches_only_its_runs_server(health, dns):
     with FakeKubeAPI() as api:
         conf = api.configuration()
         assert ts.stop_teacher_server(RUN, "mpa", conf) == []  # never started: fine
         ts.start_teacher_server(_fast(port=health.port), RUN, MODEL, "mpa", conf)
-        ts.start_teacher_server(_fast(port=health.port), other, MODEL, "mpa", conf)
-        name = f"mpa-teacher-{RUN}"
+        ts.start_teacher_server(_fast(port=health.port), OTHER, "Qwen/Qwen2-VL-2B-Instruct", "mpa", conf)
+        name = _name({"port": health.port})
         assert ts.stop_teacher_server(RUN, "mpa", conf) == [f"Deployment/{name}", f"Service/{name}"]
         assert ts.stop_teacher_server(RUN, "mpa", conf) == []  # already gone: fine
-        assert api.names("deployments") == api.names("services") == [f"mpa-teacher-{other}"]
+        other = _name({"port": health.port}, "Qwen/Qwen2-VL-2B-Instruct")
+        assert api.names("deployments") == api.names("services") == [other]
         assert ts.stop_teacher_server(RUN, "other-namespace", conf) == []
         assert api.unhandled == []
 
 
-def test_a_retried_start_uses_its_own_server_and_refuses_a_foreign_one(health, dns):
+def test_two_runs_share_one_server_and_the_last_to_stop_deletes_it(health, dns):
+    """Same model and settings: one server, one URL (so the cache keys downstream of it match across runs);
+    the first run to finish leaves it to the other, the last one deletes it."""
+    with FakeKubeAPI() as api:
+        conf = api.configuration()
+        a = ts.start_teacher_server(_fast(port=health.port), RUN, MODEL, "mpa", conf)
+        b = ts.start_teacher_server(_fast(port=health.port), OTHER, MODEL, "mpa", conf)
+        assert (a.reused, b.reused, b.url) == (False, True, a.url)
+        assert len(api.calls("POST", "deployments")) == 2 and api.names("deployments") == [a.name]  # one 409
+        labels = api.objects["deployments", "mpa", a.name]["metadata"]["labels"]
+        assert ts.users(labels) == sorted([RUN, OTHER])
+        assert ts.stop_teacher_server(RUN, "mpa", conf) == []  # OTHER still uses it
+        assert api.names("deployments") == api.names("services") == [a.name]
+        assert ts.stop_teacher_server(OTHER, "mpa", conf) == [f"Deployment/{a.name}", f"Service/{a.name}"]
+        assert api.names("deployments") == api.names("services") == []
+        deletes = api.calls("DELETE", "deployments")
+        assert deletes[0]["body"]["preconditions"]["resourceVersion"]  # only the object it saw unmarked
+        assert deletes[0]["body"]["propagationPolicy"] == "Background"
+
+
+def test_a_retried_start_after_the_server_was_deleted_creates_it_again_at_the_same_url(health, dns):
+    """A KFP Retry keeps the succeeded exit handler, which already deleted the server: PA/PI retried start it
+    again (create-or-get) and get the same URL, so their cache keys do not change either."""
     with FakeKubeAPI() as api:
         conf = api.configuration()
         first = ts.start_teacher_server(_fast(port=health.port), RUN, MODEL, "mpa", conf)
-        again = ts.start_teacher_server(_fast(port=health.port), RUN, MODEL, "mpa", conf)
+        again = ts.start_teacher_server(_fast(port=health.port), RUN, MODEL, "mpa", conf)  # still there: found
         assert (first.reused, again.reused, again.url) == (False, True, first.url)
-        with pytest.raises(ts.TeacherServerError, match=r"already exists but was made .* or with another spec; "
-                                                        r"delete it \(kubectl delete deploy,svc -n mpa -l mpa/run-id="):
-            ts.start_teacher_server(_fast(port=health.port, image="other:1"), RUN, MODEL, "mpa", conf)
+        ts.stop_teacher_server(RUN, "mpa", conf)  # the exit handler
+        retried = ts.start_teacher_server(_fast(port=health.port), RUN, MODEL, "mpa", conf)
+        assert (retried.reused, retried.url) == (False, first.url) and api.names("deployments") == [first.name]
+
+
+def test_a_join_during_the_last_stop_keeps_the_server(health, dns):
+    """The delete carries the resourceVersion of the object it saw without marks: a run that marked it in
+    between changes that, the delete is refused (409) and the server stays for the new run."""
+    with FakeKubeAPI() as api:
+        conf = api.configuration()
+        server = ts.start_teacher_server(_fast(port=health.port), RUN, MODEL, "mpa", conf)
+        real = api._patch
+
+        def join_meanwhile(resource, namespace, name, patch):
+            code, body = real(resource, namespace, name, patch)
+            if patch["metadata"]["labels"].get(ts.user_label(RUN), "") is None:  # RUN's unmark: OTHER marks now
+                real(resource, namespace, name, {"metadata": {"labels": {ts.user_label(OTHER): "true"}}})
+            return code, body
+
+        api._patch = join_meanwhile
+        assert ts.stop_teacher_server(RUN, "mpa", conf) == []
+        assert api.names("deployments") == api.names("services") == [server.name]
+        assert api.calls("DELETE", "deployments") and not api.calls("DELETE", "services")
+
+
+def test_a_server_of_that_name_serving_something_else_is_refused(health, dns):
+    with FakeKubeAPI() as api:
+        conf = api.configuration()
+        dep, _ = ts.build_objects(_fast(port=health.port), RUN, MODEL, "mpa")
+        dep.metadata.annotations[ts.SPEC_ANNOTATION] = "edited-by-hand"
+        api.handle("POST", "/apis/apps/v1/namespaces/mpa/deployments", _plain(dep))
+        with pytest.raises(ts.TeacherServerError, match=r"already exists but serves something else .*; delete it "
+                                                        rf"\(kubectl delete deploy,svc -n mpa {dep.metadata.name}\)"):
+            ts.start_teacher_server(_fast(port=health.port), OTHER, MODEL, "mpa", conf)
 
 
 def test_the_runs_workflow_owns_the_server(health, dns, monkeypatch, caplog):
@@ -326,7 +440,7 @@ def test_forbidden_is_one_line_naming_the_rbac(dns):
         with pytest.raises(ts.TeacherServerError) as err:
             ts.start_teacher_server(_fast(), RUN, MODEL, "mpa", api.configuration())
         msg = str(err.value)
-        assert "\n" not in msg and msg.startswith(f"cannot create Deployment mpa/mpa-teacher-{RUN}: HTTP 403 Forbidden")
+        assert "\n" not in msg and msg.startswith(f"cannot create Deployment mpa/{_name()}: HTTP 403 Forbidden")
         assert "manifests/base/teacher-server-rbac.yaml" in msg
         assert api.names("services") == []
     with FakeKubeAPI(ready_after_s=None, deny={("DELETE", "services")}) as api:
@@ -334,7 +448,8 @@ def test_forbidden_is_one_line_naming_the_rbac(dns):
             ts.start_teacher_server(_fast(ready_timeout_seconds=1), RUN, MODEL, "mpa", api.configuration())
         msg = str(err.value)
         assert "\n" not in msg and "not ready after 1s" in msg
-        assert f"(and the cleanup failed: cannot delete Service mpa/mpa-teacher-{RUN}: HTTP 403 Forbidden" in msg
+        name = _name({"ready_timeout_seconds": 1})
+        assert f"(and the cleanup failed: cannot delete Service mpa/{name}: HTTP 403 Forbidden" in msg
         assert api.names("deployments") == []  # what could be deleted was
 
 
@@ -345,14 +460,15 @@ def test_an_unreachable_api_server_is_one_line():
         host = api.url
     conf = Configuration(host=host)  # the fake has stopped: nothing listens there now
     conf.retries = 0
-    with pytest.raises(ts.TeacherServerError, match=rf"^cannot list Deployments -l mpa/run-id={RUN} in mpa: ") as err:
+    with pytest.raises(ts.TeacherServerError, match=rf"^cannot list Deployments -l run.mpa/{RUN}=true in mpa: ") as err:
         ts.stop_teacher_server(RUN, "mpa", conf)
     assert "\n" not in str(err.value)
 
 
 # --- RBAC: the Role grants what the library calls, and no more ------------------------------------
 
-VERB = {("POST", False): "create", ("GET", True): "get", ("GET", False): "list", ("DELETE", True): "delete"}
+VERB = {("POST", False): "create", ("GET", True): "get", ("GET", False): "list", ("DELETE", True): "delete",
+        ("PATCH", True): "patch"}
 
 
 def test_the_role_grants_exactly_the_calls_made(health, dns, monkeypatch):

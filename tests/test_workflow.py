@@ -54,9 +54,41 @@ def test_triggers_push_to_main_tags_and_pull_requests():
 def test_release_job_does_what_the_issue_asks():
     text = " ".join(run for job, run in _runs() if job == "release")
     assert "skaffold build" in text and "mpa pipeline compile" in text and "mpa pipeline upload" in text
-    assert "mpa pipeline run" in text and "--wait" in text
+    assert "mpa pipeline run" in text and "--no-wait" in text
+    assert "mpa pipeline wait" in " ".join(run for job, run in _runs() if job == "follow")
     test_job = " ".join(run for job, run in _runs() if job == "test")
     assert "make test" in test_job
+
+
+HOSTED_LIMIT_MINUTES = 360  # a GitHub-hosted runner cuts a job at 6 h
+
+
+def _mpa(job: str, sub: str) -> list[list[str]]:
+    return [cmd for step in DOC["jobs"][job]["steps"] if "run" in step for cmd in _commands(step["run"])
+            if cmd and Path(cmd[0]).name == "mpa" and cmd[1:3] == ["pipeline", sub]]
+
+
+def test_no_job_is_cut_by_the_hosted_runner_and_a_run_is_stopped_only_on_cancel():
+    """Every job of the release path ends before the hosted runner's 6 h: its steps' own bounds add up to less
+    than its timeout (so the job's timeout — which GitHub reports as a cancellation — never fires), the wait
+    gives up before its step's bound, and then leaves the run going. A run is stopped only when the workflow
+    is cancelled: not when CI stopped waiting, a step failed, or a job timed out."""
+    assert DOC["defaults"]["run"]["shell"] == "bash"  # -eo pipefail: `mpa … | tee` fails when mpa fails
+    for name in ("release", "follow"):
+        job = DOC["jobs"][name]
+        assert job["timeout-minutes"] < HOSTED_LIMIT_MINUTES, name
+        steps = [s for s in job["steps"] if "cancelled()" not in str(s.get("if", ""))]
+        assert all("timeout-minutes" in s for s in steps), name
+        assert sum(s["timeout-minutes"] for s in steps) < job["timeout-minutes"], name
+        stops = [s for s in job["steps"] if "pipeline stop" in s.get("run", "")]
+        assert stops and all(s["if"].startswith("cancelled()") and "failure()" not in s["if"] for s in stops), name
+    [start] = _mpa("release", "run")
+    assert "--no-wait" in start and "--wait" not in start
+    [wait] = _mpa("follow", "wait")
+    step = next(s for s in DOC["jobs"]["follow"]["steps"] if "pipeline wait" in s.get("run", ""))
+    assert int(wait[wait.index("--timeout") + 1]) < step["timeout-minutes"] * 60
+    assert "still running" in step["run"] and "exit 0" in step["run"]
+    assert DOC["jobs"]["follow"]["needs"] == "release" and "run_id" in DOC["jobs"]["release"]["outputs"]
 
 
 def test_make_targets_exist():
@@ -96,8 +128,30 @@ def test_skaffold_profiles_and_build_output_match():
         for cmd in _commands(run):
             if cmd[:2] == ["skaffold", "build"] and "--profile" in cmd:
                 assert cmd[cmd.index("--profile") + 1] in profiles
-    names = set(re.findall(r'imageName == "([^"]+)"', WORKFLOW.read_text()))
-    assert names and names <= artifacts
+    assert artifacts
+    builds = [cmd for _, run in _runs() for cmd in _commands(run) if cmd[:2] == ["skaffold", "build"]]
+    assert builds and all(cmd[cmd.index("--file-output") + 1] == "build.json" for cmd in builds)
+    assert all("--build-image" not in cmd and "-b" not in cmd for cmd in builds)  # both images, every time
+    [compile_cmd] = _mpa("release", "compile")
+    assert compile_cmd[compile_cmd.index("--images-from") + 1] == "build.json"
+    assert "--gpu-image" not in compile_cmd and "--cpu-image" not in compile_cmd
+
+
+def test_what_mpa_printed_is_read_from_its_last_line():
+    """The kfp client prints "Run details: <link>" to stdout before `mpa pipeline run` prints its JSON line:
+    every jq over a file an mpa command wrote reads the last line only."""
+    text = WORKFLOW.read_text()
+    reads = re.findall(r"[^\n]*jq -r[^\n]*", text)
+    assert reads and all(re.search(r"tail -n 1 (run|state)\.json \| jq -r \.\w+", r) for r in reads), reads
+
+
+def test_a_release_tag_pushes_the_version_the_defaults_name():
+    """On a tag v<version>, skaffold also tags the images with the package version: what the pipeline defaults,
+    the committed spec and the overlays name (ghcr.io/mpa-project/mpa-{cpu,gpu}:<version>); a tag that is not
+    v<version> fails before anything is pushed."""
+    step = next(s for s in DOC["jobs"]["release"]["steps"] if "skaffold build" in s.get("run", ""))
+    assert 'TAG=(--tag "$VERSION")' in step["run"] and '"${TAG[@]}"' in step["run"]
+    assert '"$GITHUB_REF_NAME" != "v$VERSION"' in step["run"] and "mpa.__version__" in step["run"]
 
 
 @pytest.mark.parametrize("path", sorted(set(re.findall(r"pipelines/[\w/.-]+\.yaml", WORKFLOW.read_text()))))

@@ -28,6 +28,10 @@ GpuImageOpt = Annotated[
     str | None, typer.Option("--gpu-image", help="image for PA/PI/PL/evaluate (overrides settings)")
 ]
 CpuImageOpt = Annotated[str | None, typer.Option("--cpu-image", help="image for prepare/merge/gate/register")]
+ImagesFromOpt = Annotated[
+    Path | None,
+    typer.Option("--images-from", help="both images from `skaffold build --file-output` JSON (flags above win)"),
+]
 HostOpt = Annotated[
     str | None, typer.Option("--host", help="KFP API endpoint [env: KF_PIPELINES_ENDPOINT, KFP_ENDPOINT]")
 ]
@@ -61,12 +65,13 @@ def _pairs(pairs: list[str] | None, flag: str) -> dict:
         raise typer.BadParameter(str(exc).replace("--set ", f"{flag} "), param_hint=flag) from None
 
 
-def _settings(path: Path | None, gpu_image: str | None, cpu_image: str | None):
-    from mpa.orchestrate.kubeflow.settings import load_settings
+def _settings(path: Path | None, gpu_image: str | None, cpu_image: str | None, images_from: Path | None = None):
+    from mpa.orchestrate.kubeflow.settings import images_from_build, load_settings
 
-    s = load_settings(path)
-    updates = {k: v for k, v in {"gpu_image": gpu_image, "cpu_image": cpu_image}.items() if v}
-    return s.model_copy(update=updates) if updates else s
+    images = images_from_build(images_from) if images_from else {}
+    images.update({k: v for k, v in {"gpu_image": gpu_image, "cpu_image": cpu_image}.items() if v})
+    # through the merge, so the per-run teacher server's image follows --gpu-image as it follows gpu_image
+    return load_settings(path, images)
 
 
 def _package(package: Path | None, settings: Path | None, gpu_image: str | None, cpu_image: str | None) -> Path:
@@ -103,13 +108,16 @@ def compile_cmd(
     settings: SettingsOpt = None,
     gpu_image: GpuImageOpt = None,
     cpu_image: CpuImageOpt = None,
+    images_from: ImagesFromOpt = None,
 ) -> None:
     """Compile the pipeline to KFP IR YAML (resources, images, secrets, time limits from --settings)."""
     from mpa.orchestrate.kubeflow.client import spec_digest
     from mpa_kfp.pipelines.training.mpa.pipeline import compile_pipeline
 
-    path = compile_pipeline(out, _settings(settings, gpu_image, cpu_image))
-    typer.echo(json.dumps({"compiled": str(path), "digest": spec_digest(path)}))
+    s = _settings(settings, gpu_image, cpu_image, images_from)
+    path = compile_pipeline(out, s)
+    typer.echo(json.dumps({"compiled": str(path), "digest": spec_digest(path), "gpu_image": s.gpu_image,
+                           "cpu_image": s.cpu_image}))
 
 
 @app.command("upload")
@@ -159,7 +167,10 @@ def run_cmd(
     run_name: Annotated[str | None, typer.Option("--run-name", help="default: mpa-<version>-<time>")] = None,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="follow the run; exit 1 unless it succeeds")] = False,
     timeout: Annotated[int, typer.Option(help="--wait gives up after this many seconds (exit 1)")] = 24 * 3600,
-    cache: Annotated[bool | None, typer.Option("--cache/--no-cache", help="default: the compiled settings")] = None,
+    cache: Annotated[
+        bool | None,
+        typer.Option("--cache/--no-cache", help="--no-cache: every task runs again (default: as compiled)"),
+    ] = None,
     service_account: Annotated[str | None, typer.Option(help="run pods as this ServiceAccount")] = None,
     package: PackageOpt = None,
     pipeline_name: NameOpt = "mpa",
@@ -183,6 +194,7 @@ def run_cmd(
         experiment,
         up,
         args,
+        package=pkg,
         namespace=None,
         name=run_name,
         enable_caching=cache,

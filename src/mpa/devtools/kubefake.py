@@ -5,7 +5,8 @@ of :mod:`mpa.orchestrate.kubeflow.teacher_server` talk HTTP to :class:`FakeKubeA
 plain HTTP server on 127.0.0.1 serving, for any namespace,
 
 - ``POST/GET /apis/apps/v1/namespaces/<ns>/deployments`` (create; list with ``labelSelector``),
-  ``GET/DELETE .../deployments/<name>``;
+  ``GET/PATCH/DELETE .../deployments/<name>`` (a merge patch; a delete's ``preconditions`` on
+  ``resourceVersion``/``uid`` answered 409 Conflict when they do not hold);
 - the same for ``/api/v1/namespaces/<ns>/services``;
 - ``GET /api/v1/namespaces/<ns>/pods`` (list with ``labelSelector``): one synthesized pod per
   Deployment, whose state the test chooses (ready after some seconds, never ready, a waiting
@@ -100,8 +101,9 @@ class FakeKubeAPI(_LocalServer):
 
     ``ready_after_s``: seconds after a Deployment's creation at which it (and its pod) report ready;
     None: never. ``waiting_reason``/``waiting_message``: while not ready, the pod's container waits
-    for this reason (e.g. ``ImagePullBackOff``); default: ``ContainerCreating``. ``unschedulable``: the
-    scheduler's message instead (the pod stays Pending with ``PodScheduled=False``, no containers).
+    for this reason (e.g. ``ImagePullBackOff``); default: ``ContainerCreating``; ``restart_count``: the
+    container's restarts so far. ``unschedulable``: the scheduler's message instead (the pod stays
+    Pending with ``PodScheduled=False``, no containers).
     ``deny``: ``{(method, resource)}`` answered 403 Forbidden, e.g. ``{("POST", "deployments")}``.
     """
 
@@ -112,8 +114,10 @@ class FakeKubeAPI(_LocalServer):
         waiting_message: str = "",
         unschedulable: str | None = None,
         deny: set[tuple[str, str]] | None = None,
+        restart_count: int = 0,
     ):
         self.ready_after_s = ready_after_s
+        self.restart_count = restart_count
         self.waiting_reason = waiting_reason
         self.waiting_message = waiting_message
         self.unschedulable = unschedulable
@@ -203,7 +207,8 @@ class FakeKubeAPI(_LocalServer):
         self.requests.append({"method": method, "resource": resource, "namespace": namespace, "name": name,
                               "query": query, "body": body})
         if (method, resource) in self.deny:
-            verb = {"POST": "create", "GET": "get" if name else "list", "DELETE": "delete"}.get(method, method)
+            verbs = {"POST": "create", "GET": "get" if name else "list", "DELETE": "delete", "PATCH": "patch"}
+            verb = verbs.get(method, method)
             group, qualified = ("apps", "deployments.apps") if resource == "deployments" else ("", resource)
             return 403, _status(
                 403, "Forbidden",
@@ -225,6 +230,8 @@ class FakeKubeAPI(_LocalServer):
                 return self._read(resource, namespace, name)
             if method == "DELETE":
                 return self._delete(resource, namespace, name, body)
+            if method == "PATCH":
+                return self._patch(resource, namespace, name, body or {})
         self.unhandled.append(f"{method} {target}")
         return 405, _status(405, "MethodNotAllowed", f"the fake API does not serve {method} {parts.path}")
 
@@ -288,10 +295,38 @@ class FakeKubeAPI(_LocalServer):
         key = (resource, namespace, name)
         return (200, self._view(key)) if key in self.objects else self._not_found(resource, name)
 
+    def _patch(self, resource: str, namespace: str, name: str, patch: dict) -> tuple[int, dict]:
+        """A merge patch (maps merge, ``null`` deletes a key — what a strategic merge patch does to labels);
+        every change bumps ``metadata.resourceVersion``."""
+        key = (resource, namespace, name)
+        if key not in self.objects:
+            return self._not_found(resource, name)
+
+        def merge(target: dict, change: dict) -> dict:
+            out = dict(target)
+            for k, v in change.items():
+                if v is None:
+                    out.pop(k, None)
+                elif isinstance(v, dict) and isinstance(out.get(k), dict):
+                    out[k] = merge(out[k], v)
+                else:
+                    out[k] = v
+            return out
+
+        obj = merge(self.objects[key], patch)
+        obj["metadata"]["resourceVersion"] = str(int(self.objects[key]["metadata"]["resourceVersion"]) + 1)
+        self.objects[key] = obj
+        return 200, self._view(key)
+
     def _delete(self, resource: str, namespace: str, name: str, body: dict | None) -> tuple[int, dict]:
         key = (resource, namespace, name)
         if key not in self.objects:
             return self._not_found(resource, name)
+        meta = self.objects[key]["metadata"]
+        for field, wanted in ((body or {}).get("preconditions") or {}).items():
+            if wanted is not None and meta.get(field) != wanted:
+                return 409, _status(409, "Conflict", f"Precondition failed: {field} in precondition: {wanted}, "
+                                                     f"{field} in object meta: {meta.get(field)}")
         del self.objects[key]
         self.created_at.pop(key, None)
         ok = _status(200, "", "", {"name": name, "kind": resource})
@@ -309,7 +344,7 @@ class FakeKubeAPI(_LocalServer):
             "phase": "Running" if ready else "Pending",
             "conditions": [{"type": "Ready", "status": "True" if ready else "False",
                             "reason": None if ready else "ContainersNotReady"}],
-            "containerStatuses": [{"name": container, "ready": ready, "restartCount": 0,
+            "containerStatuses": [{"name": container, "ready": ready, "restartCount": self.restart_count,
                                    "image": dep["spec"]["template"]["spec"]["containers"][0]["image"],
                                    "imageID": "", "state": state}],
         }

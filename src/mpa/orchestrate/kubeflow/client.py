@@ -191,27 +191,57 @@ def run_name(version: str, when: float | None = None) -> str:
     return f"mpa-{version}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime(when))}"
 
 
+def without_caching(package: str | Path, out: str | Path) -> Path:
+    """A copy of the compiled spec ``package`` at ``out`` with caching off for every task in every DAG: the
+    root, loop bodies, conditions, exit-handler groups (the kfp client's own override reaches only the
+    root DAG's tasks, so annotate/identify in the ParallelFor would still come from the cache)."""
+    docs = list(yaml.safe_load_all(Path(package).read_text(encoding="utf-8")))
+    spec = docs[0]
+    dags = [spec["root"]["dag"], *(c["dag"] for c in spec.get("components", {}).values() if "dag" in c)]
+    for dag in dags:
+        for task in dag.get("tasks", {}).values():
+            task["cachingOptions"] = {**(task.get("cachingOptions") or {}), "enableCache": False}
+    out = Path(out)
+    out.write_text(yaml.safe_dump_all(docs, sort_keys=False), encoding="utf-8")
+    return out
+
+
 def start_run(
     client: Any,
     experiment: str,
     uploaded: Uploaded,
     params: dict[str, Any],
     *,
+    package: str | Path | None = None,
     namespace: str | None = None,
     name: str | None = None,
     enable_caching: bool | None = None,
     service_account: str | None = None,
 ) -> str:
+    """Start a run of the uploaded version; with ``enable_caching=False``, a run of ``package`` (the same
+    compiled spec) with caching off in every task.
+
+    The KFP API has no run-level caching switch: the backend reads ``cachingOptions`` per task from the
+    spec it runs, and the kfp client (2.17) applies ``enable_caching`` only to a spec it sends itself, i.e.
+    a package path, never to a pipeline version id. So a run without the cache is submitted as a spec
+    (:func:`without_caching`); in the KFP UI it shows no link to the version (its name still carries it).
+    ``enable_caching=True`` runs the version as compiled: tasks compiled uncached (register, the teacher
+    server and its cleanup) stay uncached — forcing them on would hand out a deleted server's URL."""
+    import tempfile
+
     exp = client.create_experiment(name=experiment, namespace=namespace)
-    run = client.run_pipeline(
-        experiment_id=exp.experiment_id,
-        job_name=name or run_name(uploaded.version_name),
-        params=params,
-        pipeline_id=uploaded.pipeline_id,
-        version_id=uploaded.version_id,
-        enable_caching=enable_caching,
-        service_account=service_account,
-    )
+    common = dict(experiment_id=exp.experiment_id, job_name=name or run_name(uploaded.version_name), params=params,
+                  service_account=service_account)
+    if enable_caching is False:
+        if package is None:
+            raise PipelineClientError("a run without the cache needs the compiled package (--package)")
+        with tempfile.TemporaryDirectory(prefix="mpa-nocache-") as tmp:
+            spec = without_caching(package, Path(tmp) / "pipeline.yaml")
+            run = client.run_pipeline(pipeline_package_path=str(spec), enable_caching=False, **common)
+        log.info("run %s: every task's cache off (submitted as a spec, not as version %s)", run.run_id,
+                 uploaded.version_name)
+        return run.run_id
+    run = client.run_pipeline(pipeline_id=uploaded.pipeline_id, version_id=uploaded.version_id, **common)
     return run.run_id
 
 

@@ -3,12 +3,16 @@
 These are what a cluster operator decides (GPU type and count, memory, node placement, time
 limits, which Secrets hold credentials); they are baked into the compiled spec, unlike the run
 parameters. Defaults are sensible for a GPU cluster with the NVIDIA device plugin; a YAML file
-passed to ``mpa pipeline compile --settings`` overrides any part of them (deep merge), e.g.::
+passed to ``mpa pipeline compile --settings`` overrides any part of them, e.g.::
 
     stages:
       annotate: {accelerator_count: 2, node_selector: {nvidia.com/gpu.product: NVIDIA-H100-80GB-HBM3}}
       level: {memory_limit: 160Gi, timeout_seconds: 172800}
     model_cache_pvc: null        # no shared model cache
+
+Sections (``stages``, each stage, ``teacher_server``) merge key by key, so only what differs needs
+stating; any other value replaces the default whole: a ``node_selector`` or ``tolerations`` given is the
+whole selector or list (``node_selector: {}``: none), not added to the default's.
 
 ``teacher_in_pod`` decides whether PA pods load the teacher themselves (``hf``/``vllm`` backend:
 annotate gets a GPU) or call a server (``openai`` backend, e.g. the shared vLLM teacher: annotate
@@ -29,7 +33,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -179,6 +183,10 @@ class TeacherServerSettings(_Strict):
         True, description="make the run's Argo Workflow the objects' owner, so deleting the run deletes them too"
     )
     ready_timeout_seconds: int = Field(1800, ge=1, description="model download + load + warm-up must fit in this")
+    image_pull_grace_seconds: float = Field(
+        60.0, ge=0, description="an image pull failing this long (ErrImagePull/ImagePullBackOff) fails the start"
+    )
+    max_restarts: int = Field(2, ge=1, description="a crash loop with this many restarts fails the start")
     poll_seconds: float = Field(10.0, gt=0)
     cluster_domain: str = "cluster.local"
 
@@ -313,13 +321,66 @@ class SettingsError(ValueError):
     """Unusable compile-time settings; the message names the file and the fields."""
 
 
-def _deep_merge(base: dict, update: dict) -> dict:
+def image_repository(ref: str) -> str:
+    """An image reference without its tag or digest (``reg:5000/a/b:1@sha256:…`` → ``reg:5000/a/b``)."""
+    ref = ref.split("@", 1)[0]
+    head, _, tail = ref.rpartition(":")
+    return head if head and "/" not in tail else ref
+
+
+def images_from_build(path: str | Path) -> dict[str, str]:
+    """``gpu_image`` / ``cpu_image`` as skaffold built them, from ``skaffold build --file-output`` (a JSON
+    ``{"builds": [{"imageName": …, "tag": …}]}``): ``imageName`` is the artifact's name as skaffold.yaml
+    spells it (``ghcr.io/mpa-project/mpa-gpu``, whatever ``--default-repo`` did to it), ``tag`` the pushed
+    reference (with ``--default-repo``, rewritten into that registry; with ``@sha256:`` digest when pushed).
+    Only the images the build holds are returned (``skaffold build -b mpa-cpu`` builds one)."""
+    import json
+
+    path = Path(path)
+    try:
+        builds = json.loads(path.read_text(encoding="utf-8"))["builds"]
+        built = {b["imageName"]: b["tag"] for b in builds}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SettingsError(f"{path}: not a skaffold build output ({type(exc).__name__}: {exc}); write one with "
+                            "`skaffold build --file-output FILE`") from None
+    wanted = {"gpu_image": image_repository(DEFAULT_GPU_IMAGE), "cpu_image": image_repository(DEFAULT_CPU_IMAGE)}
+    found = {key: built[name] for key, name in wanted.items() if built.get(name)}
+    if not found:
+        raise SettingsError(f"{path}: builds none of {sorted(wanted.values())} (it lists {sorted(built)})")
+    return found
+
+
+def _section(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
+    """The settings model a field holds (``(model, False)``), or holds by key (``dict[str, model]``:
+    ``(model, True)``); ``(None, False)`` for a plain value (a string, a list, a free-form mapping)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation, False
+    if get_origin(annotation) is dict:
+        value = get_args(annotation)[1]
+        if isinstance(value, type) and issubclass(value, BaseModel):
+            return value, True
+    return None, False
+
+
+def _merge(model: type[BaseModel], base: dict, update: dict) -> dict:
+    """``update`` laid over ``base`` the way the settings are built: a section (a settings model such as
+    ``teacher_server``, a stage, or ``stages`` by name) merges key by key; every other value replaces the
+    default whole — a free-form mapping (``node_selector``) or a list (``tolerations``, ``secrets``) is a
+    value, so ``node_selector: {}`` means no node selector, not "the default's"."""
     out = dict(base)
     for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
+        field = model.model_fields.get(key)
+        section, by_key = _section(field.annotation) if field else (None, False)
+        if section is None or not isinstance(value, dict) or not isinstance(out.get(key), dict):
             out[key] = value
+        elif by_key:
+            merged = dict(out[key])
+            for name, v in value.items():
+                known = isinstance(v, dict) and isinstance(merged.get(name), dict)
+                merged[name] = _merge(section, merged[name], v) if known else v
+            out[key] = merged
+        else:
+            out[key] = _merge(section, out[key], value)
     return out
 
 
@@ -333,7 +394,7 @@ def settings_from_dict(data: dict | None, source: str = "<dict>") -> PipelineSet
     if not isinstance(teacher_in_pod, bool):
         raise SettingsError(f"{source}: teacher_in_pod must be true or false, got {teacher_in_pod!r}")
     defaults = PipelineSettings(teacher_in_pod=teacher_in_pod, stages=_default_stages(teacher_in_pod))
-    merged = _deep_merge(defaults.model_dump(), data)
+    merged = _merge(PipelineSettings, defaults.model_dump(), data)
     stated = data.get("teacher_server") if isinstance(data.get("teacher_server"), dict) else {}
     if isinstance(merged.get("teacher_server"), dict):
         for key, top in TEACHER_SERVER_INHERITS.items():
@@ -355,13 +416,19 @@ def settings_from_dict(data: dict | None, source: str = "<dict>") -> PipelineSet
     return settings
 
 
-def load_settings(path: str | Path | None) -> PipelineSettings:
-    if path is None:
-        return PipelineSettings()
-    path = Path(path)
-    if not path.is_file():
-        raise SettingsError(f"settings file not found: {path}")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    if not isinstance(data, dict):
-        raise SettingsError(f"{path}: settings must be a mapping")
-    return settings_from_dict(data, str(path))
+def load_settings(path: str | Path | None, overrides: dict | None = None) -> PipelineSettings:
+    """The settings file at ``path`` (None: the defaults) with ``overrides`` on top (e.g. the images
+    ``mpa pipeline compile --gpu-image/--cpu-image`` name), merged before the defaults are filled in,
+    so what follows a value (``teacher_server.image`` follows ``gpu_image``) follows the override too."""
+    data: dict = {}
+    source = "<defaults>"
+    if path is not None:
+        path, source = Path(path), str(path)
+        if not path.is_file():
+            raise SettingsError(f"settings file not found: {path}")
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(data, dict):
+            raise SettingsError(f"{path}: settings must be a mapping")
+    if overrides:
+        data = _merge(PipelineSettings, data, overrides)
+    return settings_from_dict(data, source)

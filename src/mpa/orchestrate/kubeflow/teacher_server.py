@@ -1,12 +1,19 @@
-"""An ephemeral vLLM teacher server per pipeline run, managed with the ``kubernetes`` Python client.
+"""A vLLM teacher server started for pipeline runs, managed with the ``kubernetes`` Python client.
 
 :func:`start_teacher_server` creates one Deployment (``python -m vllm.entrypoints.openai.api_server``
-on a GPU node) and one ClusterIP Service, both labelled ``mpa/run-id=<run id>``; waits until the
-Deployment has a ready pod *and* ``GET /health`` answers 200 through the Service's cluster DNS name;
-and returns the OpenAI-compatible base URL PA and PI use (``teacher.backend=openai``).
-:func:`stop_teacher_server` deletes whatever carries the run's label (nothing there is fine), so the
-pipeline's exit handler can call it whatever happened before. A start that fails (timeout, a pod
-that cannot start) deletes what it created before raising.
+on a GPU node) and one ClusterIP Service; waits until the Deployment has a ready pod *and* ``GET
+/health`` answers 200 through the Service's cluster DNS name; and returns the OpenAI-compatible base
+URL PA and PI use (``teacher.backend=openai``).
+
+**Named after what it serves, not after the run.** The name (and so the URL) is
+``mpa-teacher-<model>-<digest>``, the digest over the model and the server settings: the same teacher
+gets the same URL in every run, so the cache keys of every task downstream of the URL stay stable
+across runs, and starting it again (a retried task, a second run) finds it instead of failing
+(create-or-get). Each run using a server marks its Deployment with a label ``run.mpa/<run id>``;
+:func:`stop_teacher_server` removes the run's mark and deletes the server only when no other run's
+mark is left (the delete carries the marked object's resourceVersion as a precondition, so a run that
+joins at that instant keeps it). Deleting twice, or a run that never started one, is fine. A start
+that fails takes back its mark the same way.
 
 Image, GPUs, resources, placement and extra server flags are compile-time settings
 (:class:`mpa.orchestrate.kubeflow.settings.TeacherServerSettings`, the pipeline settings'
@@ -43,7 +50,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RUN_ID_LABEL = "mpa/run-id"
+RUN_ID_LABEL = "mpa/run-id"  # annotation: the run that created the server
+SERVER_LABEL = "mpa/teacher-server"  # the server's digest (model + settings), on everything it consists of
+USER_PREFIX = "run.mpa/"  # label key prefix: one label run.mpa/<run id>=true per run using the server
 SPEC_ANNOTATION = "mpa/spec-sha256"
 APP_NAME = "mpa-run-teacher"  # not "mpa-teacher": the shared server's Service must not select these pods
 NAME_PREFIX = "mpa-teacher-"
@@ -53,8 +62,12 @@ VLLM_COMMAND = ["python", "-m", "vllm.entrypoints.openai.api_server"]
 MANAGED_FLAGS = ("--model", "--served-model-name", "--host", "--port")  # set from other settings
 # A container stuck for one of these reasons will not recover by waiting longer.
 FATAL_WAITING_REASONS = frozenset(
-    {"InvalidImageName", "ErrImageNeverPull", "CreateContainerConfigError", "CreateContainerError", "CrashLoopBackOff"}
+    {"InvalidImageName", "ErrImageNeverPull", "CreateContainerConfigError", "CreateContainerError"}
 )
+# An image that cannot be pulled (a tag never pushed, no pull secret): hopeless once it lasts the settings'
+# image_pull_grace_seconds (a registry's passing error recovers within the kubelet's first back-offs).
+IMAGE_PULL_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff"})
+CRASH_LOOP = "CrashLoopBackOff"  # hopeless after the settings' max_restarts restarts
 RBAC_HINT = "the pipeline's service account needs the Role in manifests/base/teacher-server-rbac.yaml"
 
 
@@ -103,19 +116,41 @@ def run_label(run_id: str) -> str:
     return f"{slug}-{_digest(run_id)}" if slug else _digest(run_id, 16)
 
 
-def server_name(run_id: str) -> str:
-    """Deployment and Service name: ``mpa-teacher-<run id>``, a DNS-1035 label of at most 63 characters."""
-    run_id = _check_run_id(run_id)
-    slug = re.sub(r"[^a-z0-9-]+", "-", run_id.lower()).strip("-")
-    name = f"{NAME_PREFIX}{slug}".rstrip("-")
-    if slug == run_id and len(name) <= 63:
-        return name
-    return f"{NAME_PREFIX}{slug[: 63 - len(NAME_PREFIX) - 9].rstrip('-')}-{_digest(run_id)}"
+# settings that change only how a start waits or who owns the objects, not what is served
+_WAIT_ONLY = {"enabled", "poll_seconds", "image_pull_grace_seconds", "max_restarts", "owned_by_workflow"}
 
 
-def selector(run_id: str) -> str:
-    """Label selector for everything a run's server consists of."""
-    return f"{RUN_ID_LABEL}={run_label(run_id)}"
+def server_digest(settings: TeacherServerSettings | dict | str | None, model: str) -> str:
+    """What the server serves, as a digest: the model and every setting that shapes the server."""
+    s = parse_settings(settings)
+    what = {"model": model, "settings": s.model_dump(mode="json", exclude=_WAIT_ONLY)}
+    return _digest(json.dumps(what, sort_keys=True), 10)
+
+
+def server_name(settings: TeacherServerSettings | dict | str | None, model: str) -> str:
+    """Deployment and Service name: ``mpa-teacher-<model>-<digest>`` (a DNS-1035 label of at most 63
+    characters), the same for the same model and settings in every run."""
+    if not model:
+        raise ValueError("model is empty: name the teacher model the server loads")
+    tail = model.rstrip("/").rsplit("/", 1)[-1].lower()
+    slug = re.sub(r"[^a-z0-9]+", "-", tail).strip("-")[: 63 - len(NAME_PREFIX) - 11].rstrip("-")
+    digest = server_digest(settings, model)
+    return f"{NAME_PREFIX}{slug}-{digest}" if slug else f"{NAME_PREFIX}{digest}"
+
+
+def user_label(run_id: str) -> str:
+    """The label key marking a run's use of a server: ``run.mpa/<run id>`` (value ``true``)."""
+    return f"{USER_PREFIX}{run_label(run_id)}"
+
+
+def users(labels: dict[str, str] | None) -> list[str]:
+    """The runs (label values of :func:`run_label`) a server's labels mark as using it."""
+    return sorted(k[len(USER_PREFIX):] for k in (labels or {}) if k.startswith(USER_PREFIX))
+
+
+def pod_selector(name: str) -> str:
+    """Label selector of a server's pods."""
+    return f"app.kubernetes.io/instance={name}"
 
 
 def service_url(name: str, namespace: str, port: int, cluster_domain: str = "cluster.local") -> str:
@@ -169,8 +204,9 @@ def build_objects(
     clashing = [a for a in s.args if a.split("=", 1)[0] in MANAGED_FLAGS]
     if clashing:
         raise ValueError(f"teacher server args {clashing} clash with flags set from other settings {MANAGED_FLAGS}")
-    name, label = server_name(run_id), run_label(run_id)
-    select = {"app.kubernetes.io/instance": name, RUN_ID_LABEL: label}
+    _check_run_id(run_id)
+    name, digest = server_name(s, model), server_digest(s, model)
+    select = {"app.kubernetes.io/instance": name, SERVER_LABEL: digest}
     labels = {
         "app.kubernetes.io/name": APP_NAME,
         "app.kubernetes.io/component": "teacher",
@@ -253,14 +289,14 @@ def build_objects(
     )
     owners = [owner] if owner is not None else None
 
-    def meta() -> Any:
-        return k.V1ObjectMeta(name=name, namespace=namespace, labels=dict(labels),
+    def meta(**extra: str) -> Any:
+        return k.V1ObjectMeta(name=name, namespace=namespace, labels={**labels, **extra},
                               annotations={RUN_ID_LABEL: run_id}, owner_references=owners)
 
     deployment = k.V1Deployment(
         api_version="apps/v1",
         kind="Deployment",
-        metadata=meta(),
+        metadata=meta(**{user_label(run_id): "true"}),  # this run uses it
         spec=k.V1DeploymentSpec(
             replicas=1,
             selector=k.V1LabelSelector(match_labels=select),
@@ -354,27 +390,25 @@ def _status(exc: Exception) -> int | None:
     return exc.status if isinstance(exc, ApiException) else None
 
 
-def _create(kind: str, create: Callable, read: Callable, obj: Any, namespace: str) -> bool:
-    """Create ``obj``; an identical one of the same run already there is used (returns True), anything
-    else of that name is an error."""
+def _create(kind: str, create: Callable, read: Callable, obj: Any, namespace: str) -> Any:
+    """Create ``obj``; returns None when created, else the existing object of that name if it serves the
+    same thing (same server digest and spec); anything else of that name is an error."""
     name = obj.metadata.name
     try:
         _call(f"cannot create {kind} {namespace}/{name}", create, namespace, obj)
         log.info("created %s %s/%s", kind, namespace, name)
-        return False
+        return None
     except TeacherServerError as exc:
-        if _status(exc.__cause__) != 409:  # 409 AlreadyExists: see whose it is
+        if _status(exc.__cause__) != 409:  # 409 AlreadyExists: see what it is
             raise
     existing = _call(f"cannot read existing {kind} {namespace}/{name}", read, name, namespace)
-    theirs = existing.metadata.annotations or {}
-    ours = obj.metadata.annotations
-    if theirs.get(RUN_ID_LABEL) == ours[RUN_ID_LABEL] and theirs.get(SPEC_ANNOTATION) == ours[SPEC_ANNOTATION]:
-        log.info("%s %s/%s already exists for this run with the same spec: using it", kind, namespace, name)
-        return True
+    theirs_labels, theirs = existing.metadata.labels or {}, existing.metadata.annotations or {}
+    if (theirs_labels.get(SERVER_LABEL) == obj.metadata.labels[SERVER_LABEL]
+            and theirs.get(SPEC_ANNOTATION) == obj.metadata.annotations[SPEC_ANNOTATION]):
+        return existing
     raise TeacherServerError(
-        f"{kind} {namespace}/{name} already exists but was made for run {theirs.get(RUN_ID_LABEL)!r} or with "
-        f"another spec; delete it (kubectl delete deploy,svc -n {namespace} -l {RUN_ID_LABEL}="
-        f"{obj.metadata.labels[RUN_ID_LABEL]}) and retry"
+        f"{kind} {namespace}/{name} already exists but serves something else (not made by mpa for this model and "
+        f"these settings); delete it (kubectl delete deploy,svc -n {namespace} {name}) and retry"
     )
 
 
@@ -389,12 +423,19 @@ def _health(url: str, timeout_s: float = 5.0) -> str | None:
         return _one_line(getattr(exc, "reason", exc))
 
 
-def _pod_state(core: Any, namespace: str, label_selector: str) -> tuple[str, bool]:
-    """What the server's pod is doing, in one line, and whether that is hopeless."""
+@dataclass(frozen=True)
+class PodState:
+    text: str  # one line: what the server's pod is doing
+    reason: str = ""  # the container's waiting reason, if it waits
+    restarts: int = 0
+
+
+def _pod_state(core: Any, namespace: str, label_selector: str) -> PodState:
+    """What the server's pod is doing."""
     pods = _call(f"cannot list pods in {namespace}", core.list_namespaced_pod, namespace,
                  label_selector=label_selector).items
     if not pods:
-        return "no pod yet (see the Deployment's ReplicaSet events: quota, admission, node capacity)", False
+        return PodState("no pod yet (see the Deployment's ReplicaSet events: quota, admission, node capacity)")
     pod = pods[0]
     status = pod.status
     phase = status.phase if status else "Unknown"
@@ -403,14 +444,29 @@ def _pod_state(core: Any, namespace: str, label_selector: str) -> tuple[str, boo
         if waiting and waiting.reason:
             last = cs.last_state.terminated if cs.last_state and cs.last_state.terminated else None
             ended = f"; last exit {last.exit_code} ({last.reason})" if last else ""
+            restarts = cs.restart_count or 0
             text = f"pod {pod.metadata.name} {phase}: {waiting.reason} {waiting.message or ''}".rstrip() + ended
-            return _one_line(text), waiting.reason in FATAL_WAITING_REASONS
+            return PodState(_one_line(f"{text} (restarts: {restarts})"), waiting.reason, restarts)
         if cs.state and cs.state.running and not cs.ready:
-            return f"pod {pod.metadata.name} running, not ready yet (restarts: {cs.restart_count})", False
+            return PodState(f"pod {pod.metadata.name} running, not ready yet (restarts: {cs.restart_count})",
+                            restarts=cs.restart_count or 0)
     for cond in (status.conditions or []) if status else []:
         if cond.status != "True" and cond.reason:
-            return _one_line(f"pod {pod.metadata.name} {phase}: {cond.type} {cond.reason} {cond.message or ''}"), False
-    return f"pod {pod.metadata.name} {phase}", False
+            text = f"pod {pod.metadata.name} {phase}: {cond.type} {cond.reason} {cond.message or ''}"
+            return PodState(_one_line(text))
+    return PodState(f"pod {pod.metadata.name} {phase}")
+
+
+def _hopeless(state: PodState, pulling_for: float, s: TeacherServerSettings) -> str:
+    """Why waiting longer cannot help ("" while it still can): what the readiness wait fails on at once."""
+    if state.reason in FATAL_WAITING_REASONS:
+        return state.reason
+    if state.reason in IMAGE_PULL_REASONS and pulling_for >= s.image_pull_grace_seconds:
+        return (f"the image cannot be pulled ({pulling_for:.0f}s): check that {s.image} was pushed and that "
+                f"image_pull_secrets grant access")
+    if state.reason == CRASH_LOOP and state.restarts >= s.max_restarts:
+        return f"the server crashed {state.restarts} times (max_restarts {s.max_restarts}): see its logs"
+    return ""
 
 
 def workflow_owner(api: ApiClient, namespace: str, pod_name: str) -> V1OwnerReference | None:
@@ -433,15 +489,18 @@ def workflow_owner(api: ApiClient, namespace: str, pod_name: str) -> V1OwnerRefe
 
 
 def wait_ready(
-    api: ApiClient, name: str, namespace: str, url: str, label_selector: str, timeout_s: float, poll_s: float
+    api: ApiClient, name: str, namespace: str, url: str, label_selector: str, settings: TeacherServerSettings
 ) -> float:
     """Seconds until the Deployment has a ready pod and ``url/health`` answers 200; a one-line error at
-    ``timeout_s`` or as soon as the pod cannot start."""
+    the settings' ``ready_timeout_seconds``, or as soon as the pod cannot start (:func:`_hopeless`: a bad
+    image name, an image that cannot be pulled, a crash loop past ``max_restarts``)."""
     from kubernetes import client
 
     apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+    timeout_s, poll_s = settings.ready_timeout_seconds, settings.poll_seconds
     start = time.monotonic()
     state, said = "not observed yet", ""
+    pulling_since: float | None = None
     while True:
         dep = _call(f"cannot read Deployment {namespace}/{name}", apps.read_namespaced_deployment, name, namespace)
         ready = dep.status is not None and (dep.status.ready_replicas or 0) >= 1
@@ -451,9 +510,12 @@ def wait_ready(
                 return time.monotonic() - start
             state = f"pod ready but GET {url}/health: {problem}"
         else:
-            state, fatal = _pod_state(core, namespace, label_selector)
-            if fatal:
-                raise TeacherServerError(f"teacher server {namespace}/{name} cannot start: {state}")
+            pod = _pod_state(core, namespace, label_selector)
+            state, now = pod.text, time.monotonic()
+            pulling_since = (pulling_since or now) if pod.reason in IMAGE_PULL_REASONS else None
+            why = _hopeless(pod, now - pulling_since if pulling_since is not None else 0.0, settings)
+            if why:
+                raise TeacherServerError(f"teacher server {namespace}/{name} cannot start: {state}; {why}")
         elapsed = time.monotonic() - start
         if state != said:
             log.info("teacher server %s/%s after %.0fs: %s", namespace, name, elapsed, state)
@@ -473,10 +535,11 @@ def start_teacher_server(
     namespace: str = "",
     configuration: Configuration | None = None,
 ) -> TeacherServer:
-    """Create this run's teacher server, wait until it answers ``/health`` through its Service, return it.
+    """Create the server for ``model`` and these settings, or find it (then mark this run as using it),
+    wait until it answers ``/health`` through its Service, return it.
 
-    On any failure after the first object is created, everything carrying the run's label is
-    deleted before the error is raised.
+    On any failure after the run's mark is set, the mark is taken back (and the server deleted if no
+    other run uses it) before the error is raised.
     """
     from kubernetes import client
 
@@ -491,15 +554,12 @@ def start_teacher_server(
         url = service_url(name, namespace, s.port, s.cluster_domain)
         apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
         try:
-            reused = _create("Deployment", apps.create_namespaced_deployment, apps.read_namespaced_deployment,
-                             deployment, namespace)
-            reused &= _create("Service", core.create_namespaced_service, core.read_namespaced_service,
-                              service, namespace)
-            seconds = wait_ready(api, name, namespace, url, selector(run_id), s.ready_timeout_seconds,
-                                 s.poll_seconds)
+            reused = _create_or_join(apps, deployment, run_id, namespace)
+            _ensure_service(core, service, namespace, fresh=not reused)
+            seconds = wait_ready(api, name, namespace, url, pod_selector(name), s)
         except BaseException as exc:
             try:
-                _delete_all(api, run_id, namespace)
+                _release(api, run_id, namespace)
             except TeacherServerError as cleanup:
                 log.error("after %s: %s", type(exc).__name__, cleanup)
                 if isinstance(exc, TeacherServerError):
@@ -509,37 +569,111 @@ def start_teacher_server(
     return TeacherServer(name=name, namespace=namespace, url=url, seconds_to_ready=seconds, reused=reused)
 
 
-def _delete_all(api: ApiClient, run_id: str, namespace: str) -> list[str]:
+def _create_or_join(apps: Any, deployment: Any, run_id: str, namespace: str) -> bool:
+    """Create the Deployment (False) or mark this run on the one serving the same thing (True)."""
+    name, mark = deployment.metadata.name, {"metadata": {"labels": {user_label(run_id): "true"}}}
+    for _ in range(3):  # it may be deleted between "already exists" and the mark: create it again
+        existing = _create("Deployment", apps.create_namespaced_deployment, apps.read_namespaced_deployment,
+                           deployment, namespace)
+        if existing is None:
+            return False
+        try:
+            apps.patch_namespaced_deployment(name, namespace, mark)
+        except Exception as exc:
+            if _status(exc) == 404:
+                continue
+            raise TeacherServerError(f"cannot mark Deployment {namespace}/{name} as used by run {run_id}: "
+                                     f"{_api_message(exc)}") from exc
+        others = [u for u in users(existing.metadata.labels) if u != run_label(run_id)]
+        log.info("teacher server %s/%s exists (used by %d other run(s)): using it", namespace, name, len(others))
+        return True
+    raise TeacherServerError(f"Deployment {namespace}/{name} keeps being deleted while this run starts it")
+
+
+def _ensure_service(core: Any, service: Any, namespace: str, fresh: bool) -> None:
+    """The Service in front of the Deployment. With a Deployment just created, a Service already there is
+    a previous server's, being deleted by its last run's cleanup: replace it, so that cleanup (which deletes
+    only the Service it saw, by uid) does not take this one."""
+    name = service.metadata.name
+    existing = _create("Service", core.create_namespaced_service, core.read_namespaced_service, service, namespace)
+    if existing is None or not fresh:
+        return
+    from kubernetes.client import V1DeleteOptions, V1Preconditions
+
+    try:
+        core.delete_namespaced_service(name, namespace, body=V1DeleteOptions(
+            preconditions=V1Preconditions(uid=existing.metadata.uid)))
+    except Exception as exc:
+        if _status(exc) not in (404, 409):
+            raise TeacherServerError(f"cannot replace Service {namespace}/{name}: {_api_message(exc)}") from exc
+    if _create("Service", core.create_namespaced_service, core.read_namespaced_service, service, namespace):
+        log.info("Service %s/%s was re-created meanwhile: using it", namespace, name)
+
+
+def _release(api: ApiClient, run_id: str, namespace: str) -> list[str]:
+    """Take back this run's mark from every server it marked; delete a server no run marks any more (the
+    Deployment with the marked object's resourceVersion as precondition: a run that joined meanwhile keeps
+    it; its Service by the uid seen before). Returns ``Kind/name`` of what was deleted."""
     from kubernetes import client
 
     apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
-    sel = selector(run_id)
-    body = client.V1DeleteOptions(propagation_policy="Background")  # the ReplicaSet and pod go with it
+    key = user_label(run_id)
+    sel = f"{key}=true"
+    found = _call(f"cannot list Deployments -l {sel} in {namespace}", apps.list_namespaced_deployment, namespace,
+                  label_selector=sel).items
     deleted = []
-    for kind, lister, deleter in (
-        ("Deployment", apps.list_namespaced_deployment, apps.delete_namespaced_deployment),
-        ("Service", core.list_namespaced_service, core.delete_namespaced_service),
-    ):
-        found = _call(f"cannot list {kind}s -l {sel} in {namespace}", lister, namespace, label_selector=sel).items
-        for obj in found:
-            name = obj.metadata.name
-            try:
-                deleter(name, namespace, body=body)
-            except Exception as exc:
-                if _status(exc) == 404:  # gone in between: what we wanted
-                    continue
-                raise TeacherServerError(f"cannot delete {kind} {namespace}/{name}: {_api_message(exc)}") from exc
-            log.info("deleted %s %s/%s", kind, namespace, name)
-            deleted.append(f"{kind}/{name}")
+    for dep in found:
+        name = dep.metadata.name
+        try:
+            svc_uid = core.read_namespaced_service(name, namespace).metadata.uid
+        except Exception as exc:
+            if _status(exc) != 404:
+                raise TeacherServerError(f"cannot read Service {namespace}/{name}: {_api_message(exc)}") from exc
+            svc_uid = None
+        try:
+            left = apps.patch_namespaced_deployment(name, namespace, {"metadata": {"labels": {key: None}}})
+        except Exception as exc:
+            if _status(exc) == 404:  # gone in between: what we wanted
+                continue
+            raise TeacherServerError(f"cannot unmark Deployment {namespace}/{name}: {_api_message(exc)}") from exc
+        others = users(left.metadata.labels)
+        if others:
+            log.info("teacher server %s/%s: still used by %d other run(s), kept", namespace, name, len(others))
+            continue
+        body = client.V1DeleteOptions(propagation_policy="Background",  # the ReplicaSet and pod go with it
+                                      preconditions=client.V1Preconditions(resource_version=left.metadata.resource_version))
+        try:
+            apps.delete_namespaced_deployment(name, namespace, body=body)
+        except Exception as exc:
+            if _status(exc) == 409:  # changed since: another run marked it
+                log.info("teacher server %s/%s: another run started using it meanwhile, kept", namespace, name)
+                continue
+            if _status(exc) != 404:
+                raise TeacherServerError(f"cannot delete Deployment {namespace}/{name}: {_api_message(exc)}") from exc
+        log.info("deleted Deployment %s/%s", namespace, name)
+        deleted.append(f"Deployment/{name}")
+        if svc_uid is None:
+            continue
+        try:
+            core.delete_namespaced_service(name, namespace, body=client.V1DeleteOptions(
+                preconditions=client.V1Preconditions(uid=svc_uid)))
+        except Exception as exc:
+            if _status(exc) not in (404, 409):  # gone, or already replaced by a new server's
+                raise TeacherServerError(f"cannot delete Service {namespace}/{name}: {_api_message(exc)}") from exc
+            continue
+        log.info("deleted Service %s/%s", namespace, name)
+        deleted.append(f"Service/{name}")
     return deleted
 
 
 def stop_teacher_server(run_id: str, namespace: str = "", configuration: Configuration | None = None) -> list[str]:
-    """Delete every Deployment and Service labelled with this run's id; returns ``Kind/name`` of each
-    one deleted (an empty list when nothing was there: deleting twice is fine)."""
+    """This run stops using its teacher server: its mark is taken back, and a server no other run uses is
+    deleted. Returns ``Kind/name`` of each object deleted (empty when another run still uses the server,
+    or nothing was there: stopping twice is fine)."""
     namespace = current_namespace(namespace)
     with kube_api(configuration) as api:
-        deleted = _delete_all(api, run_id, namespace)
+        deleted = _release(api, run_id, namespace)
     if not deleted:
-        log.info("no teacher server of run %s in %s (never started or already deleted)", run_id, namespace)
+        log.info("run %s deleted no teacher server in %s (none marked, or still used by another run)", run_id,
+                 namespace)
     return deleted
