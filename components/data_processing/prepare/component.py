@@ -2,7 +2,7 @@
 
 # No ``from __future__ import annotations``: KFP reads the annotations when it builds the component.
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from kfp import dsl
 from kfp.dsl import Dataset, Output
@@ -35,8 +35,9 @@ def prepare(
     seed: Optional[int] = None,
     tracking_registered_model: Optional[str] = None,
     tracking_promotion_margin: Optional[float] = None,
-) -> list[int]:
-    """Resolve the run config and shard the image source; returns the shard indices to run.
+) -> NamedTuple("Outputs", [("shards", list[int]), ("rounds", int)]):
+    """Resolve the run config and shard the image source; returns the shard indices to run and the
+    resolved number of rounds (the pipeline starts round r only if r <= rounds).
 
     These parameters are the pipeline's run parameters (the pipeline's signature is built from
     this one). Every parameter after ``config`` is named after the RunConfig field it sets, ``_``

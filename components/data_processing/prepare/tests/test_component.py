@@ -58,8 +58,9 @@ def test_on_the_kfp_local_runner(toy_config, tmp_path):
     # leaves it unset): give the integer run parameters
     task = prepare(config=toy_config, shards=2, train_epochs=1.0, data_max_images=8, evaluate_max_samples=6, seed=0,
                    rounds=1)
-    shards = task.outputs["Output"]
+    shards = task.outputs["shards"]
     assert shards == sorted(shards) and set(shards) <= {0, 1}  # kfp.local hands numbers back as floats
+    assert task.outputs["rounds"] == 1  # what the pipeline's If on rounds reads
     rows = list(read_jsonl(f"{task.outputs['run_spec'].path}/images.jsonl"))
     assert len(rows) == 8
 
@@ -89,5 +90,13 @@ def test_more_rounds_than_the_pipeline_was_compiled_for_are_refused(toy_config, 
     monkeypatch.setenv("MPA_MAX_ROUNDS", "3")
     with pytest.raises(ConfigError, match="rounds is 4, but this pipeline was compiled with max_rounds: 3"):
         prepare.python_func(run_spec=Dataset(uri=str(tmp_path / "s")), shards=2, config=toy_config, rounds=4)
-    prepare.python_func(run_spec=Dataset(uri=str(tmp_path / "s")), shards=2, config=toy_config, rounds=3)
+    assert prepare.python_func(run_spec=Dataset(uri=str(tmp_path / "s")), shards=2, config=toy_config,
+                               rounds=3).rounds == 3
     assert json.loads((tmp_path / "s" / "config.json").read_text())["rounds"] == 3
+
+
+def test_the_resolved_rounds_come_from_the_config_when_the_parameter_is_unset(toy_config, tmp_path):
+    """The pipeline's If on rounds reads this output: never null, whatever the run parameter."""
+    out = prepare.python_func(run_spec=Dataset(uri=str(tmp_path / "a")), shards=2, config={**toy_config, "rounds": 2})
+    assert out.rounds == 2 and out.shards
+    assert prepare.python_func(run_spec=Dataset(uri=str(tmp_path / "b")), shards=2, config=toy_config).rounds == 1
