@@ -2,7 +2,7 @@
 
 # No ``from __future__ import annotations``: KFP reads the annotations when it builds the component.
 
-from typing import NamedTuple, Optional
+from typing import Optional
 
 from kfp import dsl
 from kfp.dsl import Dataset, Output
@@ -13,6 +13,7 @@ from mpa.orchestrate.kubeflow.settings import DEFAULT_CPU_IMAGE
 @dsl.component(base_image=DEFAULT_CPU_IMAGE, install_kfp_package=False)
 def prepare(
     run_spec: Output[Dataset],
+    resolved_rounds: dsl.OutputPath(int),
     shards: int = 4,
     config: Optional[dict] = None,
     task_name: Optional[str] = None,
@@ -35,9 +36,8 @@ def prepare(
     seed: Optional[int] = None,
     tracking_registered_model: Optional[str] = None,
     tracking_promotion_margin: Optional[float] = None,
-) -> NamedTuple("Outputs", [("shards", list[int]), ("rounds", int)]):
-    """Resolve the run config and shard the image source; returns the shard indices to run and the
-    resolved number of rounds (the pipeline starts round r only if r <= rounds).
+) -> list[int]:
+    """Resolve the run config and shard the image source; returns the shard indices to run.
 
     These parameters are the pipeline's run parameters (the pipeline's signature is built from
     this one). Every parameter after ``config`` is named after the RunConfig field it sets, ``_``
@@ -45,6 +45,8 @@ def prepare(
 
     Args:
         run_spec: Output: the resolved config and every image with its hash and shard.
+        resolved_rounds: Output: the run's resolved rounds (config + run parameter, never null): the pipeline
+            starts round r only if r <= resolved_rounds.
         shards: How many PA/PI shard pods the images are split across.
         config: A run config, as `mpa run -c` reads it (a mapping).
         task_name: task.name (textvqa, stvqa, chartqa, okvqa, ...).
@@ -71,4 +73,5 @@ def prepare(
     params = dict(locals())
     from mpa.orchestrate.kubeflow.steps import prepare_run_spec
 
-    return prepare_run_spec(params.pop("run_spec").path, params.pop("config"), params.pop("shards"), params)
+    return prepare_run_spec(params.pop("run_spec").path, params.pop("config"), params.pop("shards"), params,
+                            rounds_path=params.pop("resolved_rounds"))

@@ -55,8 +55,10 @@ COMPILED = HERE / "pipeline.yaml"  # the committed compile with the default sett
 SETTINGS_DIR = HERE / "settings"
 PARAMS_DIR = HERE / "params"
 
-# The run parameters: prepare's inputs (all but its output), in its order.
-RUN_PARAMETERS = [p for p in inspect.signature(prepare.python_func).parameters.values() if p.name != "run_spec"]
+# The run parameters: prepare's inputs (all but its outputs), in its order.
+PREPARE_OUTPUTS = ("run_spec", "resolved_rounds")
+RUN_PARAMETERS = [p for p in inspect.signature(prepare.python_func).parameters.values()
+                  if p.name not in PREPARE_OUTPUTS]
 # prepare's inputs the pipeline sets itself when it starts a teacher server per run
 SERVED_TEACHER = ("teacher_backend", "teacher_served_name", "teacher_openai_base_url",
                   "teacher_openai_allow_plain_http")
@@ -206,7 +208,7 @@ def mpa_dag(spec: dsl.PipelineTask, s: PipelineSettings, teacher_url: Any = None
     run_spec = spec.outputs["run_spec"]
     before = configure_task(evaluate_base(run_spec=run_spec), "evaluate", s)
     url = {} if teacher_url is None else {"teacher_url": teacher_url}
-    with dsl.ParallelFor(items=spec.outputs["shards"], parallelism=s.shard_parallelism) as shard:
+    with dsl.ParallelFor(items=spec.outputs["Output"], parallelism=s.shard_parallelism) as shard:
         pa = configure_task(annotate(run_spec=run_spec, shard=shard, **url), "annotate", s)
         pi = configure_task(
             identify(run_spec=run_spec, shard=shard, annotations=pa.outputs["annotations"], **url), "identify", s
@@ -226,7 +228,7 @@ def mpa_dag(spec: dsl.PipelineTask, s: PipelineSettings, teacher_url: Any = None
     final = {"checkpoint": pl.outputs["checkpoint"], "checkpoint_uri": pl.outputs["Output"],
              "union": parity, "predictions": after.outputs["predictions"],
              "k": merged.outputs["Output"], "score": after.outputs["Output"], "stopped": ""}
-    later_rounds(run_spec, spec.outputs["rounds"], before, final, parity, 2, s)
+    later_rounds(run_spec, spec.outputs["resolved_rounds"], before, final, parity, 2, s)
 
 
 def build_pipeline(settings: PipelineSettings | None = None) -> Callable:

@@ -40,7 +40,8 @@ def test_the_teacher_url_points_pa_at_the_per_run_server_and_needs_an_openai_tea
                              teacher_url="http://mpa-teacher.mpa.svc.cluster.local:8000/v1")
     monkeypatch.setenv("MPA_TEACHER_IN_POD", "0")
     served = tmp_path / "served"
-    prepare.python_func(run_spec=Dataset(uri=str(served)), shards=2, config=toy_config, teacher_backend="openai",
+    prepare.python_func(run_spec=Dataset(uri=str(served)), resolved_rounds=f"{served}.rounds", shards=2,
+                        config=toy_config, teacher_backend="openai",
                         teacher_served_name="teacher", teacher_openai_allow_plain_http=True)
     cfg, _ = load_run_spec(str(served))
     url = "http://mpa-teacher-0123abcd.mpa.svc.cluster.local:8000/v1"

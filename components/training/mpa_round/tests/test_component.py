@@ -20,7 +20,8 @@ from mpa_kfp.components.training.mpa_round import mpa_round
 
 def _spec(toy_config: dict, out: Path, **fields) -> Path:
     """A run spec of the toy config with iterative-MPA fields (the same images as round 1's)."""
-    prepare.python_func(run_spec=Dataset(uri=str(out)), shards=2, config={**toy_config, **fields})
+    prepare.python_func(run_spec=Dataset(uri=str(out)), resolved_rounds=f"{out}.rounds", shards=2,
+                        config={**toy_config, **fields})
     return out
 
 

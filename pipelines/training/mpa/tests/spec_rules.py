@@ -542,7 +542,7 @@ def round_problems(spec: dict) -> list[str]:
     out = []
     for asked in range(1, compiled_max_rounds(spec) + 1):
         def value(name: str, asked: int = asked) -> Any:
-            return asked if name == "prepare-rounds" else None
+            return asked if name == "prepare-resolved_rounds" else None
 
         runs = list(_reachable(spec, value))
         rounds = {int(_constant(t, "round_number")): (n, sure) for _, n, t, sure in runs

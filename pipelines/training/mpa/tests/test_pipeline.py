@@ -55,7 +55,7 @@ def test_run_parameters_are_prepares_and_name_config_fields(spec):
     inputs = pipeline["root"]["inputDefinitions"]["parameters"]
     prep = inspect.signature(prepare.python_func).parameters
     assert list(inputs) == sorted(inputs)  # the compiler sorts them; the order of prepare is RUN_PARAMETERS
-    assert set(inputs) == {p.name for p in RUN_PARAMETERS} == set(prep) - {"run_spec"}
+    assert set(inputs) == {p.name for p in RUN_PARAMETERS} == set(prep) - {"run_spec", "resolved_rounds"}
     assert set(PIPELINE_ONLY) <= set(inputs)
     for name, definition in inputs.items():
         if name in PIPELINE_ONLY:
@@ -74,7 +74,7 @@ def test_fan_out_over_shards_and_fan_in(spec):
     loops = [name for name, t in root.items() if "parameterIterator" in t]
     assert len(loops) == 1
     loop_name, loop = loops[0], root[loops[0]]
-    assert loop["parameterIterator"]["items"]["inputParameter"].endswith("prepare-shards")
+    assert loop["parameterIterator"]["items"]["inputParameter"].endswith("prepare-Output")
     assert loop["iteratorPolicy"]["parallelismLimit"] == 8
     body = pipeline["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
     assert set(body) == {"annotate", "identify"}
@@ -106,7 +106,7 @@ def _tree(pipeline: dict) -> dict[str, tuple[list[str], dict]]:
 
 
 def _rounds_cond(r: int, negated: bool) -> str:
-    cond = f"int(inputs.parameter_values['pipelinechannel--prepare-rounds']) < {r}"
+    cond = f"int(inputs.parameter_values['pipelinechannel--prepare-resolved_rounds']) < {r}"
     return f"!({cond})" if negated else cond
 
 

@@ -35,7 +35,7 @@ SPEC_IMAGES = "images.jsonl"
 SPEC_SUMMARY = "shards.json"
 TEACHER_IN_POD_ENV = "MPA_TEACHER_IN_POD"  # set by the compiled pipeline (settings.teacher_in_pod)
 MAX_ROUNDS_ENV = "MPA_MAX_ROUNDS"  # set by the compiled pipeline (settings.max_rounds)
-SCRATCH_ENV = "MPA_SCRATCH"  # a requested volume for large temporary files (PL's work directory)
+SCRATCH_ENV = "MPA_SCRATCH"  # a size-limited emptyDir for large temporary files (PL's work directory)
 IN_POD_BACKENDS = ("hf", "vllm")  # backends that load the model inside the step's own pod
 
 
@@ -100,15 +100,12 @@ def check_rounds(cfg: RunConfig, env: dict[str, str] | None = None) -> None:
                           f"compile with settings max_rounds: {cfg.rounds} or ask for fewer rounds")
 
 
-class Prepared(NamedTuple):
-    shards: list[int]  # the non-empty shards (what the PA/PI loop runs over)
-    rounds: int  # the run's resolved ``rounds`` (the pipeline starts round r only if r <= rounds)
-
-
-def prepare_run_spec(spec_dir: str, config: dict | None, shards: int, params: dict[str, Any]) -> Prepared:
+def prepare_run_spec(spec_dir: str, config: dict | None, shards: int, params: dict[str, Any],
+                     rounds_path: str | None = None) -> list[int]:
     """Resolve and validate the run config (``config`` + the run parameters that are set), list and
-    hash the image source, assign every image to a shard; return the non-empty shards and the
-    resolved number of rounds."""
+    hash the image source, assign every image to a shard; return the non-empty shards. The resolved
+    ``rounds`` goes to ``rounds_path`` (a KFP output parameter: the pipeline starts round r only if
+    r <= rounds, and this value, unlike the run parameter, is never null)."""
     from mpa.data.sources import list_images
     from mpa.orchestrate.kubeflow.params import run_config
     from mpa.sharding import hash_all, shard_of
@@ -132,7 +129,10 @@ def prepare_run_spec(spec_dir: str, config: dict | None, shards: int, params: di
     write_jsonl_atomic(out / SPEC_IMAGES, rows)
     counts = {i: sum(r["shard"] == i for r in rows) for i in range(shards)}
     write_json_atomic(out / SPEC_SUMMARY, {"shards": shards, "n_images": len(rows), "per_shard": counts})
-    return Prepared(shards=[i for i in range(shards) if counts[i]], rounds=int(cfg.rounds))
+    if rounds_path:
+        Path(rounds_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(rounds_path).write_text(str(int(cfg.rounds)), encoding="utf-8")
+    return [i for i in range(shards) if counts[i]]
 
 
 def with_teacher_url(cfg: RunConfig, teacher_url: str) -> RunConfig:
@@ -289,7 +289,7 @@ def merge_parity(spec_dir: str, shard_dirs: list[str], out_dir: str, metrics: Me
 
 
 def scratch_dir(prefix: str) -> Path:
-    """A fresh temporary directory on the requested scratch volume (``MPA_SCRATCH``), else in the
+    """A fresh temporary directory on the scratch volume (``MPA_SCRATCH``, an emptyDir), else in the
     system's temp dir. Where the path is not there at all (the KFP local runner sets the variable
     but mounts no volumes) the temp dir is used, with a warning; a mounted volume the pod's user
     cannot write fails here, with its name."""
@@ -299,8 +299,8 @@ def scratch_dir(prefix: str) -> Path:
         root = None
     if root and not os.access(root, os.W_OK):
         raise PermissionError(
-            f"{SCRATCH_ENV}={root} is not writable by uid {os.getuid()}: the scratch volume's storage class must "
-            "provision volumes the pod's user can write (KFP cannot set fsGroup), or set scratch_size: null"
+            f"{SCRATCH_ENV}={root} is not writable by uid {os.getuid()}: mount an emptyDir there (what the compiled "
+            "pipeline does; a fresh claimed volume is root-owned and KFP cannot set fsGroup), or set scratch_size: null"
         )
     return Path(tempfile.mkdtemp(prefix=prefix, dir=root))
 
