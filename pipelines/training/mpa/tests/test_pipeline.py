@@ -265,3 +265,12 @@ def test_settings_files_load(path):
 
 def test_local_pipeline_function_has_the_run_parameters():
     assert list(inspect.signature(mpa_pipeline.pipeline_func).parameters) == [p.name for p in RUN_PARAMETERS]
+
+
+def test_a_scratch_storage_class_is_refused_scratch_is_an_empty_dir(tmp_path):
+    """No claim is made for /scratch (a fresh one is root-owned and KFP cannot set fsGroup): a storage class
+    for it would be ignored silently, so the compile refuses it in one line."""
+    from mpa.orchestrate.kubeflow.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="scratch_storage_class is not used: scratch volumes are emptyDirs"):
+        compile_pipeline(tmp_path / "p.yaml", settings_from_dict({"scratch_storage_class": "fast-ssd"}))
