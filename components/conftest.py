@@ -38,7 +38,8 @@ def toy_spec(toy_config, tmp_path_factory) -> tuple[Path, list[int]]:
     from mpa_kfp.components.data_processing.prepare import prepare
 
     spec = tmp_path_factory.mktemp("run_spec") / "run_spec"
-    shards = prepare.python_func(run_spec=artifact(Dataset, spec), shards=2, config=toy_config)
+    shards = prepare.python_func(run_spec=artifact(Dataset, spec), resolved_rounds=f"{spec}.rounds", shards=2,
+                                 config=toy_config)
     return spec, shards
 
 

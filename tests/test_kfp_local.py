@@ -2,8 +2,8 @@
 (``kfp.local.SubprocessRunner(use_venv=False)``: every component in its own subprocess of this
 environment) on tiny locally built models. The runner ignores resources and Kubernetes settings
 and keeps artifacts under a local pipeline root; everything else — ParallelFor fan-out over
-shards, Collected fan-in, the chain of later rounds (round 2 trains, round 3 passes it through), the If
-gate, artifacts passed between steps — runs for real."""
+shards, Collected fan-in, the later rounds started only when asked (rounds=2: round 2 trains, round 3 never
+starts), the If gate, artifacts passed between steps, the evaluation's HTML report — runs for real."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def test_whole_pipeline_on_the_local_runner(tiny_ws, tmp_path, monkeypatch):
         identify_match="vqa",
         train_epochs=2.0,
         train_learning_rate=0.003,
-        rounds=2,  # the compiled chain holds rounds 2 and 3: round 3 passes round 2's student through
+        rounds=2,  # the compiled chain holds rounds 2 and 3: round 3 is not started
         seed=0,
         tracking_registered_model="mpa-local-test",
         tracking_promotion_margin=0.0,
@@ -115,22 +115,25 @@ def test_whole_pipeline_on_the_local_runner(tiny_ws, tmp_path, monkeypatch):
     after1 = json.loads((run / "evaluate-checkpoint" / "predictions" / "score.json").read_text())
     assert before["n"] == after1["n"] == 4
 
-    # round 2 asked round 1's student over the same pool, trained and scored; round 3 (> rounds) passed it on
-    r2, r3 = run / "mpa-round", run / "mpa-round-2"
+    # the evaluation's KFP visualization: base vs aligned student, K
+    page = (run / "evaluate-checkpoint" / "report").read_text()
+    assert f"<th>K (parity-set size)</th><td>{counts['k_parity']}</td>" in page and "data:image/png" in page
+
+    # round 2 asked round 1's student over the same pool, trained and scored; round 3 (> rounds) never started
+    r2 = run / "mpa-round"
     rec2 = json.loads((r2 / "details" / "round.json").read_text())
-    rec3 = json.loads((r3 / "details" / "round.json").read_text())
     assert rec2["round"] == 2 and "stopped" not in rec2 and rec2["steps"] >= 1
     assert rec2["k_parity"] == sum(j["kept"] for j in read_jsonl(r2 / "details" / "pi" / "audit.jsonl"))
-    assert rec3 == {"round": 3, "stopped": "round 3 > rounds=2"}
-    final = json.loads((r3 / "predictions" / "score.json").read_text())
-    assert final == json.loads((r2 / "predictions" / "score.json").read_text()) == rec2["eval"]
-    ckpt = r3 / "checkpoint"  # the final student: round 2's, passed through by round 3
-    assert sorted(p.name for p in ckpt.iterdir()) == sorted(p.name for p in (r2 / "checkpoint").iterdir())
+    assert not (run / "mpa-round-2").exists() and (r2 / "report").is_file()
+    final = json.loads((r2 / "predictions" / "score.json").read_text())
+    assert final == rec2["eval"]
+    ckpt = r2 / "checkpoint"  # the final student: round 2's
 
-    # the gate decided register from the base and the final scores
-    gate = json.loads((run / "gate" / "executor_output.json").read_text())["parameterValues"]["Output"]
+    # the gate of the rounds=2 branch (and only it) decided register from the base and the final scores
+    assert not (run / "gate").exists() and not (run / "gate-3").exists()
+    gate = json.loads((run / "gate-2" / "executor_output.json").read_text())["parameterValues"]["Output"]
     assert gate is (final["score"] - before["score"] > 0.0)
-    assert (run / "register").exists() is gate
+    assert (run / "register-2").exists() is gate
 
     # register: the pipeline ran it (the student got better) or, if not, the same step function is
     # called here on the pipeline's own artifacts — either way a real MLflow version comes out
@@ -144,7 +147,7 @@ def test_whole_pipeline_on_the_local_runner(tiny_ws, tmp_path, monkeypatch):
             str(ckpt),
             str(parity_dir),
             str(run / "evaluate-base" / "predictions"),
-            str(r3 / "predictions"),
+            str(r2 / "predictions"),
             run_id="local-test-run",
         )
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")

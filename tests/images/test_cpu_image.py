@@ -113,6 +113,7 @@ def prepared(launcher, tiny_ws, ws_mount):
 def test_prepare_in_image(prepared, launcher):
     shards = prepared.parameters["Output"]
     assert shards == [0, 1]  # a LIST of ints: the loop items
+    assert prepared.parameters["resolved_rounds"] == 1  # the config's default: what the If on rounds reads
     run_spec = prepared.artifacts["run_spec"][0]["path"]
     assert run_spec.is_relative_to(launcher.s3)
     images = list(read_jsonl(run_spec / "images.jsonl"))

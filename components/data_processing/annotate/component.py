@@ -8,14 +8,16 @@ from mpa.orchestrate.kubeflow.settings import DEFAULT_CPU_IMAGE
 
 
 @dsl.component(base_image=DEFAULT_CPU_IMAGE, install_kfp_package=False)
-def annotate(run_spec: Input[Dataset], shard: int, annotations: Output[Dataset]) -> dict:
+def annotate(run_spec: Input[Dataset], shard: int, annotations: Output[Dataset], teacher_url: str = "") -> dict:
     """PA on the images the run spec assigns to one shard; returns the PA summary.
 
     Args:
         run_spec: The prepare step's output.
         shard: Which shard (one of the indices prepare returned).
         annotations: Output: annotations.jsonl (one record per attempt) and summary.json.
+        teacher_url: Call the teacher (openai backend) at this API root (the per-run teacher server's URL);
+            empty: the run spec's teacher.
     """
     from mpa.orchestrate.kubeflow.steps import annotate_shard
 
-    return annotate_shard(run_spec.path, shard, annotations.path)
+    return annotate_shard(run_spec.path, shard, annotations.path, teacher_url)

@@ -8,7 +8,8 @@ from mpa.orchestrate.kubeflow.settings import DEFAULT_CPU_IMAGE
 
 
 @dsl.component(base_image=DEFAULT_CPU_IMAGE, install_kfp_package=False)
-def identify(run_spec: Input[Dataset], shard: int, annotations: Input[Dataset], judgements: Output[Dataset]) -> dict:
+def identify(run_spec: Input[Dataset], shard: int, annotations: Input[Dataset], judgements: Output[Dataset],
+             teacher_url: str = "") -> dict:
     """PI on one shard's annotations: keep E(teacher) and not E(student); returns the PI summary.
 
     Args:
@@ -16,7 +17,9 @@ def identify(run_spec: Input[Dataset], shard: int, annotations: Input[Dataset], 
         shard: Which shard the annotations belong to.
         annotations: The annotate step's output for this shard.
         judgements: Output: the shard's annotations, pi/audit.jsonl, pi/parity.jsonl, pi/counts.json.
+        teacher_url: Call the teacher (openai backend) at this API root (the per-run teacher server's URL);
+            empty: the run spec's teacher.
     """
     from mpa.orchestrate.kubeflow.steps import identify_shard
 
-    return identify_shard(run_spec.path, shard, annotations.path, judgements.path)
+    return identify_shard(run_spec.path, shard, annotations.path, judgements.path, teacher_url)

@@ -13,6 +13,7 @@ from mpa.orchestrate.kubeflow.settings import DEFAULT_CPU_IMAGE
 @dsl.component(base_image=DEFAULT_CPU_IMAGE, install_kfp_package=False)
 def prepare(
     run_spec: Output[Dataset],
+    resolved_rounds: dsl.OutputPath(int),
     shards: int = 4,
     config: Optional[dict] = None,
     task_name: Optional[str] = None,
@@ -44,6 +45,8 @@ def prepare(
 
     Args:
         run_spec: Output: the resolved config and every image with its hash and shard.
+        resolved_rounds: Output: the run's resolved rounds (config + run parameter, never null): the pipeline
+            starts round r only if r <= resolved_rounds.
         shards: How many PA/PI shard pods the images are split across.
         config: A run config, as `mpa run -c` reads it (a mapping).
         task_name: task.name (textvqa, stvqa, chartqa, okvqa, ...).
@@ -70,4 +73,5 @@ def prepare(
     params = dict(locals())
     from mpa.orchestrate.kubeflow.steps import prepare_run_spec
 
-    return prepare_run_spec(params.pop("run_spec").path, params.pop("config"), params.pop("shards"), params)
+    return prepare_run_spec(params.pop("run_spec").path, params.pop("config"), params.pop("shards"), params,
+                            rounds_path=params.pop("resolved_rounds"))

@@ -4,7 +4,7 @@
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
 
 from mpa.orchestrate.kubeflow.settings import DEFAULT_CPU_IMAGE
 
@@ -25,6 +25,7 @@ def mpa_round(
     predictions: Output[Dataset],
     details: Output[Dataset],
     metrics: Output[Metrics],
+    report: Output[HTML],
 ) -> NamedTuple("Outputs", [("k", int), ("score", float), ("stopped", str), ("checkpoint_uri", str)]):
     """Round ``round_number`` (>= 2): PI with the previous round's student over round 1's PA pool (the teacher's
     answers come from round 1's audit; the teacher is never loaded), then PL and evaluate unless the round
@@ -47,6 +48,7 @@ def mpa_round(
         predictions: Output: predictions.jsonl and score.json of the checkpoint.
         details: Output: round.json (K, loss, score, or why the round stopped), pi/, train_log.jsonl.
         metrics: Output: round, k_parity, score, trained (1 or 0).
+        report: Output: an HTML page: the previous round's score and this round's, K, parity samples, the chart.
 
     Returns:
         k: K of this round's PI (the previous K when PI did not run); score: the checkpoint's score; stopped:
@@ -56,4 +58,4 @@ def mpa_round(
 
     return run_round(run_spec.path, round_number, parity.path, prev_checkpoint.path, prev_union.path,
                      prev_predictions.path, prev_k, prev_score, prev_stopped, checkpoint, union.path,
-                     predictions.path, details.path, metrics)
+                     predictions.path, details.path, metrics, report.path)

@@ -3,23 +3,26 @@
 ``prepare`` resolves the run config and shards the image source → for each shard, in parallel
 (``dsl.ParallelFor``): PA ``annotate`` then PI ``identify`` → ``merge`` collects the shards
 (``dsl.Collected``) into one parity set → PL ``level`` trains → ``evaluate-checkpoint`` scores the
-checkpoint against ``evaluate-base`` (the base student, run alongside PA) → rounds 2..``max_rounds``
-of iterative MPA, an unrolled chain of ``mpa-round`` tasks (each passes the previous round's outputs
-through when the run asks for fewer rounds or the parity set runs dry, so the last task's outputs are
-always the final student's) → ``gate`` → ``register`` runs only if the final student is better
-(``dsl.If``).
+checkpoint against ``evaluate-base`` (the base student, run alongside PA) and writes the run's KFP
+visualization → rounds 2..``max_rounds`` of iterative MPA: round r starts only if the run asks for
+it (nested ``dsl.If``/``dsl.Else`` on prepare's resolved ``rounds``; a round that runs but whose K
+says stop passes the previous round's outputs through) → ``gate`` on the final student →
+``register`` runs only if it is better (``dsl.If``). Each branch of the rounds' If/Else ends in its
+own gate and register, so no pod starts for a round nobody asked for.
 
-With an ephemeral teacher (settings ``teacher_server.enabled``) all of it runs inside a
-``dsl.ExitHandler`` whose exit task, ``teacher-cleanup``, deletes the run's vLLM teacher whatever
-happened; ``teacher-server`` starts it first and prepare gets its URL (``teacher_openai_base_url``),
-``teacher_backend=openai``, the served name and ``teacher_openai_allow_plain_http`` (the URL is an
-in-cluster ``http://`` one), so the run spec says which teacher PA and PI call.
+With an ephemeral teacher (settings ``teacher_server.enabled``) prepare runs first, in the root DAG
+(``teacher_backend=openai``, the served name, ``teacher_openai_allow_plain_http``: the URL is an
+in-cluster ``http://`` one); everything after it runs inside a ``dsl.ExitHandler`` whose exit task,
+``teacher-cleanup``, deletes the run's vLLM teacher whatever happened. ``teacher-server`` starts it,
+annotate and identify get its URL (``teacher_url``: in no later step's cache key), and
+``teacher-cleanup-after-merge`` deletes it as soon as merge is done — nothing after merge calls the
+teacher (later rounds rebuild its answers from round 1's audit).
 
 The run parameters are the ``prepare`` component's parameters: the pipeline's signature is built
 from that one declaration (``RUN_PARAMETERS``), and the pipeline hands every one of them to
-prepare unchanged — except, with an ephemeral teacher, the four it sets from the server
-(``SERVED_TEACHER``), which are then no run parameters, and ``teacher_model``, then required (the
-server loads it before prepare runs). Resources, images, secrets, time limits, volumes and where the teacher runs are
+prepare unchanged — except, with an ephemeral teacher, the four ``SERVED_TEACHER`` ones (the pipeline
+sets three and hands the URL to PA/PI), which are then no run parameters, and ``teacher_model``,
+then required (the server loads it). Resources, images, secrets, time limits, volumes and where the teacher runs are
 compile-time settings (:class:`mpa.orchestrate.kubeflow.settings.PipelineSettings`);
 :func:`configure_task` applies them to every task.
 """
@@ -33,7 +36,7 @@ from typing import Any
 
 from kfp import compiler, dsl, kubernetes
 
-from mpa.orchestrate.kubeflow.settings import PipelineSettings
+from mpa.orchestrate.kubeflow.settings import PipelineSettings, SettingsError
 from mpa_kfp.components.data_processing.annotate import annotate
 from mpa_kfp.components.data_processing.identify import identify
 from mpa_kfp.components.data_processing.merge import merge
@@ -52,8 +55,10 @@ COMPILED = HERE / "pipeline.yaml"  # the committed compile with the default sett
 SETTINGS_DIR = HERE / "settings"
 PARAMS_DIR = HERE / "params"
 
-# The run parameters: prepare's inputs (all but its output), in its order.
-RUN_PARAMETERS = [p for p in inspect.signature(prepare.python_func).parameters.values() if p.name != "run_spec"]
+# The run parameters: prepare's inputs (all but its outputs), in its order.
+PREPARE_OUTPUTS = ("run_spec", "resolved_rounds")
+RUN_PARAMETERS = [p for p in inspect.signature(prepare.python_func).parameters.values()
+                  if p.name not in PREPARE_OUTPUTS]
 # prepare's inputs the pipeline sets itself when it starts a teacher server per run
 SERVED_TEACHER = ("teacher_backend", "teacher_served_name", "teacher_openai_base_url",
                   "teacher_openai_allow_plain_http")
@@ -101,15 +106,15 @@ def configure_task(task: dsl.PipelineTask, stage: str, settings: PipelineSetting
     if res.shm_size:  # the container runtime's 64 MiB /dev/shm is too small for NCCL and data workers
         kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory",
                                    size_limit=res.shm_size)
-    if res.scratch_size:  # a volume requested for this pod, not the node's unaccounted disk
-        kubernetes.add_ephemeral_volume(
-            task,
-            volume_name="scratch",
-            mount_path=settings.scratch_mount,
-            access_modes=["ReadWriteOnce"],
-            size=res.scratch_size,
-            storage_class_name=settings.scratch_storage_class,
-        )
+    if res.scratch_size:
+        # an emptyDir: world-writable on any node, so the non-root user (uid 10001) can write it (a fresh generic
+        # ephemeral volume is root:root 0755 and KFP cannot set fsGroup); the size limit evicts a pod that
+        # outgrows it. It lives on the node's disk (kubelet root or local SSD), not on a claimed volume.
+        if settings.scratch_storage_class:
+            raise SettingsError("scratch_storage_class is not used: scratch volumes are emptyDirs on the node's "
+                                "disk (a claimed volume is root-owned and KFP cannot set fsGroup); remove it")
+        kubernetes.empty_dir_mount(task, volume_name="scratch", mount_path=settings.scratch_mount,
+                                   size_limit=res.scratch_size)
         task.set_env_variable("MPA_SCRATCH", settings.scratch_mount)
     for secret in settings.secrets_for(stage):
         kubernetes.use_secret_as_env(
@@ -144,35 +149,16 @@ def configure_task(task: dsl.PipelineTask, stage: str, settings: PipelineSetting
     return task
 
 
-def mpa_dag(run: dict[str, Any], s: PipelineSettings) -> None:
-    """prepare → PA/PI per shard → merge → PL → evaluate → rounds 2..max_rounds → gate → register."""
+def run_prepare(run: dict[str, Any], s: PipelineSettings) -> dsl.PipelineTask:
+    """The prepare task: every run parameter, the compiled checks (teacher placement, max rounds)."""
     spec = configure_task(prepare(**run), "prepare", s)
     spec.set_env_variable("MPA_TEACHER_IN_POD", "1" if s.teacher_in_pod else "0")
     spec.set_env_variable("MPA_MAX_ROUNDS", str(s.max_rounds))
-    run_spec = spec.outputs["run_spec"]
-    before = configure_task(evaluate_base(run_spec=run_spec), "evaluate", s)
-    with dsl.ParallelFor(items=spec.outputs["Output"], parallelism=s.shard_parallelism) as shard:
-        pa = configure_task(annotate(run_spec=run_spec, shard=shard), "annotate", s)
-        pi = configure_task(
-            identify(run_spec=run_spec, shard=shard, annotations=pa.outputs["annotations"]), "identify", s
-        )
-    merged = configure_task(merge(run_spec=run_spec, shards=dsl.Collected(pi.outputs["judgements"])), "merge", s)
-    pl = configure_task(level(run_spec=run_spec, parity=merged.outputs["parity"]), "level", s)
-    after = configure_task(evaluate_checkpoint(run_spec=run_spec, checkpoint=pl.outputs["checkpoint"]), "evaluate", s)
-    # the final student so far: round 1's, then each later round's (which passes it through when it does not train)
-    final = {"checkpoint": pl.outputs["checkpoint"], "checkpoint_uri": pl.outputs["Output"],
-             "union": merged.outputs["parity"], "predictions": after.outputs["predictions"],
-             "k": merged.outputs["Output"], "score": after.outputs["Output"], "stopped": ""}
-    for r in range(2, s.max_rounds + 1):
-        task = configure_task(
-            mpa_round(run_spec=run_spec, parity=merged.outputs["parity"], round_number=r,
-                      prev_checkpoint=final["checkpoint"], prev_union=final["union"],
-                      prev_predictions=final["predictions"], prev_k=final["k"], prev_score=final["score"],
-                      prev_stopped=final["stopped"]),
-            "round",
-            s,
-        ).set_display_name(f"round-{r}")
-        final = {key: task.outputs[key] for key in final}
+    return spec
+
+
+def decide(run_spec: Any, before: dsl.PipelineTask, final: dict[str, Any], parity: Any, s: PipelineSettings) -> None:
+    """gate → register (``dsl.If``) on the final student's outputs."""
     better = configure_task(
         gate(run_spec=run_spec, score_before=before.outputs["Output"], score_after=final["score"]), "gate", s
     )
@@ -181,7 +167,7 @@ def mpa_dag(run: dict[str, Any], s: PipelineSettings) -> None:
             register(
                 run_spec=run_spec,
                 checkpoint_uri=final["checkpoint_uri"],
-                parity=merged.outputs["parity"],
+                parity=parity,
                 before=before.outputs["predictions"],
                 after=final["predictions"],
                 run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
@@ -189,6 +175,60 @@ def mpa_dag(run: dict[str, Any], s: PipelineSettings) -> None:
             "register",
             s,
         )
+
+
+def later_rounds(run_spec: Any, rounds: Any, before: dsl.PipelineTask, final: dict[str, Any], parity: Any,
+                 r: int, s: PipelineSettings) -> None:
+    """Round ``r`` and the ones after it, then gate → register on the final student. Round r starts only
+    if the run asks for it (``dsl.If`` on prepare's resolved ``rounds``, never null): otherwise the
+    student so far is the final one. Nested If/Else rather than ``dsl.OneOf``: round 1's outputs come
+    from no branch, and OneOf only selects among branch outputs."""
+    if r > s.max_rounds:  # prepare refuses more rounds than compiled
+        decide(run_spec, before, final, parity, s)
+        return
+    with dsl.If(rounds < r, name=f"rounds-done-after-{r - 1}"):
+        decide(run_spec, before, final, parity, s)
+    with dsl.Else(name=f"round-{r}-asked"):
+        task = configure_task(
+            mpa_round(run_spec=run_spec, parity=parity, round_number=r,
+                      prev_checkpoint=final["checkpoint"], prev_union=final["union"],
+                      prev_predictions=final["predictions"], prev_k=final["k"], prev_score=final["score"],
+                      prev_stopped=final["stopped"]),
+            "round",
+            s,
+        ).set_display_name(f"round-{r}")
+        later_rounds(run_spec, rounds, before, {key: task.outputs[key] for key in final}, parity, r + 1, s)
+
+
+def mpa_dag(spec: dsl.PipelineTask, s: PipelineSettings, teacher_url: Any = None,
+            after_merge: Callable[[dsl.PipelineTask], Any] | None = None) -> None:
+    """PA/PI per shard → merge → PL → evaluate → the rounds asked for → gate → register, after ``spec``
+    (the prepare task). ``teacher_url``: where PA/PI call the teacher (a per-run server's URL; None: the
+    run spec's teacher); ``after_merge(merge_task)``: what runs once merge is done (the server's cleanup)."""
+    run_spec = spec.outputs["run_spec"]
+    before = configure_task(evaluate_base(run_spec=run_spec), "evaluate", s)
+    url = {} if teacher_url is None else {"teacher_url": teacher_url}
+    with dsl.ParallelFor(items=spec.outputs["Output"], parallelism=s.shard_parallelism) as shard:
+        pa = configure_task(annotate(run_spec=run_spec, shard=shard, **url), "annotate", s)
+        pi = configure_task(
+            identify(run_spec=run_spec, shard=shard, annotations=pa.outputs["annotations"], **url), "identify", s
+        )
+    merged = configure_task(merge(run_spec=run_spec, shards=dsl.Collected(pi.outputs["judgements"])), "merge", s)
+    if after_merge is not None:
+        after_merge(merged)
+    parity = merged.outputs["parity"]
+    pl = configure_task(level(run_spec=run_spec, parity=parity), "level", s)
+    after = configure_task(
+        evaluate_checkpoint(run_spec=run_spec, checkpoint=pl.outputs["checkpoint"],
+                            before=before.outputs["predictions"], parity=parity),
+        "evaluate",
+        s,
+    )
+    # the final student so far: round 1's, then each later round's (which passes it through when it does not train)
+    final = {"checkpoint": pl.outputs["checkpoint"], "checkpoint_uri": pl.outputs["Output"],
+             "union": parity, "predictions": after.outputs["predictions"],
+             "k": merged.outputs["Output"], "score": after.outputs["Output"], "stopped": ""}
+    later_rounds(run_spec, spec.outputs["resolved_rounds"], before, final, parity, 2, s)
 
 
 def build_pipeline(settings: PipelineSettings | None = None) -> Callable:
@@ -199,10 +239,16 @@ def build_pipeline(settings: PipelineSettings | None = None) -> Callable:
     def mpa_pipeline(*inputs: Any) -> None:  # one pipeline channel per run parameter, in order
         run = {p.name: value for p, value in zip(parameters, inputs, strict=True)}
         if not s.teacher_server.enabled:
-            mpa_dag(run, s)
+            mpa_dag(run_prepare(run, s), s)
             return
-        # never from the cache (settings: caching off): a cached URL would name a server that an earlier
-        # run's exit handler has deleted
+        # prepare runs first, in the root DAG: a bad config holds no GPU, and the optional run parameters
+        # (null when unset) never become inputs of the exit-handler group, which the driver refuses null
+        # (kubeflow/pipelines#11957). The server's URL goes to PA/PI only: it is in no later cache key.
+        served = {"teacher_backend": "openai", "teacher_served_name": s.teacher_server.served_name,
+                  "teacher_openai_allow_plain_http": True}
+        spec = run_prepare({p.name: run.get(p.name) for p in RUN_PARAMETERS if p.name != "teacher_openai_base_url"}
+                           | served, s)
+        # never from the cache (settings: caching off): the safety net, whatever happened in the group
         cleanup = configure_task(teacher_cleanup(run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER), "teacher_cleanup", s)
         with dsl.ExitHandler(cleanup, name="with-teacher-server"):
             server = configure_task(
@@ -210,12 +256,15 @@ def build_pipeline(settings: PipelineSettings | None = None) -> Callable:
                                server=s.teacher_server.model_dump_json(exclude={"enabled"})),
                 "teacher_server",
                 s,
-            )
+            ).after(spec)
+
+            def stop_server(merged: dsl.PipelineTask) -> None:  # nothing after merge calls the teacher
+                configure_task(teacher_cleanup(run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER), "teacher_cleanup", s) \
+                    .after(merged).set_display_name("teacher-cleanup-after-merge")
+
             # the server's in-cluster http:// URL: the API key (mpa-openai) may go there (only pipeline pods
             # reach the run's teacher: manifests/base/networkpolicies.yaml)
-            served = {"teacher_backend": "openai", "teacher_served_name": s.teacher_server.served_name,
-                      "teacher_openai_base_url": server.output, "teacher_openai_allow_plain_http": True}
-            mpa_dag({p.name: run.get(p.name) for p in RUN_PARAMETERS} | served, s)
+            mpa_dag(spec, s, teacher_url=server.output, after_merge=stop_server)
 
     mpa_pipeline.__signature__ = inspect.Signature(parameters)
     docs = _parameter_docs([p.name for p in parameters])

@@ -25,7 +25,8 @@ def test_run_spec_holds_the_resolved_config_and_every_image(toy_spec, toy_config
 
 def test_run_parameters_override_the_config_by_their_field_names(toy_config, tmp_path):
     out = tmp_path / "spec"
-    prepare.python_func(run_spec=Dataset(uri=str(out)), shards=3, config=toy_config, train_epochs=2.5,
+    prepare.python_func(run_spec=Dataset(uri=str(out)), resolved_rounds=f"{out}.rounds",
+                        shards=3, config=toy_config, train_epochs=2.5,
                         data_max_images=5, tracking_promotion_margin=1.5, identify_match=None)
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["train"]["epochs"] == 2.5 and cfg["data"]["max_images"] == 5
@@ -37,16 +38,19 @@ def test_run_parameters_override_the_config_by_their_field_names(toy_config, tmp
 def test_secrets_in_the_run_config_are_refused(toy_config, tmp_path):
     bad = {**toy_config, "storage": {"secret_access_key": "x"}}
     with pytest.raises(ConfigError, match="storage.secret_access_key: credentials never go in run parameters"):
-        prepare.python_func(run_spec=Dataset(uri=str(tmp_path / "s")), shards=2, config=bad)
+        prepare.python_func(run_spec=Dataset(uri=str(tmp_path / "s")), resolved_rounds=str(tmp_path / "r"),
+                            shards=2, config=bad)
 
 
 def test_a_teacher_that_does_not_match_the_compiled_placement_is_refused(toy_config, tmp_path, monkeypatch):
     monkeypatch.setenv("MPA_TEACHER_IN_POD", "0")  # compiled with teacher_in_pod: false, teacher backend hf
     with pytest.raises(ConfigError, match="compiled with teacher_in_pod: false"):
-        prepare.python_func(run_spec=Dataset(uri=str(tmp_path / "s")), shards=2, config=toy_config)
+        prepare.python_func(run_spec=Dataset(uri=str(tmp_path / "s")), resolved_rounds=str(tmp_path / "r"),
+                            shards=2, config=toy_config)
     monkeypatch.setenv("MPA_TEACHER_IN_POD", "1")
     with pytest.raises(ConfigError, match="compiled with teacher_in_pod: true"):
-        prepare.python_func(run_spec=Dataset(uri=str(tmp_path / "s")), shards=2, config=toy_config,
+        prepare.python_func(run_spec=Dataset(uri=str(tmp_path / "s")), resolved_rounds=str(tmp_path / "r"),
+                            shards=2, config=toy_config,
                             teacher_backend="openai")
 
 
@@ -60,6 +64,7 @@ def test_on_the_kfp_local_runner(toy_config, tmp_path):
                    rounds=1)
     shards = task.outputs["Output"]
     assert shards == sorted(shards) and set(shards) <= {0, 1}  # kfp.local hands numbers back as floats
+    assert task.outputs["resolved_rounds"] == 1  # what the pipeline's If on rounds reads
     rows = list(read_jsonl(f"{task.outputs['run_spec'].path}/images.jsonl"))
     assert len(rows) == 8
 
@@ -70,7 +75,8 @@ def test_the_served_teacher_parameters_point_pa_and_pi_at_a_server(toy_config, t
     monkeypatch.setenv("MPA_TEACHER_IN_POD", "0")
     out = tmp_path / "spec"
     url = "http://mpa-teacher-run-1.mpa.svc.cluster.local:8000/v1"
-    prepare.python_func(run_spec=Dataset(uri=str(out)), shards=2, config=toy_config, teacher_backend="openai",
+    prepare.python_func(run_spec=Dataset(uri=str(out)), resolved_rounds=f"{out}.rounds",
+                        shards=2, config=toy_config, teacher_backend="openai",
                         teacher_served_name="teacher", teacher_openai_base_url=url,
                         teacher_openai_allow_plain_http=True)
     teacher = json.loads((out / "config.json").read_text())["teacher"]
@@ -88,6 +94,17 @@ def test_the_served_teacher_parameters_point_pa_and_pi_at_a_server(toy_config, t
 def test_more_rounds_than_the_pipeline_was_compiled_for_are_refused(toy_config, tmp_path, monkeypatch):
     monkeypatch.setenv("MPA_MAX_ROUNDS", "3")
     with pytest.raises(ConfigError, match="rounds is 4, but this pipeline was compiled with max_rounds: 3"):
-        prepare.python_func(run_spec=Dataset(uri=str(tmp_path / "s")), shards=2, config=toy_config, rounds=4)
-    prepare.python_func(run_spec=Dataset(uri=str(tmp_path / "s")), shards=2, config=toy_config, rounds=3)
+        prepare.python_func(run_spec=Dataset(uri=str(tmp_path / "s")), resolved_rounds=str(tmp_path / "r"),
+                            shards=2, config=toy_config, rounds=4)
+    prepare.python_func(run_spec=Dataset(uri=str(tmp_path / "s")), resolved_rounds=str(tmp_path / "r"), shards=2,
+                        config=toy_config, rounds=3)
     assert json.loads((tmp_path / "s" / "config.json").read_text())["rounds"] == 3
+    assert (tmp_path / "r").read_text() == "3"
+
+
+def test_the_resolved_rounds_come_from_the_config_when_the_parameter_is_unset(toy_config, tmp_path):
+    """The pipeline's If on rounds reads this output: never null, whatever the run parameter."""
+    for name, config, want in (("a", {**toy_config, "rounds": 2}, "2"), ("b", toy_config, "1")):
+        assert prepare.python_func(run_spec=Dataset(uri=str(tmp_path / name)),
+                                   resolved_rounds=str(tmp_path / f"{name}r"), shards=2, config=config)
+        assert (tmp_path / f"{name}r").read_text() == want

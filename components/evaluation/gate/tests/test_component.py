@@ -13,7 +13,7 @@ from mpa_kfp.components.evaluation.gate import gate
                           (40.0, 41.5, 1.0, True)])
 def test_decision(toy_config, tmp_path, before, after, margin, expected):
     spec = tmp_path / "spec"
-    prepare.python_func(run_spec=Dataset(uri=str(spec)), shards=1, config=toy_config,
+    prepare.python_func(run_spec=Dataset(uri=str(spec)), resolved_rounds=f"{spec}.rounds", shards=1, config=toy_config,
                         tracking_promotion_margin=margin)
     decision = Metrics(uri=str(tmp_path / "d"))
     assert gate.python_func(run_spec=Dataset(uri=str(spec)), score_before=before, score_after=after,

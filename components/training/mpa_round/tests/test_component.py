@@ -9,17 +9,19 @@ import os
 from pathlib import Path
 
 import pytest
-from kfp.dsl import Dataset, Metrics, Model
+from kfp.dsl import HTML, Dataset, Metrics, Model
 
 from mpa.records import read_jsonl
 from mpa_kfp.components.data_processing.prepare import prepare
+from mpa_kfp.components.evaluation.evaluate_base import evaluate_base
 from mpa_kfp.components.evaluation.evaluate_checkpoint import evaluate_checkpoint
 from mpa_kfp.components.training.mpa_round import mpa_round
 
 
 def _spec(toy_config: dict, out: Path, **fields) -> Path:
     """A run spec of the toy config with iterative-MPA fields (the same images as round 1's)."""
-    prepare.python_func(run_spec=Dataset(uri=str(out)), shards=2, config={**toy_config, **fields})
+    prepare.python_func(run_spec=Dataset(uri=str(out)), resolved_rounds=f"{out}.rounds", shards=2,
+                        config={**toy_config, **fields})
     return out
 
 
@@ -29,8 +31,12 @@ def round1(toy_spec, toy_parity, toy_checkpoint, tmp_path_factory) -> dict:
     spec, _ = toy_spec
     out = tmp_path_factory.mktemp("round1")
     predictions = Dataset(uri=str(out / "predictions"))
+    evaluate_base.python_func(run_spec=Dataset(uri=str(spec)), predictions=Dataset(uri=str(out / "base")),
+                              metrics=Metrics(uri=str(out / "bm")))
     score = evaluate_checkpoint.python_func(run_spec=Dataset(uri=str(spec)), checkpoint=toy_checkpoint,
-                                            predictions=predictions, metrics=Metrics(uri=str(out / "m")))
+                                            before=Dataset(uri=str(out / "base")), parity=Dataset(uri=str(toy_parity)),
+                                            predictions=predictions, metrics=Metrics(uri=str(out / "m")),
+                                            report=HTML(uri=str(out / "report.html")))
     k = json.loads((toy_parity / "counts.json").read_text())["k_parity"]
     return {"checkpoint": toy_checkpoint, "union": Dataset(uri=str(toy_parity)), "predictions": predictions,
             "k": k, "score": score, "stopped": ""}
@@ -40,7 +46,7 @@ def _round(spec: Path, parity: Path, r: int, prev: dict, out: Path) -> dict:
     """Run round ``r`` after ``prev``; returns its outputs in the same shape (plus details and metrics)."""
     arts = {"checkpoint": Model(uri=str(out / "checkpoint")), "union": Dataset(uri=str(out / "union")),
             "predictions": Dataset(uri=str(out / "predictions")), "details": Dataset(uri=str(out / "details")),
-            "metrics": Metrics(uri=str(out / "metrics"))}
+            "metrics": Metrics(uri=str(out / "metrics")), "report": HTML(uri=str(out / "report.html"))}
     result = mpa_round.python_func(
         run_spec=Dataset(uri=str(spec)), parity=Dataset(uri=str(parity)), round_number=r,
         prev_checkpoint=prev["checkpoint"], prev_union=prev["union"], prev_predictions=prev["predictions"],
@@ -109,6 +115,9 @@ def test_a_round_trains_on_the_previous_student_and_the_next_passes_it_through(
     first = [row["id"] for row in read_jsonl(toy_parity / "pi" / "parity.jsonl")]
     assert union[: len(first)] == first and len(union) == len(set(union)) >= len(first)
     assert r2["metrics"].metadata == {"round": 2.0, "k_parity": float(r2["k"]), "score": r2["score"], "trained": 1.0}
+    page = (tmp_path / "r2" / "report.html").read_text()  # the KFP visualization: round 1 vs round 2, round 2's K
+    assert f"<td>{round1['score']:.2f}</td>" in page and f"<td>{r2['score']:.2f}</td>" in page
+    assert f"<th>K (parity-set size)</th><td>{r2['k']}</td>" in page
 
     # round 3 > rounds=2: nothing runs, round 2's outputs pass through (hard links: no bytes copied)
     n_loads = len(loads)

@@ -369,20 +369,30 @@ def exit_handler_problems(spec: dict) -> list[str]:
     return out
 
 
+def _task_named(spec: dict, component: str) -> list[tuple[str, dict, str, dict]]:
+    """``(dag name, dag, task name, task)`` of every task running ``component``."""
+    return [(dag_name, dag, name, task) for dag_name, _, dag in dags(spec)
+            for name, task in dag.get("tasks", {}).items() if task["componentRef"]["name"] == component]
+
+
 def teacher_server_problems(spec: dict, platform: dict) -> list[str]:
-    """Every per-run teacher server is deleted whatever happens, and PA/PI are pointed at it: its task sits
-    in an exit-handler group whose exit task runs ``teacher_cleanup`` for the same run id (the run's own,
-    resolved by the driver); neither task is ever served from the cache (a cached URL names a server an
-    earlier run deleted); and prepare, in the same group, takes the server's URL as
-    ``teacher_openai_base_url`` with ``teacher_backend`` openai, the server's served name and
-    ``teacher_openai_allow_plain_http`` (the URL is plain http inside the cluster)."""
+    """Every per-run teacher server is deleted as soon as merge is done and whatever happens, and only PA/PI
+    call it: its task sits in an exit-handler group whose exit task runs ``teacher_cleanup`` for the same run
+    id (the run's own, resolved by the driver), and a ``teacher_cleanup`` task in the same group waits for
+    merge; neither is ever served from the cache (a cached URL names a server an earlier run deleted);
+    annotate and identify take the server's URL (``teacher_url``) and no other task does; prepare takes
+    ``teacher_backend`` openai, the server's served name and ``teacher_openai_allow_plain_http`` (the URL is
+    plain http inside the cluster) but not the URL (the run spec, read by every later task, stays the same
+    from run to run)."""
     parents = {t["componentRef"]["name"]: (dag_name, dag, name)
                for dag_name, _, dag in dags(spec) for name, t in dag.get("tasks", {}).items()}
+    comps = spec.get("components", {})
     out = []
     for dag_name, dag, name, task in _server_tasks(spec):
         where = f"{dag_name}/{name}"
-        if _constant(task, "run_id") != RUN_ID:
-            out.append(f"{where}: run_id is {_constant(task, 'run_id')!r}, not the run's id {RUN_ID}")
+        run_id = _constant(task, "run_id")
+        if run_id != RUN_ID:
+            out.append(f"{where}: run_id is {run_id!r}, not the run's id {RUN_ID}")
         if task.get("cachingOptions", {}).get("enableCache"):
             out.append(f"{where}: served from the cache, it would hand out a deleted server's URL")
         group = parents.get(dag_name)
@@ -393,20 +403,47 @@ def teacher_server_problems(spec: dict, platform: dict) -> list[str]:
         if not cleanups:
             out.append(f"{where}: not inside an exit handler whose exit task runs teacher_cleanup: a failed run "
                        "leaves the GPU Deployment running")
-        for cleanup in cleanups:
-            if _constant(cleanup, "run_id") != _constant(task, "run_id"):
+        tasks = dag.get("tasks", {})
+        early = [t for t in tasks.values() if _stage(spec, platform, t) == "teacher_cleanup"
+                 and t.get("triggerPolicy", {}).get("strategy") != EXIT_STRATEGY]
+        merges = [n for n, t in tasks.items() if t["componentRef"]["name"] == "comp-merge"]
+        if not merges or not any(set(merges) <= set(t.get("dependentTasks", [])) for t in early):
+            out.append(f"{where}: no teacher_cleanup task waits for merge in {dag_name}: the teacher's GPU idles "
+                       "through PL, evaluation and the rounds until the exit handler deletes it")
+        for cleanup in cleanups + early:
+            if _constant(cleanup, "run_id") != run_id:
                 out.append(f"{where}: teacher_cleanup deletes run {_constant(cleanup, 'run_id')!r}, the server is "
-                           f"labelled {_constant(task, 'run_id')!r}")
+                           f"labelled {run_id!r}")
             if cleanup.get("cachingOptions", {}).get("enableCache"):
                 out.append(f"{where}: its teacher_cleanup may be served from the cache and delete nothing")
+        url = {"producerTask": name, "outputParameterKey": "Output"}
+        callers = []
+        for other, t in tasks.items():
+            bound = t.get("inputs", {}).get("parameters", {})
+            takes = [k for k, b in bound.items() if b.get("taskOutputParameter") == url]
+            if not takes:
+                continue
+            body = comps[t["componentRef"]["name"]].get("dag", {}).get("tasks", {})
+            inner = {n: b.get("teacher_url", {}).get("componentInputParameter")
+                     for n, b in ((n, x.get("inputs", {}).get("parameters", {})) for n, x in body.items())}
+            if "parameterIterator" in t and {"annotate", "identify"} <= set(inner) and \
+                    {inner["annotate"], inner["identify"]} <= set(takes):
+                callers.append(other)
+            else:
+                out.append(f"{where}: {other} takes the server's URL: only PA/PI may call the teacher, which is "
+                           "deleted once merge is done")
+        if not callers:
+            out.append(f"{where}: annotate and identify (in the shard loop) do not take the server's URL "
+                       "as teacher_url")
         served = json.loads(_constant(task, "server") or "{}")
-        prepare = next((t for t in dag.get("tasks", {}).values() if t["componentRef"]["name"] == "comp-prepare"), None)
-        if prepare is None:
-            out.append(f"{where}: no prepare task in {dag_name} takes the server's URL")
+        prepares = _task_named(spec, "comp-prepare")
+        if len(prepares) != 1:
+            out.append(f"{where}: {len(prepares)} prepare tasks")
             continue
-        url = prepare.get("inputs", {}).get("parameters", {}).get("teacher_openai_base_url", {})
-        if url.get("taskOutputParameter") != {"producerTask": name, "outputParameterKey": "Output"}:
-            out.append(f"{where}: prepare's teacher_openai_base_url is {url!r}, not the server's URL")
+        prepare = prepares[0][3]
+        if "teacher_openai_base_url" in prepare.get("inputs", {}).get("parameters", {}):
+            out.append(f"{where}: prepare takes teacher_openai_base_url: a per-run URL in the run spec changes every "
+                       "later cache key, and a retried run reads a URL of a deleted server")
         if _constant(prepare, "teacher_backend") != "openai":
             out.append(f"{where}: prepare's teacher_backend is {_constant(prepare, 'teacher_backend')!r}, not openai")
         if _constant(prepare, "teacher_openai_allow_plain_http") is not True:
@@ -415,4 +452,194 @@ def teacher_server_problems(spec: dict, platform: dict) -> list[str]:
         if _constant(prepare, "teacher_served_name") != served.get("served_name", "teacher"):
             out.append(f"{where}: prepare's teacher_served_name {_constant(prepare, 'teacher_served_name')!r} is not "
                        f"the server's --served-model-name {served.get('served_name', 'teacher')!r}")
+    return out
+
+
+# --- what happens after the spec is accepted: volumes, rounds, nulls, the teacher, cache keys, images -----
+
+
+def _executor_env(spec: dict, label: str) -> dict[str, str]:
+    env = spec["deploymentSpec"]["executors"].get(label, {}).get("container", {}).get("env", [])
+    return {e["name"]: e.get("value", "") for e in env}
+
+
+def volume_problems(spec: dict, platform: dict, prepared: dict[str, str]) -> list[str]:
+    """Every volume a pod writes is writable by the pod's non-root user on a fresh disk: no generic ephemeral
+    volume (a fresh claim is ``root:root 0755`` and KFP cannot set fsGroup); every emptyDir has a size limit;
+    a PVC only where it has a prepare path — ``prepared`` maps its name to the environment variable through
+    which the pod's code finds it (and falls back, with one log line, when it is not writable)."""
+    out = []
+    for label, ex in platform_executors(platform).items():
+        for vol in ex.get("genericEphemeralVolume", []):
+            out.append(f"{label}: generic ephemeral volume {vol.get('volumeName')!r} at {vol.get('mountPath')}: "
+                       "a fresh claim is root-owned and KFP cannot set fsGroup, so uid 10001 cannot write it "
+                       "(use an emptyDir)")
+        for vol in ex.get("emptyDirMounts", []):
+            if not vol.get("sizeLimit"):
+                out.append(f"{label}: emptyDir {vol.get('volumeName')!r} has no size limit")
+        env = _executor_env(spec, label)
+        for pvc in ex.get("pvcMount", []):
+            name = pvc.get("constant") or pvc.get("pvcNameParameter", {}).get("runtimeValue", {}).get("constant")
+            var = prepared.get(name or "")
+            if var is None:
+                out.append(f"{label}: PVC {name!r} at {pvc.get('mountPath')} has no prepare path: a fresh volume is "
+                           "root-owned")
+            elif env.get(var) != pvc.get("mountPath"):
+                out.append(f"{label}: PVC {name!r} is mounted at {pvc.get('mountPath')} but {var} does not name it: "
+                           "the code's fallback for an unwritable volume never sees it")
+    return out
+
+
+_CEL_PARAM = re.compile(r"int\(inputs\.parameter_values\['([^']+)'\]\)|inputs\.parameter_values\['([^']+)'\]")
+
+
+def _eval_condition(condition: str, values: dict[str, Any]) -> bool | None:
+    """A compiled ``dsl.If`` condition (the CEL subset the KFP compiler writes) evaluated with ``values``;
+    None when it reads an input not in ``values`` (decided only at run time)."""
+    names = [a or b for a, b in _CEL_PARAM.findall(condition)]
+    if any(n not in values for n in names):
+        return None
+    expr = _CEL_PARAM.sub(lambda m: repr(values[m.group(1) or m.group(2)]), condition)
+    expr = expr.replace("&&", " and ").replace("||", " or ").replace("!(", " not (")
+    expr = re.sub(r"\btrue\b", "True", re.sub(r"\bfalse\b", "False", expr))
+    return bool(eval(expr, {"__builtins__": {}}, {"int": int}))  # noqa: S307 — the compiler's own expression
+
+
+def _reachable(spec: dict, values_of: Callable[[str], Any]) -> Iterator[tuple[str, str, dict, bool]]:
+    """``(dag name, task name, task, surely)`` of every container task that may run, where each condition
+    input named ``pipelinechannel--<x>`` takes ``values_of(x)`` (None: unknown at compile time; a condition
+    on it may go either way, ``surely`` becomes False)."""
+    comps = spec.get("components", {})
+
+    def walk(dag_name: str, dag: dict, surely: bool) -> Iterator[tuple[str, str, dict, bool]]:
+        for name, task in dag.get("tasks", {}).items():
+            condition = task.get("triggerPolicy", {}).get("condition")
+            here = surely
+            if condition:
+                values = {n: values_of(n.removeprefix("pipelinechannel--"))
+                          for a, b in _CEL_PARAM.findall(condition) for n in [a or b]}
+                decided = _eval_condition(condition, {k: v for k, v in values.items() if v is not None})
+                if decided is False:
+                    continue
+                here = surely and decided is True
+            comp = comps[task["componentRef"]["name"]]
+            if "dag" in comp:
+                yield from walk(task["componentRef"]["name"], comp["dag"], here)
+            else:
+                yield dag_name, name, task, here
+
+    yield from walk("root", spec["root"]["dag"], True)
+
+
+def compiled_max_rounds(spec: dict) -> int:
+    return int(_executor_env(spec, "exec-prepare").get("MPA_MAX_ROUNDS", "1"))
+
+
+def round_problems(spec: dict) -> list[str]:
+    """A round nobody asked for starts no pod: for every ``rounds`` R the run may ask for (1..the compiled
+    max_rounds), round task r runs iff r <= R — decided by ``dsl.If`` conditions on prepare's resolved
+    ``rounds`` (an output, never null) — and exactly one gate runs, on the score of round R's student."""
+    out = []
+    for asked in range(1, compiled_max_rounds(spec) + 1):
+        def value(name: str, asked: int = asked) -> Any:
+            return asked if name == "prepare-resolved_rounds" else None
+
+        runs = list(_reachable(spec, value))
+        rounds = {int(_constant(t, "round_number")): (n, sure) for _, n, t, sure in runs
+                  if t["componentRef"]["name"].startswith("comp-mpa-round")}
+        for r, (name, sure) in sorted(rounds.items()):
+            if r > asked:
+                out.append(f"{name} (round {r}) starts a GPU pod when the run asks for rounds={asked}")
+            elif not sure:
+                out.append(f"{name} (round {r}) may not run when the run asks for rounds={asked}")
+        for r in range(2, asked + 1):
+            if r not in rounds:
+                out.append(f"no round-{r} task runs when the run asks for rounds={asked}")
+        gates = [(n, t) for _, n, t, sure in runs if t["componentRef"]["name"].startswith("comp-gate") and sure]
+        if len(gates) != 1:
+            out.append(f"rounds={asked}: {len(gates)} gate tasks run (want exactly one)")
+            continue
+        src = gates[0][1]["inputs"]["parameters"]["score_after"]
+        producer = src.get("taskOutputParameter", {}).get("producerTask") or \
+            src.get("componentInputParameter", "").removeprefix("pipelinechannel--").rsplit("-", 1)[0]
+        want = rounds.get(asked, ("evaluate-checkpoint", True))[0]
+        if producer != want:
+            out.append(f"rounds={asked}: the gate reads the score of {producer}, not of round {asked}'s student "
+                       f"({want})")
+    return out
+
+
+def nullable_input_problems(spec: dict) -> list[str]:
+    """The driver's null check (kubeflow/pipelines#11957): an optional run parameter left unset reaches the
+    root DAG as null, and the driver fails any task or sub-DAG (ExitHandler, If, ParallelFor group) whose
+    input resolves to null unless that input is ``isOptional``. Follows every optional run parameter without
+    a default down the DAGs."""
+    comps = spec.get("components", {})
+    root_inputs = _params(spec["root"], "input")
+    nullable = {n for n, d in root_inputs.items() if d.get("isOptional") and "defaultValue" not in d}
+    out: list[str] = []
+
+    def walk(dag_name: str, dag: dict, nullable: set[str]) -> None:
+        for name, task in dag.get("tasks", {}).items():
+            comp = comps[task["componentRef"]["name"]]
+            declared = _params(comp, "input")
+            fed = {param for param, b in task.get("inputs", {}).get("parameters", {}).items()
+                   if b.get("componentInputParameter") in nullable}
+            for param in sorted(fed):
+                if not declared.get(param, {}).get("isOptional"):
+                    kind = "sub-DAG" if "dag" in comp else "task"
+                    out.append(f"{dag_name}/{name}: {kind} input {param!r} gets an optional run parameter that is null "
+                               "when unset, and is not optional: the driver stops the run")
+            if "dag" in comp:
+                walk(task["componentRef"]["name"], comp["dag"], fed)
+
+    walk("root", spec["root"]["dag"], nullable)
+    return out
+
+
+RUN_SPECIFIC = ("{{$.pipeline_job_uuid}}", "{{$.pipeline_job_name}}", "{{$.pipeline_task_uuid}}",
+                "{{$.pipeline_task_name}}", "{{$.pipeline_job_create_time_utc}}",
+                "{{$.pipeline_job_schedule_time_utc}}")
+
+
+def cache_key_problems(spec: dict) -> list[str]:
+    """Nothing run-specific enters a cache key: no cached task takes a run-specific placeholder (the run's id or
+    name, a task id, a time), directly or through a DAG input; and prepare — whose run spec every later task
+    reads — takes run parameters and constants only (no task's output: a per-run server's URL there would
+    change every key downstream on every run)."""
+    comps = spec.get("components", {})
+    out: list[str] = []
+
+    def walk(dag_name: str, dag: dict, run_specific: set[str], from_tasks: set[str]) -> None:
+        for name, task in dag.get("tasks", {}).items():
+            comp = comps[task["componentRef"]["name"]]
+            bound = task.get("inputs", {}).get("parameters", {})
+            specific = {p for p, b in bound.items() if b.get("componentInputParameter") in run_specific
+                        or any(ph in str(b.get("runtimeValue", {}).get("constant", "")) for ph in RUN_SPECIFIC)}
+            derived = {p for p, b in bound.items()
+                       if "taskOutputParameter" in b or b.get("componentInputParameter") in from_tasks}
+            if "dag" in comp:
+                walk(task["componentRef"]["name"], comp["dag"], specific, derived)
+                continue
+            if specific and task.get("cachingOptions", {}).get("enableCache"):
+                out.append(f"{dag_name}/{name}: cached, yet takes run-specific input(s) {sorted(specific)}: "
+                           "its cache key changes on every run")
+            if task["componentRef"]["name"] == "comp-prepare" and derived:
+                out.append(f"{dag_name}/{name}: {sorted(derived)} come from other tasks, so the run spec (and every "
+                           "later cache key) depends on them")
+
+    walk("root", spec["root"]["dag"], set(), set())
+    return out
+
+
+def image_given_problems(spec: dict, gpu_image: str, cpu_image: str, server_image: str | None = None) -> list[str]:
+    """The spec runs exactly the images the compile was given: every executor the GPU or the CPU image, every
+    per-run teacher server ``server_image`` (default: the GPU image) — never a default tag nobody pushed."""
+    out = [f"{label} runs {ex.get('container', {}).get('image')}, not the image the compile was given "
+           f"({gpu_image} / {cpu_image})"
+           for label, ex in spec["deploymentSpec"]["executors"].items()
+           if ex.get("container", {}).get("image") not in (gpu_image, cpu_image)]
+    want = server_image or gpu_image
+    out += [f"the teacher server runs {s.get('image')}, not the image the compile was given ({want})"
+            for s in teacher_servers(spec) if s.get("image") != want]
     return out

@@ -4,6 +4,7 @@ parameters are prepare's, and the shipped settings and params files are usable."
 from __future__ import annotations
 
 import inspect
+import json
 import re
 
 import pytest
@@ -54,7 +55,7 @@ def test_run_parameters_are_prepares_and_name_config_fields(spec):
     inputs = pipeline["root"]["inputDefinitions"]["parameters"]
     prep = inspect.signature(prepare.python_func).parameters
     assert list(inputs) == sorted(inputs)  # the compiler sorts them; the order of prepare is RUN_PARAMETERS
-    assert set(inputs) == {p.name for p in RUN_PARAMETERS} == set(prep) - {"run_spec"}
+    assert set(inputs) == {p.name for p in RUN_PARAMETERS} == set(prep) - {"run_spec", "resolved_rounds"}
     assert set(PIPELINE_ONLY) <= set(inputs)
     for name, definition in inputs.items():
         if name in PIPELINE_ONLY:
@@ -85,59 +86,97 @@ def test_fan_out_over_shards_and_fan_in(spec):
     assert root["evaluate-base"]["dependentTasks"] == ["prepare"]  # runs alongside PA/PI
 
 
-def test_register_only_if_better_and_registers_the_artifact_uri(spec):
+def _tree(pipeline: dict) -> dict[str, tuple[list[str], dict]]:
+    """Every task by name: (the conditions of the groups around it, outermost first; the task)."""
+    out: dict[str, tuple[list[str], dict]] = {}
+
+    def walk(dag: dict, conds: list[str]) -> None:
+        for name, task in dag["tasks"].items():
+            here = conds + ([task["triggerPolicy"]["condition"]] if task.get("triggerPolicy", {}).get("condition")
+                            else [])
+            comp = pipeline["components"][task["componentRef"]["name"]]
+            if "dag" in comp:
+                walk(comp["dag"], here)
+            else:
+                assert name not in out, name
+                out[name] = (here, task)
+
+    walk(pipeline["root"]["dag"], [])
+    return out
+
+
+def _rounds_cond(r: int, negated: bool) -> str:
+    cond = f"int(inputs.parameter_values['pipelinechannel--prepare-resolved_rounds']) < {r}"
+    return f"!({cond})" if negated else cond
+
+
+def test_register_only_if_better_and_registers_the_final_students_artifact_uri(spec):
+    """One gate → If → register per number of rounds a run may ask for (each in its branch of the rounds'
+    If/Else): the gate reads that round's score and register its checkpoint URI (a string: the register pod
+    downloads no checkpoint)."""
     pipeline, _ = spec
-    root = pipeline["root"]["dag"]["tasks"]
-    conds = [t for t in root.values() if t.get("triggerPolicy", {}).get("condition")]
-    assert len(conds) == 1
-    assert "gate-Output" in conds[0]["triggerPolicy"]["condition"]
-    assert "== true" in conds[0]["triggerPolicy"]["condition"]
-    body = pipeline["components"][conds[0]["componentRef"]["name"]]["dag"]["tasks"]
-    assert set(body) == {"register"}
-    last = _round_tasks(root)[-1]  # the final student's: the last round's outputs
-    uri = body["register"]["inputs"]["parameters"]["checkpoint_uri"]["componentInputParameter"]
-    assert uri == f"pipelinechannel--{last}-checkpoint_uri"  # a string: the register pod downloads no checkpoint
-    assert "checkpoint" not in body["register"]["inputs"].get("artifacts", {})
-    before = root["gate"]["inputs"]["parameters"]["score_before"]["taskOutputParameter"]
-    assert before["producerTask"] == "evaluate-base"
-    after = root["gate"]["inputs"]["parameters"]["score_after"]["taskOutputParameter"]
-    assert after == {"producerTask": last, "outputParameterKey": "score"}
-    assert root[conds[0]["componentRef"]["name"].removeprefix("comp-")]["inputs"]["artifacts"][
-        "pipelinechannel--" + last + "-predictions"]["taskOutputArtifact"]["producerTask"] == last
+    tree = _tree(pipeline)
+    chain = [name for name, _ in sorted(((n, t) for n, (_, t) in tree.items()
+                                         if t["componentRef"]["name"].startswith("comp-mpa-round")),
+                                        key=lambda x: x[1]["inputs"]["parameters"]["round_number"]["runtimeValue"]
+                                        ["constant"])]
+    finals = ["evaluate-checkpoint", *chain]  # the final student's evaluation when the run asks for 1, 2, 3 rounds
+    for asked, producer in enumerate(finals, 1):
+        gate = "gate" if asked == 1 else f"gate-{asked}"
+        register = "register" if asked == 1 else f"register-{asked}"
+        gate_conds, gate_task = tree[gate]
+        want = [_rounds_cond(r, True) for r in range(2, asked + 1)]
+        if asked < len(finals):
+            want.append(_rounds_cond(asked + 1, False))
+        assert gate_conds == want, gate
+        after = gate_task["inputs"]["parameters"]["score_after"]
+        score = "Output" if asked == 1 else "score"
+        assert after.get("taskOutputParameter") == {"producerTask": producer, "outputParameterKey": score} or \
+            after.get("componentInputParameter") == f"pipelinechannel--{producer}-{score}", (gate, after)
+        before = gate_task["inputs"]["parameters"]["score_before"]
+        assert "evaluate-base" in json.dumps(before)
+        reg_conds, reg = tree[register]
+        assert reg_conds == [*want, f"inputs.parameter_values['pipelinechannel--{gate}-Output'] == true"]
+        uri = reg["inputs"]["parameters"]["checkpoint_uri"]["componentInputParameter"]
+        assert uri == ("pipelinechannel--level-Output" if asked == 1 else f"pipelinechannel--{producer}-checkpoint_uri")
+        assert "checkpoint" not in reg["inputs"].get("artifacts", {})
     reg = pipeline["deploymentSpec"]["executors"]["exec-register"]
     assert reg["container"]["image"].endswith(":" + mpa.__version__)
 
 
-def _round_tasks(root: dict) -> list[str]:
-    """The round tasks of a DAG in chain order (round 2 first)."""
-    rounds = {t["taskInfo"]["name"]: name for name, t in root.items()
+def _round_tasks(pipeline: dict) -> list[str]:
+    """The round tasks (wherever they sit) in chain order (round 2 first)."""
+    rounds = {t["taskInfo"]["name"]: name for name, (_, t) in _tree(pipeline).items()
               if t["componentRef"]["name"].startswith("comp-mpa-round")}
     return [rounds[k] for k in sorted(rounds, key=lambda n: int(n.rsplit("-", 1)[1]))]
 
 
-def test_rounds_are_an_unrolled_chain_of_max_rounds_minus_one_tasks(spec):
+def test_rounds_are_a_chain_of_max_rounds_minus_one_tasks_each_started_only_if_asked(spec):
     pipeline, _ = spec
-    root = pipeline["root"]["dag"]["tasks"]
-    chain = _round_tasks(root)
+    tree = _tree(pipeline)
+    chain = _round_tasks(pipeline)
     assert len(chain) == load_settings(None).max_rounds - 1 == 2
     prev = {"prev_checkpoint": ("level", "checkpoint"), "prev_union": ("merge", "parity"),
             "prev_predictions": ("evaluate-checkpoint", "predictions")}
     prev_params = {"prev_k": ("merge", "Output"), "prev_score": ("evaluate-checkpoint", "Output")}
     for i, name in enumerate(chain):
-        task = root[name]
-        assert task["taskInfo"]["name"] == f"round-{i + 2}"
-        assert task["inputs"]["parameters"]["round_number"]["runtimeValue"]["constant"] == i + 2
+        conds, task = tree[name]
+        r = i + 2
+        assert conds == [_rounds_cond(k, True) for k in range(2, r + 1)], name  # runs only if rounds >= r
+        assert task["taskInfo"]["name"] == f"round-{r}"
+        assert task["inputs"]["parameters"]["round_number"]["runtimeValue"]["constant"] == r
         arts, params = task["inputs"]["artifacts"], task["inputs"]["parameters"]
-        assert arts["parity"]["taskOutputArtifact"] == {"producerTask": "merge", "outputArtifactKey": "parity"}
-        for key, (producer, output) in prev.items():
-            assert arts[key]["taskOutputArtifact"] == {"producerTask": producer, "outputArtifactKey": output}, key
-        for key, (producer, output) in prev_params.items():
-            assert params[key]["taskOutputParameter"] == {"producerTask": producer, "outputParameterKey": output}
+        assert arts["parity"]["componentInputArtifact"] == "pipelinechannel--merge-parity"
+        for key, (producer, output) in {**prev, **prev_params}.items():
+            binding = {**arts, **params}[key]
+            ref = binding.get("taskOutputArtifact") or binding.get("taskOutputParameter")
+            src = binding.get("componentInputArtifact") or binding.get("componentInputParameter")
+            assert (ref and ref["producerTask"] == producer) or src == f"pipelinechannel--{producer}-{output}", \
+                (name, key, binding)
         if i == 0:
             assert params["prev_stopped"]["runtimeValue"]["constant"] == ""
         else:
-            assert params["prev_stopped"]["taskOutputParameter"] == {"producerTask": chain[i - 1],
-                                                                     "outputParameterKey": "stopped"}
+            assert params["prev_stopped"] == {"componentInputParameter": f"pipelinechannel--{chain[i - 1]}-stopped"}
         # the next round continues from this one's outputs
         prev = {"prev_checkpoint": (name, "checkpoint"), "prev_union": (name, "union"),
                 "prev_predictions": (name, "predictions")}
@@ -149,13 +188,26 @@ def test_rounds_are_an_unrolled_chain_of_max_rounds_minus_one_tasks(spec):
 def test_one_round_compiles_the_dag_without_round_tasks(tmp_path):
     pipeline, _ = _load_both(compile_pipeline(tmp_path / "p.yaml", settings_from_dict({"max_rounds": 1})))
     root = pipeline["root"]["dag"]["tasks"]
-    assert not _round_tasks(root) and not any(c.startswith("comp-mpa-round") for c in pipeline["components"])
+    assert not _round_tasks(pipeline) and not any(c.startswith("comp-mpa-round") for c in pipeline["components"])
     assert root["gate"]["inputs"]["parameters"]["score_after"]["taskOutputParameter"]["producerTask"] == \
         "evaluate-checkpoint"
     cond = next(t for t in root.values() if t.get("triggerPolicy", {}).get("condition"))
     register = pipeline["components"][cond["componentRef"]["name"]]["dag"]["tasks"]["register"]
     assert register["inputs"]["parameters"]["checkpoint_uri"]["componentInputParameter"] == \
         "pipelinechannel--level-Output"
+
+
+def test_the_evaluation_report_compares_with_the_base_student_on_the_parity_set(spec):
+    pipeline, _ = spec
+    tree = _tree(pipeline)
+    _, after = tree["evaluate-checkpoint"]
+    assert after["inputs"]["artifacts"]["before"]["taskOutputArtifact"] == {"producerTask": "evaluate-base",
+                                                                           "outputArtifactKey": "predictions"}
+    assert after["inputs"]["artifacts"]["parity"]["taskOutputArtifact"] == {"producerTask": "merge",
+                                                                           "outputArtifactKey": "parity"}
+    for comp in ("comp-evaluate-checkpoint", "comp-mpa-round"):
+        report = pipeline["components"][comp]["outputDefinitions"]["artifacts"]["report"]
+        assert report["artifactType"]["schemaTitle"] == "system.HTML"  # the KFP UI's Visualization tab
 
 
 def test_components_are_thin_and_install_nothing(spec):
@@ -213,3 +265,12 @@ def test_settings_files_load(path):
 
 def test_local_pipeline_function_has_the_run_parameters():
     assert list(inspect.signature(mpa_pipeline.pipeline_func).parameters) == [p.name for p in RUN_PARAMETERS]
+
+
+def test_a_scratch_storage_class_is_refused_scratch_is_an_empty_dir(tmp_path):
+    """No claim is made for /scratch (a fresh one is root-owned and KFP cannot set fsGroup): a storage class
+    for it would be ignored silently, so the compile refuses it in one line."""
+    from mpa.orchestrate.kubeflow.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="scratch_storage_class is not used: scratch volumes are emptyDirs"):
+        compile_pipeline(tmp_path / "p.yaml", settings_from_dict({"scratch_storage_class": "fast-ssd"}))

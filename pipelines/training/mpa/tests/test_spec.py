@@ -15,7 +15,13 @@ import yaml
 pytest.importorskip("kfp")
 pytest.importorskip("kfp.kubernetes")
 
-from mpa.orchestrate.kubeflow.settings import S3_STAGES, load_settings  # noqa: E402
+from mpa.orchestrate.kubeflow.settings import (  # noqa: E402
+    DEFAULT_CPU_IMAGE,
+    DEFAULT_GPU_IMAGE,
+    S3_STAGES,
+    load_settings,
+    settings_from_dict,
+)
 from mpa_kfp.pipelines.training.mpa.pipeline import COMPILED, SETTINGS_DIR, compile_pipeline  # noqa: E402
 
 from . import spec_rules as rules  # noqa: E402
@@ -128,7 +134,7 @@ def test_gpus_only_where_a_model_runs_in_the_pod(compiled):
     assert rules.gpu_problems(spec, platform, settings.runs_model) == []
 
 
-def test_gpu_pods_get_shm_and_training_a_requested_volume(compiled):
+def test_gpu_pods_get_shm_and_training_a_size_limited_scratch_dir(compiled):
     settings, spec, platform = compiled
     executors = rules.platform_executors(platform)
     for label, ex in spec["deploymentSpec"]["executors"].items():
@@ -137,10 +143,48 @@ def test_gpu_pods_get_shm_and_training_a_requested_volume(compiled):
         if "accelerator" in ex["container"].get("resources", {}):
             assert {"mountPath": "/dev/shm", "medium": "Memory", "sizeLimit": settings.stage(stage).shm_size,
                     "volumeName": "dshm"} in k8s.get("emptyDirMounts", []), label
-        if stage == "level":
-            [vol] = k8s["genericEphemeralVolume"]
-            assert vol["mountPath"] == settings.scratch_mount and vol["size"] == settings.stage("level").scratch_size
+        if stage in ("level", "round"):  # an emptyDir: writable by the non-root user on any node
+            assert {"mountPath": settings.scratch_mount, "sizeLimit": settings.stage(stage).scratch_size,
+                    "volumeName": "scratch"} in k8s["emptyDirMounts"], label
             assert {"name": "MPA_SCRATCH", "value": settings.scratch_mount} in ex["container"]["env"]
+
+
+MODEL_CACHE = {"mpa-model-cache": "MPA_MODEL_CACHE"}  # the PVC with a prepare path: steps.use_model_cache falls back
+
+
+def test_every_volume_a_pod_writes_is_writable_by_its_user(compiled):
+    _, spec, platform = compiled
+    assert rules.volume_problems(spec, platform, MODEL_CACHE) == []
+
+
+def test_rounds_not_asked_for_start_no_pod(compiled):
+    _, spec, _ = compiled
+    assert rules.round_problems(spec) == []
+
+
+def test_optional_run_parameters_never_reach_a_sub_dag_input_that_refuses_null(compiled):
+    _, spec, _ = compiled
+    assert rules.nullable_input_problems(spec) == []
+
+
+def test_nothing_run_specific_enters_a_cache_key(compiled):
+    _, spec, _ = compiled
+    assert rules.cache_key_problems(spec) == []
+
+
+@pytest.mark.parametrize("path", SETTINGS, ids=lambda p: "defaults" if p is None else p.stem)
+def test_the_spec_runs_exactly_the_images_the_compile_was_given(path, tmp_path):
+    """Images by digest, as skaffold reports them: every task and the per-run teacher server run those."""
+    gpu, cpu = "registry.example/mpa/mpa-gpu@sha256:" + "a" * 64, "registry.example/mpa/mpa-cpu@sha256:" + "b" * 64
+    data = yaml.safe_load(path.read_text()) if path else {}
+    settings = settings_from_dict({**data, "gpu_image": gpu, "cpu_image": cpu}, str(path))
+    spec, _ = _docs(compile_pipeline(tmp_path / "p.yaml", settings))
+    assert rules.image_given_problems(spec, gpu, cpu) == []
+
+
+def test_the_committed_spec_runs_the_release_images():
+    spec, _ = _docs(COMPILED)
+    assert rules.image_given_problems(spec, DEFAULT_GPU_IMAGE, DEFAULT_CPU_IMAGE) == []
 
 
 def test_s3_credentials_only_where_a_step_reads_s3(compiled):
@@ -156,7 +200,7 @@ def test_exit_tasks_wait_for_their_group(compiled):
     assert rules.exit_handler_problems(spec) == []
 
 
-def test_a_teacher_server_is_deleted_whatever_happens_and_feeds_prepare(compiled):
+def test_a_teacher_server_is_deleted_after_merge_and_whatever_happens_and_feeds_only_pa_pi(compiled):
     settings, spec, platform = compiled
     assert rules.teacher_server_problems(spec, platform) == []
     assert len(rules.teacher_servers(spec)) == int(settings.teacher_server.enabled)
@@ -198,9 +242,14 @@ def test_an_ephemeral_teacher_takes_four_run_parameters_away_and_needs_teacher_m
     assert set(inputs) == {p.name for p in RUN_PARAMETERS} - set(SERVED_TEACHER)
     assert not inputs["teacher_model"].get("isOptional") and "defaultValue" not in inputs["teacher_model"]
     assert "server loads it" in inputs["teacher_model"]["description"]
+    root = spec["root"]["dag"]["tasks"]
     group = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
+    assert root["prepare"]["inputs"]["parameters"]["teacher_model"] == {"componentInputParameter": "teacher_model"}
+    assert root["exit-handler-1"]["inputs"]["parameters"]["pipelinechannel--teacher_model"] == \
+        {"componentInputParameter": "teacher_model"}  # one model for prepare and the server
     assert group["teacher-server"]["inputs"]["parameters"]["model"]["componentInputParameter"] == \
-        group["prepare"]["inputs"]["parameters"]["teacher_model"]["componentInputParameter"]  # one model for both
+        "pipelinechannel--teacher_model"
+    assert root["exit-handler-1"]["dependentTasks"] == ["prepare"]  # a bad config holds no GPU
     prepare = spec["deploymentSpec"]["executors"]["exec-prepare"]["container"]
     assert {"name": "MPA_TEACHER_IN_POD", "value": "0"} in prepare["env"]  # prepare accepts the openai backend
 
@@ -259,12 +308,24 @@ def test_the_teacher_server_rules_catch_a_leaked_or_unused_server(tmp_path):
     assert any("teacher_cleanup deletes run 'another-run'" in p for p in found)
     _, found = broken(lambda root, group: root["teacher-cleanup"].update(dependentTasks=[]))
     assert any("not inside an exit handler" in p for p in found) and any("waits for nothing" in p for p in found)
-    _, found = broken(lambda root, group: group["prepare"]["inputs"]["parameters"].pop("teacher_openai_base_url"))
-    assert any("not the server's URL" in p for p in found)
-    _, found = broken(lambda root, group: group["prepare"]["inputs"]["parameters"]["teacher_backend"]
+    early = next(k for k, t in good["components"]["comp-exit-handler-1"]["dag"]["tasks"].items()
+                 if t["taskInfo"]["name"] == "teacher-cleanup-after-merge")
+    _, found = broken(lambda root, group: group.pop(early))
+    assert any("no teacher_cleanup task waits for merge" in p for p in found)
+    _, found = broken(lambda root, group: group["level"]["inputs"].setdefault("parameters", {}).update(
+        url={"taskOutputParameter": {"producerTask": "teacher-server", "outputParameterKey": "Output"}}))
+    assert any("level takes the server's URL" in p for p in found)
+    loop = next(k for k, t in good["components"]["comp-exit-handler-1"]["dag"]["tasks"].items()
+                if "parameterIterator" in t)
+    _, found = broken(lambda root, group: group.pop(loop))
+    assert any("do not take the server's URL as teacher_url" in p for p in found)
+    _, found = broken(lambda root, group: root["prepare"]["inputs"]["parameters"].update(
+        teacher_openai_base_url={"componentInputParameter": "teacher_model"}))
+    assert any("prepare takes teacher_openai_base_url" in p for p in found)
+    _, found = broken(lambda root, group: root["prepare"]["inputs"]["parameters"]["teacher_backend"]
                       ["runtimeValue"].update(constant="hf"))
     assert any("not openai" in p for p in found)
-    _, found = broken(lambda root, group: group["prepare"]["inputs"]["parameters"].pop(
+    _, found = broken(lambda root, group: root["prepare"]["inputs"]["parameters"].pop(
         "teacher_openai_allow_plain_http"))
     assert any("teacher_openai_allow_plain_http" in p for p in found)
     spec, _ = broken(lambda root, group: None)
@@ -279,3 +340,66 @@ def test_the_teacher_server_rules_catch_a_leaked_or_unused_server(tmp_path):
     assert found == ["Secret missing is not in x", "PersistentVolumeClaim nope is not in x"]
     assert rules.image_problems(spec, {"mpa-cpu", "mpa-gpu"}) == [
         "the teacher server runs elsewhere/vllm:1, which skaffold.yaml does not build (mpa-cpu, mpa-gpu)"]
+    assert rules.image_given_problems(spec, DEFAULT_GPU_IMAGE, DEFAULT_CPU_IMAGE) == [
+        f"the teacher server runs elsewhere/vllm:1, not the image the compile was given ({DEFAULT_GPU_IMAGE})"]
+
+
+BEFORE = Path(__file__).parent / "fixtures"  # the committed spec and the ephemeral-teacher compile before issue 19
+
+
+def test_the_new_rules_fail_on_the_specs_before_issue_19():
+    """What would have stopped or overcharged the first real run, found by the rules on the specs as they were
+    (``fixtures/*-before-issue-19.yaml``): the default spec and the ephemeral-teacher compile."""
+    for name in ("pipeline-before-issue-19.yaml", "ephemeral-teacher-before-issue-19.yaml"):
+        spec, platform = _docs(BEFORE / name)
+        volumes = rules.volume_problems(spec, platform, MODEL_CACHE)
+        assert {p.split(":")[0] for p in volumes} == {"exec-level", "exec-mpa-round", "exec-mpa-round-2"}, name
+        assert all("generic ephemeral volume 'scratch'" in p for p in volumes)
+        found = rules.round_problems(spec)
+        assert "mpa-round (round 2) starts a GPU pod when the run asks for rounds=1" in found, name
+        assert "mpa-round-2 (round 3) starts a GPU pod when the run asks for rounds=2" in found, name
+    spec, platform = _docs(BEFORE / "pipeline-before-issue-19.yaml")
+    assert rules.nullable_input_problems(spec) == [] and rules.cache_key_problems(spec) == []
+    spec, platform = _docs(BEFORE / "ephemeral-teacher-before-issue-19.yaml")
+    nulls = rules.nullable_input_problems(spec)
+    assert "root/exit-handler-1: sub-DAG input 'pipelinechannel--rounds' gets an optional run parameter that is null " \
+        "when unset, and is not optional: the driver stops the run" in nulls
+    assert len(nulls) == 16  # every optional run parameter without a default that the group took
+    assert rules.cache_key_problems(spec) == [
+        "comp-exit-handler-1/prepare: ['teacher_openai_base_url'] come from other tasks, so the run spec (and every "
+        "later cache key) depends on them"]
+    teacher = rules.teacher_server_problems(spec, platform)
+    assert any("no teacher_cleanup task waits for merge" in p for p in teacher)
+    assert any("prepare takes teacher_openai_base_url" in p for p in teacher)
+    # the images the old CLI compiled with --gpu-image X: the teacher server kept the default tag
+    server = rules.teacher_servers(spec)[0]
+    assert rules.image_given_problems(spec, "reg/mpa-gpu@sha256:1", "reg/mpa-cpu@sha256:2", None) and \
+        server["image"] == DEFAULT_GPU_IMAGE
+
+
+def test_the_volume_rule_wants_a_prepare_path_for_every_pvc(tmp_path):
+    spec, platform = _docs(COMPILED)
+    assert rules.volume_problems(spec, platform, {}) and all(
+        "has no prepare path" in p for p in rules.volume_problems(spec, platform, {}))
+    ex = rules.platform_executors(platform)["exec-level"]
+    ex["emptyDirMounts"].append({"volumeName": "x", "mountPath": "/x"})
+    assert "exec-level: emptyDir 'x' has no size limit" in rules.volume_problems(spec, platform, MODEL_CACHE)
+    for e in spec["deploymentSpec"]["executors"]["exec-level"]["container"]["env"]:
+        if e["name"] == "MPA_MODEL_CACHE":
+            e["value"] = "/elsewhere"
+    assert any("the code's fallback for an unwritable volume never sees it" in p
+               for p in rules.volume_problems(spec, platform, MODEL_CACHE))
+
+
+def test_a_sub_dag_input_fed_by_an_optional_run_parameter_must_be_optional(tmp_path):
+    _, spec, _ = _ephemeral(tmp_path)
+    group = spec["root"]["dag"]["tasks"]["exit-handler-1"]
+    group["inputs"]["parameters"]["pipelinechannel--seed"] = {"componentInputParameter": "seed"}
+    spec["components"]["comp-exit-handler-1"]["inputDefinitions"]["parameters"]["pipelinechannel--seed"] = {
+        "parameterType": "NUMBER_INTEGER"}
+    assert rules.nullable_input_problems(spec) == [
+        "root/exit-handler-1: sub-DAG input 'pipelinechannel--seed' gets an optional run parameter that is null when "
+        "unset, and is not optional: the driver stops the run"]
+    spec["components"]["comp-exit-handler-1"]["inputDefinitions"]["parameters"]["pipelinechannel--seed"][
+        "isOptional"] = True
+    assert rules.nullable_input_problems(spec) == []

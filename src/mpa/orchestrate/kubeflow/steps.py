@@ -35,7 +35,7 @@ SPEC_IMAGES = "images.jsonl"
 SPEC_SUMMARY = "shards.json"
 TEACHER_IN_POD_ENV = "MPA_TEACHER_IN_POD"  # set by the compiled pipeline (settings.teacher_in_pod)
 MAX_ROUNDS_ENV = "MPA_MAX_ROUNDS"  # set by the compiled pipeline (settings.max_rounds)
-SCRATCH_ENV = "MPA_SCRATCH"  # a requested volume for large temporary files (PL's work directory)
+SCRATCH_ENV = "MPA_SCRATCH"  # a size-limited emptyDir for large temporary files (PL's work directory)
 IN_POD_BACKENDS = ("hf", "vllm")  # backends that load the model inside the step's own pod
 
 
@@ -47,10 +47,15 @@ def use_model_cache() -> str | None:
     """Point the HF and mpa caches at the mounted model-cache volume, if one is mounted.
 
     The pipeline sets ``MPA_MODEL_CACHE`` to the PVC's mount path; where that path is missing
-    (the local runner) nothing changes.
+    (the local runner) nothing changes; where the pod's user cannot write it (a fresh volume is
+    root-owned) the step goes on without it, with one warning.
     """
     root = os.environ.get("MPA_MODEL_CACHE")
-    if not root or not os.path.isdir(root) or not os.access(root, os.W_OK):
+    if not root or not os.path.isdir(root):
+        return None
+    if not os.access(root, os.W_OK):  # a fresh PVC is root:root 0755 and KFP cannot set fsGroup
+        log.warning("model cache %s is not writable by uid %d: models are downloaded into the pod instead "
+                    "(prepare the volume once: docs/kubeflow.md, model cache)", root, os.getuid())
         return None
     os.environ.setdefault("HF_HOME", os.path.join(root, "huggingface"))
     os.environ.setdefault("MPA_CACHE", os.path.join(root, "mpa"))
@@ -95,9 +100,12 @@ def check_rounds(cfg: RunConfig, env: dict[str, str] | None = None) -> None:
                           f"compile with settings max_rounds: {cfg.rounds} or ask for fewer rounds")
 
 
-def prepare_run_spec(spec_dir: str, config: dict | None, shards: int, params: dict[str, Any]) -> list[int]:
+def prepare_run_spec(spec_dir: str, config: dict | None, shards: int, params: dict[str, Any],
+                     rounds_path: str | None = None) -> list[int]:
     """Resolve and validate the run config (``config`` + the run parameters that are set), list and
-    hash the image source, assign every image to a shard; return the non-empty shards."""
+    hash the image source, assign every image to a shard; return the non-empty shards. The resolved
+    ``rounds`` goes to ``rounds_path`` (a KFP output parameter: the pipeline starts round r only if
+    r <= rounds, and this value, unlike the run parameter, is never null)."""
     from mpa.data.sources import list_images
     from mpa.orchestrate.kubeflow.params import run_config
     from mpa.sharding import hash_all, shard_of
@@ -121,7 +129,22 @@ def prepare_run_spec(spec_dir: str, config: dict | None, shards: int, params: di
     write_jsonl_atomic(out / SPEC_IMAGES, rows)
     counts = {i: sum(r["shard"] == i for r in rows) for i in range(shards)}
     write_json_atomic(out / SPEC_SUMMARY, {"shards": shards, "n_images": len(rows), "per_shard": counts})
+    if rounds_path:
+        Path(rounds_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(rounds_path).write_text(str(int(cfg.rounds)), encoding="utf-8")
     return [i for i in range(shards) if counts[i]]
+
+
+def with_teacher_url(cfg: RunConfig, teacher_url: str) -> RunConfig:
+    """``cfg`` with the teacher called at ``teacher_url`` (the pipeline's per-run teacher server, handed to
+    PA/PI only, so the URL is in neither the run spec nor any later step's cache key); empty: unchanged."""
+    if not teacher_url:
+        return cfg
+    if cfg.teacher.backend != "openai":
+        raise ConfigError(f"a teacher server URL was given ({teacher_url}) but teacher.backend is "
+                          f"{cfg.teacher.backend!r}, not openai")
+    teacher = cfg.teacher.model_copy(update={"openai": cfg.teacher.openai.model_copy(update={"base_url": teacher_url})})
+    return cfg.model_copy(update={"teacher": teacher})
 
 
 def load_run_spec(spec_dir: str) -> tuple[RunConfig, list[dict]]:
@@ -144,15 +167,17 @@ def shard_images(rows: list[dict], shard: int) -> list[str]:
 # --- PA ----------------------------------------------------------------------------------------
 
 
-def annotate_shard(spec_dir: str, shard: int, out_dir: str) -> dict:
+def annotate_shard(spec_dir: str, shard: int, out_dir: str, teacher_url: str = "") -> dict:
     """PA on the images the run spec assigns to ``shard``: ``out_dir/annotations.jsonl`` (+ ``summary.json``).
-    An image whose bytes changed since prepare hashed them fails the step (its shard would be wrong)."""
+    An image whose bytes changed since prepare hashed them fails the step (its shard would be wrong).
+    ``teacher_url``: call the teacher there (:func:`with_teacher_url`)."""
     from mpa.cache import open_run_cache
     from mpa.stages.annotate import annotate_with_config
     from mpa.vlm.loader import load_vlm
 
     use_model_cache()
     cfg, rows = load_run_spec(spec_dir)
+    cfg = with_teacher_url(cfg, teacher_url)
     uris = shard_images(rows, shard)
     if not uris:
         raise ValueError(f"shard {shard} of the run spec has no images (prepare returns only non-empty shards)")
@@ -179,15 +204,17 @@ def annotate_shard(spec_dir: str, shard: int, out_dir: str) -> dict:
 # --- PI ----------------------------------------------------------------------------------------
 
 
-def identify_shard(spec_dir: str, shard: int, annotations_dir: str, out_dir: str) -> dict:
+def identify_shard(spec_dir: str, shard: int, annotations_dir: str, out_dir: str, teacher_url: str = "") -> dict:
     """PI on one shard's annotations. ``out_dir`` gets the engine's shard layout (``annotations.jsonl``,
-    ``pi/{audit,parity}.jsonl``, ``pi/counts.json``) plus ``shard.json``, ready for :func:`merge_parity`."""
+    ``pi/{audit,parity}.jsonl``, ``pi/counts.json``) plus ``shard.json``, ready for :func:`merge_parity`.
+    ``teacher_url``: call the teacher there (:func:`with_teacher_url`)."""
     from mpa.cache import open_run_cache
     from mpa.stages.identify import identify_with_config
     from mpa.vlm.loader import LazyVLM
 
     use_model_cache()
     cfg, _ = load_run_spec(spec_dir)
+    cfg = with_teacher_url(cfg, teacher_url)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy2(Path(annotations_dir) / "annotations.jsonl", out / "annotations.jsonl")
@@ -262,7 +289,7 @@ def merge_parity(spec_dir: str, shard_dirs: list[str], out_dir: str, metrics: Me
 
 
 def scratch_dir(prefix: str) -> Path:
-    """A fresh temporary directory on the requested scratch volume (``MPA_SCRATCH``), else in the
+    """A fresh temporary directory on the scratch volume (``MPA_SCRATCH``, an emptyDir), else in the
     system's temp dir. Where the path is not there at all (the KFP local runner sets the variable
     but mounts no volumes) the temp dir is used, with a warning; a mounted volume the pod's user
     cannot write fails here, with its name."""
@@ -272,8 +299,8 @@ def scratch_dir(prefix: str) -> Path:
         root = None
     if root and not os.access(root, os.W_OK):
         raise PermissionError(
-            f"{SCRATCH_ENV}={root} is not writable by uid {os.getuid()}: the scratch volume's storage class must "
-            "provision volumes the pod's user can write (KFP cannot set fsGroup), or set scratch_size: null"
+            f"{SCRATCH_ENV}={root} is not writable by uid {os.getuid()}: mount an emptyDir there (what the compiled "
+            "pipeline does; a fresh claimed volume is root-owned and KFP cannot set fsGroup), or set scratch_size: null"
         )
     return Path(tempfile.mkdtemp(prefix=prefix, dir=root))
 
@@ -331,6 +358,34 @@ def evaluate_model(spec_dir: str, out_dir: str, metrics: MetricsSink | None = No
         for key, value in numeric_metrics(result).items():
             metrics.log_metric(key, value)
     return float(result["score"])
+
+
+def write_evaluation_report(report_path: str, before_dir: str, after_dir: str, parity_dir: str, title: str,
+                            before_label: str = "base student", after_label: str = "aligned student") -> None:
+    """The evaluation's KFP visualization (an HTML output artifact, :mod:`mpa.orchestrate.kubeflow.visualize`):
+    the scores of ``before_dir`` and ``after_dir`` (their ``score.json``), K and a few samples of the parity
+    set in ``parity_dir`` (``pi/parity.jsonl``)."""
+    from itertools import islice
+
+    from mpa.orchestrate.kubeflow.visualize import MAX_SAMPLES, evaluation_html
+
+    before = json.loads((Path(before_dir) / "score.json").read_text(encoding="utf-8"))
+    after = json.loads((Path(after_dir) / "score.json").read_text(encoding="utf-8"))
+    parity = Path(parity_dir) / "pi" / "parity.jsonl"
+    k = sum(1 for _ in read_jsonl(parity)) if parity.is_file() else None
+    samples = list(islice(read_jsonl(parity), MAX_SAMPLES)) if parity.is_file() else []
+    page = evaluation_html(title, before, after, k, samples, before_label=before_label, after_label=after_label)
+    Path(report_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(report_path).write_text(page, encoding="utf-8")
+
+
+def evaluate_and_report(spec_dir: str, out_dir: str, metrics: MetricsSink | None, checkpoint_dir: str,
+                        report_path: str, before_dir: str, parity_dir: str) -> float:
+    """:func:`evaluate_model` on a trained checkpoint, then its visualization against the base student
+    (``before_dir``) with the parity set it was trained on (``parity_dir``)."""
+    score = evaluate_model(spec_dir, out_dir, metrics, checkpoint_dir=checkpoint_dir)
+    write_evaluation_report(report_path, before_dir, out_dir, parity_dir, "MPA round 1: base vs aligned student")
+    return score
 
 
 def numeric_metrics(result: dict) -> dict[str, float]:
@@ -394,6 +449,7 @@ def run_round(
     predictions_dir: str,
     details_dir: str,
     metrics: MetricsSink | None = None,
+    report_path: str | None = None,
 ) -> RoundResult:
     """Round ``r`` >= 2 of iterative MPA (:mod:`mpa.orchestrate.rounds`) as one pipeline step: PI with the
     previous round's student over round 1's merged PA pool (``parity_dir``: annotations.jsonl and
@@ -406,7 +462,8 @@ def run_round(
     the chain stopped earlier, or this round's K says stop), the previous checkpoint, union, predictions
     and score pass through unchanged, so the last round's outputs are always the final ones.
     ``details_dir`` gets ``round.json`` (the round's record, with why it stopped), its PI files and
-    training log."""
+    training log. ``report_path``: the round's KFP visualization (the previous round's student vs this
+    round's, this round's parity set)."""
     from mpa.orchestrate.rounds import (
         TEACHER_LOG,
         identify_round,
@@ -459,6 +516,10 @@ def run_round(
     if metrics is not None:
         for key, value in {"round": r, "k_parity": k, "score": score, "trained": float(not stopped)}.items():
             metrics.log_metric(key, float(value))
+    if report_path:
+        title = f"MPA round {r}" + (f": did not train ({stopped})" if stopped else "")
+        write_evaluation_report(report_path, prev_predictions, predictions_dir, details_dir, title,
+                                before_label=f"round {r - 1} student", after_label=f"round {r} student")
     return RoundResult(k=k, score=score, stopped=stopped, checkpoint_uri=str(checkpoint.uri))
 
 
