@@ -9,7 +9,7 @@ from mpa.orchestrate.kubeflow.settings import DEFAULT_CPU_IMAGE
 
 @dsl.component(base_image=DEFAULT_CPU_IMAGE, install_kfp_package=False)
 def teacher_cleanup(run_id: str, namespace: str = "") -> list:
-    """Delete every Deployment and Service labelled ``mpa/run-id=<run_id>``; nothing there is fine.
+    """End the run's use of its teacher server; delete it when no other run uses it; nothing there is fine.
 
     Args:
         run_id: The pipeline run's id (``dsl.PIPELINE_JOB_ID_PLACEHOLDER``), as given to ``teacher_server``.

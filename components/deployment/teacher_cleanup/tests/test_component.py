@@ -22,10 +22,16 @@ def kubeconfig(tmp_path, monkeypatch):
     with FakeKubeAPI() as api:
         monkeypatch.setenv("KUBECONFIG", api.write_kubeconfig(tmp_path / "kubeconfig"))
         with HealthResponder() as health, resolve_to_localhost():
-            for run in (RUN, OTHER):
-                start_teacher_server({"port": health.port, "poll_seconds": 0.05}, run, "m", "mpa",
+            for run, model in ((RUN, "m"), (OTHER, "other")):  # a server each (one model each)
+                start_teacher_server({"port": health.port, "poll_seconds": 0.05}, run, model, "mpa",
                                      api.configuration())
         yield api
+
+
+def _server(api: FakeKubeAPI, model: str) -> str:
+    """The name of the one server serving ``model`` (servers are named after what they serve)."""
+    [name] = [n for n in api.names("deployments") if n.startswith(f"mpa-teacher-{model}-")]
+    return name
 
 
 def test_interface():
@@ -42,10 +48,10 @@ def test_interface():
 def test_deletes_its_run_and_only_its_run_twice_over(kubeconfig):
     from mpa_kfp.components.deployment.teacher_cleanup import teacher_cleanup
 
-    name = f"mpa-teacher-{RUN}"
+    name, other = _server(kubeconfig, "m"), _server(kubeconfig, "other")
     assert teacher_cleanup.python_func(run_id=RUN, namespace="mpa") == [f"Deployment/{name}", f"Service/{name}"]
     assert teacher_cleanup.python_func(run_id=RUN, namespace="mpa") == []
-    assert kubeconfig.names("deployments") == kubeconfig.names("services") == [f"mpa-teacher-{OTHER}"]
+    assert kubeconfig.names("deployments") == kubeconfig.names("services") == [other]
 
 
 @pytest.mark.timeout(300)
@@ -56,6 +62,7 @@ def test_on_the_local_runner(kubeconfig, tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+    name, other = _server(kubeconfig, "m"), _server(kubeconfig, "other")
     task = teacher_cleanup(run_id=RUN, namespace="mpa")
-    assert task.output == [f"Deployment/mpa-teacher-{RUN}", f"Service/mpa-teacher-{RUN}"]
-    assert kubeconfig.names("deployments") == [f"mpa-teacher-{OTHER}"]
+    assert task.output == [f"Deployment/{name}", f"Service/{name}"]
+    assert kubeconfig.names("deployments") == [other]

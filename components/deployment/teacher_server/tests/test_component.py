@@ -12,7 +12,7 @@ pytest.importorskip("kfp")
 pytest.importorskip("kubernetes")
 
 from mpa.devtools.kubefake import FakeKubeAPI, HealthResponder, resolve_to_localhost  # noqa: E402
-from mpa.orchestrate.kubeflow.teacher_server import TeacherServerError  # noqa: E402
+from mpa.orchestrate.kubeflow.teacher_server import TeacherServerError, server_name  # noqa: E402
 
 RUN = "0b8e6f7a-1c2d-4e5f-8a9b-0c1d2e3f4a5b"
 
@@ -72,12 +72,13 @@ def test_starts_the_server_and_returns_the_openai_base_url(kubeconfig):
 
     with HealthResponder() as health, resolve_to_localhost():
         port = health.port
-        url = teacher_server.python_func(
-            model="Qwen/Qwen2-VL-7B-Instruct", run_id=RUN,
-            server=json.dumps({"port": port, "poll_seconds": 0.05, "ready_timeout_seconds": 5}), namespace="mpa")
+        server = json.dumps({"port": port, "poll_seconds": 0.05, "ready_timeout_seconds": 5})
+        url = teacher_server.python_func(model="Qwen/Qwen2-VL-7B-Instruct", run_id=RUN, server=server, namespace="mpa")
         assert health.hits == 1
-    assert url == f"http://mpa-teacher-{RUN}.mpa.svc.cluster.local:{port}/v1"
-    assert kubeconfig.names("deployments", "mpa") == [f"mpa-teacher-{RUN}"]
+    name = server_name(server, "Qwen/Qwen2-VL-7B-Instruct")  # named after what it serves, not the run
+    assert name.startswith("mpa-teacher-qwen2-vl-7b-instruct-") and RUN not in url
+    assert url == f"http://{name}.mpa.svc.cluster.local:{port}/v1"
+    assert kubeconfig.names("deployments", "mpa") == [name]
     body = kubeconfig.calls("POST", "deployments")[0]["body"]
     assert body["spec"]["template"]["spec"]["containers"][0]["args"][0] == "--model=Qwen/Qwen2-VL-7B-Instruct"
 
