@@ -507,3 +507,38 @@ def test_no_credentials_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(ts.TeacherServerError, match="^no Kubernetes credentials: not in a pod") as err:
         ts.stop_teacher_server(RUN, "mpa")
     assert "\n" not in str(err.value)
+
+
+def test_a_retried_pa_pi_shard_makes_sure_of_the_server_under_the_runs_mark(health, dns, monkeypatch):
+    """What a retried annotate/identify does (``ensure_teacher_server``, the run's id from MPA_RUN_ID): the
+    exit handler of the failed attempt deleted the server; the shard creates it again at the same URL, marked
+    for the run, so the run's after-merge cleanup deletes it; a shard whose wait fails leaves the run's mark
+    (the other shards use the server)."""
+    with FakeKubeAPI() as api:
+        conf = api.configuration()
+        settings = _fast(port=health.port)
+        first = ts.start_teacher_server(settings, RUN, MODEL, "mpa", conf)
+        ts.stop_teacher_server(RUN, "mpa", conf)  # the exit handler of the failed attempt
+        assert api.names("deployments") == []
+        monkeypatch.delenv(ts.RUN_ID_ENV, raising=False)
+        assert ts.ensure_teacher_server(settings, MODEL, first.openai_base_url, "mpa", conf) == first.openai_base_url
+        assert api.names("deployments") == []  # outside a KFP run: nothing to mark, the URL as it was
+        monkeypatch.setenv(ts.RUN_ID_ENV, RUN)
+        url = ts.ensure_teacher_server(settings, MODEL, first.openai_base_url, "mpa", conf)
+        assert url == first.openai_base_url and api.names("deployments") == [first.name]
+        labels = api.objects["deployments", "mpa", first.name]["metadata"]["labels"]
+        assert ts.users(labels) == [RUN]
+        with pytest.raises(ts.TeacherServerError, match="settings differ"):
+            ts.ensure_teacher_server(settings, MODEL, "http://elsewhere:8000/v1", "mpa", conf)
+        assert ts.stop_teacher_server(RUN, "mpa", conf) == [f"Deployment/{first.name}", f"Service/{first.name}"]
+
+
+def test_a_shard_whose_wait_fails_keeps_the_runs_mark(dns, monkeypatch):
+    monkeypatch.setenv(ts.RUN_ID_ENV, RUN)
+    with FakeKubeAPI(ready_after_s=None, waiting_reason="ContainerCreating") as api:
+        conf = api.configuration()
+        with pytest.raises(ts.TeacherServerError, match="not ready after 1s"):
+            ts.ensure_teacher_server(_fast(ready_timeout_seconds=1), MODEL, "", "mpa", conf)
+        name = _name({"ready_timeout_seconds": 1})
+        assert api.names("deployments") == [name]  # not released: the run's other shards use it
+        assert ts.users(api.objects["deployments", "mpa", name]["metadata"]["labels"]) == [RUN]

@@ -37,6 +37,7 @@ from typing import Any
 from kfp import compiler, dsl, kubernetes
 
 from mpa.orchestrate.kubeflow.settings import PipelineSettings, SettingsError
+from mpa.orchestrate.kubeflow.teacher_server import RUN_ID_ENV, RUN_ID_POD_LABEL
 from mpa_kfp.components.data_processing.annotate import annotate
 from mpa_kfp.components.data_processing.identify import identify
 from mpa_kfp.components.data_processing.merge import merge
@@ -200,19 +201,24 @@ def later_rounds(run_spec: Any, rounds: Any, before: dsl.PipelineTask, final: di
         later_rounds(run_spec, rounds, before, {key: task.outputs[key] for key in final}, parity, r + 1, s)
 
 
-def mpa_dag(spec: dsl.PipelineTask, s: PipelineSettings, teacher_url: Any = None,
+def mpa_dag(spec: dsl.PipelineTask, s: PipelineSettings, teacher: dict[str, Any] | None = None,
             after_merge: Callable[[dsl.PipelineTask], Any] | None = None) -> None:
     """PA/PI per shard → merge → PL → evaluate → the rounds asked for → gate → register, after ``spec``
-    (the prepare task). ``teacher_url``: where PA/PI call the teacher (a per-run server's URL; None: the
-    run spec's teacher); ``after_merge(merge_task)``: what runs once merge is done (the server's cleanup)."""
+    (the prepare task). ``teacher``: PA/PI's per-run teacher server (``teacher_url``, ``teacher_server``,
+    ``teacher_model`` inputs; None: the run spec's teacher); ``after_merge(merge_task)``: what runs once merge
+    is done (the server's cleanup)."""
     run_spec = spec.outputs["run_spec"]
     before = configure_task(evaluate_base(run_spec=run_spec), "evaluate", s)
-    url = {} if teacher_url is None else {"teacher_url": teacher_url}
+    url = teacher or {}
     with dsl.ParallelFor(items=spec.outputs["Output"], parallelism=s.shard_parallelism) as shard:
         pa = configure_task(annotate(run_spec=run_spec, shard=shard, **url), "annotate", s)
         pi = configure_task(
             identify(run_spec=run_spec, shard=shard, annotations=pa.outputs["annotations"], **url), "identify", s
         )
+        if teacher:  # the run's id for re-creating the server, as an env var: in no cache key
+            for task in (pa, pi):
+                kubernetes.use_field_path_as_env(task, env_name=RUN_ID_ENV,
+                                                 field_path=f"metadata.labels['{RUN_ID_POD_LABEL}']")
     merged = configure_task(merge(run_spec=run_spec, shards=dsl.Collected(pi.outputs["judgements"])), "merge", s)
     if after_merge is not None:
         after_merge(merged)
@@ -250,10 +256,11 @@ def build_pipeline(settings: PipelineSettings | None = None) -> Callable:
                            | served, s)
         # never from the cache (settings: caching off): the safety net, whatever happened in the group
         cleanup = configure_task(teacher_cleanup(run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER), "teacher_cleanup", s)
+        server_json = s.teacher_server.model_dump_json(exclude={"enabled"})
         with dsl.ExitHandler(cleanup, name="with-teacher-server"):
             server = configure_task(
                 teacher_server(model=run["teacher_model"], run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-                               server=s.teacher_server.model_dump_json(exclude={"enabled"})),
+                               server=server_json),
                 "teacher_server",
                 s,
             ).after(spec)
@@ -264,7 +271,11 @@ def build_pipeline(settings: PipelineSettings | None = None) -> Callable:
 
             # the server's in-cluster http:// URL: the API key (mpa-openai) may go there (only pipeline pods
             # reach the run's teacher: manifests/base/networkpolicies.yaml)
-            mpa_dag(spec, s, teacher_url=server.output, after_merge=stop_server)
+            # a retried PA/PI finds the server or creates it again (the exit handler of the failed attempt
+            # deleted it and a KFP Retry keeps that succeeded node): settings and model come along
+            teacher = {"teacher_url": server.output, "teacher_server": server_json,
+                       "teacher_model": run["teacher_model"]}
+            mpa_dag(spec, s, teacher=teacher, after_merge=stop_server)
 
     mpa_pipeline.__signature__ = inspect.Signature(parameters)
     docs = _parameter_docs([p.name for p in parameters])

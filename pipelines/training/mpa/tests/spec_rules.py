@@ -375,6 +375,28 @@ def _task_named(spec: dict, component: str) -> list[tuple[str, dict, str, dict]]
             for name, task in dag.get("tasks", {}).items() if task["componentRef"]["name"] == component]
 
 
+def _retry_problems(platform: dict, where: str, loop_tasks: dict, server: Any) -> list[str]:
+    """A KFP Retry re-runs a failed PA/PI but keeps the succeeded exit handler, which deleted the server: PA and
+    PI get the server's settings (the same JSON as the server task) and model, so they find it or create it
+    again, and the run's id from the pod's ``pipeline/runid`` label as ``MPA_RUN_ID`` (an environment
+    variable, in no cache key), so the server is marked for this run and its cleanups delete it."""
+    out = []
+    executors = platform_executors(platform)
+    for name in ("annotate", "identify"):
+        task = loop_tasks.get(name, {})
+        bound = task.get("inputs", {}).get("parameters", {})
+        if _constant(task, "teacher_server") != server:
+            out.append(f"{where}: {name} does not get the server's settings as teacher_server: a retried {name} "
+                       "cannot create the server the failed attempt's exit handler deleted")
+        if "teacher_model" not in bound:
+            out.append(f"{where}: {name} does not get teacher_model: a retried {name} cannot create the server again")
+        env = {e.get("name"): e.get("fieldPath") for e in executors.get(f"exec-{name}", {}).get("fieldPathAsEnv", [])}
+        if env.get("MPA_RUN_ID") != "metadata.labels['pipeline/runid']":
+            out.append(f"{where}: exec-{name} has no MPA_RUN_ID from the pod's pipeline/runid label: a server it "
+                       "creates again is not marked for the run, and no cleanup of the run deletes it")
+    return out
+
+
 def teacher_server_problems(spec: dict, platform: dict) -> list[str]:
     """Every per-run teacher server is deleted as soon as merge is done and whatever happens, and only PA/PI
     call it: its task sits in an exit-handler group whose exit task runs ``teacher_cleanup`` for the same run
@@ -429,6 +451,7 @@ def teacher_server_problems(spec: dict, platform: dict) -> list[str]:
             if "parameterIterator" in t and {"annotate", "identify"} <= set(inner) and \
                     {inner["annotate"], inner["identify"]} <= set(takes):
                 callers.append(other)
+                out += _retry_problems(platform, where, body, _constant(task, "server"))
             else:
                 out.append(f"{where}: {other} takes the server's URL: only PA/PI may call the teacher, which is "
                            "deleted once merge is done")

@@ -319,6 +319,20 @@ def test_the_teacher_server_rules_catch_a_leaked_or_unused_server(tmp_path):
                 if "parameterIterator" in t)
     _, found = broken(lambda root, group: group.pop(loop))
     assert any("do not take the server's URL as teacher_url" in p for p in found)
+    loop_body = good["components"][good["components"]["comp-exit-handler-1"]["dag"]["tasks"][loop]["componentRef"]
+                                   ["name"]]["dag"]["tasks"]
+    pa_inputs = loop_body["annotate"]["inputs"]["parameters"]
+    saved = dict(pa_inputs)
+    pa_inputs.pop("teacher_server")
+    pa_inputs.pop("teacher_model")
+    found = rules.teacher_server_problems(good, platform)
+    assert any("annotate does not get the server's settings as teacher_server" in p for p in found)
+    assert any("annotate does not get teacher_model" in p for p in found)
+    pa_inputs.update(saved)
+    no_env = copy.deepcopy(platform)
+    rules.platform_executors(no_env)["exec-identify"].pop("fieldPathAsEnv")
+    assert any("exec-identify has no MPA_RUN_ID" in p for p in rules.teacher_server_problems(good, no_env))
+    assert rules.teacher_server_problems(good, platform) == []
     _, found = broken(lambda root, group: root["prepare"]["inputs"]["parameters"].update(
         teacher_openai_base_url={"componentInputParameter": "teacher_model"}))
     assert any("prepare takes teacher_openai_base_url" in p for p in found)
@@ -371,6 +385,7 @@ def test_the_new_rules_fail_on_the_specs_before_issue_19():
     teacher = rules.teacher_server_problems(spec, platform)
     assert any("no teacher_cleanup task waits for merge" in p for p in teacher)
     assert any("prepare takes teacher_openai_base_url" in p for p in teacher)
+    assert any("do not take the server's URL as teacher_url" in p for p in teacher)  # it went through prepare
     # the images the old CLI compiled with --gpu-image X: the teacher server kept the default tag
     server = rules.teacher_servers(spec)[0]
     assert rules.image_given_problems(spec, "reg/mpa-gpu@sha256:1", "reg/mpa-cpu@sha256:2", None) and \

@@ -147,6 +147,18 @@ def with_teacher_url(cfg: RunConfig, teacher_url: str) -> RunConfig:
     return cfg.model_copy(update={"teacher": teacher})
 
 
+def teacher_for_shard(cfg: RunConfig, teacher_url: str, teacher_server: str = "", teacher_model: str = "") -> RunConfig:
+    """``cfg`` with the teacher PA/PI call: at ``teacher_url`` (:func:`with_teacher_url`); with
+    ``teacher_server`` (the per-run server's settings as JSON) the server is made sure of first, found or
+    created again (:func:`mpa.orchestrate.kubeflow.teacher_server.ensure_teacher_server`: a retried PA/PI
+    after the exit handler deleted it)."""
+    if teacher_server:
+        from mpa.orchestrate.kubeflow.teacher_server import ensure_teacher_server
+
+        teacher_url = ensure_teacher_server(teacher_server, teacher_model, teacher_url)
+    return with_teacher_url(cfg, teacher_url)
+
+
 def load_run_spec(spec_dir: str) -> tuple[RunConfig, list[dict]]:
     from mpa.config import parse_config
 
@@ -167,17 +179,18 @@ def shard_images(rows: list[dict], shard: int) -> list[str]:
 # --- PA ----------------------------------------------------------------------------------------
 
 
-def annotate_shard(spec_dir: str, shard: int, out_dir: str, teacher_url: str = "") -> dict:
+def annotate_shard(spec_dir: str, shard: int, out_dir: str, teacher_url: str = "", teacher_server: str = "",
+                   teacher_model: str = "") -> dict:
     """PA on the images the run spec assigns to ``shard``: ``out_dir/annotations.jsonl`` (+ ``summary.json``).
     An image whose bytes changed since prepare hashed them fails the step (its shard would be wrong).
-    ``teacher_url``: call the teacher there (:func:`with_teacher_url`)."""
+    ``teacher_url``, ``teacher_server``, ``teacher_model``: the per-run teacher (:func:`teacher_for_shard`)."""
     from mpa.cache import open_run_cache
     from mpa.stages.annotate import annotate_with_config
     from mpa.vlm.loader import load_vlm
 
     use_model_cache()
     cfg, rows = load_run_spec(spec_dir)
-    cfg = with_teacher_url(cfg, teacher_url)
+    cfg = teacher_for_shard(cfg, teacher_url, teacher_server, teacher_model)
     uris = shard_images(rows, shard)
     if not uris:
         raise ValueError(f"shard {shard} of the run spec has no images (prepare returns only non-empty shards)")
@@ -204,17 +217,18 @@ def annotate_shard(spec_dir: str, shard: int, out_dir: str, teacher_url: str = "
 # --- PI ----------------------------------------------------------------------------------------
 
 
-def identify_shard(spec_dir: str, shard: int, annotations_dir: str, out_dir: str, teacher_url: str = "") -> dict:
+def identify_shard(spec_dir: str, shard: int, annotations_dir: str, out_dir: str, teacher_url: str = "",
+                   teacher_server: str = "", teacher_model: str = "") -> dict:
     """PI on one shard's annotations. ``out_dir`` gets the engine's shard layout (``annotations.jsonl``,
     ``pi/{audit,parity}.jsonl``, ``pi/counts.json``) plus ``shard.json``, ready for :func:`merge_parity`.
-    ``teacher_url``: call the teacher there (:func:`with_teacher_url`)."""
+    ``teacher_url``, ``teacher_server``, ``teacher_model``: the per-run teacher (:func:`teacher_for_shard`)."""
     from mpa.cache import open_run_cache
     from mpa.stages.identify import identify_with_config
     from mpa.vlm.loader import LazyVLM
 
     use_model_cache()
     cfg, _ = load_run_spec(spec_dir)
-    cfg = with_teacher_url(cfg, teacher_url)
+    cfg = teacher_for_shard(cfg, teacher_url, teacher_server, teacher_model)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy2(Path(annotations_dir) / "annotations.jsonl", out / "annotations.jsonl")

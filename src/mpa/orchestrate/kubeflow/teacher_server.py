@@ -57,6 +57,11 @@ SPEC_ANNOTATION = "mpa/spec-sha256"
 APP_NAME = "mpa-run-teacher"  # not "mpa-teacher": the shared server's Service must not select these pods
 NAME_PREFIX = "mpa-teacher-"
 POD_NAME_ENV = "KFP_POD_NAME"  # the KFP v2 driver sets it (downward API) in every task's pod
+# PA/PI read their run's id from this variable, which the pipeline fills from the pod's label (downward API):
+# the KFP API server labels every pod of a run pipeline/runid=<run id>, the value PIPELINE_JOB_ID_PLACEHOLDER
+# resolves to. As an environment variable it is in no task's cache key (an input parameter would be).
+RUN_ID_ENV = "MPA_RUN_ID"
+RUN_ID_POD_LABEL = "pipeline/runid"
 SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 VLLM_COMMAND = ["python", "-m", "vllm.entrypoints.openai.api_server"]
 MANAGED_FLAGS = ("--model", "--served-model-name", "--host", "--port")  # set from other settings
@@ -534,12 +539,14 @@ def start_teacher_server(
     model: str,
     namespace: str = "",
     configuration: Configuration | None = None,
+    release_on_failure: bool = True,
 ) -> TeacherServer:
     """Create the server for ``model`` and these settings, or find it (then mark this run as using it),
     wait until it answers ``/health`` through its Service, return it.
 
     On any failure after the run's mark is set, the mark is taken back (and the server deleted if no
-    other run uses it) before the error is raised.
+    other run uses it) before the error is raised, unless ``release_on_failure`` is false (a PA/PI shard:
+    the other shards of the run use the server, the run's cleanups take the mark back).
     """
     from kubernetes import client
 
@@ -558,6 +565,8 @@ def start_teacher_server(
             _ensure_service(core, service, namespace, fresh=not reused)
             seconds = wait_ready(api, name, namespace, url, pod_selector(name), s)
         except BaseException as exc:
+            if not release_on_failure:
+                raise
             try:
                 _release(api, run_id, namespace)
             except TeacherServerError as cleanup:
@@ -567,6 +576,33 @@ def start_teacher_server(
             raise
     log.info("teacher server %s ready after %.0fs: %s", name, seconds, url)
     return TeacherServer(name=name, namespace=namespace, url=url, seconds_to_ready=seconds, reused=reused)
+
+
+def ensure_teacher_server(
+    settings: TeacherServerSettings | dict | str | None,
+    model: str,
+    url: str,
+    namespace: str = "",
+    configuration: Configuration | None = None,
+) -> str:
+    """The per-run server's URL for a PA/PI task, after making sure the server is there: found, or created
+    again under this run's mark. A KFP Retry re-runs a failed PA/PI but keeps the cleanups that succeeded
+    (the exit handler deleted the server when the first attempt failed); the server comes back at the same
+    URL (its name depends on what it serves), and the retried run's after-merge cleanup deletes it. A failure
+    here never takes the run's mark back: the run's other shards use the server.
+
+    The run's id comes from ``MPA_RUN_ID`` (:data:`RUN_ID_ENV`); without it (outside a KFP run) ``url`` is
+    returned as it is, with one warning."""
+    run_id = os.environ.get(RUN_ID_ENV, "")
+    if not run_id:
+        log.warning("%s is not set: cannot re-create the teacher server if it is gone; calling %s as it is",
+                    RUN_ID_ENV, url)
+        return url
+    server = start_teacher_server(settings, run_id, model, namespace, configuration, release_on_failure=False)
+    if url and server.openai_base_url != url:
+        raise TeacherServerError(f"the teacher server for {model} is at {server.openai_base_url}, not at {url} "
+                                 "as the teacher_server task said: its settings differ from this task's")
+    return server.openai_base_url
 
 
 def _create_or_join(apps: Any, deployment: Any, run_id: str, namespace: str) -> bool:
