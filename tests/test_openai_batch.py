@@ -102,7 +102,7 @@ def test_a_refused_request_is_one_line(tmp_path):
 
 
 def test_an_endpoint_without_the_batch_api_and_a_missing_state_dir_are_one_line(api, tmp_path):
-    with pytest.raises(OpenAIRequestError, match=r"uploading the batch input failed \(HTTP 404.*batch.enabled: false"):
+    with pytest.raises(OpenAIRequestError, match=r"listing batches failed \(HTTP 404.*/v1/batches.*batch.enabled: false"):
         batch_vlm(api.base_url.replace("/v1", "/vllm/v1"), tmp_path, []).generate(reqs(1), GenParams())
     with pytest.raises(OpenAIRequestError, match="teacher.openai.batch.state_dir"):
         batch_vlm(api.base_url, None, []).generate(reqs(1), GenParams())
@@ -141,8 +141,9 @@ CHILD = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("id_lost", [False, True], ids=["id-kept", "killed-before-the-id-was-written"])
-def test_a_killed_run_resumes_its_batch_instead_of_paying_twice(api, tmp_path, id_lost):
+@pytest.mark.parametrize("lost", [None, "batch_id", "state"],
+                         ids=["id-kept", "killed-before-the-id-was-written", "state-lost-with-the-disk"])
+def test_a_killed_run_resumes_its_batch_instead_of_paying_twice(api, tmp_path, lost):
     api.release.clear()  # the batch stays in progress: the child is waiting on it when it is killed
     state = tmp_path / "state"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "OMP_NUM_THREADS": "1"}
@@ -160,9 +161,11 @@ def test_a_killed_run_resumes_its_batch_instead_of_paying_twice(api, tmp_path, i
     (state_file,) = state.glob("*.json")
     saved = json.loads(state_file.read_text())
     assert saved["jobs"][0]["batch_id"] == "batch-1"
-    if id_lost:  # as if killed between creating the batch and writing its id
+    if lost == "batch_id":  # as if killed between creating the batch and writing its id
         saved["jobs"][0].pop("batch_id")
         state_file.write_text(json.dumps(saved))
+    elif lost == "state":  # a new pod: the batch is found by the digest of its requests (batch metadata)
+        state_file.unlink()
     api.release.set()
     vlm = batch_vlm(api.base_url, state, [])
     vlm.cfg.openai.batch.poll_interval_s = 0.01
@@ -170,3 +173,4 @@ def test_a_killed_run_resumes_its_batch_instead_of_paying_twice(api, tmp_path, i
     assert out == [f"echo:p{i}" for i in range(3)]
     assert (api.uploads, api.creates) == (1, 1)  # the same input file and batch: nothing paid twice
     assert json.loads(state_file.read_text())["jobs"][0]["batch_id"] == "batch-1"
+    assert api.batches["batch-1"]["metadata"] == {"mpa_key": saved["key"], "mpa_part": "0/0"}

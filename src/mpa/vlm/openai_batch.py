@@ -11,7 +11,8 @@ Nothing is paid twice after a crash: the state of each call — input file id, t
 is written (atomically) to ``<state dir>/<digest of the requests>.json`` before the next step,
 so a re-run of the stage, which asks for the same requests, finds the batch and waits for it
 instead of submitting another. A crash between creating a batch and writing its id is covered
-too: before creating, the recent batches are listed and one made from the same input file is
+too (or the state lost with a pod's disk): before uploading, the 100 most recent batches are listed
+and one made from the job's input file or tagged (metadata) with the same digest and part is
 adopted. Requests that come back with a transient error (429, 5xx) or unanswered when the 24 h
 window expired are submitted again, up to ``openai.max_retries`` rounds; any other error stops
 the stage with one line.
@@ -116,8 +117,31 @@ class BatchCall:
             why = one_line(redact_text(f"{type(cause).__name__}: {cause}"), 200)
             raise self.error(f"{self.where}: {what} failed ({why}); re-running resumes (state: {self.path})") from None
 
+    def _tag(self, job: dict) -> dict[str, str]:
+        """The batch's metadata: which requests (digest) and which part of which round it answers."""
+        return {"mpa_key": self.key, "mpa_part": f"{job['round']}/{job['part']}"}
+
+    def _find(self, job: dict) -> str | None:
+        """A batch already made for this job (its id not written before a crash, or the state lost with a pod's
+        disk): made from the job's input file, or tagged with the job's digest and part; never a failed or
+        cancelled one (deleting the state file is how a user asks for a new batch)."""
+        found = self._call("listing batches", lambda: self.client.batches.list(limit=100))
+        tag = self._tag(job)
+        for b in found.data:
+            same_file = job.get("input_file_id") and b.input_file_id == job["input_file_id"]
+            same_tag = all((b.metadata or {}).get(k) == v for k, v in tag.items())
+            if (same_file or same_tag) and b.status not in ("failed", "cancelled"):
+                return b.id
+        return None
+
     def _submit(self, job: dict, state: dict) -> None:
         if job.get("batch_id"):
+            return
+        found = self._find(job)
+        if found:  # never pay twice
+            job["batch_id"] = found
+            self._save(state)
+            log.info("batch %s (made before a restart) resumed", found)
             return
         if not job.get("input_file_id"):
             data = ("\n".join(self.lines[c] for c in job["custom_ids"]) + "\n").encode("utf-8")
@@ -126,16 +150,8 @@ class BatchCall:
                            lambda: self.client.files.create(file=(name, data, "application/jsonl"), purpose="batch"))
             job["input_file_id"] = f.id
             self._save(state)
-        found = self._call("listing batches", lambda: self.client.batches.list(limit=100))
-        for b in found.data:  # created before a crash could record its id: adopt it, never pay twice
-            if b.input_file_id == job["input_file_id"]:
-                job["batch_id"] = b.id
-                self._save(state)
-                log.info("batch %s (made from %s before a restart) resumed", b.id, job["input_file_id"])
-                return
         b = self._call("creating the batch", lambda: self.client.batches.create(
-            input_file_id=job["input_file_id"], endpoint=ENDPOINT, completion_window="24h",
-            metadata={"mpa_key": self.key}))
+            input_file_id=job["input_file_id"], endpoint=ENDPOINT, completion_window="24h", metadata=self._tag(job)))
         job["batch_id"] = b.id
         self._save(state)
         log.info("batch %s submitted: %d requests (ids kept in %s)", b.id, len(job["custom_ids"]), self.path)
