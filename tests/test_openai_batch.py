@@ -102,7 +102,7 @@ def test_a_refused_request_is_one_line(tmp_path):
 
 
 def test_an_endpoint_without_the_batch_api_and_a_missing_state_dir_are_one_line(api, tmp_path):
-    with pytest.raises(OpenAIRequestError, match=r"listing batches failed \(HTTP 404.*/v1/batches.*batch.enabled: false"):
+    with pytest.raises(OpenAIRequestError, match=r"listing batches failed \(HTTP 404.*/v1/batches.*enabled: false"):
         batch_vlm(api.base_url.replace("/v1", "/vllm/v1"), tmp_path, []).generate(reqs(1), GenParams())
     with pytest.raises(OpenAIRequestError, match="teacher.openai.batch.state_dir"):
         batch_vlm(api.base_url, None, []).generate(reqs(1), GenParams())
