@@ -43,7 +43,7 @@ def make_server(script: Script) -> ThreadingHTTPServer:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             with script.lock:
                 script.seen.append(body)
-                script.headers.append(dict(self.headers))
+                script.headers.append({k.lower(): v for k, v in self.headers.items()})  # names are case-blind
                 status = script.statuses.pop(0) if script.statuses else 200
                 script.in_flight += 1
                 script.max_in_flight = max(script.max_in_flight, script.in_flight)
@@ -121,7 +121,7 @@ def test_request_is_image_first_base64_with_key_from_env(fake, monkeypatch):
     assert image_part["image_url"]["url"].startswith(prefix)
     decoded = Image.open(io.BytesIO(base64.b64decode(image_part["image_url"]["url"][len(prefix) :])))
     assert decoded.size == (32, 24)
-    assert script.headers[0]["Authorization"] == "Bearer sk-test-123"
+    assert script.headers[0]["authorization"] == "Bearer sk-test-123"
 
 
 def test_no_key_for_openai_com_fails_naming_the_env_var(monkeypatch):

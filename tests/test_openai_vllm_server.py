@@ -110,3 +110,35 @@ def test_pa_survives_the_server_being_killed_and_restarted(ws, server, tmp_path)
         f"killed after {lines_at_kill} images; {vlm.usage.retries} retries; "
         f"restart healthy in {server.start_seconds[-1]:.1f}s"
     )
+
+
+def test_batch_api_lines_answered_by_the_real_server_equal_the_direct_calls(ws, server, tmp_path):
+    """The Batch API path (a local Files/Batches server that hands each request line to this vLLM server)
+    gives the same answers as direct calls, in order, with the usage the server reported at half price."""
+    from openai_batch_server import BatchAPI, delegate_to
+    from PIL import Image
+
+    from mpa.tasks import get_task
+    from mpa.vlm.base import GenParams, VLMRequest
+    from mpa.vlm.openai_backend import OpenAIVLM
+
+    reqs = [
+        VLMRequest(Image.open(p).convert("RGB"), get_task("textvqa").pa_prompt)
+        for p in sorted(ws["images"].glob("*.png"))[:4]
+    ]
+    direct = client(server, max_concurrency=4)
+    want = direct.generate(reqs, GenParams(max_new_tokens=24))
+    api = BatchAPI(delegate_to(server.base_url), polls_before_done=0)
+    try:
+        settings = OpenAISettings(base_url=api.base_url, send_seed=False, price_input_per_mtok=2.5,
+                                  price_output_per_mtok=10.0,
+                                  batch={"enabled": True, "state_dir": str(tmp_path), "poll_interval_s": 0.1})
+        vlm = OpenAIVLM(ModelConfig(model="tiny", backend="openai", served_name="tiny-teacher", batch_size=10000,
+                                    openai=settings))
+        got = vlm.generate(reqs, GenParams(max_new_tokens=24))
+    finally:
+        api.close()
+    assert got == want and api.creates == 1
+    u, d = vlm.usage_summary(), direct.usage_summary()
+    assert (u["prompt_tokens"], u["completion_tokens"]) == (d["prompt_tokens"], d["completion_tokens"])
+    assert u["cost_usd"] == pytest.approx(d["cost_usd"] / 2)

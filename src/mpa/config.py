@@ -43,6 +43,21 @@ class VLLMSettings(_Strict):
     seed: int = 0
 
 
+class OpenAIBatchSettings(_Strict):
+    """The Batch API for PA/PI with a hosted teacher: half price, answers within a 24 h window."""
+
+    enabled: bool = Field(False, description="send each teacher call (teacher.batch_size requests) as one batch job")
+    state_dir: str | None = Field(
+        None, description="where batch ids are kept so a re-run resumes them (default: <stage dir>/openai-batches)")
+    poll_interval_s: float = Field(15.0, gt=0, description="first wait between status checks; grows 1.5x per check")
+    poll_max_interval_s: float = Field(300.0, gt=0, description="longest wait between status checks")
+    max_wait_s: float = Field(90000.0, gt=0, description="stop waiting (the batch keeps running; a re-run resumes "
+                              "it); default 25 h: the 24 h window and the time to finalize")
+    price_factor: float = Field(0.5, gt=0, le=1, description="batch price / list price (OpenAI: 0.5)")
+    max_requests_per_batch: int = Field(50000, ge=1, le=50000)
+    max_bytes_per_batch: int = Field(190_000_000, ge=1, description="input file size cap (the API's is 200 MB)")
+
+
 class OpenAISettings(_Strict):
     """The ``openai`` backend: any OpenAI-compatible chat-completions endpoint (GPT-4o, a vLLM server)."""
 
@@ -67,6 +82,7 @@ class OpenAISettings(_Strict):
     image_format: Literal["png", "jpeg"] = "png"
     price_input_per_mtok: float = Field(0.0, ge=0, description="USD per 1M prompt tokens (cost estimate)")
     price_output_per_mtok: float = Field(0.0, ge=0, description="USD per 1M completion tokens")
+    batch: OpenAIBatchSettings = Field(default_factory=OpenAIBatchSettings)
 
 
 class ModelConfig(_Strict):

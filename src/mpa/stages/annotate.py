@@ -19,7 +19,7 @@ from mpa.parsing import parse_qa
 from mpa.records import Annotation, JsonlLog, StageRun
 from mpa.tasks import Task, max_answer_words_for
 from mpa.ui import progress_bar, summary_table
-from mpa.vlm.base import VLM, GenParams, VLMRequest
+from mpa.vlm.base import VLM, GenParams, VLMRequest, bind_run_dir
 
 log = logging.getLogger(__name__)
 
@@ -254,6 +254,7 @@ def annotate(
         settings["strip_answer_period"] = False
     hits = misses = generated = 0
     engine_s = 0.0
+    bind_run_dir(teacher, Path(out_path).parent)  # batch ids (openai.batch) live beside the output
     with StageRun(out_path, "annotate", settings=settings, force=force) as run, \
             JsonlLog(out_path, group_of=lambda r: r["image"], group_size=lambda r: k) as out:
         todo = [u for u in uris if u not in out.done]

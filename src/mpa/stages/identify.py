@@ -29,7 +29,7 @@ from mpa.records import (
 )
 from mpa.tasks import Task, resolve_match_rule
 from mpa.ui import progress_bar, summary_table
-from mpa.vlm.base import VLM, GenParams, VLMRequest
+from mpa.vlm.base import VLM, GenParams, VLMRequest, bind_run_dir
 
 ModelSource = VLM | Callable[[], VLM]
 
@@ -73,6 +73,7 @@ def _answer_pass(
         todo = [a for a in anns if a.id not in out.done]
         if todo:
             vlm = model() if callable(model) and not isinstance(model, VLM) else model
+            bind_run_dir(vlm, path.parent)  # batch ids (openai.batch) live beside the output
             ident = model_identity(vlm) if cache is not None else {}
             prefetch = ImagePrefetcher(preprocess_workers, *pixel_cap(vlm, None))
             with progress_bar(f"PI {name}", total=len(anns), completed=len(anns) - len(todo)) as advance:

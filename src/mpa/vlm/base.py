@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
+from pathlib import Path
 
 from PIL import Image
 
@@ -72,3 +73,11 @@ class VLM(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the model's memory (backends override when they hold resources)."""
+
+
+def bind_run_dir(vlm: object, directory: str | Path) -> None:
+    """Tell a backend that keeps state across a crash (the OpenAI Batch API's batch ids) where the stage
+    writes; backends without such state ignore it."""
+    hook = getattr(vlm, "bind_run_dir", None)
+    if callable(hook):
+        hook(Path(directory))

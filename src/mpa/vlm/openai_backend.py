@@ -1,14 +1,19 @@
 """``openai`` backend: any OpenAI-compatible chat-completions endpoint (GPT-4o, a vLLM server).
 
-Images go as base64 data URLs, image first then text (the same turn every backend sends).
-Requests run with bounded concurrency (``openai.max_concurrency`` threads); 429, 5xx,
-timeouts and connection errors are retried with exponential back-off and full jitter
-(honouring ``Retry-After``), up to ``openai.max_retries``; any other 4xx fails at once with
-the server's message. The API key is read only from the environment variable named by
-``openai.api_key_env`` — never from the config file. Token usage and the estimated cost
-(``openai.price_*_per_mtok``) are counted and reported by :meth:`OpenAIVLM.usage_summary`.
+The transport is the ``openai`` SDK (one client, shared by the worker threads). Images go as
+base64 data URLs, image first then text (the same turn every backend sends). Requests run with
+bounded concurrency (``openai.max_concurrency`` threads); 408/409/425/429, 5xx, timeouts and
+connection errors are retried with exponential back-off and full jitter (honouring
+``Retry-After``), up to ``openai.max_retries``; any other 4xx fails at once with the server's
+message. The retry policy is ours, not the SDK's (its client runs with ``max_retries=0``): the SDK's
+back-off is fixed (0.5–8 s) and silent, while ours is configurable, counted in the usage summary,
+and logs one redacted line per retry. The API key is read only from the environment variable
+named by ``openai.api_key_env`` — never from the config file, and never from the SDK's own
+environment variables. Token usage and the estimated cost (``openai.price_*_per_mtok``) are
+counted and reported by :meth:`OpenAIVLM.usage_summary`.
 
-No client library is needed (stdlib HTTP), so this backend works in any image.
+``openai.batch.enabled``: each ``generate`` call becomes one (or, above the API's size limits,
+several) Batch API job — see :mod:`mpa.vlm.openai_batch`.
 """
 
 from __future__ import annotations
@@ -21,12 +26,13 @@ import os
 import random
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
+
+import openai
 
 from mpa.config import ModelConfig
 from mpa.errors import MpaError, one_line
@@ -52,6 +58,7 @@ class Usage:
     failures: int = 0
     seconds_in_requests: float = 0.0
     cost_usd: float = 0.0
+    batch_requests: int = 0  # answered through the Batch API (priced at openai.batch.price_factor)
 
 
 def image_data_url(image: Any, fmt: str = "png") -> str:
@@ -128,8 +135,16 @@ def sampling_fields(params: GenParams, *, extended: bool) -> dict[str, Any]:
     return fields
 
 
+# the chat-completions fields the SDK's ``create`` names; the rest (vLLM's top_k, ...) goes in ``extra_body``
+SDK_FIELDS = frozenset({"model", "messages", "max_tokens", "temperature", "top_p", "presence_penalty",
+                        "frequency_penalty", "seed"})
+# what a keyless endpoint (a local vLLM server) is sent: the SDK always sends a bearer token
+NO_KEY = "EMPTY"
+
+
 class OpenAIVLM(VLM):
-    """Chat completions over HTTP with retries, bounded concurrency and usage accounting."""
+    """Chat completions through the ``openai`` SDK with retries, bounded concurrency and usage accounting
+    (or, with ``openai.batch.enabled``, through the Batch API)."""
 
     def __init__(self, cfg: ModelConfig, *, sleep: Any = time.sleep) -> None:
         self.cfg = cfg
@@ -152,6 +167,21 @@ class OpenAIVLM(VLM):
         self._lock = threading.Lock()
         self._sleep = sleep
         self._rng = random.Random()
+        # the key is always passed explicitly, so the SDK never picks OPENAI_API_KEY up for an endpoint whose
+        # api_key_env names another variable (or none is set): that key would bypass the transport check
+        self.client = openai.OpenAI(api_key=self._api_key or NO_KEY, base_url=self.settings.base_url,
+                                    timeout=self.settings.timeout_s, max_retries=0)
+        b = self.settings.batch
+        self.batch_dir: Path | None = Path(b.state_dir) if b.state_dir else None
+        if b.enabled and cfg.batch_size < 1000:
+            log.warning("openai.batch is on with batch_size=%d: every %d requests become one batch job that may "
+                        "take up to 24 h; set batch_size to thousands (e.g. 10000)", cfg.batch_size, cfg.batch_size)
+
+    def bind_run_dir(self, directory: str | Path) -> None:
+        """Where the stage writes: batch ids are kept in ``<directory>/openai-batches`` (unless
+        ``openai.batch.state_dir`` names another place), so a re-run resumes the same batches."""
+        if self.settings.batch.state_dir is None:
+            self.batch_dir = Path(directory) / "openai-batches"
 
     # -- one request --------------------------------------------------------------------------
     @property
@@ -173,14 +203,15 @@ class OpenAIVLM(VLM):
             body["seed"] = params.seed
         return body
 
-    def _post(self, data: bytes) -> dict:
-        headers = {"Content-Type": "application/json"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        req = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
-        with urllib.request.urlopen(req, timeout=self.settings.timeout_s) as resp:
-            body = resp.read()
-            kind = resp.headers.get("Content-Type", "no content type")
+    def _send(self, body: dict) -> dict:
+        """One POST to chat/completions through the SDK; the raw JSON object it answered."""
+        known = {k: v for k, v in body.items() if k in SDK_FIELDS}
+        extra = {k: v for k, v in body.items() if k not in SDK_FIELDS}
+        raw = self.client.chat.completions.with_raw_response.create(**known, extra_body=extra or None)
+        resp = raw.http_response
+        return self.parse_json(resp.content, resp.headers.get("Content-Type", "no content type"))
+
+    def parse_json(self, body: bytes, kind: str) -> dict:
         try:
             payload = json.loads(body.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
@@ -193,7 +224,7 @@ class OpenAIVLM(VLM):
                                      "OpenAI-compatible API root ending in /v1")
         return payload
 
-    def _refused(self, code: int, detail: str) -> OpenAIRequestError:
+    def refused(self, code: int, detail: str) -> OpenAIRequestError:
         """The one-line error for a 4xx the endpoint will not change its mind about."""
         s = self.settings
         if code in (401, 403):
@@ -206,24 +237,39 @@ class OpenAIVLM(VLM):
         return OpenAIRequestError(f"{self.shown_url} refused the request (HTTP {code}: {detail}); check the model name "
                                   f"{self.served_model!r} and the teacher.openai settings")
 
+    def content_of(self, payload: dict) -> str:
+        """``choices[0].message.content`` of an answer, stripped; a one-line error when it has none."""
+        try:
+            content = payload["choices"][0]["message"]["content"]
+            if content is not None and not isinstance(content, str):
+                raise TypeError(type(content).__name__)
+            return (content or "").strip()
+        except (KeyError, IndexError, TypeError):
+            with self._lock:
+                self.usage.failures += 1
+            raise OpenAIRequestError(
+                f"{self.shown_url} answered without choices[0].message.content (top-level keys: "
+                f"{', '.join(sorted(map(str, payload))) or 'none'}); base_url must be an OpenAI-compatible "
+                "chat-completions API") from None
+
     def complete(self, request: VLMRequest, params: GenParams) -> str:
         """One chat completion, retried on transient failures."""
         s = self.settings
-        data = json.dumps(self._body(request, params)).encode("utf-8")
+        body = self._body(request, params)
         last = ""
         for attempt in range(s.max_retries + 1):
             t = time.perf_counter()
             retry_after: float | None = None
             try:
-                payload = self._post(data)
-            except urllib.error.HTTPError as exc:
-                detail = one_line(redact_text(exc.read().decode("utf-8", "replace")), 500) or "no body"
-                if exc.code not in RETRY_STATUS:
+                payload = self._send(body)
+            except openai.APIStatusError as exc:
+                detail = one_line(redact_text(exc.response.text), 500) or "no body"
+                if exc.status_code not in RETRY_STATUS:
                     with self._lock:
                         self.usage.failures += 1
-                    raise self._refused(exc.code, detail) from None
-                last = f"HTTP {exc.code}: {detail}"
-                ra = exc.headers.get("Retry-After") if exc.headers else None
+                    raise self.refused(exc.status_code, detail) from None
+                last = f"HTTP {exc.status_code}: {detail}"
+                ra = exc.response.headers.get("Retry-After")
                 if ra:
                     try:
                         retry_after = float(ra)
@@ -233,26 +279,14 @@ class OpenAIVLM(VLM):
                 with self._lock:
                     self.usage.failures += 1
                 raise
-            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
-                reason = getattr(exc, "reason", exc)
-                if isinstance(exc, TimeoutError) or isinstance(reason, TimeoutError):
-                    last = f"no answer within timeout_s={s.timeout_s:g} s"
-                else:
-                    last = one_line(redact_text(f"{type(exc).__name__}: {reason}"), 200)
+            except openai.APITimeoutError:
+                last = f"no answer within timeout_s={s.timeout_s:g} s"
+            except openai.APIConnectionError as exc:
+                cause = exc.__cause__ or exc
+                last = one_line(redact_text(f"{type(cause).__name__}: {cause}"), 200)
             else:
-                self._account(payload, time.perf_counter() - t)
-                try:
-                    content = payload["choices"][0]["message"]["content"]
-                    if content is not None and not isinstance(content, str):
-                        raise TypeError(type(content).__name__)
-                    return (content or "").strip()
-                except (KeyError, IndexError, TypeError):
-                    with self._lock:
-                        self.usage.failures += 1
-                    raise OpenAIRequestError(
-                        f"{self.shown_url} answered without choices[0].message.content (top-level keys: "
-                        f"{', '.join(sorted(map(str, payload))) or 'none'}); base_url must be an OpenAI-compatible "
-                        "chat-completions API") from None
+                self.account(payload, time.perf_counter() - t)
+                return self.content_of(payload)
             if attempt == s.max_retries:
                 break
             delay = backoff_delay(attempt, s.backoff_base_s, s.backoff_max_s, self._rng)
@@ -269,18 +303,20 @@ class OpenAIVLM(VLM):
             "and healthy, or raise teacher.openai.max_retries / timeout_s — re-running resumes where it stopped"
         )
 
-    def _account(self, payload: dict, seconds: float) -> None:
+    def account(self, payload: dict, seconds: float, *, batch: bool = False) -> None:
+        """Count one answer's tokens and cost (Batch API answers at ``openai.batch.price_factor``)."""
         u = payload.get("usage") or {}
         s = self.settings
+        prompt, completion = int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0)
+        factor = s.batch.price_factor if batch else 1.0
         with self._lock:
             self.usage.requests += 1
-            self.usage.prompt_tokens += int(u.get("prompt_tokens") or 0)
-            self.usage.completion_tokens += int(u.get("completion_tokens") or 0)
+            self.usage.batch_requests += int(batch)
+            self.usage.prompt_tokens += prompt
+            self.usage.completion_tokens += completion
             self.usage.seconds_in_requests += seconds
-            self.usage.cost_usd = (
-                self.usage.prompt_tokens * s.price_input_per_mtok
-                + self.usage.completion_tokens * s.price_output_per_mtok
-            ) / 1e6
+            cost = prompt * s.price_input_per_mtok + completion * s.price_output_per_mtok
+            self.usage.cost_usd += factor * cost / 1e6
 
     # -- the VLM interface --------------------------------------------------------------------
     def generate(self, requests: list[VLMRequest], params: GenParams) -> list[str]:
@@ -288,11 +324,14 @@ class OpenAIVLM(VLM):
             return []
         if params.seed is not None and not params.greedy:
             # one seed per request: a shared seed would make the k samples of one image identical
-            from dataclasses import replace
-
             per = [replace(params, seed=params.seed + i) for i in range(len(requests))]
         else:
             per = [params] * len(requests)
+        if self.settings.batch.enabled:
+            from mpa.vlm.openai_batch import run_batch
+
+            answers = run_batch(self, [self._body(r, p) for r, p in zip(requests, per, strict=True)])
+            return [self.content_of(a) for a in answers]
         n = min(self.settings.max_concurrency, len(requests))
         if n == 1:
             return [self.complete(r, p) for r, p in zip(requests, per, strict=True)]
@@ -305,3 +344,4 @@ class OpenAIVLM(VLM):
     def close(self) -> None:
         if self.usage.requests:
             log.info("openai usage: %s", self.usage_summary())
+        self.client.close()
