@@ -433,6 +433,10 @@ def _train(
     loop_seconds = time.perf_counter() - loop_start
     ckpt = out_dir / "checkpoint"
     _save_checkpoint(wrapped, processor, ctx, cfg, bf16, out_dir, ckpt)
+    if ctx.is_main:  # the checkpoint becomes an MLflow Model (MLmodel, signature, input example) in place
+        from mpa.serving.mlmodel import make_mlflow_model
+
+        make_mlflow_model(ckpt, student, task)
     seconds = time.perf_counter() - start
     summary = LevelSummary(
         checkpoint=str(ckpt), n_samples=len(samples), steps=steps, batch_size=batch_size,
