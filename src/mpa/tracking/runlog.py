@@ -312,7 +312,11 @@ class Tracker:
         if train_log.is_file():
             now = int(time.time() * 1000)
             items = []
+            # steps PL already sent live (mpa.tracking.live) are not sent again
+            held = {m.step for m in self.client.get_metric_history(self.run_id, "train/loss")}
             for r in read_jsonl(train_log):
+                if int(r["step"]) in held:
+                    continue
                 items.append(Metric("train/loss", float(r["loss"]), now, int(r["step"])))
                 if "lr" in r:
                     items.append(Metric("train/lr", float(r["lr"]), now, int(r["step"])))
