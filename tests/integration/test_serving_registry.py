@@ -91,6 +91,14 @@ def test_fresh_process_loads_the_alias_and_answers(servers_env, tiny_config, tin
     assert got["answers"][0] == "blue"
     assert got["inputs"] == [["image", "string"], ["question", "string"]]
     assert got["outputs"] == [["answer", "string"]]
+    # KServe's storageUri for the alias: the files of that version, in the server's S3 artifact destination
+    from mpa import storage
+    from mpa.serving.kserve import version_storage_uri
+
+    s3_uri = version_storage_uri(name, reg.alias, servers_env.uri, servers_env.artifacts)
+    assert s3_uri.startswith(servers_env.artifacts + "/")
+    names = {u.rsplit("/", 1)[-1] for u in storage.list_s3(s3_uri + "/")}
+    assert {"MLmodel", "config.json", "model.safetensors", "mpa_serving.json"} <= names
 
 
 def _post(url: str, body: dict, timeout: float = 120.0) -> tuple[int, dict]:
