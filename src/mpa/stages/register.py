@@ -70,6 +70,12 @@ def register(
     ckpt = local / "level" / "checkpoint"
     if checkpoint_uri is None and not (ckpt / "config.json").is_file():
         raise TrackingError(f"no aligned checkpoint in {run_dir}/level/checkpoint: run the PL stage first")
+    if checkpoint_uri is None:  # a checkpoint PL wrote before it wrote MLflow Models (or without MLflow)
+        from mpa.config import task_for
+        from mpa.serving.mlmodel import has_mlmodel, write_mlmodel
+
+        if not has_mlmodel(ckpt):
+            write_mlmodel(ckpt, cfg.student, task_for(cfg))
     tracker = Tracker(cfg, local, str(run_dir))
     tracker.start()
     try:

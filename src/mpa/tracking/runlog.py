@@ -343,13 +343,6 @@ class Tracker:
         reg = self.state.get("registered")
         if reg and reg.get("name") == name:
             return RegisteredVersion(**reg)
-        if source is None and checkpoint.is_dir():  # a checkpoint from before PL wrote MLmodel files, or no MLflow
-            from mpa.serving.mlmodel import has_mlmodel, write_mlmodel
-
-            if not has_mlmodel(checkpoint):
-                from mpa.config import task_for
-
-                write_mlmodel(checkpoint, self.cfg.student, task_for(self.cfg))
         digest = checkpoint_digest(checkpoint, source)
         if source is None and tc.log_checkpoint:
             if not self.done("checkpoint"):
