@@ -9,6 +9,7 @@ import io
 import json
 
 import pytest
+from servers import no_servers_env  # noqa: F401 - fixture
 from test_adapters_internvl2_remote import remote_ckpt  # noqa: F401 - the remote-code InternVL2 checkpoint
 
 from mpa.config import ModelConfig, TrainConfig
@@ -119,3 +120,32 @@ def test_bad_images_are_one_line_errors_naming_the_row(value, why):
 def test_data_url_prefix_is_accepted():
     img = decode_image("data:image/png;base64," + b64png(tiny_image("red", 0)))
     assert img.mode == "RGB" and img.size == (56, 56)
+
+
+@pytest.mark.usefixtures("no_servers_env")
+def test_register_makes_an_older_checkpoint_an_mlflow_model(tiny_config, tiny_ws, tmp_path):
+    """A run whose PL predates MLflow Models (no MLmodel): `register` adds it, and the version loads as pyfunc."""
+    import shutil
+
+    import mlflow.pyfunc
+    import pandas as pd
+    import yaml
+
+    from mpa.stages.register import register
+
+    run = tmp_path / "old-run"
+    ckpt = run / "level" / "checkpoint"
+    shutil.copytree(tiny_ws["teacher"], ckpt)
+    (run / "config.yaml").write_text(yaml.safe_dump({**tiny_config, "out": str(run)}))
+    (run / "summary.json").write_text(json.dumps({"out": str(run)}))
+    assert not has_mlmodel(ckpt)
+    v = register(run_dir=run, name="older")
+    assert has_mlmodel(ckpt) and v.alias == "challenger"
+    mlflow.set_tracking_uri(f"sqlite:///{run / 'mlflow' / 'mlflow.db'}")
+    try:
+        model = mlflow.pyfunc.load_model(f"models:/older@{v.alias}")
+    finally:
+        mlflow.set_tracking_uri(None)
+    img = tiny_image("blue", 3)
+    got = model.predict(pd.DataFrame({"image": [b64png(img)], "question": [TINY_QUESTION]}))
+    assert got == engine_answers(ckpt, [img], [TINY_QUESTION])
