@@ -149,3 +149,17 @@ def test_register_makes_an_older_checkpoint_an_mlflow_model(tiny_config, tiny_ws
     img = tiny_image("blue", 3)
     got = model.predict(pd.DataFrame({"image": [b64png(img)], "question": [TINY_QUESTION]}))
     assert got == engine_answers(ckpt, [img], [TINY_QUESTION])
+
+
+def test_secret_student_options_stay_out_of_the_served_model(tiny_ws, tmp_path):
+    import shutil
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_ws["student"], ckpt)
+    student = ModelConfig(model=str(ckpt), options={"password": "PLANTED-pw", "api_key": "PLANTED-key",
+                                                     "max_tiles": 4, "note": "Bearer PLANTED-bearer-token"})
+    write_mlmodel(ckpt, student, get_task("textvqa"))
+    text = "".join(p.read_text(errors="ignore") for p in ckpt.iterdir() if p.suffix in (".json", ".yaml", ".txt")
+                   or p.name == "MLmodel")
+    assert "PLANTED" not in text
+    assert json.loads((ckpt / SETTINGS_FILE).read_text())["model"]["options"]["max_tiles"] == 4

@@ -118,6 +118,8 @@ def write_mlmodel(checkpoint: str | Path, student: ModelConfig, task: Task,
     import mlflow.pyfunc
     from mlflow.models import Model
 
+    from mpa.redact import redact_text
+
     checkpoint = Path(checkpoint)
     if not (checkpoint / "config.json").is_file():
         raise FileNotFoundError(f"{checkpoint} is not a Hugging Face checkpoint (no config.json)")
@@ -127,8 +129,8 @@ def write_mlmodel(checkpoint: str | Path, student: ModelConfig, task: Task,
         "answer_template": task.answer_template,
         "answer_instruction": task.answer_instruction,
         "max_new_tokens": int(max_new_tokens),
-        "model": {k: v for k, v in student.model_dump(mode="json").items() if k in MODEL_KEYS},
-        "base_model": student.model,
+        "model": _model_settings(student),
+        "base_model": redact_text(student.model),
     }
     (checkpoint / "MLmodel").unlink(missing_ok=True)  # rewritten: incomplete until MLmodel is back
     tmp = Path(tempfile.mkdtemp(prefix=".mlmodel-", dir=checkpoint.parent))
@@ -151,6 +153,15 @@ def write_mlmodel(checkpoint: str | Path, student: ModelConfig, task: Task,
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return checkpoint / "MLmodel"
+
+
+def _model_settings(student: ModelConfig) -> dict[str, Any]:
+    """The loading settings the served model keeps; secret options are left out (the model is shared)."""
+    from mpa.redact import is_secret_key, redact
+
+    kept = {k: v for k, v in student.model_dump(mode="json").items() if k in MODEL_KEYS}
+    kept["options"] = redact({k: v for k, v in kept.get("options", {}).items() if not is_secret_key(str(k))})
+    return kept
 
 
 def make_mlflow_model(checkpoint: str | Path, student: ModelConfig, task: Task) -> bool:
