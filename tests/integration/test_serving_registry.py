@@ -203,6 +203,7 @@ def test_register_is_idempotent_per_checkpoint(servers_env, tiny_config, tiny_ws
     t2 = tracking.Tracker(parse_config(raw), tmp_path / "run", str(tmp_path / "run"))
     t2.start()
     assert t2.run_id != t.run_id and t2.register({"out": t2.out}, ckpt).version == orphan.version
+    assert c.list_artifacts(t2.run_id, "checkpoint") == []  # it found the version before uploading anything
     assert [v.version for v in tracking.registry.versions_of(c, name)] == [orphan.version]
     # 4. `mpa promote --name "it's-…"` works (the name goes into a search filter)
     from typer.testing import CliRunner

@@ -344,7 +344,11 @@ class Tracker:
         if reg and reg.get("name") == name:
             return RegisteredVersion(**reg)
         digest = checkpoint_digest(checkpoint, source)
-        if source is None and tc.log_checkpoint:
+        # a rerun, or a second writer, finds the version of this checkpoint (and uploads nothing again)
+        existed = existing_version(self.client, name, digest)
+        if existed is not None:
+            source = str(existed.source)
+        elif source is None and tc.log_checkpoint:
             if not self.done("checkpoint"):
                 self.client.log_artifacts(self.run_id, str(checkpoint), "checkpoint")
                 self.mark("checkpoint")
@@ -353,7 +357,6 @@ class Tracker:
             source = storage.join(self.out, "level", "checkpoint") if storage.is_s3(self.out) \
                 else str(checkpoint.resolve())
         tags = lineage_tags(self.cfg, summary, self.run_id) | {CHECKPOINT_TAG: digest}
-        existed = existing_version(self.client, name, digest)
         mv = existed or register_version(self.client, name, source, self.run_id, tags,
                                          description=f"MPA-aligned {self.cfg.student.model} on {self.cfg.task.name}")
         out = RegisteredVersion(name=name, version=str(mv.version), source=str(mv.source))
