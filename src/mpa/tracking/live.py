@@ -56,7 +56,12 @@ class LiveMetrics:
         uri, run_id = os.environ.get(ENV_URI), os.environ.get(ENV_RUN)
         if not (is_main and uri and run_id):
             return None
-        return cls(uri, run_id, every=max(1, int(os.environ.get(ENV_EVERY, "10"))))
+        try:
+            every = max(1, int(os.environ.get(ENV_EVERY, "10")))
+        except ValueError:
+            log.warning("%s=%r is not a number of steps; sending every 10 steps", ENV_EVERY, os.environ[ENV_EVERY])
+            every = 10
+        return cls(uri, run_id, every=every)
 
     @property
     def client(self) -> Any:
