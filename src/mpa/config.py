@@ -366,6 +366,8 @@ class TrackingConfig(_Strict):
     promotion_margin: float = Field(
         0.0, ge=0.0, description="score points the new version must beat the base student and the champion by")
     log_checkpoint: bool = Field(True, description="log the aligned checkpoint as run artifacts (the version source)")
+    live_every_steps: int = Field(
+        10, ge=0, description="PL sends train/loss, lr and throughput to the run every N steps as it trains (0: off)")
     table_rows: int = Field(100, ge=0, description="parity samples in the logged table (with thumbnails)")
     thumbnail_px: int = Field(96, ge=8)
     kfp_run_id: str | None = Field(None, description="default: $KFP_RUN_ID")

@@ -192,7 +192,11 @@ def _run_stages(cfg: RunConfig, outputs: _Outputs, tracker: Any, show: bool) -> 
     student.release()
 
     t = time.perf_counter()
-    pl = level_with_config(cfg, out / "level", pi_dir=out / "pi", show=show)
+    from mpa.tracking.live import live_env
+
+    with live_env(tracker.uri if tracker else None, tracker.run_id if tracker else None,
+                  cfg.tracking.live_every_steps):  # PL's loss reaches the run while it trains
+        pl = level_with_config(cfg, out / "level", pi_dir=out / "pi", show=show)
     timings["level"] = time.perf_counter() - t
     summary["level"] = asdict(pl)
     outputs.sync()

@@ -330,6 +330,7 @@ def _train(
 ) -> LevelSummary:
     from transformers import get_scheduler
 
+    from mpa.tracking.live import LiveMetrics
     from mpa.training import resume
 
     start = time.perf_counter()
@@ -391,9 +392,11 @@ def _train(
         (lambda: torch.autocast(device_type=ctx.device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
     )
     bar = progress_bar("PL train", total=steps, completed=first_step) if ctx.is_main and show else _no_bar()
+    live = LiveMetrics.from_env(ctx.is_main)  # the runner's MLflow run, if it handed one over (rank 0 only)
     loop_start = time.perf_counter()
     with open(log_path, "a", encoding="utf-8") if ctx.is_main else contextlib.nullcontext() as logf, bar as advance:
         for step in range(first_step, steps):
+            step_start = time.perf_counter()
             encoded = []
             for ids in micro_batches(order, step, layout, ctx.rank):
                 items = [samples[i] for i in ids]
@@ -427,12 +430,21 @@ def _train(
                     "grad_norm": float(grad_norm), "answer_tokens": int(n_tokens), "samples": batch_size,
                 }) + "\n")
                 logf.flush()
+            if live is not None:
+                live.log(step + 1, {"loss": step_loss, "lr": step_lr, "grad_norm": float(grad_norm),
+                                    "samples_per_s": batch_size / max(time.perf_counter() - step_start, 1e-9)})
             advance(1)
             if cfg.save_every_steps and (step + 1) % cfg.save_every_steps == 0 and step + 1 < steps:
                 resume.save(resume_dir, step + 1, wrapped, optimizer, scheduler, losses, fp, ctx)
     loop_seconds = time.perf_counter() - loop_start
+    if live is not None:
+        live.close()
     ckpt = out_dir / "checkpoint"
     _save_checkpoint(wrapped, processor, ctx, cfg, bf16, out_dir, ckpt)
+    if ctx.is_main:  # the checkpoint becomes an MLflow Model (MLmodel, signature, input example) in place
+        from mpa.serving.mlmodel import make_mlflow_model
+
+        make_mlflow_model(ckpt, student, task)
     seconds = time.perf_counter() - start
     summary = LevelSummary(
         checkpoint=str(ckpt), n_samples=len(samples), steps=steps, batch_size=batch_size,

@@ -5,6 +5,11 @@ registered with ``MlflowClient.create_model_version(source=<artifact URI>)``, ta
 lineage (teacher, base student, task, K, scores, pipeline run). Then, unless told not to, the
 version is promoted by aliases (``champion`` / ``challenger``, see :func:`mpa.tracking.promote`).
 
+The checkpoint is an MLflow Model (PL writes it so, :mod:`mpa.serving.mlmodel`; an older one gets its
+``MLmodel`` here), so the version loads with ``mlflow.pyfunc.load_model("models:/<name>@<alias>")``.
+Registering is idempotent per checkpoint (tag ``mpa.checkpoint_digest``): a rerun or a second writer
+gets the existing version.
+
 ``mpa run`` does this at its end; ``mpa register --run-dir DIR`` does it for a run made with
 tracking off, or whose registration failed; the run directory may be an ``s3://`` prefix.
 """
@@ -70,6 +75,12 @@ def register(
     ckpt = local / "level" / "checkpoint"
     if checkpoint_uri is None and not (ckpt / "config.json").is_file():
         raise TrackingError(f"no aligned checkpoint in {run_dir}/level/checkpoint: run the PL stage first")
+    if checkpoint_uri is None:  # a checkpoint PL wrote before it wrote MLflow Models (or without MLflow)
+        from mpa.config import task_for
+        from mpa.serving.mlmodel import has_mlmodel, write_mlmodel
+
+        if not has_mlmodel(ckpt):
+            write_mlmodel(ckpt, cfg.student, task_for(cfg))
     tracker = Tracker(cfg, local, str(run_dir))
     tracker.start()
     try:

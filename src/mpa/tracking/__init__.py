@@ -24,7 +24,8 @@ the version gets ``challenger`` and a ``mpa.promotion_reason`` tag.
 
 The code is split by concern: :mod:`mpa.tracking.server` (errors, URIs, the client),
 :mod:`mpa.tracking.runlog` (the run tracker), :mod:`mpa.tracking.registry` (register and promote),
-:mod:`mpa.tracking.models` (loading ``models:/`` references). This package face re-exports their
+:mod:`mpa.tracking.models` (loading ``models:/`` references), :mod:`mpa.tracking.live` (PL's metrics while it
+trains). This package face re-exports their
 public names.
 """
 

@@ -58,11 +58,67 @@ def lineage_tags(cfg: RunConfig, summary: dict, run_id: str | None) -> dict[str,
     return safe_tags(tags)
 
 
+#: The version tag that makes registering idempotent: the digest of the checkpoint a version holds.
+CHECKPOINT_TAG = "mpa.checkpoint_digest"
+
+
+def quote_filter_value(value: str) -> str:
+    """``value`` as a string literal of an MLflow search filter, never an injection.
+
+    MLflow's filter grammar has no escape character: a literal is quoted with ``'`` or ``"`` and may not
+    contain that quote. The quote the value does not contain is chosen; a value holding both is refused.
+    """
+    value = str(value)
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    raise TrackingError(f"{value!r} holds both ' and \": MLflow's search filters cannot express it; "
+                        "use a registered model name without one of the two quotes")
+
+
+def versions_filter(name: str, **tags: str) -> str:
+    """``name = <name>`` (and ``tags.`<key>` = <value>`` for each tag), safely quoted."""
+    clauses = [f"name = {quote_filter_value(name)}"]
+    clauses += [f"tags.`{k}` = {quote_filter_value(v)}" for k, v in tags.items()]
+    return " AND ".join(clauses)
+
+
+def versions_of(c: Any, name: str, **tags: str) -> list[Any]:
+    """Every version of registered model ``name`` (with the given tag values), all pages."""
+    out, token = [], None
+    while True:
+        page = c.search_model_versions(versions_filter(name, **tags), max_results=1000, page_token=token)
+        out.extend(page)
+        token = getattr(page, "token", None)
+        if not token:
+            return out
+
+
+def existing_version(c: Any, name: str, checkpoint_digest: str) -> Any | None:
+    """The READY version of ``name`` that holds this checkpoint (the oldest if writers raced), else None."""
+    same = [v for v in versions_of(c, name, **{CHECKPOINT_TAG: checkpoint_digest})
+            if str(getattr(v, "status", "READY")) == "READY"]
+    return min(same, key=lambda v: int(v.version)) if same else None
+
+
 def register_version(c: Any, name: str, source: str, run_id: str | None, tags: dict[str, str],
                      description: str | None = None) -> Any:
-    """Create the registered model if needed and a new version; never leave a broken version behind."""
+    """Create the registered model if needed and a version; never leave a broken version behind.
+
+    Idempotent per checkpoint when ``tags`` carry :data:`CHECKPOINT_TAG` (set at creation, in the same
+    call): a rerun — also one killed right after the version was created — or a second writer gets the
+    existing version, not another one. Two writers racing past the search both create; each then keeps
+    the oldest version of the checkpoint and deletes its own if it is not that one.
+    """
     from mlflow.exceptions import MlflowException
 
+    digest = tags.get(CHECKPOINT_TAG)
+    if digest:
+        found = existing_version(c, name, digest)
+        if found is not None:
+            log.info("checkpoint %s… is already registered as %s/%s", digest[:12], name, found.version)
+            return found
     try:
         c.create_registered_model(name, description="MPA-aligned students (see version tags for lineage)")
     except MlflowException as exc:
@@ -73,6 +129,11 @@ def register_version(c: Any, name: str, source: str, run_id: str | None, tags: d
         delete_version_quietly(c, name, mv.version)
         raise TrackingError(f"model version {name}/{mv.version} did not become READY ({mv.status}: "
                             f"{mv.status_message}); it was deleted")
+    if digest:
+        first = existing_version(c, name, digest)
+        if first is not None and str(first.version) != str(mv.version):  # another writer was first
+            delete_version_quietly(c, name, mv.version)
+            return first
     return mv
 
 
@@ -122,7 +183,7 @@ def promote(c: Any, name: str, version: str | None = None, margin: float = 0.0) 
     from mlflow.exceptions import MlflowException
 
     if version in (None, "latest"):
-        versions = c.search_model_versions(f"name = '{name}'")
+        versions = versions_of(c, name)
         if not versions:
             raise TrackingError(f"registered model {name!r} has no versions: run `mpa run` or `mpa register` first")
         version = str(max(int(v.version) for v in versions))
@@ -131,7 +192,7 @@ def promote(c: Any, name: str, version: str | None = None, margin: float = 0.0) 
     except MlflowException as exc:
         if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
             raise
-        have = sorted(int(v.version) for v in c.search_model_versions(f"name = '{name}'"))
+        have = sorted(int(v.version) for v in versions_of(c, name))
         if not have:
             raise TrackingError(f"registered model {name!r} does not exist or has no versions: check --name, or "
                                 "run `mpa run` / `mpa register` first") from None

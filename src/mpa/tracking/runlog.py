@@ -17,9 +17,11 @@ from mpa.config import match_rule_for
 from mpa.provenance import code_revision
 from mpa.redact import is_secret_key, redact, redact_text
 from mpa.tracking.registry import (
+    CHECKPOINT_TAG,
     RegisteredVersion,
     default_model_name,
     delete_version_quietly,
+    existing_version,
     lineage_tags,
     promote,
     register_version,
@@ -310,7 +312,11 @@ class Tracker:
         if train_log.is_file():
             now = int(time.time() * 1000)
             items = []
+            # steps PL already sent live (mpa.tracking.live) are not sent again
+            held = {m.step for m in self.client.get_metric_history(self.run_id, "train/loss")}
             for r in read_jsonl(train_log):
+                if int(r["step"]) in held:
+                    continue
                 items.append(Metric("train/loss", float(r["loss"]), now, int(r["step"])))
                 if "lr" in r:
                     items.append(Metric("train/lr", float(r["lr"]), now, int(r["step"])))
@@ -337,7 +343,12 @@ class Tracker:
         reg = self.state.get("registered")
         if reg and reg.get("name") == name:
             return RegisteredVersion(**reg)
-        if source is None and tc.log_checkpoint:
+        digest = checkpoint_digest(checkpoint, source)
+        # a rerun, or a second writer, finds the version of this checkpoint (and uploads nothing again)
+        existed = existing_version(self.client, name, digest)
+        if existed is not None:
+            source = str(existed.source)
+        elif source is None and tc.log_checkpoint:
             if not self.done("checkpoint"):
                 self.client.log_artifacts(self.run_id, str(checkpoint), "checkpoint")
                 self.mark("checkpoint")
@@ -345,10 +356,10 @@ class Tracker:
         elif source is None:
             source = storage.join(self.out, "level", "checkpoint") if storage.is_s3(self.out) \
                 else str(checkpoint.resolve())
-        tags = lineage_tags(self.cfg, summary, self.run_id)
-        mv = register_version(self.client, name, source, self.run_id, tags,
-                              description=f"MPA-aligned {self.cfg.student.model} on {self.cfg.task.name}")
-        out = RegisteredVersion(name=name, version=str(mv.version), source=source)
+        tags = lineage_tags(self.cfg, summary, self.run_id) | {CHECKPOINT_TAG: digest}
+        mv = existed or register_version(self.client, name, source, self.run_id, tags,
+                                         description=f"MPA-aligned {self.cfg.student.model} on {self.cfg.task.name}")
+        out = RegisteredVersion(name=name, version=str(mv.version), source=str(mv.source))
         try:
             self.client.set_tag(self.run_id, "mpa.registered_model", f"{name}/{mv.version}")
             if tc.promote:
@@ -356,11 +367,21 @@ class Tracker:
                 out.alias, out.reason = decision.alias, decision.reason
                 self.client.set_tag(self.run_id, "mpa.promotion", decision.alias)
         except BaseException:
-            delete_version_quietly(self.client, name, out.version)  # no half-registered version stays behind
+            if existed is None:  # no half-registered version of ours stays behind
+                delete_version_quietly(self.client, name, out.version)
             raise
         self.state["registered"] = out.__dict__
         self._save_state()
         return out
+
+
+def checkpoint_digest(checkpoint: Path, source: str | None) -> str:
+    """What identifies the registered checkpoint: its files' digest (a local checkpoint), else its URI's."""
+    from mpa.records import path_digest
+
+    if source is None and checkpoint.is_dir():
+        return path_digest(checkpoint)
+    return "uri-" + hashlib.sha256(str(source).encode()).hexdigest()
 
 
 def before_after_chart(title: str, before: float, after: float) -> Any:
