@@ -164,14 +164,18 @@ def main() -> None:
         shutil.rmtree(out, ignore_errors=True)
         summary, log, wall = train(model, samples, out, **common, **extra)
         logs[name] = log
+        steady = (len(log) - 1) * summary["batch_size"] / sum(r["seconds"] for r in log[1:])
         results[name] = {"steps": summary["steps"], "world_size": summary["world_size"],
                          "loop_samples_per_s": round(summary["loop_samples_per_s"], 2),
+                         "steady_samples_per_s": round(steady, 2),
                          "loop_seconds": round(summary["loop_seconds"], 2), "wall_seconds": round(wall, 1)}
         print(f"{name:<26} steps {summary['steps']:>3}  training loop {summary['loop_samples_per_s']:6.2f} samples/s "
-              f"({summary['loop_seconds']:.1f} s); wall {wall:.1f} s with process start and model load")
-    speedup = results["2 processes ddp"]["loop_samples_per_s"] / results["1 process"]["loop_samples_per_s"]
-    results["speedup_2_processes"] = round(speedup, 2)
-    print(f"2 processes / 1 process, training-loop samples/s: {speedup:.2f}x")
+              f"({summary['loop_seconds']:.1f} s), after step 1 {steady:6.2f} samples/s; wall {wall:.1f} s with "
+              "process start and model load")
+    for key in ("loop_samples_per_s", "steady_samples_per_s"):
+        speedup = results["2 processes ddp"][key] / results["1 process"][key]
+        results[f"speedup_2_processes_{key}"] = round(speedup, 2)
+        print(f"2 processes / 1 process, {key}: {speedup:.2f}x")
     ref = logs["1 process"]
     for name, log in logs.items():
         if name.startswith("1 process"):

@@ -226,6 +226,7 @@ def train(
     from mpa.training.trainer import PLTrainer, StepLog, training_arguments
 
     start, out_dir = time.perf_counter(), Path(out_dir)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the collator tokenizes in forked DataLoader workers
     set_seed(cfg.seed)
     random.seed(cfg.seed)
     on_gpu = torch.cuda.is_available() and student.device != "cpu"

@@ -141,7 +141,7 @@ class StepLog(TrainerCallback):
 
     def __init__(self, path: Path, trainer: PLTrainer, batch_size: int, first_step: int, advance: Any) -> None:
         self.path, self.trainer, self.batch_size, self.advance = path, trainer, batch_size, advance
-        self.step_lr = 0.0
+        self.step_lr, self.last = 0.0, time.perf_counter()
         self.live = LiveMLflow.from_environment()
         if trainer.is_world_process_zero():
             kept = []
@@ -156,9 +156,11 @@ class StepLog(TrainerCallback):
     def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kw: Any) -> None:
         if not state.is_world_process_zero or not logs or "loss" not in logs:
             return
+        now = time.perf_counter()
         row = {"step": state.global_step, "loss": float(logs["loss"]), "lr": self.step_lr,
                "grad_norm": float(logs.get("grad_norm") or 0.0), "answer_tokens": self.trainer.answer_tokens,
-               "samples": self.batch_size}
+               "samples": self.batch_size, "seconds": now - self.last}  # seconds: this step's wall time
+        self.last = now
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
         self.advance(1)
