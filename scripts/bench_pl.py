@@ -1,9 +1,10 @@
 #!/usr/bin/env python
 """PL at scale on the CPU, measured: prints the numbers docs/training.md quotes.
 
-1. 1 vs 2 processes (DDP and FSDP), same global batch: the largest relative difference of the
-   per-step losses;
-2. samples/s with 1 and 2 processes (training loop only, model loading excluded, and wall time);
+1. 1 vs 2 processes (DDP through torchrun; FSDP needs GPUs), same global batch: the largest relative
+   difference of the per-step losses;
+2. samples/s with 1 and 2 processes (the Trainer's training loop only, model loading excluded, and
+   wall time), and 1 process with images decoded in the training process (no DataLoader worker);
 3. peak memory of training with and without gradient checkpointing (RSS high-water mark above the
    loaded model, each in a fresh process), beside ``mpa plan``'s estimate of the same (gradients,
    AdamW state, activations) for the same model, micro-batch and sequence; and the activation bytes
@@ -151,9 +152,9 @@ def main() -> None:
     results: dict = {}
     runs = {
         "1 process": {},
+        "1 process, no workers": {"dataloader_workers": 0},
         "2 processes ddp": {"processes": 2},
         "2 processes ddp, micro 1": {"processes": 2, "micro_batch_size": 1},
-        "2 processes fsdp": {"processes": 2, "strategy": "fsdp"},
     }
     logs = {}
     for name, extra in runs.items():
@@ -163,14 +164,21 @@ def main() -> None:
         shutil.rmtree(out, ignore_errors=True)
         summary, log, wall = train(model, samples, out, **common, **extra)
         logs[name] = log
+        steady = (len(log) - 1) * summary["batch_size"] / sum(r["seconds"] for r in log[1:])
         results[name] = {"steps": summary["steps"], "world_size": summary["world_size"],
                          "loop_samples_per_s": round(summary["loop_samples_per_s"], 2),
+                         "steady_samples_per_s": round(steady, 2),
                          "loop_seconds": round(summary["loop_seconds"], 2), "wall_seconds": round(wall, 1)}
         print(f"{name:<26} steps {summary['steps']:>3}  training loop {summary['loop_samples_per_s']:6.2f} samples/s "
-              f"({summary['loop_seconds']:.1f} s); wall {wall:.1f} s with process start and model load")
+              f"({summary['loop_seconds']:.1f} s), after step 1 {steady:6.2f} samples/s; wall {wall:.1f} s with "
+              "process start and model load")
+    for key in ("loop_samples_per_s", "steady_samples_per_s"):
+        speedup = results["2 processes ddp"][key] / results["1 process"][key]
+        results[f"speedup_2_processes_{key}"] = round(speedup, 2)
+        print(f"2 processes / 1 process, {key}: {speedup:.2f}x")
     ref = logs["1 process"]
     for name, log in logs.items():
-        if name == "1 process":
+        if name.startswith("1 process"):
             continue
         worst = max(abs(a["loss"] - b["loss"]) / abs(a["loss"]) for a, b in zip(ref, log, strict=True))
         results[name]["max_rel_loss_diff_vs_1_process"] = worst

@@ -254,6 +254,18 @@ class TrainConfig(_Strict):
         description="optional label-free anti-forgetting: mix in this fraction of teacher-consistent "
         "samples the student already answers (off by default: the paper trains on the parity set only)",
     )
+    dataloader_workers: int = Field(
+        1, ge=0, description="DataLoader worker processes per rank that read, decode and tokenize the next batches "
+        "while the model trains (0: in the training process)"
+    )
+    trainer_args: dict[str, Any] = Field(
+        default_factory=dict, description="any other transformers TrainingArguments field (optim, "
+        "torch_compile, report_to, ...); the fields train.* sets are refused"
+    )
+    accelerate_config: str | None = Field(
+        None, description="an accelerate config file (configs/accelerate/: DDP, FSDP, DeepSpeed ZeRO-3 on GPUs): "
+        "train.processes ranks start with `accelerate launch` and it; default: torchrun"
+    )
 
     @field_validator("adam_betas")
     @classmethod

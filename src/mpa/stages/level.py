@@ -4,33 +4,22 @@ Full fine-tuning by default, LoRA (peft) as an option (merged before saving, so 
 always a plain Hugging Face checkpoint the same loader reads). Batch size and learning rate
 default to the paper's presets for the student's family.
 
-Scale (``docs/training.md``):
-
-- **Processes.** ``train.processes: N`` starts N data-parallel processes on this machine
-  (:mod:`mpa.training.launch`); under any launcher that sets ``WORLD_SIZE`` (``torchrun``, a
-  Kubeflow TrainJob) every process runs this same code as one rank. CPU: gloo; GPU: NCCL.
-- **The global batch** is ``train.batch_size`` for any number of processes:
-  micro-batch × accumulation × processes (:mod:`mpa.training.batches`).
-- **The loss** of an optimizer step is the mean cross-entropy over all answer tokens of the global
-  batch: each micro-batch contributes its token *sum*, divided by the global answer-token count.
-  This is what one forward pass over the whole batch would compute, so 1 and N processes, and any
-  micro-batch size, give the same loss and the same gradients (up to float summation order).
-- **Memory.** ``train.precision``: bf16 compute with fp32 master weights and AdamW state (LoRA: the
-  frozen weights stored in bf16); gradient checkpointing (default on for real models);
-  ``train.strategy: fsdp`` shards weights, gradients and AdamW state over the processes; logits
-  are computed only where an answer token is predicted.
-- **Resume.** ``train.save_every_steps: K`` saves model, optimizer, scheduler, data position and
-  RNG every K steps; a killed run started again continues from the last save and ends with the
-  result of an uninterrupted run (:mod:`mpa.training.resume`).
-- Only rank 0 writes ``train_log.jsonl`` (one line per optimizer step, the global-batch loss), the
-  checkpoint and ``level_summary.json``.
+Training is transformers' ``Trainer`` (:mod:`mpa.training.trainer`, ``docs/training.md``) fed by our
+answer-only collator; ``train.processes: N`` launches N ranks (torchrun, or accelerate with
+``train.accelerate_config``; :mod:`mpa.training.launch`), and under any launcher that sets ``WORLD_SIZE``
+(a Kubeflow TrainJob) every process runs this code as one rank. The global batch is
+``train.batch_size`` for any number of processes; the loss of a step is the mean cross-entropy over
+all answer tokens of the global batch. ``train.save_every_steps: K`` writes Trainer checkpoints a
+killed run resumes from (:mod:`mpa.training.resume`). Rank 0 writes ``train_log.jsonl`` (one line per
+optimizer step), the checkpoint and ``level_summary.json``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
+import os
+import pickle
 import random
 import shutil
 import sys
@@ -38,33 +27,20 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import torch
 
 from mpa.cache import model_identity, text_digest
 from mpa.config import ModelConfig, RunConfig, TrainConfig, task_for
-from mpa.data.images import load_image
 from mpa.records import StageRun, check_input, read_jsonl, write_json_atomic
 from mpa.tasks import Task
-from mpa.training.batches import batch_layout, micro_batches, sample_order, total_steps
-from mpa.training.distributed import (
-    DistContext,
-    full_state_dict,
-    gradient_sync,
-    init_distributed,
-    launched_world_size,
-    unwrap,
-    wrap_model,
-)
+from mpa.training.batches import batch_layout, check_strategy, total_steps
+from mpa.training.launch import launched_world_size
+from mpa.training.loss import answer_loss_sum, answer_tokens  # noqa: F401 - the loss PL trains with
 from mpa.ui import progress_bar, summary_table
-from mpa.vlm.adapters import PRESETS, preset_for_config
-from mpa.vlm.hf import TINY_MODEL_PARAMS, encode_for_training, load_model, load_processor, resolve_model_ref
-
-# Paper, PL settings per S-VLM family: (batch size, learning rate), kept with the family adapters.
-DEFAULT_PRESET = (16, 1e-5)
-#: Parameter-name segments of the vision tower (Qwen2-VL ``visual`` holds its merger too).
-VISION_MODULES = ("visual", "vision_tower", "vision_model")
-SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
+from mpa.vlm.adapters import PRESETS, preset_for_config  # noqa: F401 - PRESETS: the paper's per family
+from mpa.vlm.hf import TINY_MODEL_PARAMS, load_model, load_processor, resolve_model_ref
 
 
 class EmptyParitySet(ValueError):
@@ -94,10 +70,6 @@ class LevelSummary:
     resumed_from_step: int = 0
     loop_seconds: float = 0.0  # the optimizer steps alone (no model loading, no saving)
     loop_samples_per_s: float = 0.0
-
-
-def preset_for(model_type: str) -> tuple[int, float]:
-    return PRESETS.get(model_type, DEFAULT_PRESET)
 
 
 def read_training_samples(path: str | Path) -> list[dict[str, Any]]:
@@ -163,58 +135,47 @@ def _launch_local(
 ) -> LevelSummary:
     from mpa.training.launch import run_processes
 
-    # bad batch arithmetic is reported here, before any process starts
+    # bad batch arithmetic and strategies are reported here, before any process starts
     batch_layout(resolved_batch(student, cfg)[0], cfg.processes, cfg.micro_batch_size)
+    check_strategy(cfg.strategy, torch.cuda.is_available() and student.device != "cpu")
     out_dir.mkdir(parents=True, exist_ok=True)
     spec_path = out_dir / "level_spec.json"
     write_json_atomic(spec_path, make_spec(samples_path, student, task, cfg, out_dir, show=show))
     try:
-        run_processes(cfg.processes, "mpa.stages.level", [str(spec_path)])
+        run_processes(cfg.processes, spec_path, cfg.accelerate_config)
     finally:
         spec_path.unlink(missing_ok=True)
     return LevelSummary(**json.loads((out_dir / "level_summary.json").read_text()))
 
 
-def make_spec(
-    samples_path: str | Path, student: ModelConfig, task: Task, cfg: TrainConfig, out_dir: str | Path,
-    show: bool = False,
-) -> dict[str, Any]:
+def make_spec(samples_path: str | Path, student: ModelConfig, task: Task, cfg: TrainConfig, out_dir: str | Path,
+              show: bool = False) -> dict[str, Any]:
     """Everything a worker process needs to run :func:`level` (JSON-safe)."""
-    return {
-        "samples_path": str(samples_path),
-        "student": student.model_dump(mode="json"),
-        "task": asdict(task),
-        "train": cfg.model_dump(mode="json"),
-        "out_dir": str(out_dir),
-        "show": show,
-    }
+    return {"samples_path": str(samples_path), "student": student.model_dump(mode="json"), "task": asdict(task),
+            "train": cfg.model_dump(mode="json"), "out_dir": str(out_dir), "show": show}
 
 
 def run_spec(spec: dict[str, Any]) -> LevelSummary:
     """Run :func:`level` from a :func:`make_spec` dict (one rank of a launched run, or a TrainJob node)."""
     train_cfg = TrainConfig.model_validate({**spec["train"], "processes": 1, "backend": "local"})
-    return level(
-        samples_path=spec["samples_path"],
-        student=ModelConfig.model_validate(spec["student"]),
-        task=Task(**spec["task"]),
-        cfg=train_cfg,
-        out_dir=spec["out_dir"],
-        show=bool(spec.get("show", False)),
-    )
+    return level(samples_path=spec["samples_path"], student=ModelConfig.model_validate(spec["student"]),
+                 task=Task(**spec["task"]), cfg=train_cfg, out_dir=spec["out_dir"], show=bool(spec.get("show")))
 
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m mpa.stages.level <spec.json>``: one worker process of a launched PL run."""
-    from torch.distributed.elastic.multiprocessing.errors import record
-
-    from mpa.training.launch import die_with_parent
+    from mpa.training.launch import die_with_parent, record_error
 
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         raise SystemExit("usage: python -m mpa.stages.level <spec.json>")
     die_with_parent()
-    spec = json.loads(Path(args[0]).read_text(encoding="utf-8"))
-    record(run_spec)(spec)
+    spec_path = Path(args[0])
+    try:
+        run_spec(json.loads(spec_path.read_text(encoding="utf-8")))
+    except BaseException as exc:
+        record_error(spec_path, exc)
+        raise
 
 
 # --- the training loop ---------------------------------------------------------------------------------
@@ -248,59 +209,6 @@ def use_bf16(precision: str, device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.is_bf16_supported()
 
 
-def is_vision_param(name: str) -> bool:
-    parts = name.split(".")
-    return any(p in parts for p in VISION_MODULES)
-
-
-def param_groups(model: torch.nn.Module, lr: float, vision_lr: float | None) -> list[dict[str, Any]]:
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    if vision_lr is None:
-        return [{"params": [p for _, p in named], "lr": lr}]
-    vision = [p for n, p in named if is_vision_param(n)]
-    if not vision:
-        raise ValueError(
-            "train.vision_learning_rate is set but the student has no trainable vision-tower parameters "
-            f"(none named {', '.join(VISION_MODULES)})"
-        )
-    rest = [p for n, p in named if not is_vision_param(n)]
-    return [g for g in ({"params": rest, "lr": lr}, {"params": vision, "lr": vision_lr}) if g["params"]]
-
-
-def _accepts_logits_to_keep(model: torch.nn.Module) -> bool:
-    base = unwrap(model)
-    base = base.get_base_model() if hasattr(base, "get_base_model") else base
-    try:
-        return "logits_to_keep" in inspect.signature(type(base).forward).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def answer_loss_sum(model: torch.nn.Module, batch: dict[str, torch.Tensor], keep_logits: bool) -> torch.Tensor:
-    """Cross-entropy summed over the answer tokens of a micro-batch (fp32).
-
-    With ``keep_logits`` the model computes logits only at the positions that predict an answer
-    token (``logits_to_keep`` with the positions), not over the whole prompt and image.
-    """
-    batch = dict(batch)
-    labels = batch.pop("labels")
-    targets = labels[:, 1:]
-    if keep_logits:
-        positions = (targets != -100).any(dim=0).nonzero().squeeze(1)
-        logits = model(**batch, logits_to_keep=positions).logits
-        targets = targets[:, positions]
-    else:
-        logits = model(**batch).logits[:, :-1]
-    return torch.nn.functional.cross_entropy(
-        logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="sum"
-    )
-
-
-def answer_tokens(labels: torch.Tensor) -> int:
-    """Tokens the loss is taken over (labels predicted from the previous position)."""
-    return int((labels[:, 1:] != -100).sum())
-
-
 def train(
     samples: list[dict[str, Any]],
     samples_path: str | Path,
@@ -310,52 +218,34 @@ def train(
     out_dir: str | Path,
     show: bool = True,
 ) -> LevelSummary:
-    """The PL loop in this process: alone, or as one rank of the launcher's process group."""
-    ctx = init_distributed(student.device)
-    try:
-        return _train(ctx, samples, samples_path, student, task, cfg, Path(out_dir), show)
-    finally:
-        ctx.close()
+    """PL in this process with transformers' Trainer: alone, or as one rank of a launched run."""
+    from transformers import PrinterCallback, set_seed
 
-
-def _train(
-    ctx: DistContext,
-    samples: list[dict[str, Any]],
-    samples_path: str | Path,
-    student: ModelConfig,
-    task: Task,
-    cfg: TrainConfig,
-    out_dir: Path,
-    show: bool,
-) -> LevelSummary:
-    from transformers import get_scheduler
-
-    from mpa.tracking.live import LiveMetrics
     from mpa.training import resume
+    from mpa.training.data import AnswerOnlyCollator, ParityDataset
+    from mpa.training.trainer import PLTrainer, StepLog, training_arguments
 
-    start = time.perf_counter()
-    torch.manual_seed(cfg.seed)
+    start, out_dir = time.perf_counter(), Path(out_dir)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the collator tokenizes in forked DataLoader workers
+    set_seed(cfg.seed)
     random.seed(cfg.seed)
-    bf16 = use_bf16(cfg.precision, ctx.device)
+    on_gpu = torch.cuda.is_available() and student.device != "cpu"
+    bf16 = use_bf16(cfg.precision, torch.device("cuda" if on_gpu else "cpu"))
+    check_strategy(cfg.strategy, on_gpu)
     path = resolve_model_ref(student.model, student.revision)
     processor = load_processor(student, path)
     # fp32 master weights for what trains; LoRA keeps the frozen weights in bf16
-    load_dtype = "bfloat16" if bf16 and cfg.lora else "float32"
-    model = load_model(student.model_copy(update={"dtype": load_dtype}), path, device=torch.device("cpu"))
-    preset = preset_for_config(model.config.to_dict())
-    batch_size = cfg.batch_size or preset.batch_size
-    lr = cfg.learning_rate or preset.learning_rate
-    layout = batch_layout(batch_size, ctx.world_size, cfg.micro_batch_size)
+    model = load_model(student.model_copy(update={"dtype": "bfloat16" if bf16 and cfg.lora else "float32"}), path,
+                       device=torch.device("cpu"))
+    batch_size, lr = resolved_batch(student, cfg)
+    layout = batch_layout(batch_size, launched_world_size(), cfg.micro_batch_size)
     steps = total_steps(len(samples), cfg.epochs, batch_size)
-    order = sample_order(len(samples), steps, batch_size, cfg.seed)
-    n_params = sum(p.numel() for p in model.parameters())
     checkpointing = cfg.gradient_checkpointing
     if checkpointing is None:  # real models: activations, not weights, decide whether PL fits (docs/training.md)
-        checkpointing = n_params >= TINY_MODEL_PARAMS
-    if checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        checkpointing = sum(p.numel() for p in model.parameters()) >= TINY_MODEL_PARAMS
     if getattr(model.config, "use_cache", None):
         model.config.use_cache = False
+    blocks = sorted({n for m in model.modules() for n in (getattr(m, "_no_split_modules", None) or [])})
     if cfg.lora:
         from peft import LoraConfig, get_peft_model
 
@@ -363,104 +253,54 @@ def _train(
             r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
             target_modules="all-linear", task_type="CAUSAL_LM",
         ))
-    model.to(ctx.device)
-    wrapped = wrap_model(model, ctx, cfg.strategy, bf16)
-    keep_logits = _accepts_logits_to_keep(wrapped)
-    # fused: one kernel per step, no full-size temporaries (foreach AdamW allocates a copy of the state)
-    optimizer = torch.optim.AdamW(
-        param_groups(unwrap(wrapped), lr, cfg.vision_learning_rate), lr=lr, betas=cfg.adam_betas,
-        weight_decay=cfg.weight_decay, fused=True,
-    )
-    trainable = [p for g in optimizer.param_groups for p in g["params"]]
-    scheduler = get_scheduler(
-        SCHEDULES[cfg.lr_schedule], optimizer, num_warmup_steps=int(cfg.warmup_ratio * steps), num_training_steps=steps
-    )
-    resume_dir = out_dir / "resume"
+    args = training_arguments(cfg, out_dir, micro=layout.micro_batch_size, accumulation=layout.accumulation, lr=lr,
+                              steps=steps, bf16=bf16, checkpointing=checkpointing, fsdp_blocks=blocks,
+                              use_cpu=not on_gpu)
     fp = resume.fingerprint(
         samples_path, cfg.model_dump(mode="json"), {"model": student.model, "revision": student.revision}
     )
-    point = resume.load(resume_dir, wrapped, optimizer, scheduler, fp, ctx) if cfg.save_every_steps else None
-    first_step = point.step if point else 0
-    losses: list[float] = list(point.losses) if point else []
-    log_path = out_dir / "train_log.jsonl"
-    if ctx.is_main:
+    with args.main_process_first(local=False):  # rank 0 drops a save cut by a kill before the others look
+        point = resume.resume_point(out_dir / "resume", fp, main=args.process_index == 0) \
+            if cfg.save_every_steps else None
+    trainer = PLTrainer(model=model, args=args, train_dataset=ParityDataset(samples, task),
+                        data_collator=AnswerOnlyCollator(processor), vision_lr=cfg.vision_learning_rate)
+    trainer.remove_callback(PrinterCallback)  # the step log and the progress bar report instead
+    first_step = (resume.step_of(point) or 0) if point else 0
+    main = trainer.is_world_process_zero()
+    if main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        kept = [ln for ln in _log_lines(log_path) if json.loads(ln)["step"] <= first_step] if point else []
-        log_path.write_text("".join(kept), encoding="utf-8")
-    wrapped.train()
-    autocast = (
-        (lambda: torch.autocast(device_type=ctx.device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
-    )
-    bar = progress_bar("PL train", total=steps, completed=first_step) if ctx.is_main and show else _no_bar()
-    live = LiveMetrics.from_env(ctx.is_main)  # the runner's MLflow run, if it handed one over (rank 0 only)
+    bar = progress_bar("PL train", total=steps, completed=first_step) if main and show else _no_bar()
     loop_start = time.perf_counter()
-    with open(log_path, "a", encoding="utf-8") if ctx.is_main else contextlib.nullcontext() as logf, bar as advance:
-        for step in range(first_step, steps):
-            step_start = time.perf_counter()
-            encoded = []
-            for ids in micro_batches(order, step, layout, ctx.rank):
-                items = [samples[i] for i in ids]
-                encoded.append(encode_for_training(
-                    processor,
-                    [load_image(s["image"]).image for s in items],
-                    [task.train_prompt(s["question"]) for s in items],
-                    [s["answer"] for s in items],
-                ))
-            n_tokens = ctx.all_reduce_sum(sum(answer_tokens(b["labels"]) for b in encoded))
-            local_sum = 0.0
-            for i, batch in enumerate(encoded):
-                batch = {k: v.to(ctx.device) for k, v in batch.items()}
-                with gradient_sync(wrapped, sync=i == len(encoded) - 1):
-                    with autocast():
-                        loss_sum = answer_loss_sum(wrapped, batch, keep_logits)
-                    # DDP and FSDP average gradients over processes: scale back to a global-batch mean
-                    (loss_sum * (ctx.world_size / max(n_tokens, 1.0))).backward()
-                local_sum += float(loss_sum.detach())
-            step_loss = ctx.all_reduce_sum(local_sum) / max(n_tokens, 1.0)
-            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
-            grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
-            step_lr = scheduler.get_last_lr()[0]  # the rate this step is taken with
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(step_loss)
-            if ctx.is_main:
-                logf.write(json.dumps({
-                    "step": step + 1, "loss": step_loss, "lr": step_lr,
-                    "grad_norm": float(grad_norm), "answer_tokens": int(n_tokens), "samples": batch_size,
-                }) + "\n")
-                logf.flush()
-            if live is not None:
-                live.log(step + 1, {"loss": step_loss, "lr": step_lr, "grad_norm": float(grad_norm),
-                                    "samples_per_s": batch_size / max(time.perf_counter() - step_start, 1e-9)})
-            advance(1)
-            if cfg.save_every_steps and (step + 1) % cfg.save_every_steps == 0 and step + 1 < steps:
-                resume.save(resume_dir, step + 1, wrapped, optimizer, scheduler, losses, fp, ctx)
+    # every torch.load while training refuses pickled objects, whatever its caller asks (docs/training.md)
+    with bar as advance, mock.patch.dict(os.environ, {"TORCH_FORCE_WEIGHTS_ONLY_LOAD": "1"}):
+        trainer.add_callback(StepLog(out_dir / "train_log.jsonl", trainer, batch_size, first_step, advance))
+        try:
+            trainer.train(resume_from_checkpoint=str(point) if point else None)
+        except pickle.UnpicklingError as exc:
+            raise resume.UnsafeCheckpoint(resume.refused_load_message(exc, point or out_dir)) from None
     loop_seconds = time.perf_counter() - loop_start
-    if live is not None:
-        live.close()
-    ckpt = out_dir / "checkpoint"
-    _save_checkpoint(wrapped, processor, ctx, cfg, bf16, out_dir, ckpt)
-    if ctx.is_main:  # the checkpoint becomes an MLflow Model (MLmodel, signature, input example) in place
+    ckpt = save_final_checkpoint(trainer, processor, cfg, bf16, out_dir)
+    if main:  # the checkpoint becomes an MLflow Model (MLmodel, signature, input example) in place
         from mpa.serving.mlmodel import make_mlflow_model
 
         make_mlflow_model(ckpt, student, task)
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     seconds = time.perf_counter() - start
     summary = LevelSummary(
         checkpoint=str(ckpt), n_samples=len(samples), steps=steps, batch_size=batch_size,
         micro_batch_size=layout.micro_batch_size, learning_rate=lr, lora=cfg.lora, first_loss=losses[0],
         last_loss=losses[-1], seconds=seconds, samples_per_s=(steps - first_step) * batch_size / seconds,
-        world_size=ctx.world_size, accumulation=layout.accumulation, strategy=cfg.strategy,
+        world_size=layout.world_size, accumulation=layout.accumulation, strategy=cfg.strategy,
         precision="bf16" if bf16 else "fp32", gradient_checkpointing=checkpointing, lr_schedule=cfg.lr_schedule,
         vision_learning_rate=cfg.vision_learning_rate, resumed_from_step=first_step, loop_seconds=loop_seconds,
         loop_samples_per_s=(steps - first_step) * batch_size / loop_seconds if loop_seconds else 0.0,
     )
-    if ctx.is_main:
+    if main:
         write_json_atomic(out_dir / "level_summary.json", asdict(summary))
-        resume.clear(resume_dir)
+        shutil.rmtree(out_dir / "resume", ignore_errors=True)
         if show:
             summary_table("PL — parity leveling", asdict(summary))
-    ctx.barrier()
+    trainer.accelerator.wait_for_everyone()
     return summary
 
 
@@ -469,40 +309,35 @@ def _no_bar():
     yield lambda n=1: None
 
 
-def _log_lines(path: Path) -> list[str]:
-    if not path.is_file():
-        return []
-    return [ln + "\n" for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+def save_final_checkpoint(trainer: Any, processor: Any, cfg: TrainConfig, bf16: bool, out_dir: Path) -> Path:
+    """Rank 0 writes ``out_dir/checkpoint``, a plain HF checkpoint (LoRA merged; bf16 when trained in bf16).
 
-
-def _save_checkpoint(
-    wrapped: torch.nn.Module, processor: Any, ctx: DistContext, cfg: TrainConfig, bf16: bool, out_dir: Path,
-    ckpt: Path,
-) -> None:
-    """Rank 0 writes a plain HF checkpoint (LoRA merged; bf16 when trained in bf16); atomic rename."""
-    state = full_state_dict(wrapped, ctx) if cfg.strategy == "fsdp" else None  # a collective under FSDP
-    if ctx.is_main:
-        model = unwrap(wrapped)
+    Written under ``checkpoint.tmp`` and renamed: when this returns, the final checkpoint directory is
+    complete (the place to add what belongs beside the weights).
+    """
+    acc, ckpt = trainer.accelerator, out_dir / "checkpoint"
+    sharded = trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled
+    state = acc.get_state_dict(trainer.model_wrapped) if sharded else None  # a collective when sharded
+    if trainer.is_world_process_zero():
+        model = acc.unwrap_model(trainer.model)
         if cfg.lora:
             model = model.merge_and_unload()
         tmp = out_dir / "checkpoint.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        if state is None:
-            if bf16:
-                model = model.to(torch.bfloat16)
-            model.save_pretrained(tmp, safe_serialization=True)
-        else:
+        if state is not None:
             # gathered copies of tied weights (embeddings = LM head) are separate tensors: keep one name
             every = {n for n, _ in model.named_parameters(remove_duplicate=False)}
-            tied = every - {n for n, _ in model.named_parameters()}
-            state = {k: v for k, v in state.items() if k not in tied}
-            if bf16:
-                state = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in state.items()}
-            model.save_pretrained(tmp, state_dict=state, safe_serialization=True)
+            tied = every - dict(model.named_parameters()).keys()
+            state = {k: v.to(torch.bfloat16) if bf16 and v.is_floating_point() else v
+                     for k, v in state.items() if k not in tied}
+        elif bf16:
+            model = model.to(torch.bfloat16)
+        model.save_pretrained(tmp, state_dict=state, safe_serialization=True)
         processor.save_pretrained(tmp)
         shutil.rmtree(ckpt, ignore_errors=True)
         tmp.rename(ckpt)
-    ctx.barrier()
+    acc.wait_for_everyone()
+    return ckpt
 
 
 def build_replay_mix(audit_path: str | Path, parity_path: str | Path, fraction: float, seed: int,

@@ -1,17 +1,13 @@
-"""The global batch over processes: which samples each process trains on at each optimizer step.
+"""The global batch over processes: ``micro_batch_size x accumulation x processes = batch_size``.
 
-The global batch is ``train.batch_size`` whatever the number of processes (the paper's presets):
-``micro_batch_size x accumulation x processes = batch_size``. The sample order is one seeded shuffle
-per epoch, the same on every process and for every world size; step ``s`` takes
-``order[s*B:(s+1)*B]`` and process ``r`` its ``r``-th contiguous share of it, cut into micro-batches.
-So 1 process and N processes see the same global batches, and a resumed run continues at the
-step it saved.
+The global batch is ``train.batch_size`` whatever the number of processes (the paper's presets). The
+Trainer's seeded sampler orders the samples (one shuffle per epoch); accelerate hands each process
+its share of every global batch.
 """
 
 from __future__ import annotations
 
 import math
-import random
 from dataclasses import dataclass
 
 
@@ -54,20 +50,8 @@ def total_steps(n_samples: int, epochs: float, batch_size: int) -> int:
     return max(1, math.ceil(n_samples * epochs / batch_size))
 
 
-def sample_order(n_samples: int, steps: int, batch_size: int, seed: int) -> list[int]:
-    """Indices for ``steps`` global batches: a fresh seeded shuffle per pass over the samples."""
-    rng = random.Random(seed)
-    order: list[int] = []
-    while len(order) < steps * batch_size:
-        idx = list(range(n_samples))
-        rng.shuffle(idx)
-        order.extend(idx)
-    return order[: steps * batch_size]
-
-
-def micro_batches(order: list[int], step: int, layout: BatchLayout, rank: int) -> list[list[int]]:
-    """The micro-batches (sample indices) process ``rank`` trains on at optimizer step ``step``."""
-    start = step * layout.batch_size + rank * layout.per_process
-    mine = order[start : start + layout.per_process]
-    m = layout.micro_batch_size
-    return [mine[i : i + m] for i in range(0, len(mine), m)]
+def check_strategy(strategy: str, on_gpu: bool) -> None:
+    """FSDP goes through accelerate, which shards only on accelerators (on CPU it would silently run DDP)."""
+    if strategy == "fsdp" and not on_gpu:
+        raise ValueError("train.strategy fsdp needs GPUs (accelerate shards only on accelerators; on the CPU it "
+                         "would silently train unsharded): use strategy ddp on the CPU")

@@ -1,47 +1,41 @@
-"""Resume a killed PL run: model, optimizer, scheduler, data position and RNG every K steps.
+"""Resume a killed PL run from the Trainer's checkpoints, loading nothing that can run code.
 
-``<level dir>/resume/step-<n>/`` holds a ``torch.distributed.checkpoint`` of the trainable weights and
-the AdamW state (sharded under FSDP, written once under DDP), the scheduler state, the losses so
-far, and each process's RNG state. A save is written under ``step-<n>.tmp`` and renamed when every
-process has finished, so a kill mid-save leaves the previous save intact. The data position is the
-step: the sample order is a pure function of the seed and the samples (:mod:`mpa.training.batches`).
+``train.save_every_steps: K`` makes the Trainer write ``<level dir>/resume/checkpoint-<step>/`` every K
+steps (weights as safetensors; optimizer, scheduler and RNG states with ``torch.save``;
+``trainer_state.json`` last). The Trainer reads those back with ``torch.load(weights_only=True)``; on
+top of that PL runs with ``TORCH_FORCE_WEIGHTS_ONLY_LOAD=1`` (every ``torch.load`` in the process and
+its ranks refuses pickled objects, whatever its caller asked), and refuses checkpoints holding files
+that are unpickled outside ``torch.load`` (DCP ``.metadata`` of sharded FSDP saves, DeepSpeed's
+``global_step*``). A checkpoint without a whole ``trainer_state.json`` was cut by a kill mid-save: it is
+deleted and the previous one is used.
 
-A save records a fingerprint of the samples file and the training settings that change the result;
-resuming from a save with another fingerprint is refused (nothing is silently reused). The number
-of processes may differ on resume (the checkpoint is resharded); the RNG state is then not restored.
+``resume/mpa_resume.json`` records a fingerprint of the samples and the settings that change the
+weights; resuming from another fingerprint is refused (nothing is silently reused).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import re
 import shutil
-import warnings
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from mpa.training.distributed import DistContext
-
-#: Settings that do not change the trained weights (how many processes, how often to save, where).
-NEUTRAL_FIELDS = frozenset({"processes", "strategy", "save_every_steps", "backend", "trainjob"})
-_STEP_DIR = re.compile(r"^step-(\d+)$")
+#: Settings that do not change the trained weights (how many processes, how often to save, where, how fast).
+NEUTRAL_FIELDS = frozenset({"processes", "strategy", "save_every_steps", "backend", "trainjob", "dataloader_workers",
+                            "accelerate_config"})
+_CKPT = re.compile(r"^checkpoint-(\d+)$")
+#: files that would be unpickled by something other than ``torch.load``
+UNSAFE_NAMES = (".metadata",)
 
 
 class ResumeMismatch(ValueError):
     """A resume state written for other samples or other settings."""
 
 
-@dataclass
-class ResumePoint:
-    step: int  # optimizer steps done
-    losses: list[float] = field(default_factory=list)
-    path: Path | None = None
+class UnsafeCheckpoint(ValueError):
+    """A resume checkpoint holding something that could run code when loaded."""
 
 
 def fingerprint(samples_path: str | Path, train: dict[str, Any], student: dict[str, Any]) -> str:
@@ -52,111 +46,49 @@ def fingerprint(samples_path: str | Path, train: dict[str, Any], student: dict[s
     return h.hexdigest()
 
 
-def latest(resume_dir: Path) -> Path | None:
-    """The newest complete save (``step-<n>``, never a ``.tmp``)."""
-    if not resume_dir.is_dir():
+def resume_point(resume_dir: Path, fp: str, main: bool = True) -> Path | None:
+    """The newest complete checkpoint to resume from (None: start fresh), after the safety checks."""
+    mark = resume_dir / "mpa_resume.json"
+    found = sorted((int(m.group(1)), p) for p in resume_dir.glob("checkpoint-*") if (m := _CKPT.match(p.name)))
+    complete = [p for _, p in found if step_of(p) is not None]
+    for _, p in found:
+        if main and p not in complete:
+            shutil.rmtree(p, ignore_errors=True)  # cut by a kill mid-save
+    if complete:
+        recorded = json.loads(mark.read_text(encoding="utf-8")).get("fingerprint") if mark.is_file() else None
+        if recorded != fp:
+            raise ResumeMismatch(
+                f"{complete[-1]} was saved by a PL run on other samples or with other train settings; "
+                f"delete {resume_dir} to start over, or run with the settings it was saved with"
+            )
+        check_safe(complete[-1])
+        return complete[-1]
+    if main:
+        resume_dir.mkdir(parents=True, exist_ok=True)
+        mark.write_text(json.dumps({"fingerprint": fp}), encoding="utf-8")
+    return None
+
+
+def step_of(ckpt: Path) -> int | None:
+    """The optimizer step a checkpoint holds; None when its ``trainer_state.json`` (written last) is not whole."""
+    try:
+        return int(json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))["global_step"])
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    found = [(int(m.group(1)), p) for p in resume_dir.iterdir() if (m := _STEP_DIR.match(p.name)) and p.is_dir()]
-    return max(found)[1] if found else None
 
 
-@contextlib.contextmanager
-def _single_process_quiet() -> Iterator[None]:
-    """One process has no process group: that is intended, not worth a warning per save."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
-        yield
+def check_safe(ckpt: Path) -> None:
+    for p in ckpt.rglob("*"):
+        if p.name in UNSAFE_NAMES or (p.is_dir() and p.name.startswith("global_step")):
+            raise UnsafeCheckpoint(
+                f"{p}: resuming would unpickle it (sharded FSDP or DeepSpeed state); mpa refuses to load code "
+                "from a run directory. Save full state dicts (the shipped accelerate configs do), or delete "
+                f"{ckpt.parent} to start over"
+            )
 
 
-def _states(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
-
-    return get_state_dict(model, optimizer, options=StateDictOptions(ignore_frozen_params=True))
-
-
-def save(
-    resume_dir: Path,
-    step: int,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    losses: list[float],
-    fp: str,
-    ctx: DistContext,
-    keep: int = 1,
-) -> Path:
-    """Write ``step-<step>`` (all processes take part); drop older saves beyond ``keep``."""
-    import torch.distributed.checkpoint as dcp
-
-    final = resume_dir / f"step-{step:06d}"
-    tmp = resume_dir / f"step-{step:06d}.tmp"
-    if ctx.is_main:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True, exist_ok=True)
-    ctx.barrier()
-    msd, osd = _states(model, optimizer)
-    with _single_process_quiet():
-        dcp.save({"model": msd, "optim": osd}, checkpoint_id=str(tmp), no_dist=not ctx.distributed)
-    rng = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    torch.save(rng, tmp / f"rng-{ctx.rank}.pt")
-    if ctx.is_main:
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        meta = {"step": step, "fingerprint": fp, "world_size": ctx.world_size, "losses": losses}
-        (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
-    ctx.barrier()
-    if ctx.is_main:
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
-        older = sorted(p for p in resume_dir.iterdir() if _STEP_DIR.match(p.name) and p != final)
-        for p in older[: max(0, len(older) - (keep - 1))]:
-            shutil.rmtree(p, ignore_errors=True)
-    ctx.barrier()
-    return final
-
-
-def load(
-    resume_dir: Path,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    fp: str,
-    ctx: DistContext,
-) -> ResumePoint | None:
-    """Restore the newest save into ``model``/``optimizer``/``scheduler``; None when there is none."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
-
-    path = latest(resume_dir)
-    if path is None:
-        return None
-    meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
-    if meta.get("fingerprint") != fp:
-        raise ResumeMismatch(
-            f"{path} was saved by a PL run on other samples or with other train settings; "
-            f"delete {resume_dir} to start over, or run with the settings it was saved with"
-        )
-    msd, osd = _states(model, optimizer)
-    state = {"model": msd, "optim": osd}
-    with _single_process_quiet():
-        dcp.load(state, checkpoint_id=str(path), no_dist=not ctx.distributed)
-    set_state_dict(
-        model,
-        optimizer,
-        model_state_dict=state["model"],
-        optim_state_dict=state["optim"],
-        options=StateDictOptions(ignore_frozen_params=True, strict=False),
-    )
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
-    rng_file = path / f"rng-{ctx.rank}.pt"
-    if meta.get("world_size") == ctx.world_size and rng_file.is_file():
-        rng = torch.load(rng_file, weights_only=False)
-        torch.set_rng_state(rng["torch"])
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-    return ResumePoint(step=int(meta["step"]), losses=list(meta.get("losses", [])), path=path)
-
-
-def clear(resume_dir: Path) -> None:
-    shutil.rmtree(resume_dir, ignore_errors=True)
+def refused_load_message(exc: BaseException, ckpt: Path) -> str:
+    """One line for a checkpoint file ``torch.load(weights_only=True)`` refused."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return (f"{ckpt} holds a file that is not plain tensors and numbers (refused, loading it could run code: "
+            f"{first}); delete {ckpt.parent} to start over")
