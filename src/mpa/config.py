@@ -277,7 +277,8 @@ class CacheConfig(_Strict):
     """Result cache keyed by (image hash, task, prompt version, model id+revision, decoding params)."""
 
     enabled: bool = True
-    dir: str | None = Field(None, description="default: <out>/cache (share one across shards and re-runs)")
+    dir: str | None = Field(None, description="default: $MPA_CACHE/results (~/.cache/mpa/results), shared by every "
+                            "run directory, shard and re-run on this machine")
 
 
 class GPUSpec(_Strict):

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from mpa.cli.common import AllowPartialOpt, ConfigOpt, ForceOpt, SetOpt, UserError, run_config
+from mpa.cli.common import AllowPartialOpt, ConfigOpt, ForceOpt, SetOpt, UserError, preflight, run_config
 from mpa.toyworld import DEMO_N_IMAGES, DEMO_N_TEST, DEMO_TEMPERATURE
 from mpa.ui import console
 
@@ -33,6 +33,7 @@ def annotate(
 
     cfg = run_config(config, set_, **{"data.images": images, "out": out, "force": force,
                                      "allow_partial": allow_partial})
+    preflight(cfg, stages=("annotate",), models=("teacher",))
     teacher = load_vlm(cfg.teacher)
     try:
         with open_run_cache(cfg, cfg.out) as cache:
@@ -63,6 +64,7 @@ def identify(
     ann = Path(cfg.out) / "annotations.jsonl"
     if not ann.is_file():
         raise UserError(f"no annotations at {ann}: run `mpa annotate` first (same --config/--out)")
+    preflight(cfg, stages=("identify",))
     teacher, student = LazyVLM(cfg.teacher), LazyVLM(cfg.student)
     try:
         with open_run_cache(cfg, cfg.out) as cache:
@@ -91,6 +93,7 @@ def level(
     path = samples or Path(cfg.out) / "pi" / "parity.jsonl"
     if not Path(path).is_file():
         raise UserError(f"no training samples at {path}: run `mpa identify` first")
+    preflight(cfg, stages=("level",), models=("student",))
     where = {"pi_dir": Path(cfg.out) / "pi"} if samples is None else {"samples_path": samples}
     level_for_backend(cfg, Path(cfg.out) / "level", echo=typer.echo, **where)
 
@@ -170,6 +173,7 @@ def run(
     from mpa.orchestrate.local import run_pipeline
 
     cfg = run_config(config, set_, out=out, rounds=rounds, force=force, allow_partial=allow_partial)
+    preflight(cfg)  # seconds, no weights: a run that cannot finish fails here, not after PA
     summary = run_pipeline(cfg)
     console.print(f"run summary: {storage.join(cfg.out, 'summary.json')}")
     if "delta" in summary:

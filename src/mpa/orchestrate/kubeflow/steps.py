@@ -95,6 +95,20 @@ def check_rounds(cfg: RunConfig, env: dict[str, str] | None = None) -> None:
                           f"compile with settings max_rounds: {cfg.rounds} or ask for fewer rounds")
 
 
+def preflight_run(cfg: RunConfig) -> None:
+    """The run's preflight (:mod:`mpa.preflight`) before any pod loads a model: models, image source, benchmark,
+    tracking. Outputs are artifacts here (no ``out``, no marks); a teacher server this run starts later
+    (``mpa-teacher-<run>``) cannot answer yet and is checked by its own readiness wait."""
+    from urllib.parse import urlsplit
+
+    from mpa.orchestrate.kubeflow.teacher_server import NAME_PREFIX
+    from mpa.preflight import preflight
+
+    per_run_server = cfg.teacher.backend == "openai" and (
+        urlsplit(cfg.teacher.openai.base_url).hostname or "").startswith(NAME_PREFIX)
+    preflight(cfg, models=("student",) if per_run_server else ("teacher", "student"), output=False)
+
+
 def prepare_run_spec(spec_dir: str, config: dict | None, shards: int, params: dict[str, Any]) -> list[int]:
     """Resolve and validate the run config (``config`` + the run parameters that are set), list and
     hash the image source, assign every image to a shard; return the non-empty shards."""
@@ -112,6 +126,7 @@ def prepare_run_spec(spec_dir: str, config: dict | None, shards: int, params: di
         )
     check_teacher_placement(cfg)
     check_rounds(cfg)
+    preflight_run(cfg)
     uris = list_images(cfg.data.images, cfg.data.max_images)
     hashes = hash_all(uris, workers=8)
     rows = [{"uri": u, "sha256": hashes[u], "shard": shard_of(hashes[u], shards)} for u in uris]
