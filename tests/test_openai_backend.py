@@ -121,7 +121,7 @@ def test_request_is_image_first_base64_with_key_from_env(fake, monkeypatch):
     assert image_part["image_url"]["url"].startswith(prefix)
     decoded = Image.open(io.BytesIO(base64.b64decode(image_part["image_url"]["url"][len(prefix) :])))
     assert decoded.size == (32, 24)
-    assert script.headers[0]["Authorization"] == "Bearer sk-test-123"
+    assert {k.lower(): v for k, v in script.headers[0].items()}["authorization"] == "Bearer sk-test-123"
 
 
 def test_no_key_for_openai_com_fails_naming_the_env_var(monkeypatch):

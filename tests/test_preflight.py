@@ -120,3 +120,45 @@ def test_the_result_cache_is_shared_by_run_directories(tiny_config, tmp_path):
     off = parse_config({**tiny_config, "cache": {"enabled": False}})
     with open_run_cache(off, tmp_path / "c") as cache:
         assert cache is None
+
+
+@pytest.fixture
+def models_endpoint():
+    """An OpenAI-compatible /v1/models on 127.0.0.1 that lists one model and wants the key ``sk-right-key``."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802
+            ok = self.headers.get("Authorization") == "Bearer sk-right-key"
+            body = json.dumps({"object": "list", "data": [{"id": "tiny-teacher", "object": "model"}]} if ok
+                              else {"error": {"message": "bad key"}}).encode()
+            self.send_response(200 if ok else 401)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}/v1"
+    srv.shutdown()
+
+
+def test_an_openai_teacher_is_checked_for_its_key_and_served_model(tiny_config, models_endpoint, monkeypatch):
+    def cfg(served: str):
+        return parse_config({**tiny_config, "teacher": {"model": "t", "backend": "openai", "served_name": served,
+                                                        "openai": {"base_url": models_endpoint,
+                                                                   "api_key_env": "MPA_TEST_KEY"}}})
+
+    monkeypatch.setenv("MPA_TEST_KEY", "sk-wrong-key")
+    with pytest.raises(PreflightError, match=r"teacher.openai.api_key_env: .* refused the key in \$MPA_TEST_KEY"):
+        preflight(cfg("tiny-teacher"))
+    monkeypatch.setenv("MPA_TEST_KEY", "sk-right-key")
+    preflight(cfg("tiny-teacher"))
+    with pytest.raises(PreflightError, match=r"teacher.served_name: .* not serve 'other' \(it serves: tiny-teacher"):
+        preflight(cfg("other"))

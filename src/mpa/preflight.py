@@ -17,12 +17,9 @@ command and the pipeline's prepare step call :func:`preflight` first.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -131,24 +128,28 @@ def check_endpoint(setting: str, mc: ModelConfig) -> None:
             check_key_transport(base, s.allow_plain_http)
         except OpenAIRequestError as exc:
             raise _fail(f"{setting}.openai.base_url", str(exc)) from None
-    req = urllib.request.Request(base + "/models", headers={"Authorization": f"Bearer {key}"} if key else {})
+    import openai
+
+    client = openai.OpenAI(base_url=base, api_key=key or "EMPTY", max_retries=0, timeout=min(TIMEOUT_S, s.timeout_s))
     try:
-        with urllib.request.urlopen(req, timeout=min(TIMEOUT_S, s.timeout_s)) as resp:
-            payload = json.loads(resp.read().decode("utf-8") or "{}")
-    except urllib.error.HTTPError as exc:
-        if exc.code in (401, 403):
+        ids = [m.id for m in client.models.list()]
+    except openai.APIStatusError as exc:
+        if exc.status_code in (401, 403):
             raise _fail(f"{setting}.openai.api_key_env", f"{redact_text(base)} refused the key in ${s.api_key_env} "
-                        f"(HTTP {exc.code})") from None
-        if exc.code == 404:
+                        f"(HTTP {exc.status_code})") from None
+        if exc.status_code == 404:
             raise _fail(f"{setting}.openai.base_url", f"{redact_text(base)}/models is not there (HTTP 404): "
                         "base_url must be an OpenAI-compatible API root ending in /v1") from None
         return  # the server answers; a listing it does not offer is not ours to judge
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
+    except openai.APIConnectionError as exc:
+        reason = exc.__cause__ or exc
         raise _fail(f"{setting}.openai.base_url", f"{redact_text(base)} cannot be reached ({reason}): start the "
                     "server or fix the URL") from None
+    except (openai.OpenAIError, ValueError, TypeError):
+        return  # an answer that is not a model list: the backend's own checks name what is wrong
+    finally:
+        client.close()
     served = mc.served_name or mc.model
-    ids = [m.get("id") for m in payload.get("data", []) if isinstance(m, dict)] if isinstance(payload, dict) else []
     if ids and served not in ids:
         field = "served_name" if mc.served_name else "model"
         raise _fail(f"{setting}.{field}", f"{redact_text(base)} does not serve {served!r} (it serves: "
@@ -286,6 +287,11 @@ def preflight(cfg: RunConfig, *, stages: Iterable[str] = STAGES, out_dir: str | 
     Returns the seconds it took.
     """
     from mpa import storage
+
+    refs = [cfg.teacher.model, cfg.student.model, cfg.data.images, cfg.out, cfg.evaluate.annotations or "",
+            cfg.evaluate.questions or "", cfg.evaluate.images or ""]
+    if not any(storage.is_s3(r) or "s3://" in r for r in refs):
+        return _preflight(cfg, set(stages), out_dir, models, output)
     from mpa.orchestrate.local import storage_settings
 
     previous = storage.settings()

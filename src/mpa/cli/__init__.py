@@ -126,17 +126,21 @@ def _root(
 _mount(app)
 
 
+#: the errors that are the user's to fix besides MpaError, ValueError and FileNotFoundError (which the
+#: others below mostly are): (module, class) — looked up only when their module is already imported (an
+#: instance cannot exist otherwise), so printing an error never imports torch
+_OTHER_USER_ERRORS = (("mpa.vlm.hf", "ModelLoadError"), ("mpa.sharding", "IncompleteMerge"))
+
+
 def user_errors() -> tuple[type[BaseException], ...]:
     """The errors that are the user's to fix: printed as one line, exit code 2 (never a traceback)."""
-    from mpa.config import ConfigError
-    from mpa.data.images import ImageSourceError
     from mpa.errors import MpaError
-    from mpa.sharding import IncompleteMerge
-    from mpa.stages.level import EmptyParitySet
-    from mpa.vlm.hf import ModelLoadError
 
-    return (MpaError, UserError, ConfigError, ImageSourceError, ModelLoadError, EmptyParitySet, IncompleteMerge,
-            FileNotFoundError, ValueError)
+    found: list[type[BaseException]] = [MpaError, UserError, FileNotFoundError, ValueError]
+    for module, name in _OTHER_USER_ERRORS:
+        if module in sys.modules:
+            found.append(getattr(sys.modules[module], name))
+    return tuple(found)
 
 
 def main() -> None:

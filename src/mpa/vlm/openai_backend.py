@@ -1,14 +1,17 @@
-"""``openai`` backend: any OpenAI-compatible chat-completions endpoint (GPT-4o, a vLLM server).
+"""``openai`` backend: any OpenAI-compatible chat-completions endpoint (GPT-4o, a vLLM server), through the
+``openai`` SDK.
 
 Images go as base64 data URLs, image first then text (the same turn every backend sends).
-Requests run with bounded concurrency (``openai.max_concurrency`` threads); 429, 5xx,
-timeouts and connection errors are retried with exponential back-off and full jitter
-(honouring ``Retry-After``), up to ``openai.max_retries``; any other 4xx fails at once with
-the server's message. The API key is read only from the environment variable named by
-``openai.api_key_env`` — never from the config file. Token usage and the estimated cost
-(``openai.price_*_per_mtok``) are counted and reported by :meth:`OpenAIVLM.usage_summary`.
-
-No client library is needed (stdlib HTTP), so this backend works in any image.
+Requests run with bounded concurrency (``openai.max_concurrency`` threads) on one SDK client (its
+connection pool, timeouts and auth); 429, 5xx, timeouts and connection errors are retried here, with
+exponential back-off and full jitter (honouring ``Retry-After``), up to ``openai.max_retries`` — our own
+loop rather than the SDK's so that every retry is counted and logged and the back-off is the one the
+cost plan assumes; any other 4xx fails at once with the server's message. The API key is read only from
+the environment variable named by ``openai.api_key_env`` — never from the config file — and is never
+sent over plain http except to loopback (or when ``allow_plain_http`` says so). Token usage and the
+estimated cost (``openai.price_*_per_mtok``) are counted and reported by :meth:`OpenAIVLM.usage_summary`.
+The response body is read raw and checked here, so a server that is not OpenAI-compatible (an HTML
+page, a JSON without ``choices``) is a one-line error naming the endpoint.
 """
 
 from __future__ import annotations
@@ -21,9 +24,7 @@ import os
 import random
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -36,6 +37,9 @@ from mpa.vlm.base import VLM, GenParams, VLMRequest
 log = logging.getLogger(__name__)
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+#: request fields the SDK's ``chat.completions.create`` names; the rest go as ``extra_body``
+SDK_FIELDS = frozenset({"model", "messages", "max_tokens", "temperature", "top_p", "presence_penalty",
+                        "frequency_penalty", "seed"})
 
 
 class OpenAIRequestError(MpaError, RuntimeError):
@@ -148,6 +152,11 @@ class OpenAIVLM(VLM):
         if self._api_key is not None:
             register_secret(self._api_key)  # never shown, even when a server echoes it back
             check_key_transport(self.settings.base_url, self.settings.allow_plain_http)
+        import openai
+
+        # retries are ours (counted, logged, full-jitter back-off): the SDK makes one attempt per call
+        self._client = openai.OpenAI(base_url=self.settings.base_url, api_key=self._api_key or "EMPTY",
+                                     max_retries=0, timeout=self.settings.timeout_s)
         self.usage = Usage()
         self._lock = threading.Lock()
         self._sleep = sleep
@@ -173,18 +182,18 @@ class OpenAIVLM(VLM):
             body["seed"] = params.seed
         return body
 
-    def _post(self, data: bytes) -> dict:
-        headers = {"Content-Type": "application/json"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        req = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
-        with urllib.request.urlopen(req, timeout=self.settings.timeout_s) as resp:
-            body = resp.read()
-            kind = resp.headers.get("Content-Type", "no content type")
+    def _post(self, body: dict) -> dict:
+        """One request through the SDK; the body is checked here (see the module docstring)."""
+        known = {k: v for k, v in body.items() if k in SDK_FIELDS}
+        extra = {k: v for k, v in body.items() if k not in SDK_FIELDS}  # vLLM-style sampling fields
+        raw = self._client.chat.completions.with_raw_response.create(**known, extra_body=extra or None)
+        http = raw.http_response
+        kind = http.headers.get("Content-Type", "no content type")
+        text = http.content
         try:
-            payload = json.loads(body.decode("utf-8"))
+            payload = json.loads(text.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
-            start = one_line(redact_text(body[:120].decode("utf-8", "replace")), 80)
+            start = one_line(redact_text(text[:120].decode("utf-8", "replace")), 80)
             raise OpenAIRequestError(
                 f"{self.shown_url} answered with a body that is not JSON ({kind}: {start!r}); "
                 "base_url must be an OpenAI-compatible API root ending in /v1") from None
@@ -208,22 +217,25 @@ class OpenAIVLM(VLM):
 
     def complete(self, request: VLMRequest, params: GenParams) -> str:
         """One chat completion, retried on transient failures."""
+        import openai
+
         s = self.settings
-        data = json.dumps(self._body(request, params)).encode("utf-8")
+        body = self._body(request, params)
         last = ""
         for attempt in range(s.max_retries + 1):
             t = time.perf_counter()
             retry_after: float | None = None
             try:
-                payload = self._post(data)
-            except urllib.error.HTTPError as exc:
-                detail = one_line(redact_text(exc.read().decode("utf-8", "replace")), 500) or "no body"
-                if exc.code not in RETRY_STATUS:
+                payload = self._post(body)
+            except openai.APIStatusError as exc:
+                code = exc.status_code
+                detail = one_line(redact_text(exc.response.content.decode("utf-8", "replace")), 500) or "no body"
+                if code not in RETRY_STATUS:
                     with self._lock:
                         self.usage.failures += 1
-                    raise self._refused(exc.code, detail) from None
-                last = f"HTTP {exc.code}: {detail}"
-                ra = exc.headers.get("Retry-After") if exc.headers else None
+                    raise self._refused(code, detail) from None
+                last = f"HTTP {code}: {detail}"
+                ra = exc.response.headers.get("Retry-After")
                 if ra:
                     try:
                         retry_after = float(ra)
@@ -233,12 +245,11 @@ class OpenAIVLM(VLM):
                 with self._lock:
                     self.usage.failures += 1
                 raise
-            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
-                reason = getattr(exc, "reason", exc)
-                if isinstance(exc, TimeoutError) or isinstance(reason, TimeoutError):
-                    last = f"no answer within timeout_s={s.timeout_s:g} s"
-                else:
-                    last = one_line(redact_text(f"{type(exc).__name__}: {reason}"), 200)
+            except openai.APITimeoutError:
+                last = f"no answer within timeout_s={s.timeout_s:g} s"
+            except openai.APIConnectionError as exc:
+                reason = exc.__cause__ or exc
+                last = one_line(redact_text(f"{type(reason).__name__}: {reason}"), 200)
             else:
                 self._account(payload, time.perf_counter() - t)
                 try:
@@ -305,3 +316,4 @@ class OpenAIVLM(VLM):
     def close(self) -> None:
         if self.usage.requests:
             log.info("openai usage: %s", self.usage_summary())
+        self._client.close()
