@@ -14,10 +14,11 @@ ARG BASE_IMAGE=python:3.11.10-slim-bookworm
 # The dependency list alone (pyproject.toml's dependencies and the extras the image needs): the
 # build stage copies this file, so an edit elsewhere in pyproject.toml keeps the cached install.
 FROM ${BASE_IMAGE} AS requirements
-COPY pyproject.toml /src/
+COPY pyproject.toml constraints.txt /src/
 RUN python3 -c "import tomllib; p = tomllib.load(open('/src/pyproject.toml', 'rb'))['project']; \
 print('\n'.join(p['dependencies'] + [d for e in ('train', 'pipeline', 'tracking') for d in p['optional-dependencies'][e]]))" \
-      > /requirements.txt
+      > /requirements.txt \
+ && cp /src/constraints.txt /constraints.txt
 
 # One stage: every dependency installs from a wheel (no compiler in the base, none needed), and a
 # second stage copying the 2 GB virtualenv would make even a fully cached rebuild hash it.
@@ -47,8 +48,9 @@ WORKDIR /tmp/mpa-src
 RUN pip install ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} "torch==2.13.0+cpu" \
  && pip install --no-deps ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} "torchvision==0.28.0"
 # Dependencies first, so that a change under src/ rebuilds only the last, small layers.
-COPY --from=requirements /requirements.txt /tmp/requirements.txt
-RUN pip install -r /tmp/requirements.txt "torch==2.13.0+cpu" "transformers==5.19.0" "psycopg2-binary==2.9.10"
+COPY --from=requirements /requirements.txt /constraints.txt /tmp/
+RUN pip install -r /tmp/requirements.txt -c /tmp/constraints.txt "torch==2.13.0+cpu" "transformers==5.19.0" \
+      "psycopg2-binary==2.9.10"
 COPY pyproject.toml README.md ./
 COPY src ./src
 COPY components ./components
@@ -58,7 +60,7 @@ RUN pip install --no-deps ".[train,pipeline,tracking]" \
  && SITE=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') \
  && echo "import mpa._torchvision_compat as _m; _m.install()" > "$SITE/mpa_torchvision_compat.pth" \
  && python3 -c "import mpa, mpa_kfp, kfp, mlflow, flask_wtf, torch, torchvision, psycopg2, transformers; print('mpa', mpa.__version__, 'torch', torch.__version__, 'kfp', kfp.__version__)" \
- && cd / && rm -rf /tmp/mpa-src /tmp/requirements.txt
+ && cd / && rm -rf /tmp/mpa-src /tmp/requirements.txt /tmp/constraints.txt
 ENV HOME=/home/mpa \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

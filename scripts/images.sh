@@ -113,7 +113,7 @@ collect_pip_setup() {
 # through), stamped on the image: tests/images/kfp_launch.py:source_digest computes the same to
 # refuse testing an image built from other sources.
 source_digest() {
-  find pyproject.toml README.md src components pipelines -type f ! -path '*/__pycache__/*' ! -name '*.pyc' \
+  find pyproject.toml constraints.txt README.md src components pipelines -type f ! -path '*/__pycache__/*' ! -name '*.pyc' \
     ! -path 'src/*.egg-info/*' \
     ! -path 'components/tests/*' ! -path 'components/*/tests/*' ! -path 'pipelines/tests/*' ! -path 'pipelines/*/tests/*' \
     -print0 \

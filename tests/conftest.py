@@ -35,3 +35,10 @@ def tiny_config(tiny_ws, tmp_path):
         "evaluate": {"benchmark": "textvqa", "annotations": str(tiny_ws["benchmark"]), "max_new_tokens": 6},
         "out": str(tmp_path / "run"),
     }
+
+
+@pytest.fixture(autouse=True)
+def _own_mpa_cache(tmp_path_factory, monkeypatch):
+    """Each test gets its own ``$MPA_CACHE`` (the shared result cache lives there by default): a test never
+    sees model answers another test, or the user's own runs, left behind."""
+    monkeypatch.setenv("MPA_CACHE", str(tmp_path_factory.mktemp("mpa-cache")))

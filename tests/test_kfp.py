@@ -452,6 +452,7 @@ def _cli(args, monkeypatch, fake):
     from mpa.cli.pipeline import app as pipeline_app
 
     monkeypatch.setattr(kc, "make_client", lambda conn: fake)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")  # no --host: the in-cluster client (the fake)
     monkeypatch.setattr("mpa.provenance.git_revision", lambda cwd=None: ("0123456789ab", False))
     monkeypatch.setattr(kc.time, "sleep", lambda s: None)
     return CliRunner().invoke(pipeline_app, args)
@@ -518,7 +519,7 @@ def test_cli_upload_and_argument_errors(tmp_path, monkeypatch):
     res = _cli(["upload", "--package", str(tmp_path / "nope.yaml")], monkeypatch, fake)
     assert res.exit_code != 0 and "not found" in res.output
     res = _cli(["run", "--package", str(COMPILED), "--param", "shards"], monkeypatch, fake)
-    assert res.exit_code != 0 and "--param expects key=value" in res.output
+    assert res.exit_code != 0 and "--param expects a dotted setting" in res.output
 
 
 def test_pipeline_group_registers_on_the_main_cli():

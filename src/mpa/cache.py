@@ -143,18 +143,27 @@ class ResultCache:
         return {"path": str(self.path), **asdict(self.stats)}
 
 
+def default_cache_dir() -> Path:
+    """Where runs share their result cache unless ``cache.dir`` says otherwise: ``$MPA_CACHE/results``
+    (``~/.cache/mpa/results``)."""
+    from mpa.storage import cache_dir
+
+    return cache_dir() / "results"
+
+
 @contextmanager
 def open_run_cache(cfg: Any, run_dir: str | Path | None) -> Iterator[ResultCache | None]:
     """The one way to open a run's PA/PI result cache, closed when the block ends (also on an error):
-    ``cache.dir`` when set, else ``<run dir>/cache``; None when disabled, or when there is no run directory
-    to keep it in (``run_dir=None``: a Kubeflow pod, whose own disk goes with it, uses a cache only where
+    ``cache.dir`` when set, else the user's shared one (:func:`default_cache_dir`, the same for every run
+    directory, so a new ``--out`` does not pay the teacher again); None when disabled, or when there is no
+    run directory (``run_dir=None``: a Kubeflow pod, whose own disk goes with it, uses a cache only where
     ``cache.dir`` names a shared volume)."""
     if not cfg.cache.enabled:
         cache = None
     elif cfg.cache.dir:
         cache = ResultCache(Path(cfg.cache.dir))
     else:
-        cache = None if run_dir is None else ResultCache(Path(run_dir) / "cache")
+        cache = None if run_dir is None else ResultCache(default_cache_dir())
     try:
         yield cache
     finally:

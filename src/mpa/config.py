@@ -321,7 +321,8 @@ class CacheConfig(_Strict):
     """Result cache keyed by (image hash, task, prompt version, model id+revision, decoding params)."""
 
     enabled: bool = True
-    dir: str | None = Field(None, description="default: <out>/cache (share one across shards and re-runs)")
+    dir: str | None = Field(None, description="default: $MPA_CACHE/results (~/.cache/mpa/results), shared by every "
+                            "run directory, shard and re-run on this machine")
 
 
 class GPUSpec(_Strict):
@@ -560,12 +561,38 @@ class ConfigError(ValueError):
     """A configuration file that cannot be used; the message names the file and the fields."""
 
 
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The config section (pydantic model) at a location, e.g. ``("train",)`` → TrainConfig."""
+    import typing
+
+    model: type[BaseModel] | None = RunConfig
+    for part in loc:
+        field = model.model_fields.get(str(part)) if model is not None else None
+        if field is None:
+            return None
+        candidates = [field.annotation, *typing.get_args(field.annotation)]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    return model
+
+
+def did_you_mean(loc: tuple) -> str:
+    """`` (did you mean train.learning_rate?)`` for an unknown key close to a real one, else ``""``."""
+    import difflib
+
+    model = _model_at(loc[:-1])
+    if model is None or not loc:
+        return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
+    return f" (did you mean {'.'.join([*map(str, loc[:-1]), close[0]])}?)" if close else ""
+
+
 def format_validation_error(source: str, exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
-        parts.append(f"{loc}: {msg}" if loc else msg)
+        hint = did_you_mean(tuple(err["loc"])) if err["type"] == "extra_forbidden" else ""
+        parts.append(f"{loc}: {msg}{hint}" if loc else f"{msg}{hint}")
     return f"invalid config {source}: " + "; ".join(parts)
 
 
@@ -576,7 +603,9 @@ def parse_set_pairs(pairs: list[str] | None) -> dict[str, Any]:
         key, sep, raw = pair.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ConfigError(f"--set expects key=value (dotted key), got {pair!r}")
+            # no "key=value" in the text: the redactor would hide the hint's own example
+            raise ConfigError(f"--set expects a dotted setting, '=' and its value (e.g. --set train.epochs=2), "
+                              f"got {pair!r}")
         try:
             out[key] = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError as exc:

@@ -77,9 +77,9 @@ def _in_build_context(rel: Path) -> bool:
 
 def source_digest(root: Path = ROOT) -> str:
     """The digest scripts/images.sh stamps on the image (label ``io.mpa.source-digest``): sha256 over
-    ``sha256sum``-style lines of every file the Dockerfile copies (pyproject.toml, README.md, src/,
+    ``sha256sum``-style lines of every file the Dockerfile copies (pyproject.toml, constraints.txt, README.md, src/,
     components/, pipelines/) minus what .dockerignore leaves out."""
-    files = [root / "pyproject.toml", root / "README.md"]
+    files = [root / "pyproject.toml", root / "constraints.txt", root / "README.md"]
     for top in ("src", "components", "pipelines"):
         files += [p for p in (root / top).rglob("*") if p.is_file() and _in_build_context(p.relative_to(root))]
     lines = []

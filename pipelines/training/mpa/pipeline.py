@@ -155,6 +155,8 @@ def run_prepare(run: dict[str, Any], s: PipelineSettings) -> dsl.PipelineTask:
     spec = configure_task(prepare(**run), "prepare", s)
     spec.set_env_variable("MPA_TEACHER_IN_POD", "1" if s.teacher_in_pod else "0")
     spec.set_env_variable("MPA_MAX_ROUNDS", str(s.max_rounds))
+    if s.teacher_server.enabled:  # the per-run server does not exist yet: prepare's preflight does not call it
+        spec.set_env_variable("MPA_TEACHER_SERVER", "1")
     return spec
 
 

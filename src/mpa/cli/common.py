@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mpa.config import RunConfig, load_config, parse_set_pairs
 from mpa.errors import MpaError
+
+if TYPE_CHECKING:  # mpa.config (pydantic) is imported when a command runs, not for --help
+    from mpa.config import RunConfig
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="run config YAML (see configs/ for examples)")]
 SetOpt = Annotated[
@@ -34,6 +36,15 @@ class UserError(MpaError):
 
 def run_config(path: Path, sets: list[str] | None, **flags: object) -> RunConfig:
     """The run config from ``--config``, with flags (dotted field → value; None = not given) and ``--set`` on top."""
+    from mpa.config import load_config, parse_set_pairs
+
     overrides = {k: v for k, v in flags.items() if v is not None}
     overrides.update(parse_set_pairs(sets))
     return load_config(path, overrides)
+
+
+def preflight(cfg: RunConfig, **kw: object) -> None:
+    """The run's preflight (:func:`mpa.preflight.preflight`): models, data, endpoints, buckets, marks; no weights."""
+    from mpa.preflight import preflight as run_preflight
+
+    run_preflight(cfg, **kw)  # type: ignore[arg-type]

@@ -52,7 +52,7 @@ NameOpt = Annotated[str, typer.Option("--pipeline-name", help="pipeline name on 
 VersionOpt = Annotated[
     str | None, typer.Option("--version-name", help="default: git-<sha>-<spec digest> (see docs/kubeflow.md)")
 ]
-DEFAULT_COMPILED = Path("pipelines/training/mpa/pipeline.yaml")
+DEFAULT_COMPILED = Path("pipeline.yaml")  # in the current directory (the committed spec is rewritten only when named)
 
 
 def _pairs(pairs: list[str] | None, flag: str) -> dict:
@@ -89,21 +89,87 @@ def _package(package: Path | None, settings: Path | None, gpu_image: str | None,
     return compile_pipeline(out, _settings(settings, gpu_image, cpu_image))
 
 
-def _upload(package: Path, name: str, version: str | None, host, namespace, token):
-    from mpa.orchestrate.kubeflow.client import make_client, resolve_connection, upload_version, version_name
-    from mpa.provenance import git_revision
+def _client(host: str | None, namespace: str | None, token: str | None):
+    """A KFP client for a host that answers: no endpoint (outside a cluster) or one that does not answer is a
+    one-line error naming the setting, never a client silently aimed at localhost:80."""
+    import os
+
+    from mpa.cli.common import UserError
+    from mpa.orchestrate.kubeflow.client import make_client, resolve_connection
 
     conn = resolve_connection(host, namespace, token)
-    client = make_client(conn)
+    if conn.host is None and not os.environ.get("KUBERNETES_SERVICE_HOST"):
+        raise UserError("no Kubeflow Pipelines endpoint: pass --host URL or set KF_PIPELINES_ENDPOINT (e.g. "
+                        "http://localhost:8080 after `kubectl port-forward -n kubeflow svc/ml-pipeline-ui 8080:80`)")
+    if conn.host is not None:
+        _check_host(conn.host)
+    with kfp_errors(conn.host):
+        return conn, make_client(conn)
+
+
+def _check_host(host: str, timeout_s: float = 10.0) -> None:
+    import urllib.error
+    import urllib.request
+
+    from mpa.cli.common import UserError
+    from mpa.redact import redact_text
+
+    if not host.startswith(("http://", "https://")):
+        raise UserError(f"--host / KF_PIPELINES_ENDPOINT {redact_text(host)!r} is not an http(s):// URL")
+    try:
+        urllib.request.urlopen(host.rstrip("/") + "/apis/v2beta1/healthz", timeout=timeout_s).close()
+    except urllib.error.HTTPError:
+        return  # it answers (an auth proxy may refuse the health path; the client reports what it must)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise UserError(f"the Kubeflow Pipelines endpoint {redact_text(host)} (--host / KF_PIPELINES_ENDPOINT) "
+                        f"cannot be reached ({reason}); check the URL or the port-forward") from None
+
+
+class kfp_errors:  # noqa: N801 - used as a context manager
+    """Errors of the KFP client (HTTP, connection, API) as one line naming the endpoint, not a traceback."""
+
+    def __init__(self, host: str | None) -> None:
+        self.host = host
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        if exc is None or not isinstance(exc, Exception) or isinstance(exc, typer.Exit | typer.BadParameter):
+            return False
+        from mpa.cli.common import UserError
+        from mpa.errors import MpaError, one_line
+        from mpa.redact import redact_text
+
+        if isinstance(exc, MpaError):
+            return False
+        module = type(exc).__module__.split(".")[0]
+        ours = module in ("kfp", "kfp_server_api", "urllib3", "requests", "kubernetes", "http", "socket")
+        if not ours and not isinstance(exc, ConnectionError | TimeoutError):
+            return False
+        status = getattr(exc, "status", None)
+        reason = getattr(exc, "reason", None) or str(exc)
+        where = redact_text(self.host or "the in-cluster endpoint")
+        detail = one_line(redact_text(f"{status} {reason}" if status else str(reason)), 200)
+        raise UserError(f"Kubeflow Pipelines at {where}: {type(exc).__name__}: {detail}") from None
+
+
+def _upload(package: Path, name: str, version: str | None, host, namespace, token):
+    from mpa.orchestrate.kubeflow.client import upload_version, version_name
+    from mpa.provenance import git_revision
+
+    conn, client = _client(host, namespace, token)
     version = version or version_name(package, git_revision(Path.cwd()))
-    uploaded = upload_version(client, package, name, version, description=f"mpa {version}")
+    with kfp_errors(conn.host):
+        uploaded = upload_version(client, package, name, version, description=f"mpa {version}")
     return conn, client, uploaded
 
 
 @app.command("compile")
 def compile_cmd(
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="where to write the compiled YAML (default: the committed spec)")
+        Path, typer.Option("--out", "-o", help="where to write the compiled YAML (default: ./pipeline.yaml)")
     ] = DEFAULT_COMPILED,
     settings: SettingsOpt = None,
     gpu_image: GpuImageOpt = None,
@@ -151,7 +217,8 @@ def upload_cmd(
 def run_cmd(
     params: Annotated[
         Path | None,
-        typer.Option("--params", "-p", help="the run config YAML, the same file `mpa run -c` takes"),
+        typer.Option("--config", "-c", "--params", "-p",
+                     help="the run config YAML, the same file `mpa run -c` takes (--params: the old name)"),
     ] = None,
     sets: Annotated[
         list[str] | None, typer.Option("--set", help="override a config value, dotted: --set train.lora=true")
@@ -187,22 +254,15 @@ def run_cmd(
 
     pkg = _package(package, settings, gpu_image, cpu_image)
     args = run_arguments(pkg, params, _pairs(sets, "--set"), _pairs(param, "--param"), shards)
-    _, client, up = _upload(pkg, pipeline_name, version_name, host, namespace, token)
+    conn, client, up = _upload(pkg, pipeline_name, version_name, host, namespace, token)
     # the client already scopes to --namespace (multi-user KFP); None lets it use that
-    run_id = start_run(
-        client,
-        experiment,
-        up,
-        args,
-        package=pkg,
-        namespace=None,
-        name=run_name,
-        enable_caching=cache,
-        service_account=service_account,
-    )
+    with kfp_errors(conn.host):
+        run_id = start_run(client, experiment, up, args, package=pkg, namespace=None, name=run_name,
+                           enable_caching=cache, service_account=service_account)
     typer.echo(json.dumps({"run_id": run_id, "version": up.version_name, "experiment": experiment}))
     if wait:
-        _follow(client, run_id, timeout)
+        with kfp_errors(conn.host):
+            _follow(client, run_id, timeout)
 
 
 @app.command("wait")
@@ -214,9 +274,9 @@ def wait_cmd(
     token: TokenOpt = None,
 ) -> None:
     """Follow a run until it finishes; exit 1 unless it succeeds (e.g. again after a token expired)."""
-    from mpa.orchestrate.kubeflow.client import make_client, resolve_connection
-
-    _follow(make_client(resolve_connection(host, namespace, token)), run_id, timeout)
+    conn, client = _client(host, namespace, token)
+    with kfp_errors(conn.host):
+        _follow(client, run_id, timeout)
 
 
 @app.command("stop")
@@ -227,9 +287,11 @@ def stop_cmd(
     token: TokenOpt = None,
 ) -> None:
     """Terminate a run (its running pods are stopped); a run that has already finished is left as it is."""
-    from mpa.orchestrate.kubeflow.client import make_client, resolve_connection, stop
+    from mpa.orchestrate.kubeflow.client import stop
 
-    state = stop(make_client(resolve_connection(host, namespace, token)), run_id)
+    conn, client = _client(host, namespace, token)
+    with kfp_errors(conn.host):
+        state = stop(client, run_id)
     typer.echo(json.dumps({"run_id": run_id, "state": state}))
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mpa.cli.common import AllowPartialOpt, ConfigOpt, ForceOpt, SetOpt, UserError, run_config
+from mpa.cli.common import AllowPartialOpt, ConfigOpt, ForceOpt, SetOpt, UserError, preflight, run_config
 from mpa.toyworld import DEMO_N_IMAGES, DEMO_N_TEST, DEMO_TEMPERATURE
 from mpa.ui import console
 
@@ -30,12 +30,13 @@ def annotate(
     set_: SetOpt = None,
 ) -> None:
     """PA: the teacher writes one task-specific question + answer per image (resumable)."""
+    cfg = run_config(config, set_, **{"data.images": images, "out": out, "force": force,
+                                     "allow_partial": allow_partial})
+    preflight(cfg, stages=("annotate",), models=("teacher",))
     from mpa.cache import open_run_cache
     from mpa.stages.annotate import annotate_with_config
     from mpa.vlm.loader import load_vlm
 
-    cfg = run_config(config, set_, **{"data.images": images, "out": out, "force": force,
-                                     "allow_partial": allow_partial})
     teacher = load_vlm(cfg.teacher)
     try:
         with open_run_cache(cfg, cfg.out) as cache:
@@ -57,15 +58,16 @@ def identify(
     set_: SetOpt = None,
 ) -> None:
     """PI: teacher and student answer each generated question; keep E(teacher) ∧ ¬E(student)."""
-    from mpa.cache import open_run_cache
-    from mpa.stages.identify import identify_with_config
-    from mpa.vlm.loader import LazyVLM
-
     cfg = run_config(config, set_, **{"out": out, "identify.match": match, "force": force,
                                      "allow_partial": allow_partial})
     ann = Path(cfg.out) / "annotations.jsonl"
     if not ann.is_file():
         raise UserError(f"no annotations at {ann}: run `mpa annotate` first (same --config/--out)")
+    preflight(cfg, stages=("identify",))
+    from mpa.cache import open_run_cache
+    from mpa.stages.identify import identify_with_config
+    from mpa.vlm.loader import LazyVLM
+
     teacher, student = LazyVLM(cfg.teacher), LazyVLM(cfg.student)
     try:
         with open_run_cache(cfg, cfg.out) as cache:
@@ -88,12 +90,13 @@ def level(
 
     --set train.processes=N trains with N data-parallel processes here; --set train.backend=trainjob
     submits a Kubeflow Trainer TrainJob (train.trainjob.*) and brings the checkpoint back."""
-    from mpa.orchestrate.kubeflow.trainjob import level_for_backend
-
     cfg = run_config(config, set_, out=out, force=force, allow_partial=allow_partial)
     path = samples or Path(cfg.out) / "pi" / "parity.jsonl"
     if not Path(path).is_file():
         raise UserError(f"no training samples at {path}: run `mpa identify` first")
+    preflight(cfg, stages=("level",), models=("student",))
+    from mpa.orchestrate.kubeflow.trainjob import level_for_backend
+
     where = {"pi_dir": Path(cfg.out) / "pi"} if samples is None else {"samples_path": samples}
     level_for_backend(cfg, Path(cfg.out) / "level", echo=typer.echo, **where)
 
@@ -189,10 +192,11 @@ def run(
     (the teacher is not asked again), train on the new parity set and evaluate; they stop early when
     the parity set falls below iterate.min_k or stops shrinking.
     """
+    cfg = run_config(config, set_, out=out, rounds=rounds, force=force, allow_partial=allow_partial)
+    preflight(cfg)  # seconds, no weights: a run that cannot finish fails here, not after PA
     from mpa import storage
     from mpa.orchestrate.local import run_pipeline
 
-    cfg = run_config(config, set_, out=out, rounds=rounds, force=force, allow_partial=allow_partial)
     summary = run_pipeline(cfg)
     console.print(f"run summary: {storage.join(cfg.out, 'summary.json')}")
     if "delta" in summary:

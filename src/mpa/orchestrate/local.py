@@ -234,4 +234,22 @@ def _run_stages(cfg: RunConfig, outputs: _Outputs, tracker: Any, show: bool) -> 
                 + (f" (stopped: {r['stopped']})" if r.get("stopped") else "") for r in records))
     summary["timings_s"] = timings
     write_json_atomic(out / "summary.json", redact(summary))
+    _write_report(out, summary, tracker, show)
     return summary
+
+
+def _write_report(out: Path, summary: dict[str, Any], tracker: Any, show: bool) -> None:
+    """report.html + chart.png beside summary.json (the demo's renderer); logged to the MLflow run too."""
+    from mpa.report import write_run_report
+
+    try:
+        html = write_run_report(out, summary)
+    except (OSError, ValueError, KeyError) as exc:  # the run is done; a report it cannot draw does not undo it
+        log.warning("could not write the run report in %s: %s", out, exc)
+        return
+    if html is None:
+        return
+    if tracker is not None:
+        tracker.log_files(out, ["report.html", "chart.png", "report.json"])
+    if show:
+        console.print(f"report: {html}  chart: {out / 'chart.png'}")

@@ -192,6 +192,28 @@ def pixel_cap(vlm: VLM, max_pixels: int | None) -> tuple[int | None, int | None]
     return max_pixels, (cfg.min_pixels if cfg is not None else None)
 
 
+def _pa_params(cfg: AnnotateConfig) -> GenParams:
+    return GenParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                     top_k=cfg.top_k, repetition_penalty=cfg.repetition_penalty)
+
+
+def annotate_mark_settings(*, task: Task, cfg: AnnotateConfig, teacher: object, seed: int, max_pixels: int | None,
+                           images: str | list[str], max_images: int | None,
+                           shard: tuple[int, int] | None) -> tuple[dict, dict]:
+    """PA's result-cache key parts and what its output is keyed by (the cache key's parts, and what selects
+    the images and makes records). ``teacher`` is a VLM or a model config (the identity is the same);
+    :mod:`mpa.preflight` compares these with an existing mark before any model is loaded."""
+    base_key = {"stage": "pa", "task": task.name, "prompt_version": task.prompt_version,
+                "prompt": text_digest(task.pa_prompt), **model_identity(teacher), "params": asdict(_pa_params(cfg)),
+                "seed": seed, "max_pixels": max_pixels}
+    settings = {**base_key, "qa_per_image": cfg.qa_per_image, "dedupe_questions": cfg.dedupe_questions,
+                "max_answer_words": max_answer_words_for(task, cfg.max_answer_words),
+                "images": images, "max_images": max_images, "shard": list(shard) if shard else None}
+    if not cfg.strip_answer_period:  # only when set: runs made before the setting existed stay resumable
+        settings["strip_answer_period"] = False
+    return base_key, settings
+
+
 def _question_key(q: str) -> str:
     return " ".join(q.lower().split()).rstrip("?").strip()
 
@@ -236,22 +258,15 @@ def annotate(
     uris = select_shard(all_uris, shard_t) if shard_t else all_uris
     uri_set = set(uris)
     max_words = max_answer_words_for(task, cfg.max_answer_words)
-    params = GenParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-                       top_k=cfg.top_k, repetition_penalty=cfg.repetition_penalty)
+    params = _pa_params(cfg)
     k = cfg.qa_per_image
     mp_, minp = pixel_cap(teacher, max_pixels)
     prefetch = ImagePrefetcher(preprocess_workers, mp_, minp)
     too_long = prompt_problem(task.pa_prompt)
     if too_long:
         raise ValueError(f"the PA prompt of task {task.name!r} cannot be used: {too_long}; shorten task.prompt_file")
-    base_key = {"stage": "pa", "task": task.name, "prompt_version": task.prompt_version,
-                "prompt": text_digest(task.pa_prompt), **model_identity(teacher), "params": asdict(params),
-                "seed": seed, "max_pixels": mp_}
-    # what the output is keyed by: the cache key's parts, and what selects the images and makes records
-    settings = {**base_key, "qa_per_image": k, "dedupe_questions": cfg.dedupe_questions, "max_answer_words": max_words,
-                "images": images, "max_images": max_images, "shard": list(shard_t) if shard_t else None}
-    if not cfg.strip_answer_period:  # only when set: runs made before the setting existed stay resumable
-        settings["strip_answer_period"] = False
+    base_key, settings = annotate_mark_settings(task=task, cfg=cfg, teacher=teacher, seed=seed, max_pixels=mp_,
+                                                images=images, max_images=max_images, shard=shard_t)
     hits = misses = generated = 0
     engine_s = 0.0
     bind_run_dir(teacher, Path(out_path).parent)  # batch ids (openai.batch) live beside the output

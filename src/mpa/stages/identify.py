@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mpa.cache import ResultCache, cache_key, model_identity, text_digest
 from mpa.config import IdentifyConfig, RunConfig, task_for
@@ -114,6 +115,15 @@ def _answer_pass(
         return {r["id"]: r for r in out.records}
 
 
+def identify_mark_settings(task: Task, cfg: IdentifyConfig, teacher: object, student: object) -> dict[str, Any]:
+    """What PI's output is keyed by (besides its input annotations); :mod:`mpa.preflight` compares it with an
+    existing mark before any model is loaded (``teacher``/``student``: VLMs, lazy loaders or model configs)."""
+    return {"task": task.name, "match_rule": resolve_match_rule(task, cfg.match),
+            "prompt_version": task.prompt_version, "answer_prompt": text_digest(task.answer_prompt("{question}")),
+            "identify": cfg.model_dump(mode="json"), "teacher": model_identity(teacher),
+            "student": model_identity(student)}
+
+
 def identify(
     *,
     annotations_path: str | Path,
@@ -146,10 +156,7 @@ def identify(
     parsed = [a for a in anns if a.parse_ok]
     params = GenParams(max_new_tokens=cfg.max_new_tokens, temperature=0.0)
     rule = resolve_match_rule(task, cfg.match)
-    settings = {"task": task.name, "match_rule": rule, "prompt_version": task.prompt_version,
-                "answer_prompt": text_digest(task.answer_prompt("{question}")),
-                "identify": cfg.model_dump(mode="json"), "teacher": model_identity(teacher),
-                "student": model_identity(student)}
+    settings = identify_mark_settings(task, cfg, teacher, student)
     with StageRun(out_dir, "identify", settings=settings, inputs={"annotations": annotations_path}, force=force,
                   partial_inputs=partial) as run:
         summary = _identify(anns, parsed, teacher, student, task, cfg, rule, out_dir, params, teacher_batch_size,

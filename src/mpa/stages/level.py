@@ -81,6 +81,16 @@ def read_training_samples(path: str | Path) -> list[dict[str, Any]]:
     return out
 
 
+def level_mark_settings(student: ModelConfig, task: Task, cfg: TrainConfig) -> dict[str, Any]:
+    """What PL's output is keyed by besides its samples: the student and the settings that change the weights
+    (:mod:`mpa.preflight` compares it with an existing mark before anything is loaded)."""
+    from mpa.training.resume import NEUTRAL_FIELDS
+
+    return {"student": model_identity(student), "task": task.name,
+            "train": {k: v for k, v in cfg.model_dump(mode="json").items() if k not in NEUTRAL_FIELDS},
+            "answer_prompt": text_digest(task.train_prompt("{question}"))}
+
+
 def level(
     *,
     samples_path: str | Path,
@@ -103,13 +113,9 @@ def level(
     summary_path = out_dir / "level_summary.json"
     # keyed by the samples, the student and the PL settings that change the weights; the lock is held until
     # this function returns. A rank of a launched multi-process run skips both: its launcher holds them.
-    from mpa.training.resume import NEUTRAL_FIELDS
-
     _stage = None if launched_world_size() > 1 else StageRun(
         out_dir, "level", force=force, partial_inputs=check_input(samples_path, allow_partial),
-        settings={"student": model_identity(student), "task": task.name,
-                  "train": {k: v for k, v in cfg.model_dump(mode="json").items() if k not in NEUTRAL_FIELDS},
-                  "answer_prompt": text_digest(task.train_prompt("{question}"))},
+        settings=level_mark_settings(student, task, cfg),
         inputs={"samples": samples_path},
         clear=[ckpt, summary_path, out_dir / "train_log.jsonl", out_dir / "resume"],
     ).begin()

@@ -10,8 +10,6 @@ and ``chart.png``.
 
 from __future__ import annotations
 
-import base64
-import io
 import time
 from pathlib import Path
 from typing import Any
@@ -19,15 +17,13 @@ from typing import Any
 from mpa.config import ModelConfig, apply_overrides, parse_config
 from mpa.orchestrate.local import run_pipeline
 from mpa.records import read_jsonl, write_json_atomic
+from mpa.report import LABELS, MODELS, render_chart, render_html, rounds_report
+from mpa.report import fmt as _fmt
 from mpa.stages.evaluate import benchmark_samples, evaluate_with_config
 from mpa.stages.level import level_with_config
 from mpa.toyworld import DEMO_N_IMAGES, DEMO_N_TEST, DEMO_TEMPERATURE, DEMO_TRAIN
 from mpa.ui import console
 
-MODELS = ("teacher", "student_zero_shot", "student_mpa", "student_no_pi", "student_mpa_replay")
-LABELS = {"teacher": "teacher", "student_zero_shot": "student", "student_mpa": "student + MPA",
-          "student_no_pi": "student + all pseudo-labels (no PI)",
-          "student_mpa_replay": "student + MPA + replay"}
 REPLAY_FRACTION = 0.5
 
 
@@ -153,25 +149,6 @@ def run_demo(out: str | Path = "runs/demo", seed: int = 0, n_images: int = DEMO_
     return report
 
 
-def rounds_report(records: list[dict], types: list[str]) -> list[dict[str, Any]]:
-    """``report["rounds"]``: per round K and the student's accuracy after it (a round that stopped before
-    training leaves the previous round's student, so it repeats that round's accuracy)."""
-    out: list[dict[str, Any]] = []
-    for r in records:
-        ev = r.get("eval")
-        if ev is None and out:
-            entry = {"k_parity": r["k_parity"], "accuracy": out[-1]["accuracy"], "per_type": out[-1]["per_type"]}
-        elif ev is None:
-            continue
-        else:
-            entry = {"k_parity": r["k_parity"], "accuracy": round(ev["score"], 2),
-                     "per_type": {t: round(ev["by_type"][t], 2) for t in types}}
-        if r.get("stopped"):
-            entry["stopped"] = r["stopped"]
-        out.append(entry)
-    return out
-
-
 def _check_or_mark_data(out: Path, settings: dict[str, Any]) -> None:
     """A demo directory resumes only the demo it was made for; other settings need another ``--out``."""
     import json
@@ -213,109 +190,3 @@ def print_report(report: dict, out: Path) -> None:
             for i, r in enumerate(report["rounds"], 1))
             + f"; gap closed {_fmt(report['gap_closed'])}")
     console.print(f"report: {out / 'report.json'}  pictures: {out / 'report.html'}, {out / 'chart.png'}")
-
-
-def _fmt(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.2f}"
-
-
-COLORS = {"teacher": (90, 90, 90), "student_zero_shot": (230, 140, 40), "student_mpa": (40, 150, 80),
-          "student_no_pi": (90, 120, 200), "student_mpa_replay": (150, 200, 90)}
-
-
-def render_chart(report: dict):
-    """A grouped bar chart (PIL): accuracy per question type and overall, one bar per model."""
-    from PIL import Image, ImageDraw
-
-    groups = [*report["per_type"], "overall"]
-    values = {**report["per_type"], "overall": report["accuracy"]}
-    bar, gap, left, top, height = 14, 18, 40, 40, 220
-    width = left + len(groups) * (len(MODELS) * bar + gap) + 20
-    img = Image.new("RGB", (max(width, 560), top + height + 40 + 14 * len(MODELS)), "white")
-    d = ImageDraw.Draw(img)
-    d.text((left, 10), "accuracy % on held-out toy test set", fill="black")
-    for pct in (0, 25, 50, 75, 100):
-        y = top + height - pct * height / 100
-        d.line([(left - 4, y), (width - 10, y)], fill=(225, 225, 225))
-        d.text((4, y - 6), str(pct), fill="black")
-    for gi, g in enumerate(groups):
-        x0 = left + gi * (len(MODELS) * bar + gap)
-        for mi, m in enumerate(MODELS):
-            v = values[g][m]
-            x = x0 + mi * bar
-            d.rectangle([x, top + height - v * height / 100, x + bar - 2, top + height], fill=COLORS[m])
-        d.text((x0, top + height + 6), g[:12], fill="black")
-    for mi, m in enumerate(MODELS):
-        y = top + height + 26 + 14 * mi
-        d.rectangle([left, y, left + 10, y + 10], fill=COLORS[m])
-        d.text((left + 16, y - 1), LABELS[m], fill="black")
-    rounds = report.get("rounds") or []
-    if len(rounds) > 1:
-        img = _with_rounds_panel(img, report, rounds)
-    return img
-
-
-def _with_rounds_panel(chart, report: dict, rounds: list[dict]):
-    """The bar chart with a panel below: overall accuracy after each round, teacher and zero-shot for reference."""
-    from PIL import Image, ImageDraw
-
-    left, top, height, step = 40, 30, 160, 70
-    img = Image.new("RGB", (chart.width, chart.height + top + height + 40), "white")
-    img.paste(chart, (0, 0))
-    d = ImageDraw.Draw(img)
-    y0 = chart.height + top
-    d.text((left, chart.height + 8), "overall accuracy % after each round (iterative MPA)", fill="black")
-    lo = max(0.0, min([report["accuracy"]["student_zero_shot"], *(r["accuracy"] for r in rounds)]) - 5)
-
-    def y(v: float) -> float:
-        return y0 + height - (v - lo) * height / (100 - lo)
-
-    for pct in range(int(lo // 5 * 5), 101, 5):
-        if pct >= lo:
-            d.line([(left - 4, y(pct)), (left + step * len(rounds) + 20, y(pct))], fill=(235, 235, 235))
-            d.text((4, y(pct) - 6), str(pct), fill="black")
-    for key, m in (("teacher", "teacher"), ("student_zero_shot", "student_zero_shot")):
-        v = report["accuracy"][key]
-        d.line([(left, y(v)), (left + step * len(rounds) + 20, y(v))], fill=COLORS[m], width=1)
-    pts = [(left + step * i + 20, y(r["accuracy"])) for i, r in enumerate(rounds)]
-    d.line(pts, fill=COLORS["student_mpa"], width=2)
-    for i, ((px, py), r) in enumerate(zip(pts, rounds, strict=True), 1):
-        d.ellipse([px - 3, py - 3, px + 3, py + 3], fill=COLORS["student_mpa"])
-        d.text((px - 10, y0 + height + 6), f"r{i} K={r['k_parity']}", fill="black")
-    return img
-
-
-def _data_url(img) -> str:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def render_html(report: dict, parity: list[dict], chart, max_samples: int = 24) -> str:
-    from html import escape
-
-    from PIL import Image
-
-    cells = []
-    for r in parity[:max_samples]:
-        img = Image.open(r["image"]).convert("RGB").resize((168, 168), Image.NEAREST)
-        cells.append(
-            f"<figure><img src='{_data_url(img)}'><figcaption><b>Q:</b> {escape(r['question'])}<br>"
-            f"<b>pseudo A:</b> {escape(r['answer'])}<br><b>teacher:</b> {escape(str(r['teacher_answer']))}"
-            f"<br><b>student:</b> <span class=bad>{escape(str(r['student_answer']))}</span></figcaption></figure>"
-        )
-    acc = report["accuracy"]
-    rows = "".join(f"<tr><td>{LABELS[m]}</td><td>{acc[m]:.1f}</td></tr>" for m in MODELS)
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>MPA toy-world demo</title>
-<style>body{{font-family:sans-serif;margin:24px}} .grid{{display:flex;flex-wrap:wrap;gap:12px}}
-figure{{width:190px;margin:0;border:1px solid #ddd;padding:6px;font-size:12px}} .bad{{color:#b00}}
-td{{padding:2px 10px}}</style></head><body>
-<h1>MPA in the toy world</h1>
-<p>N={report['n_images']} unlabeled images → {report['n_parsed']} parsed pseudo-annotations →
-{report['n_teacher_consistent']} teacher-consistent → <b>K={report['k_parity']}</b> parity samples.
-Pseudo-label correctness (oracle): {_fmt(report['pseudo_label_correctness']['pre_pi'])} before PI,
-{_fmt(report['pseudo_label_correctness']['post_pi'])} after.</p>
-<table>{rows}</table>
-<h2>Before / after</h2><img src='{_data_url(chart)}'>
-<h2>Parity-set samples (teacher right, student wrong)</h2><div class=grid>{''.join(cells)}</div>
-</body></html>"""

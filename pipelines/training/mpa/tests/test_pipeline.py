@@ -46,7 +46,8 @@ def _containers(pipeline: dict) -> dict[str, dict]:
 def test_compiled_pipeline_is_not_stale(tmp_path):
     fresh = compile_pipeline(tmp_path / "pipeline.yaml")
     assert fresh.read_text() == COMPILED.read_text(), (
-        "pipelines/training/mpa/pipeline.yaml is stale: run `mpa pipeline compile` and commit it"
+        "pipelines/training/mpa/pipeline.yaml is stale: run `mpa pipeline compile -o "
+        "pipelines/training/mpa/pipeline.yaml` and commit it"
     )
 
 

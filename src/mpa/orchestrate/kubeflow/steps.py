@@ -35,6 +35,7 @@ SPEC_IMAGES = "images.jsonl"
 SPEC_SUMMARY = "shards.json"
 TEACHER_IN_POD_ENV = "MPA_TEACHER_IN_POD"  # set by the compiled pipeline (settings.teacher_in_pod)
 MAX_ROUNDS_ENV = "MPA_MAX_ROUNDS"  # set by the compiled pipeline (settings.max_rounds)
+TEACHER_SERVER_ENV = "MPA_TEACHER_SERVER"  # "1": compiled with a per-run teacher server (settings.teacher_server)
 SCRATCH_ENV = "MPA_SCRATCH"  # a size-limited emptyDir for large temporary files (PL's work directory)
 IN_POD_BACKENDS = ("hf", "vllm")  # backends that load the model inside the step's own pod
 
@@ -100,6 +101,17 @@ def check_rounds(cfg: RunConfig, env: dict[str, str] | None = None) -> None:
                           f"compile with settings max_rounds: {cfg.rounds} or ask for fewer rounds")
 
 
+def preflight_run(cfg: RunConfig, env: dict[str, str] | None = None) -> None:
+    """The run's preflight (:mod:`mpa.preflight`) before any pod loads a model: models, image source, benchmark,
+    tracking. Outputs are artifacts here (no ``out``, no marks); a per-run teacher server (compiled with
+    ``teacher_server.enabled``: ``MPA_TEACHER_SERVER=1`` on this pod) does not exist yet and is checked by its
+    own readiness wait, so only the student is checked then."""
+    from mpa.preflight import preflight
+
+    per_run_server = (os.environ if env is None else env).get(TEACHER_SERVER_ENV) == "1"
+    preflight(cfg, models=("student",) if per_run_server else ("teacher", "student"), output=False)
+
+
 def prepare_run_spec(spec_dir: str, config: dict | None, shards: int, params: dict[str, Any],
                      rounds_path: str | None = None) -> list[int]:
     """Resolve and validate the run config (``config`` + the run parameters that are set), list and
@@ -120,6 +132,7 @@ def prepare_run_spec(spec_dir: str, config: dict | None, shards: int, params: di
         )
     check_teacher_placement(cfg)
     check_rounds(cfg)
+    preflight_run(cfg)
     uris = list_images(cfg.data.images, cfg.data.max_images)
     hashes = hash_all(uris, workers=8)
     rows = [{"uri": u, "sha256": hashes[u], "shard": shard_of(hashes[u], shards)} for u in uris]
