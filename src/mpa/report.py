@@ -111,7 +111,7 @@ def _with_rounds_panel(chart, report: dict, rounds: list[dict]):
     return img
 
 
-def _data_url(img) -> str:
+def data_url(img) -> str:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
@@ -136,7 +136,7 @@ def render_html(report: dict, parity: list[dict], chart, max_samples: int = 24,
     cells = []
     for r in parity[:max_samples]:
         img = _thumbnail(r["image"])
-        pic = f"<img src='{_data_url(img)}'>" if img is not None else f"<code>{escape(str(r['image']))}</code>"
+        pic = f"<img src='{data_url(img)}'>" if img is not None else f"<code>{escape(str(r['image']))}</code>"
         cells.append(
             f"<figure>{pic}<figcaption><b>Q:</b> {escape(r['question'])}<br>"
             f"<b>pseudo A:</b> {escape(r['answer'])}<br><b>teacher:</b> {escape(str(r['teacher_answer']))}"
@@ -158,7 +158,7 @@ td{{padding:2px 10px}}</style></head><body>
 <p>N={report['n_images']} unlabeled images → {report['n_parsed']} parsed pseudo-annotations →
 {report['n_teacher_consistent']} teacher-consistent → <b>K={report['k_parity']}</b> parity samples.{oracle}</p>
 <table>{rows}</table>
-<h2>Before / after</h2><img src='{_data_url(chart)}'>{rounds_table}
+<h2>Before / after</h2><img src='{data_url(chart)}'>{rounds_table}
 <h2>Parity-set samples (teacher right, student wrong)</h2><div class=grid>{''.join(cells)}</div>
 </body></html>"""
 

@@ -146,6 +146,11 @@ class OpenAIVLM(VLM):
     """Chat completions through the ``openai`` SDK with retries, bounded concurrency and usage accounting
     (or, with ``openai.batch.enabled``, through the Batch API)."""
 
+    # what the Batch API path (:mod:`mpa.vlm.openai_batch`) raises and retries, handed over on the instance so
+    # that module does not import this one back
+    request_error = OpenAIRequestError
+    retry_status = RETRY_STATUS
+
     def __init__(self, cfg: ModelConfig, *, sleep: Any = time.sleep) -> None:
         self.cfg = cfg
         self.settings = cfg.openai

@@ -52,10 +52,8 @@ class BatchCall:
     """One ``generate`` call's batch jobs and their persisted state."""
 
     def __init__(self, vlm: OpenAIVLM, bodies: list[dict]) -> None:
-        from mpa.vlm.openai_backend import OpenAIRequestError
-
         self.vlm = vlm
-        self.error = OpenAIRequestError
+        self.error = vlm.request_error
         self.s = vlm.settings.batch
         self.where = redact_text(vlm.settings.base_url)
         # management calls (upload, create, poll, download) are few: the SDK's own retries are enough for them
@@ -220,7 +218,7 @@ class BatchCall:
 
     # -- the whole call -----------------------------------------------------------------------
     def run(self) -> list[dict]:
-        from mpa.vlm.openai_backend import RETRY_STATUS
+        RETRY_STATUS = self.vlm.retry_status  # noqa: N806 - the backend's constant
 
         state = self._load()
         if not state["jobs"]:

@@ -3,7 +3,7 @@ page (a KFP ``HTML`` output artifact, shown under the task's Visualization tab) 
 before/after, K, a few parity samples and the before/after chart.
 
 The chart is the tracking run's (:func:`mpa.tracking.runlog.before_after_chart`) and the picture is
-embedded the way the demo's report embeds its chart (:func:`mpa.toyworld.demo._data_url`): no second
+embedded the way the demo's report embeds its chart (:func:`mpa.report.data_url`): no second
 renderer. Every model-written string is HTML-escaped (the KFP UI renders the page).
 """
 
@@ -23,7 +23,7 @@ def evaluation_html(title: str, before: dict, after: dict, k: int | None, sample
                     before_label: str = "before", after_label: str = "after") -> str:
     """The page: ``before``/``after`` are evaluation results (``score.json``: benchmark, metric, score, n),
     ``k`` the parity-set size, ``samples`` parity records (question, answer, teacher and student answers)."""
-    from mpa.toyworld.demo import _data_url
+    from mpa.report import data_url
     from mpa.tracking.runlog import before_after_chart
 
     bench, metric = after.get("benchmark", "?"), after.get("metric", "score")
@@ -44,7 +44,7 @@ def evaluation_html(title: str, before: dict, after: dict, k: int | None, sample
 <tr><th>{escape(after_label)}</th><td>{_num(after['score'])}</td></tr>
 <tr><th>delta</th><td>{delta:+.2f}</td></tr>
 <tr><th>K (parity-set size)</th><td>{"n/a" if k is None else int(k)}</td></tr></table>
-<img alt="before/after chart" src='{_data_url(chart)}'>
+<img alt="before/after chart" src='{data_url(chart)}'>
 <h3>Parity samples (teacher right, student wrong): {min(len(samples), MAX_SAMPLES)} of {len(samples)}</h3>
 <table><tr><th>question</th><th>pseudo answer</th><th>teacher</th><th>student</th></tr>{rows}</table>
 </body></html>"""
