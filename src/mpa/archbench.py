@@ -305,11 +305,12 @@ def measure_pl(arch: Arch, micro_batch: int, steps: int, dtype: str = "float32")
     times = []
     for _ in range(steps + 1):
         t = clock()
-        labels = batch["labels"]
-        out = model(**{k: v for k, v in batch.items() if k != "labels"})
-        logits = out.logits[:, :-1]
-        loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
-                                                 labels[:, 1:].reshape(-1), ignore_index=-100)
+        targets = batch["labels"][:, 1:]
+        # logits only where an answer token is predicted, as PL computes them (the plan assumes the same)
+        positions = (targets != -100).any(dim=0).nonzero().squeeze(1)
+        out = model(**{k: v for k, v in batch.items() if k != "labels"}, logits_to_keep=positions)
+        loss = torch.nn.functional.cross_entropy(out.logits.float().reshape(-1, out.logits.shape[-1]),
+                                                 targets[:, positions].reshape(-1), ignore_index=-100)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
