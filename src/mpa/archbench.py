@@ -274,6 +274,8 @@ def measure_vllm(arch: Arch, n_images: int, work: Path, dtype: str = "float32", 
         assert all(len(o.outputs[0].token_ids) == new for o in outs)
         res[stage] = {"seconds": secs, "wall_s": time.perf_counter() - w,
                       "sequence_tokens": len(outs[0].prompt_token_ids), "new_tokens": new}
+        pad = processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+        res["image_tokens"] = sum(1 for t in outs[0].prompt_token_ids if t == pad)
     res["peak_rss_gib"] = _peak_rss_bytes() / 2**30
     res.update(_gpu_peak())
     del llm  # the next engine in this process (the student's) needs the device memory back
@@ -494,7 +496,8 @@ def main(argv: list[str] | None = None) -> None:
     elif a.measure == "vllm_offline":
         pa = measure_vllm(teacher, a.n_images, a.work / "teacher", a.dtype, ("pa",))
         pi = measure_vllm(student, a.n_images, a.work / "student", a.dtype, ("pi",))
-        res = {"pa": pa["pa"], "pi": pi["pi"], "peak_rss_gib": max(pa["peak_rss_gib"], pi["peak_rss_gib"])}
+        res = {"pa": pa["pa"], "pi": pi["pi"], "image_tokens": pa["image_tokens"],
+               "peak_rss_gib": max(pa["peak_rss_gib"], pi["peak_rss_gib"])}
     else:
         pa = measure_hf(teacher, a.n_images, a.batch_size, a.dtype, ("pa",))
         pi = measure_hf(student, a.n_images, a.batch_size, a.dtype, ("pi",))
