@@ -140,7 +140,7 @@ class Work:
     prompt_tokens: int  # per request, text besides the image tokens
     new_tokens: int  # per request
     flops: float
-    flops_plan_as_is: float  # what mpa plan's formula gave before this bench (head on every token, 6.4 GF/img tok)
+    flops_plan_as_is: float  # what mpa plan's formula gave before this bench (embedding and head on every token)
 
 
 def pass_flops(arch: Arch, images: int, image_tokens: int, prompt_tokens: int, new_tokens: int) -> Work:
@@ -158,8 +158,9 @@ def pass_flops(arch: Arch, images: int, image_tokens: int, prompt_tokens: int, n
     depth = v.get("depth") or v["num_hidden_layers"]
     vision = 2 * counts["vision"] * patches + 4 * depth * vh * patches * patches
     per_image = prefill + decode + vision
-    lm_all = counts["lm_total"] - (0 if t["tie_word_embeddings"] else 0)
-    as_is = 2 * lm_all * (seq + new_tokens) + 6.4e9 * image_tokens
+    # the plan before this bench, for a local checkpoint: every non-vision weight (embedding and head included)
+    # on every token, 2 FLOP per vision weight per patch
+    as_is = 2 * counts["lm_total"] * (seq + new_tokens) + 2 * counts["vision"] * patches
     return Work(images, image_tokens, patches, prompt_tokens, new_tokens, images * per_image, images * as_is)
 
 
