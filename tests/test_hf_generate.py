@@ -1,8 +1,8 @@
 """HFVLM.generate hands transformers one complete GenerationConfig (the demo's PA/PI/eval speed, issue 25).
 
-Without it, transformers 5 rebuilds and validates a default model config on every ``generate`` call
-(``PreTrainedConfig._get_generation_parameters``): 15 % of a whole toy-world demo's CPU time, measured
-with cProfile. The outputs must stay exactly those of the keyword-argument call.
+Without it, transformers 5 builds and validates a default model config on every ``generate`` call
+(``PreTrainedConfig._get_generation_parameters``, ~5 ms each for the toy models; a whole seed-11 demo went
+from 132 to 129 CPU-s). The outputs must stay exactly those of the keyword-argument call.
 """
 
 from __future__ import annotations
