@@ -123,3 +123,17 @@ def test_gpu_check_cpu_dry_run(tmp_path):
     assert res["pl"]["step_s"] > 0 and res["pl"]["plan_state_gib"] > 0
     assert res["gpu_check"]["dry_run"] is True
     assert "on mpa plan's GPU" in r.stdout
+
+
+@pytest.mark.parametrize("name", ["internvl2-2b", "smolvlm-500m"])
+def test_other_families_instantiate_with_the_counted_size(name):
+    """InternVL2 as transformers' InternVL with a Llama of InternLM2's shapes (FLOP-equivalent), SmolVLM as
+    Idefics3: built from the same shapes, they hold what the count says (biases and norms aside)."""
+    from transformers import AutoModelForImageTextToText
+
+    from mpa.archs import hf_config
+
+    arch = scaled(get_arch(name), layers=1, width=0.25, vision_layers=1)
+    model = AutoModelForImageTextToText.from_config(hf_config(arch))
+    c = param_counts(arch)
+    assert sum(p.numel() for p in model.parameters()) == pytest.approx(c["lm_total"] + c["vision"], rel=0.02)

@@ -164,6 +164,7 @@ def hf_config(arch: Arch, token_ids: dict[str, int] | None = None) -> Any:
                   "num_hidden_layers": v["num_hidden_layers"], "num_attention_heads": v["num_attention_heads"],
                   "image_size": [v["image_size"]] * 2, "patch_size": [v["patch_size"]] * 2}
         return InternVLConfig(text_config=text, vision_config=vision, downsample_ratio=arch.extra["downsample_ratio"],
+                              tie_word_embeddings=t["tie_word_embeddings"],
                               **({"image_token_id": ids["image_token_id"]} if "image_token_id" in ids else {}))
     if arch.family == "idefics3":
         from transformers import Idefics3Config
@@ -172,6 +173,7 @@ def hf_config(arch: Arch, token_ids: dict[str, int] | None = None) -> Any:
             "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
             "vocab_size", "rms_norm_eps", "tie_word_embeddings", "rope_theta")}}
         return Idefics3Config(text_config=text, vision_config=dict(v), scale_factor=arch.extra["scale_factor"],
+                              tie_word_embeddings=t["tie_word_embeddings"],
                               **({"image_token_id": ids["image_token_id"]} if "image_token_id" in ids else {}))
     raise ValueError(f"no transformers config for family {arch.family!r}")
 
