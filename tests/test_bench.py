@@ -47,3 +47,14 @@ def test_tables_show_failures_prefix_cache_and_scaling():
     assert "vllm_offline    failed: exit 1" in text
     assert "hits 100/300" in text and "saved 6" in text
     assert "     2     10.0    3.20" in text
+
+
+def test_goals_are_printed_with_the_measured_ratio():
+    from mpa.throughput import GOALS, LEVER_NOTES, goal_lines
+
+    lines = goal_lines({"hf_batched": 10.5, "vllm_offline": 13.0, "vllm_server": 6.0})
+    assert lines == ["goal: PA+PI vllm_offline >= 15x per-sample HF: 13.00x NOT met",
+                     "goal: PA+PI hf_batched >= 10x per-sample HF: 10.50x met"]
+    assert goal_lines({"hf_batched": None}) == ["goal: PA+PI hf_batched >= 10x per-sample HF: - NOT met"]
+    assert set(GOALS) == {"vllm_offline", "hf_batched"}
+    assert any("prefix caching" in n for n in LEVER_NOTES) and any("off the engine thread" in n for n in LEVER_NOTES)

@@ -99,3 +99,21 @@ def test_local_checkpoint_params_are_counted(tmp_path):
     )
     m = measured(tmp_path / "run", plan)
     assert m["pa_images_per_s"] == pytest.approx(2.0) and m["student_calls_saved"] == 2
+
+
+def test_per_token_flops_leave_out_the_embedding_and_put_the_head_on_generated_tokens(tmp_path):
+    """The embedding is a lookup and generation computes logits at the last position only: counting both on
+    every prompt token overstated a 2-layer cut Qwen2-VL-7B's prefill ~10x (mpa bench-arch)."""
+    from mpa.costplan.models import safetensors_parts
+    from mpa.devtools.tinymodels import build_tiny_qwen2vl
+
+    d = build_tiny_qwen2vl(tmp_path / "m")  # tied embeddings
+    parts = safetensors_parts(d)
+    assert parts["tied"] and parts["head"] == parts["embedding"] > 0
+    cfg = parse_config({"teacher": {"model": str(d)}, "student": {"model": str(d)},
+                        "data": {"images": str(tmp_path)}, "out": str(tmp_path / "run"),
+                        "plan": {"image_width": 56, "image_height": 56}})
+    pa = make_plan(cfg, n_images=10).stages[0]
+    body = parts["lm"] - parts["embedding"]
+    assert pa.lm_flops == pytest.approx(2 * body * (pa.prefill_tokens + pa.decode_tokens)
+                                        + 2 * parts["head"] * pa.decode_tokens)

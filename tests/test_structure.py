@@ -129,9 +129,9 @@ def test_no_module_imports_another_modules_private_names():
 def test_the_runtime_never_imports_the_developer_helpers():
     graph = _graph()
     users = {m for m, ts in graph.items() if any(t.startswith("mpa.devtools") for t in ts)}
-    # the builders of tiny models serve the dev commands, the throughput bench and the training of the
+    # the builders of tiny models serve the dev commands, the throughput benches and the training of the
     # toy world's shipped checkpoints (`mpa toyworld train`); no stage, orchestrator or backend uses them
-    dev_side = ("mpa.devtools", "mpa.cli.dev", "mpa.throughput", "mpa.toyworld.train")
+    dev_side = ("mpa.devtools", "mpa.cli.dev", "mpa.throughput", "mpa.archbench", "mpa.toyworld.train")
     allowed = {m for m in users if m.startswith(dev_side)}
     assert users - allowed == set()
 

@@ -375,11 +375,41 @@ def run_bench(
             )
     scaling = _scaling(ws, n_images, batch_size, work, shard_counts) if shard_counts else []
     ratios = compute_ratios(rows)
-    for line in format_tables(rows, prefix, scaling):
+    for line in [*format_tables(rows, prefix, scaling), "", *goal_lines(ratios), *LEVER_NOTES]:
         echo(line)
-    result = {"rows": rows, "prefix_cache": prefix, "scaling": scaling, "ratios": ratios}
+    result = {"rows": rows, "prefix_cache": prefix, "scaling": scaling, "ratios": ratios,
+              "goals": {k: {"goal": g, "measured": ratios.get(k), "met": (ratios.get(k) or 0) >= g}
+                        for k, g in GOALS.items() if k in rows}}
     (work / "bench.json").write_text(json.dumps(result, indent=2, default=str))
     return result
+
+
+#: PA+PI throughput over per-sample HF that the CPU bench is held to (issue 25), measured in one run
+GOALS = {"vllm_offline": 15.0, "hf_batched": 10.0}
+
+#: why a lever does not show on this bench's CPU and what it should do on a GPU (printed with the results)
+LEVER_NOTES = (
+    "lever: prefix caching: PI re-uses PA's image prefill (half the prompt tokens hit here), but the tiny "
+    "vision tower's prefill is cheap on a CPU; on a GPU with a 7B teacher the image prefill is ~90 % of a PI "
+    "call's FLOPs (mpa plan), so it should pay there",
+    "lever: batching order (longest first / similar lengths): a tiny model's step costs the same for short and "
+    "long rows on a CPU; on a GPU, padding waste grows with the batch, so it should pay for mixed image sizes",
+    "lever: image pre-processing off the engine thread (teacher.preprocess_workers): toy images decode in "
+    "microseconds and 2 cores have no spare core; on a GPU node with photos (decode + resize ~10 ms each) it "
+    "keeps the GPU fed",
+)
+
+
+def goal_lines(ratios: dict[str, float | None]) -> list[str]:
+    """One line per goal: the measured PA+PI ratio to per-sample HF and whether it is met."""
+    out = []
+    for kind, goal in GOALS.items():
+        if kind not in ratios:
+            continue
+        m = ratios[kind]
+        out.append(f"goal: PA+PI {kind} >= {goal:g}x per-sample HF: {'-' if m is None else f'{m:.2f}x'} "
+                   f"{'met' if m is not None and m >= goal else 'NOT met'}")
+    return out
 
 
 def compute_ratios(rows: dict[str, dict[str, Any]]) -> dict[str, float | None]:

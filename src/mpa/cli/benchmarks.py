@@ -153,3 +153,33 @@ def families() -> None:
             f"{a.family}: model types {', '.join(a.model_types)}; PL batch {a.preset.batch_size}, "
             f"lr {a.preset.learning_rate:g}{remote}"
         )
+
+@app.command("bench-arch")
+def bench_arch(
+    workdir: Annotated[Path, typer.Option(help="scratch directory (models are built here, logs and bench_arch.json)")
+                       ] = Path("runs/bench_arch"),
+    teacher: Annotated[str, typer.Option(help="teacher architecture (mpa.archs)")] = "qwen2-vl-7b",
+    student: Annotated[str, typer.Option(help="student architecture (mpa.archs)")] = "qwen2-vl-2b",
+    layers: Annotated[int | None, typer.Option(min=1, help="decoder layers to keep (default: all)")] = None,
+    vision_layers: Annotated[int | None, typer.Option(min=1, help="vision blocks to keep (default: all)")] = None,
+    width: Annotated[float, typer.Option(min=0.01, max=1.0, help="fraction of hidden/MLP width to keep")] = 1.0,
+    n_images: Annotated[int, typer.Option(min=1, help="images per pass")] = 8,
+    batch_size: Annotated[int, typer.Option(min=1, help="batched HF: requests per generate call")] = 8,
+    backends: Annotated[str, typer.Option(help="comma list: hf_per_sample, hf_batched, vllm_offline")] = (
+        "hf_per_sample,hf_batched,vllm_offline"),
+    pl_steps: Annotated[int, typer.Option(min=0, help="PL steps of the student to time (0: skip)")] = 2,
+    pl_micro_batch: Annotated[int, typer.Option(min=1)] = 2,
+    dtype: Annotated[str, typer.Option(help="float32 (CPU) or bfloat16 (GPU)")] = "float32",
+) -> None:
+    """PA, PI and PL at the paper's architecture sizes with random weights (nothing downloaded): images/s,
+    tokens/s, FLOP/s, the fraction of this machine's matmul peak, the plan's prediction; last line JSON."""
+    from mpa.archbench import run_arch_bench
+
+    try:
+        res = run_arch_bench(workdir, teacher=teacher, student=student, layers=layers, vision_layers=vision_layers,
+                             width=width, n_images=n_images, batch_size=batch_size,
+                             backends=[b for b in backends.split(",") if b], pl_steps=pl_steps,
+                             pl_micro_batch=pl_micro_batch, dtype=dtype, echo=typer.echo)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    typer.echo(json.dumps({"ratios": res["ratios"], "goals": res["goals"]}))

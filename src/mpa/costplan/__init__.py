@@ -3,7 +3,9 @@
 The cost model (public figures on image tokens, FLOPs per token, GPU peaks and API prices):
 
 - image tokens: Qwen2-VL's ``smart_resize`` to the configured pixel cap, one token per 28×28 px;
-- FLOPs ≈ 2 × parameters per token for the language model (prefill and decode), plus the
+- FLOPs ≈ 2 × the decoder's parameters per token for the language model (prefill and decode; the input
+  embedding is a lookup and the LM head runs only where a token is generated: measured with
+  ``mpa bench-arch``, counting both on every prompt token overstated a 2-layer cut 7B's prefill ~10×), plus the
   vision tower's FLOPs per image token (≈ 6.4 GFLOP for Qwen2-VL's 675 M-parameter ViT);
 - PA: one call per image and attempt; PI teacher: one per parsed attempt; PI student: one per
   teacher-consistent attempt (by default the student never sees samples that cannot be kept);

@@ -18,15 +18,20 @@ QWEN_DEFAULT_MAX_PIXELS = 16384 * 28 * 28
 QWEN_DEFAULT_MIN_PIXELS = 56 * 56
 GPT4O_DEFAULT_PRICES = (2.50, 10.00)  # USD per 1M input / output tokens (gpt-4o-2024-11-20)
 
-# LM parameters and vision GFLOP per merged image token, by model-name size tag (Qwen2-VL family).
-NAMED_SIZES = {"72b": (72.7e9, 6.4), "7b": (6.6e9, 6.4), "2b": (1.35e9, 6.4)}
+# LM parameters a token is multiplied by (decoder layers, no embedding or head), vision GFLOP per merged image
+# token and the LM head's parameters, by model-name size tag (Qwen2-VL family; mpa.archs has the shapes).
+NAMED_SIZES = {"72b": (70.2e9, 6.4, 1.25e9), "7b": (6.53e9, 6.4, 0.545e9), "2b": (1.31e9, 6.4, 0.233e9)}
+# what a checkpoint's input embedding and LM head are called (the embedding is a lookup: no FLOPs)
+EMBEDDING_NAMES = ("embed_tokens", "tok_embeddings", "wte.", "word_embeddings")
+HEAD_NAMES = ("lm_head", "output.weight")
 
 
 @dataclass
 class ModelFacts:
-    lm_params: float
+    lm_params: float  # weights every prefilled and decoded token is multiplied by
     vision_gflop_per_image_token: float
     source: str
+    head_params: float = 0.0  # the LM head: computed only where a token is generated (once per decoded token)
 
 
 def qwen_image_tokens(width: int, height: int, max_pixels: int | None, min_pixels: int | None = None) -> int:
@@ -48,10 +53,17 @@ def gpt4o_image_tokens(width: int, height: int, detail: str = "high") -> int:
 
 def safetensors_params(path: Path) -> tuple[float, float] | None:
     """(LM params, vision params) counted from safetensors headers (no tensors are read)."""
+    parts = safetensors_parts(path)
+    return None if parts is None else (parts["lm"], parts["vision"])
+
+
+def safetensors_parts(path: Path) -> dict[str, float] | None:
+    """Parameters by part from safetensors headers: ``lm`` (all non-vision), ``vision``, ``embedding``, ``head``
+    (a tied head is the embedding: ``head`` is then the embedding's size, counted once in ``lm``)."""
     files = sorted(path.glob("*.safetensors"))
     if not files:
         return None
-    lm = vision = 0.0
+    lm = vision = embedding = head = 0.0
     for f in files:
         with open(f, "rb") as fh:
             n = struct.unpack("<Q", fh.read(8))[0]
@@ -62,9 +74,13 @@ def safetensors_params(path: Path) -> tuple[float, float] | None:
             count = math.prod(meta["shape"]) if meta["shape"] else 1
             if "visual" in name or "vision" in name:
                 vision += count
-            else:
-                lm += count
-    return lm, vision
+                continue
+            lm += count
+            if any(k in name for k in EMBEDDING_NAMES):
+                embedding += count
+            elif any(k in name for k in HEAD_NAMES):
+                head += count
+    return {"lm": lm, "vision": vision, "embedding": embedding, "head": head or embedding, "tied": float(not head)}
 
 
 def model_facts(cfg: ModelConfig, override: float | None, vision_gflop: float) -> ModelFacts:
@@ -72,21 +88,28 @@ def model_facts(cfg: ModelConfig, override: float | None, vision_gflop: float) -
         return ModelFacts(override, vision_gflop, "plan config")
     path = Path(cfg.model).expanduser()
     if path.is_dir():
-        counted = safetensors_params(path)
-        if counted:
-            lm, vis = counted
-            # a merged token covers 2×2 patches; ~2 FLOP per parameter per patch
-            return ModelFacts(lm, 2 * vis * 4 / 1e9, f"counted from {path}/*.safetensors")
+        parts = safetensors_parts(path)
+        if parts:
+            # per token: the decoder's weights (not the embedding lookup, not the head: the head runs only
+            # where a token is generated); a merged image token covers 2×2 patches, ~2 FLOP per weight per patch
+            untied_head = 0.0 if parts["tied"] else parts["head"]
+            body = parts["lm"] - parts["embedding"] - untied_head
+            return ModelFacts(body, 2 * parts["vision"] * 4 / 1e9, f"counted from {path}/*.safetensors",
+                              head_params=parts["head"])
     name = cfg.model.lower()
     key = named_student(name)
     if key:  # the paper's students: their own LM size and vision tower
         conf = NAMED_STUDENTS[key]
         per_token = int(conf.get("scale_factor", 2)) ** 2  # vision patches behind one image token
-        lm = conf["params"] - conf["vision_params"]
-        return ModelFacts(lm, 2 * conf["vision_params"] * per_token / 1e9, f"built-in table ({key})")
-    for tag, (p, vg) in NAMED_SIZES.items():
+        text = conf.get("text_config") or conf.get("llm_config") or {}
+        embed = float(text.get("vocab_size", 0) * text.get("hidden_size", 0))
+        heads = 1 if text.get("tie_word_embeddings") else 2  # the embedding, and an untied head beside it
+        lm = conf["params"] - conf["vision_params"] - heads * embed
+        return ModelFacts(lm, 2 * conf["vision_params"] * per_token / 1e9, f"built-in table ({key})",
+                          head_params=embed)
+    for tag, (p, vg, head) in NAMED_SIZES.items():
         if re.search(rf"(?<![0-9.]){tag}\b", name):
-            return ModelFacts(p, vg, f"model name ({tag.upper()})")
+            return ModelFacts(p, vg, f"model name ({tag.upper()})", head_params=head)
     raise ValueError(f"cannot tell the size of {cfg.model}: set plan.teacher_params / plan.student_params")
 
 

@@ -125,7 +125,7 @@ def make_plan(cfg: RunConfig, n_images: int | None = None) -> Plan:
             prefill,
             decode,
             calls * image_tokens,
-            2 * model.lm_params * (prefill + decode),
+            2 * model.lm_params * (prefill + decode) + 2 * model.head_params * decode,
             model.vision_gflop_per_image_token * 1e9 * calls * image_tokens,
         )
 

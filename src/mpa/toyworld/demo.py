@@ -72,7 +72,7 @@ def run_demo(out: str | Path = "runs/demo", seed: int = 0, n_images: int = DEMO_
         raise ValueError(f"mpa demo writes its images, run and report to a local directory, not to {out}: give a "
                          "local --out, then copy it (e.g. `aws s3 sync runs/demo s3://bucket/prefix`)")
     out = Path(out)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     _check_or_mark_data(out, {"seed": seed, "n_images": n_images, "n_test": n_test, "temperature": temperature})
     if not (out / "unlabeled" / "truth.jsonl").is_file():
         make_unlabeled(out / "unlabeled", n_images, seed=seed)
@@ -134,6 +134,10 @@ def run_demo(out: str | Path = "runs/demo", seed: int = 0, n_images: int = DEMO_
         "pseudo_label_answerability": {"pre_pi": pre["answerability"], "post_pi": post["answerability"]},
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
         "total_s": round(time.perf_counter() - t0, 1),
+        # CPU seconds of this process: on a shared machine wall times measure the neighbours, this does not
+        # (with one torch thread it is about the wall time of an idle machine)
+        "cpu_s": round(time.process_time() - c0, 1),
+        "torch_threads": _torch_threads(),
         "run_dir": str(run_dir),
     }
     if "rounds" in summary:
@@ -147,6 +151,12 @@ def run_demo(out: str | Path = "runs/demo", seed: int = 0, n_images: int = DEMO_
     (out / "report.html").write_text(render_html(report, parity, chart), encoding="utf-8")
     print_report(report, out)
     return report
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def _check_or_mark_data(out: Path, settings: dict[str, Any]) -> None:
@@ -182,7 +192,8 @@ def print_report(report: dict, out: Path) -> None:
     console.print(
         f"N={report['n_images']} images → {report['n_parsed']} parsed → {report['n_teacher_consistent']} "
         f"teacher-consistent → K={report['k_parity']} parity samples; pseudo-label correctness "
-        f"{_fmt(plc['pre_pi'])} before PI → {_fmt(plc['post_pi'])} after PI; {report['total_s']} s"
+        f"{_fmt(plc['pre_pi'])} before PI → {_fmt(plc['post_pi'])} after PI; {report['total_s']} s "
+        f"({report['cpu_s']} CPU-s, {report['torch_threads']} torch thread(s))"
     )
     if report.get("rounds"):
         console.print("rounds (K → student accuracy): " + " → ".join(
