@@ -59,7 +59,7 @@ GROUPS: dict[str, tuple[str, frozenset[str]]] = {
                          "score-words", "score-captions"})),
     "dev": ("Developer tools: tiny models built locally, the toy world, local MLflow + S3 servers, throughput "
             "benchmarks, the model families the hf backend knows.",
-            frozenset({"make-tiny", "make-tiny-family", "services", "toyworld", "bench", "families"})),
+            frozenset({"make-tiny", "make-tiny-family", "services", "toyworld", "bench", "bench-arch", "families"})),
 }
 
 
