@@ -296,9 +296,11 @@ def render_html(report: dict, parity: list[dict], chart, max_samples: int = 24) 
 
     from PIL import Image
 
+    from mpa.data.images import load_image
+
     cells = []
     for r in parity[:max_samples]:
-        img = Image.open(r["image"]).convert("RGB").resize((168, 168), Image.NEAREST)
+        img = load_image(r["image"]).image.resize((168, 168), Image.NEAREST)
         cells.append(
             f"<figure><img src='{_data_url(img)}'><figcaption><b>Q:</b> {escape(r['question'])}<br>"
             f"<b>pseudo A:</b> {escape(r['answer'])}<br><b>teacher:</b> {escape(str(r['teacher_answer']))}"
