@@ -507,7 +507,8 @@ def register_model(
             "delta": after["score"] - before["score"],
         }
         write_json_atomic(work / "summary.json", summary)
-        version = register(run_dir=work, checkpoint_uri=checkpoint_uri)
+        # the run spec is the pipeline's own config (not a run directory from elsewhere): its URI is trusted
+        version = register(run_dir=work, checkpoint_uri=checkpoint_uri, tracking_uri=cfg.tracking.uri)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return dict(vars(version))
