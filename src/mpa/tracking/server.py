@@ -130,7 +130,8 @@ def _refused_request(exc: Exception, call: str, uri: str) -> TrackingError | Non
     if "No space left on device" in text or "Disk quota exceeded" in text:
         return TrackingError(f"MLflow at {redact_text(uri)} could not store artifacts: the disk is full "
                              f"({one_line(text, 160)}); free space, then re-run the same command")
-    if getattr(exc, "error_code", "") == "INVALID_PARAMETER_VALUE":
+    if call.startswith("search") and getattr(exc, "error_code", "") == "INVALID_PARAMETER_VALUE":
+        # a filter it cannot parse (a name with a quote); other refusals (an alias not found) are the caller's
         return TrackingError(f"MLflow at {redact_text(uri)} refused {call}: {one_line(text, 200)}")
     return None
 
