@@ -57,6 +57,7 @@ from typing import Any
 
 from mpa import storage
 from mpa.metrics import score_sample
+from mpa.safeio import write_atomic
 
 __all__ = [
     "BENCHMARKS",
@@ -486,9 +487,7 @@ def load_benchmark_hf(
         data = png_bytes(row[image_col])
         path = out_dir / f"{hashlib.sha256(data).hexdigest()[:20]}.png"
         if not path.exists():
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(data)
-            tmp.replace(path)
+            write_atomic(path, data)
         sample_split = _chartqa_hf_split(row) if key == "chartqa" else None
         if key == "chartqa":
             qid = f"{sample_split or split}-{i}"
