@@ -153,6 +153,35 @@ def test_a_dangling_symlink_or_unwritable_out_is_one_line(tmp_path):
         _one_line_error(_mpa("run", "--config", str(cfg)), str(out), needle)
 
 
+def test_annotate_on_a_full_disk_exits_with_one_line_not_success(tmp_path):
+    import resource
+    import signal
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(6):
+        Image.new("RGB", (84, 84), (40 * i, 90, 200)).save(images / f"{i}.png")
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "task": {"name": "toyvqa"}, "teacher": {"model": str(TEACHER_CHECKPOINT), "device": "cpu"},
+        "student": {"model": str(STUDENT_CHECKPOINT), "device": "cpu"}, "data": {"images": str(images)},
+        "annotate": {"max_new_tokens": 32}, "cache": {"enabled": False},
+        "tracking": {"enabled": False}, "out": str(tmp_path / "run")}))
+
+    def full_disk() -> None:  # every file this process writes stops at 1,500 bytes, as on a full disk
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1500, 1500))
+
+    res = subprocess.run([sys.executable, "-m", "mpa.cli", "annotate", "--config", str(cfg)], capture_output=True,
+                         text=True, timeout=300, env={**ENV, "COLUMNS": "400"}, preexec_fn=full_disk)
+    # before: exit 0 and the stage marked complete over a torn record
+    _one_line_error(res, "cannot write", "re-run the same command")
+    mark = json.loads((tmp_path / "run" / "annotations.jsonl.stage.json").read_text())
+    assert mark["complete"] is False
+    for line in (tmp_path / "run" / "annotations.jsonl").read_bytes().splitlines():
+        json.loads(line)  # no torn record left behind
+
+
 def test_a_full_disk_under_the_result_cache_is_not_blamed_on_the_cache(tmp_path):
     script = textwrap.dedent(f"""
         import resource, signal, sys
