@@ -76,7 +76,14 @@ def test_mixed_pair_qwen2vl_teacher_other_family_student(ws, tmp_path, student):
 
 
 def test_mixed_pair_smolvlm_teacher_qwen25_student(ws, tmp_path):
-    """The other direction: a (briefly trained) SmolVLM teacher annotates for a Qwen2.5-VL student."""
+    """The other direction: a SmolVLM teacher annotates for a Qwen2.5-VL student, through PA → PI → PL.
+
+    The teacher is consistent by construction, not by training luck: it is taught one constant pair (every
+    image: ``Question: <q> Answer: red``, and ``red`` to the question), which a tiny model learns within a few
+    steps on any machine and thread count. Telling colours apart (what an earlier version asked of it) depended
+    on the run and left K = 0 at random. What the test proves is unchanged: an Idefics3 teacher's text is
+    parsed, it answers its own questions in PI, and the Qwen2.5-VL student is trained on the parity set.
+    """
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     task = get_task("textvqa")
@@ -86,16 +93,18 @@ def test_mixed_pair_smolvlm_teacher_qwen25_student(ws, tmp_path):
     colors = list(TINY_COLORS)
     examples = []
     for i in range(16):
-        c, img = colors[i % 4], tiny_image(colors[i % 4], i)
+        img = tiny_image(colors[i % 4], i)
         examples += [
-            (img, task.pa_prompt, f"Question: {TINY_QUESTION} Answer: {c}"),
-            (img, task.answer_prompt(TINY_QUESTION), c),
+            (img, task.pa_prompt, f"Question: {TINY_QUESTION} Answer: red"),
+            (img, task.answer_prompt(TINY_QUESTION), "red"),
         ]
     quick_train(model, proc, examples, steps=160, lr=1e-2, batch=8)
     model.save_pretrained(teacher_dir)
     summary = run_pipeline(_cfg(ws, tmp_path, teacher_dir, ws["qwen2_5_vl"]), show=False)
-    assert summary["annotate"]["n_parsed"] >= 4
-    assert summary["identify"]["k_parity"] > 0
+    assert summary["annotate"]["n_parsed"] == 6
+    audit = [json.loads(x) for x in (tmp_path / "run" / "pi" / "audit.jsonl").read_text().splitlines()]
+    assert len(audit) == 6 and all(r["teacher_match"] for r in audit)  # the teacher reproduces its labels
+    assert summary["identify"]["k_parity"] == sum(not r["student_match"] for r in audit) > 0
     assert summary["level"]["steps"] >= 1
 
 

@@ -80,7 +80,19 @@ class CacheError(MpaError, ValueError):
     """The result-cache database cannot be used."""
 
 
-def _unusable(path: Path, exc: Exception) -> CacheError:
+def _unusable(path: Path, exc: Exception) -> MpaError:
+    code = getattr(exc, "sqlite_errorcode", None)
+    code = code & 0xFF if isinstance(code, int) else None  # the primary code of an extended one (IOERR_WRITE)
+    if code in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR) or "disk is full" in str(exc) \
+            or "readonly database" in str(exc):
+        # the disk (or a read-only mount) is at fault, not the cache: deleting it would not help
+        import errno
+
+        from mpa.safeio import write_error
+
+        err = errno.EROFS if "readonly" in str(exc) or code == sqlite3.SQLITE_READONLY else \
+            errno.ENOSPC if "full" in str(exc) or code == sqlite3.SQLITE_FULL else errno.EIO
+        return write_error(path, OSError(err, one_line(str(exc), 120)))
     if "locked" in str(exc):
         return CacheError(f"result cache {path} stayed locked by another process for 60 s; wait for it, or give "
                           "this run its own cache.dir")

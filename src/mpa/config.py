@@ -6,14 +6,41 @@ every invalid field in one readable message.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from mpa import safeyaml
+
 if TYPE_CHECKING:
     from mpa.tasks import Task
+
+def _holds_model(annotation: Any) -> bool:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return True
+    return any(_holds_model(a) for a in get_args(annotation))
+
+
+def _check_finite(value: Any, where: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where} is {value}: use a finite number")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(v, f"{where}.{k}")
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _check_finite(v, f"{where}[{i}]")
+
+
+def _not_blank(value: str, what: str) -> str:
+    if not value.strip():
+        raise ValueError(f"{what} is empty: name a directory or an s3:// prefix (an empty value would mean "
+                         "the current directory)")
+    return value
+
 
 MatchRule = Literal["exact", "vqa", "relaxed", "anls", "contains"]
 PromptSetName = Literal["ours", "paper"]
@@ -21,7 +48,23 @@ PresetName = Literal["mpa", "paper"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """The base of every config section: unknown keys refused, and no infinite or NaN number anywhere.
+
+    ``allow_inf_nan=False`` covers every float field (``train.learning_rate=.inf`` used to train to NaN
+    weights and exit 0); :meth:`_finite_values` covers the free-form ones (``teacher.options``, tags).
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _finite_values(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name, value in data.items():
+                field = cls.model_fields.get(name)
+                if field is not None and not _holds_model(field.annotation) and isinstance(value, dict | list):
+                    _check_finite(value, str(name))
+        return data
 
 
 class VLLMSettings(_Strict):
@@ -316,6 +359,11 @@ class DataConfig(_Strict):
         None, pattern=r"^\d+/\d+$", description="i/n: process only shard i of n (by content hash), 0-based"
     )
 
+    @field_validator("images")
+    @classmethod
+    def _images_named(cls, v: str) -> str:
+        return _not_blank(v, "data.images (--images)")
+
 
 class CacheConfig(_Strict):
     """Result cache keyed by (image hash, task, prompt version, model id+revision, decoding params)."""
@@ -532,6 +580,11 @@ class RunConfig(_Strict):
     def _resolve_preset(cls, data: Any) -> Any:
         return _apply_preset(data)
 
+    @field_validator("out")
+    @classmethod
+    def _out_named(cls, v: str) -> str:
+        return _not_blank(v, "out (--out)")
+
     @model_validator(mode="after")
     def _check_task(self) -> RunConfig:
         task_for(self)
@@ -607,8 +660,8 @@ def parse_set_pairs(pairs: list[str] | None) -> dict[str, Any]:
             raise ConfigError(f"--set expects a dotted setting, '=' and its value (e.g. --set train.epochs=2), "
                               f"got {pair!r}")
         try:
-            out[key] = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError as exc:
+            out[key] = safeyaml.load(raw) if raw.strip() else ""
+        except (yaml.YAMLError, safeyaml.YamlTooLarge) as exc:
             first = str(exc).splitlines()[0] if str(exc) else "not valid YAML"
             raise ConfigError(f"--set {key}: the value {raw!r} cannot be parsed ({first}); quote it") from exc
     return out
@@ -649,9 +702,11 @@ def read_config_data(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = safeyaml.load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"config {path} is not valid YAML: {exc}") from exc
+    except safeyaml.YamlTooLarge as exc:
+        raise ConfigError(f"config {path} refused: {exc}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config {path} is not a UTF-8 text file") from exc
     if not isinstance(data, dict):

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from mpa.records import read_jsonl, write_json_atomic
+from mpa.safeio import write_atomic
 
 __all__ = [
     "MEASURES",
@@ -129,10 +130,19 @@ def _html(items: list[dict[str, str]], thumbs: list[str | None], title: str,
     )
 
 
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(text: str) -> str:
+    """``text`` safe for a spreadsheet: a cell that starts like a formula (``=``, ``+``, ``-``, ``@``, tab, CR)
+    gets a leading ``'`` so Excel/LibreOffice show it as text instead of running it (OWASP's CSV-injection
+    rule). Teacher text is untrusted: ``=HYPERLINK(...)`` in a pseudo-label must not reach a rater as a formula.
+    """
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, text)
 
 
 def sample_sheet(run: str | os.PathLike, n: int, out: str | os.PathLike, *, seed: int = 0,
@@ -183,7 +193,7 @@ def sample_sheet(run: str | os.PathLike, n: int, out: str | os.PathLike, *, seed
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow([*ITEM_COLUMNS, *MEASURES])
     for item in items:
-        writer.writerow([item[c] for c in ITEM_COLUMNS] + [""] * len(MEASURES))
+        writer.writerow([csv_cell(item[c]) for c in ITEM_COLUMNS] + [""] * len(MEASURES))
     thumbs = []
     with progress_bar("thumbnails", total=len(items)) as advance:
         for item in items:

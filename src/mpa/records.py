@@ -41,6 +41,7 @@ merged file from elsewhere) and is taken as given.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -55,9 +56,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ValidationError, model_validator
 
 from mpa.errors import MpaError, one_line
+from mpa.safeio import fsync, open_fd, write_all, write_atomic, write_error
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,15 @@ class Annotation(BaseModel):
     parse_ok: bool = False
     error: str | None = None
 
+    @model_validator(mode="after")
+    def _parsed_means_a_sample(self) -> Annotation:
+        """``parse_ok`` holds only with a question and an answer: a record claiming it without them (an edited
+        or foreign file) is read as unparsed, so it never counts into the parity set's K."""
+        if self.parse_ok and not ((self.question or "").strip() and (self.answer or "").strip()):
+            self.parse_ok = False
+            self.error = self.error or "parse_ok without a question and an answer"
+        return self
+
 
 class Judgement(Annotation):
     teacher_answer: str | None = None
@@ -102,6 +113,18 @@ class Judgement(Annotation):
     student_match: bool | None = None
     kept: bool = False
     reason: str = ""
+
+
+class TrainingSample(BaseModel):
+    """One PL sample as a ``--samples`` / ``parity.jsonl`` line gives it (other fields are ignored)."""
+
+    model_config = {"strict": True}  # a number or a list where text belongs is an error, not str()-ed
+
+    image: str
+    question: str | None = None
+    answer: str | None = None
+    parse_ok: bool = True
+    kept: bool = True
 
 
 # ----------------------------------------------------------------------------- reading
@@ -128,18 +151,29 @@ def _parse_line(path: str | Path, lineno: int, line: str | bytes) -> dict[str, A
     return _check_object(path, lineno, obj)
 
 
-def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Yield one dict per non-blank line; anything else raises :class:`RecordError` naming file and line."""
+def _lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of every non-blank line; a byte that is not UTF-8 is an error naming file:line."""
     try:
-        fh = open(path, encoding="utf-8")  # noqa: SIM115 - closed below, errors named
+        fh = open(path, "rb")  # noqa: SIM115 - closed below, errors named
     except FileNotFoundError:
         raise RecordError(f"{path}: file not found") from None
     except IsADirectoryError:
         raise RecordError(f"{path}: is a directory, expected a .jsonl file") from None
     with fh:
-        for lineno, line in enumerate(fh, 1):
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise RecordError(f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column "
+                                  f"{exc.start + 1}); fix or delete that line") from None
             if line.strip():
-                yield _parse_line(path, lineno, line)
+                yield lineno, line
+
+
+def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Yield one dict per non-blank line; anything else raises :class:`RecordError` naming file and line."""
+    for lineno, line in _lines(path):
+        yield _parse_line(path, lineno, line)
 
 
 def _field_errors(exc: ValidationError) -> str:
@@ -174,6 +208,21 @@ def read_records(path: str | Path, model: type[M], key: str = "id") -> list[M]:
     return out
 
 
+def read_training_samples(path: str | Path) -> list[dict[str, Any]]:
+    """The (image, question, answer) samples PL trains on: ``parity.jsonl`` (kept ones), ``annotations.jsonl``
+    (parsed ones) or a ``--samples`` file of your own. A line with a field of the wrong type (``"question": 5``)
+    raises :class:`RecordError` naming file, line and field."""
+    out = []
+    for lineno, raw in _numbered(path):
+        try:
+            rec = TrainingSample.model_validate(raw)
+        except ValidationError as exc:
+            raise RecordError(f"{path}:{lineno}: {_field_errors(exc)}") from None
+        if rec.parse_ok and rec.kept and (rec.question or "").strip() and (rec.answer or "").strip():
+            out.append({"image": rec.image, "question": rec.question, "answer": rec.answer})
+    return out
+
+
 def unique_records(path: str | Path, key: str = "id") -> list[dict[str, Any]]:
     """The dict records of a jsonl file, each ``key`` once (records without ``key`` are all kept)."""
     out: list[dict[str, Any]] = []
@@ -189,39 +238,20 @@ def unique_records(path: str | Path, key: str = "id") -> list[dict[str, Any]]:
 
 
 def _numbered(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    try:
-        fh = open(path, encoding="utf-8")  # noqa: SIM115
-    except FileNotFoundError:
-        raise RecordError(f"{path}: file not found") from None
-    with fh:
-        for lineno, line in enumerate(fh, 1):
-            if line.strip():
-                yield lineno, _parse_line(path, lineno, line)
+    for lineno, line in _lines(path):
+        yield lineno, _parse_line(path, lineno, line)
 
 
 # ----------------------------------------------------------------------------- writing
 def write_jsonl_atomic(path: str | Path, records: Iterable[dict | BaseModel]) -> int:
-    """Write a whole jsonl file via a temporary file and rename; return the record count."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    n = 0
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for rec in records:
-            fh.write(_dumps(rec) + "\n")
-            n += 1
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return n
+    """Write a whole jsonl file atomically (:func:`mpa.safeio.write_atomic`); return the record count."""
+    lines = [_dumps(rec) + "\n" for rec in records]
+    write_atomic(path, "".join(lines).encode("utf-8"))
+    return len(lines)
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def _dumps(rec: dict | BaseModel) -> str:
@@ -246,14 +276,17 @@ class OutputLock:
 
     def __init__(self, output: str | Path) -> None:
         path = lock_path(output)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise write_error(path.parent, exc, "create directory") from None
         self.key = os.path.realpath(path)
         self._released = False
         with _held_guard:
             if self.key in _held:
                 _held[self.key][1] += 1
                 return
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = open_fd(path, os.O_RDWR | os.O_CREAT)  # no-follow: a planted link is refused, never truncated
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -264,9 +297,14 @@ class OutputLock:
                     "write to another --out (the lock is released when that process ends, even if it is "
                     "killed; it covers this machine only: two machines must not share one s3:// --out)"
                 ) from None
-            os.ftruncate(fd, 0)
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {stamp}\n".encode(), 0)
+            try:
+                os.ftruncate(fd, 0)
+                os.lseek(fd, 0, os.SEEK_SET)
+                write_all(fd, f"pid {os.getpid()} on {socket.gethostname()} since {stamp}\n".encode(), path)
+            except OSError as exc:
+                os.close(fd)
+                raise write_error(path, exc) from None
             _held[self.key] = [fd, 1]
 
     def release(self) -> None:
@@ -305,7 +343,6 @@ class JsonlLog:
         id_of: Callable[[dict], str] | None = None,
     ) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._group_of = group_of
         self._id_of = id_of or (lambda r: r["id"] if "id" in r else json.dumps(r, sort_keys=True))
         self._fd = -1
@@ -313,15 +350,17 @@ class JsonlLog:
         try:
             self.records: list[dict] = self._recover(group_size)
             self.done: set[str] = {group_of(r) for r in self.records}
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._fd = open_fd(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         except BaseException:
             self._lock.release()
             raise
 
     def _recover(self, group_size: Callable[[dict], int]) -> list[dict]:
-        if not self.path.exists():
+        if not self.path.exists() and not self.path.is_symlink():
             return []
-        raw = self.path.read_bytes()
+        fd = open_fd(self.path, os.O_RDONLY)  # no-follow: a log that is a link elsewhere is refused
+        with os.fdopen(fd, "rb") as fh:
+            raw = fh.read()
         lines = raw.split(b"\n")
         records: list[dict] = []
         keys: list[tuple[str, str]] = []
@@ -331,7 +370,7 @@ class JsonlLog:
                 continue
             try:
                 obj = json.loads(line)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, UnicodeDecodeError):  # a torn line may end inside a UTF-8 character
                 array = i == 0 and line.lstrip().startswith(b"[")
                 if i == len(lines) - 1 and not array:
                     torn = True  # a torn last line from a killed writer
@@ -368,8 +407,14 @@ class JsonlLog:
             return
         dicts = [r.model_dump() if isinstance(r, BaseModel) else r for r in records]
         data = "".join(_dumps(r) + "\n" for r in dicts).encode("utf-8")
-        os.write(self._fd, data)
-        os.fsync(self._fd)
+        size = os.fstat(self._fd).st_size
+        try:
+            write_all(self._fd, data, self.path)  # every byte, or an error: never a torn record taken as written
+            fsync(self._fd, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, size)  # no partial group left to glue onto the next one
+            raise
         self.records.extend(dicts)
         self.done.update(self._group_of(r) for r in dicts)
 

@@ -30,6 +30,8 @@ SECRET_WORDS = frozenset({
 })
 # suffixes that name *where* a secret is (an environment variable), not the secret itself
 NAME_OF_SECRET_SUFFIXES = ("_env", "_env_var")
+# trailing words that qualify a secret without changing what it is (``access_key_id``, ``auth_header``)
+QUALIFIER_WORDS = frozenset({"id", "value", "header", "headers", "str", "string", "data", "b64", "base64"})
 
 
 def _words(key: str) -> list[str]:
@@ -41,7 +43,8 @@ def is_secret_key(key: str) -> bool:
     """Whether a setting's name names a secret; dotted paths are secret if any part is.
 
     ``api_key``, ``my_key``, ``token``, ``auth_token``, ``password``, ``pwd``, ``sas``, ``bearer``,
-    ``client_secret``, ``storage.secret_access_key``, ``X-Amz-Signature`` are; ``max_new_tokens``,
+    ``client_secret``, ``storage.secret_access_key``, ``X-Amz-Signature`` are (the secret word ends the
+    name, before qualifiers such as ``_id``); ``SignatureDoesNotMatch``, ``max_new_tokens``,
     ``api_key_env`` (the *name* of the variable holding the key), ``passes`` and rates such as
     ``vision_gflop_per_image_token`` are not.
     """
@@ -52,7 +55,11 @@ def is_secret_key(key: str) -> bool:
         words = _words(part)
         if "per" in words:  # a rate or unit (vision_gflop_per_image_token), not a credential
             continue
-        if any(w in SECRET_WORDS for w in words):
+        while len(words) > 1 and words[-1] in QUALIFIER_WORDS:
+            words.pop()
+        # the name ends in what it holds: ``client_secret``, ``X-Amz-Signature`` are secrets; an error code
+        # such as ``SignatureDoesNotMatch`` (in "SignatureDoesNotMatch: wrong key") or ``token_count`` is not
+        if words and words[-1] in SECRET_WORDS:
             return True
     return False
 

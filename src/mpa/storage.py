@@ -311,9 +311,17 @@ def _guard(uri: str, action: str, fn: Callable[[], T]) -> T:
 
 
 # ----------------------------------------------------------------------------- reading / listing
+def folder_prefix(key: str) -> str:
+    """An S3 key prefix as a folder: ``imgs`` lists ``imgs/…`` only, never its siblings ``imgs_test/…`` or
+    ``imgs-heldout.png`` (S3 prefixes match any string start; a path ends at a ``/``, like a local folder)."""
+    return key.rstrip("/") + "/" if key.strip("/") else ""
+
+
 def list_s3(prefix_uri: str, suffixes: tuple[str, ...] | None = None, page_size: int = 1000) -> list[str]:
-    """Every object URI under an s3 prefix (all pages), optionally only names ending in ``suffixes``."""
-    bucket, prefix = split_s3(prefix_uri)
+    """Every object URI under an s3 folder (all pages, recursive; :func:`folder_prefix`), optionally only
+    names ending in ``suffixes``."""
+    bucket, key = split_s3(prefix_uri)
+    prefix = folder_prefix(key)
     client = s3_client()
 
     def run() -> list[str]:
@@ -330,7 +338,8 @@ def list_s3(prefix_uri: str, suffixes: tuple[str, ...] | None = None, page_size:
 
 
 def _list_objects(prefix_uri: str) -> Iterator[dict]:
-    bucket, prefix = split_s3(prefix_uri)
+    bucket, key = split_s3(prefix_uri)
+    prefix = folder_prefix(key)
     client = s3_client()
 
     def run() -> list[dict]:
@@ -368,14 +377,41 @@ def head(uri: str) -> dict:
     return _guard(uri, "read", lambda: s3_client().head_object(Bucket=bucket, Key=key))
 
 
-def read_bytes(uri: str | os.PathLike) -> bytes:
-    """Bytes of a local file or an s3 object; FileNotFoundError naming it when it does not exist."""
+class TooLarge(StorageError):
+    """A file or object larger than the caller's cap (read nothing of it)."""
+
+
+def read_bytes(uri: str | os.PathLike, max_bytes: int | None = None) -> bytes:
+    """Bytes of a local file or an s3 object; FileNotFoundError naming it when it does not exist.
+
+    With ``max_bytes``, a larger file is refused with :class:`TooLarge` before any of it is read.
+    """
+
+    def too_large(size: int) -> TooLarge:
+        return TooLarge(f"{uri} is {size / MB:.1f} MB, above the {max_bytes / MB:g} MB limit")
+
     if is_s3(uri):
         bucket, key = split_s3(str(uri))
-        return _guard(str(uri), "read", lambda: s3_client().get_object(Bucket=bucket, Key=key)["Body"].read())
+
+        def get() -> bytes:
+            resp = s3_client().get_object(Bucket=bucket, Key=key)
+            size = int(resp.get("ContentLength") or 0)
+            if max_bytes is not None and size > max_bytes:
+                resp["Body"].close()
+                raise too_large(size)
+            return resp["Body"].read()
+
+        return _guard(str(uri), "read", get)
     if not Path(uri).is_file():
         raise FileNotFoundError(f"file not found: {uri}")
-    return Path(uri).read_bytes()
+    with open(uri, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if max_bytes is not None and size > max_bytes:
+            raise too_large(size)
+        data = fh.read() if max_bytes is None else fh.read(max_bytes + 1)
+    if max_bytes is not None and len(data) > max_bytes:  # it grew while being read
+        raise too_large(len(data))
+    return data
 
 
 def read_text(uri: str | os.PathLike) -> str:
@@ -389,11 +425,9 @@ def write_bytes(uri: str | os.PathLike, data: bytes) -> None:
         meta = {SHA_META: hashlib.sha256(data).hexdigest()}
         _guard(str(uri), "write", lambda: s3_client().put_object(Bucket=bucket, Key=key, Body=data, Metadata=meta))
         return
-    path = Path(uri)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    from mpa.safeio import write_atomic
+
+    write_atomic(uri, data)
 
 
 def check_bucket(uri: str, write: bool = False) -> None:

@@ -157,6 +157,14 @@ def main() -> None:
             raise
         console.print(f"[red]error:[/] {redact_text(str(exc))}", soft_wrap=True)
         sys.exit(2)
+    except OSError as exc:  # a full or read-only disk under a library's own write (checkpoint, MLflow artifacts)
+        from mpa.safeio import DISK_ERRNOS, write_error
+
+        if exc.errno not in DISK_ERRNOS:
+            raise
+        console.print(f"[red]error:[/] {redact_text(str(write_error(exc.filename or 'a file', exc)))}",
+                      soft_wrap=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

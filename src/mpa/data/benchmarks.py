@@ -57,6 +57,7 @@ from typing import Any
 
 from mpa import storage
 from mpa.metrics import score_sample
+from mpa.safeio import write_atomic
 
 __all__ = [
     "BENCHMARKS",
@@ -367,7 +368,7 @@ def load_benchmark(
         if key == "pathvqa":
             for s in samples:
                 s.qtype = pathvqa_qtype(s.answers, s.qtype)
-        return samples
+        return _unique_ids(samples, ann)
     if key == "chartqa":
         samples = _load_chartqa(ann, None if images is None else str(images))
     else:
@@ -380,10 +381,24 @@ def load_benchmark(
             samples = _load_pathvqa(ann, root)
         else:
             samples = _load_okvqa(ann, None if questions is None else str(questions), root)
+    _unique_ids(samples, ann)
     if max_samples is not None:
         if max_samples < 0:
             raise ValueError(f"max_samples must be >= 0, got {max_samples}")
         samples = samples[:max_samples]
+    return samples
+
+
+def _unique_ids(samples: list[BenchmarkSample], source: str) -> list[BenchmarkSample]:
+    """Refuse a benchmark in which two samples share a question id: predictions are keyed by id, so both
+    would be scored with one answer (a silently wrong score)."""
+    seen: set[str] = set()
+    for s in samples:
+        if s.question_id in seen:
+            n = sum(x.question_id == s.question_id for x in samples)
+            raise ValueError(f"{source}: question id {s.question_id!r} appears {n} times; every question needs "
+                             "its own id (predictions are keyed by it) — fix the file")
+        seen.add(s.question_id)
     return samples
 
 
@@ -472,9 +487,7 @@ def load_benchmark_hf(
         data = png_bytes(row[image_col])
         path = out_dir / f"{hashlib.sha256(data).hexdigest()[:20]}.png"
         if not path.exists():
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(data)
-            tmp.replace(path)
+            write_atomic(path, data)
         sample_split = _chartqa_hf_split(row) if key == "chartqa" else None
         if key == "chartqa":
             qid = f"{sample_split or split}-{i}"

@@ -19,15 +19,20 @@ def image_column(ds: Any) -> str:
 
 
 def png_bytes(img: Any) -> bytes:
-    """A dataset image (PIL, or ``{bytes}`` / ``{path}``) as PNG bytes, RGB."""
+    """A dataset image (PIL, or ``{bytes}`` / ``{path}``) as PNG bytes, RGB (through the one decoder)."""
     import io
 
-    from PIL import Image
+    from mpa import storage
+    from mpa.data.images import MAX_IMAGE_BYTES, decode_image
 
     if isinstance(img, dict) and img.get("bytes"):
-        img = Image.open(io.BytesIO(img["bytes"]))
+        img = decode_image(img["bytes"])
     elif isinstance(img, dict) and img.get("path"):
-        img = Image.open(img["path"])
+        img = decode_image(storage.read_bytes(img["path"], max_bytes=MAX_IMAGE_BYTES), img["path"])
+    else:  # a PIL image the datasets library decoded: re-encode losslessly, then decode like any file
+        raw = io.BytesIO()
+        img.save(raw, format="PNG")
+        img = decode_image(raw.getvalue())
     buf = io.BytesIO()
-    img.convert("RGB").save(buf, format="PNG")
+    img.save(buf, format="PNG")
     return buf.getvalue()

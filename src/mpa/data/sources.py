@@ -22,6 +22,7 @@ from typing import Any
 
 from mpa.data.hf_datasets import image_column, png_bytes
 from mpa.data.images import ImageSourceError, list_image_files
+from mpa.safeio import write_atomic
 
 BENCH_PREFIX = "bench:"
 HF_PREFIX = "hf:"
@@ -113,9 +114,7 @@ def hf_dataset_images(
         seen.add(digest)
         path = out / f"{digest[:20]}.png"
         if not path.exists():
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(data)
-            tmp.replace(path)
+            write_atomic(path, data)
         paths.append(str(path))
     if not paths:
         raise ImageSourceError(f"hf:{dataset}:{split} has no images in column {column!r}")
@@ -158,7 +157,7 @@ def materialize(
         if dest.exists() or dest.is_symlink():
             continue
         if storage.is_s3(uri):
-            dest.write_bytes(storage.read_bytes(uri))
+            write_atomic(dest, storage.read_bytes(uri))
         elif Path(uri).exists():
             dest.symlink_to(Path(uri).resolve())
         else:

@@ -25,6 +25,7 @@ from mpa.config import ModelConfig, RunConfig, match_rule_for, task_for
 from mpa.orchestrate.rounds import final_checkpoint, round_record, run_later_rounds
 from mpa.records import write_json_atomic
 from mpa.redact import redact
+from mpa.safeio import write_atomic
 from mpa.stages.annotate import annotate_with_config
 from mpa.stages.evaluate import benchmark_samples, evaluate_with_config
 from mpa.stages.identify import identify_with_config
@@ -63,7 +64,9 @@ class _Outputs:
         self.local = local_work_dir(cfg) if self.remote else Path(cfg.out)
 
     def prepare(self) -> None:
-        self.local.mkdir(parents=True, exist_ok=True)
+        from mpa.safeio import check_dir
+
+        check_dir(self.local)  # a read-only or dangling-symlink --out: one line, before anything runs
         if self.remote:
             storage.check_bucket(self.uri, write=True)  # missing bucket / wrong credentials: fail before any work
             storage.download_dir(self.uri, self.local)  # resume from what the object store already holds
@@ -149,8 +152,8 @@ def _resolve_registry_models(cfg: RunConfig) -> RunConfig:
 
 def _run_stages(cfg: RunConfig, outputs: _Outputs, tracker: Any, show: bool) -> dict[str, Any]:
     out = outputs.local
-    (out / "config.yaml").write_text(yaml.safe_dump(redact(cfg.model_dump(mode="json") | {"out": outputs.uri}),
-                                                    sort_keys=False))
+    write_atomic(out / "config.yaml", yaml.safe_dump(redact(cfg.model_dump(mode="json") | {"out": outputs.uri}),
+                                                     sort_keys=False))
     task = task_for(cfg)
     teacher, student = LazyVLM(cfg.teacher), LazyVLM(cfg.student)
     timings: dict[str, float] = {}

@@ -15,7 +15,6 @@ resumes where it stopped.
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
@@ -25,6 +24,7 @@ from typing import Any
 from mpa.config import RunConfig
 from mpa.errors import MpaError
 from mpa.records import read_jsonl, write_jsonl_atomic
+from mpa.safeio import write_atomic
 from mpa.stages.evaluate import evaluate_with_config
 from mpa.stages.identify import IdentifySummary, identify_with_config
 from mpa.stages.level import LevelSummary, level_with_config
@@ -51,7 +51,7 @@ def identify_round(cfg: RunConfig, annotations: Path, teacher_log: Path, student
         raise TeacherAskedAgain(f"no teacher answers at {teacher_log}: run round 1 (PI) first")
     pi_dir.mkdir(parents=True, exist_ok=True)
     if not (pi_dir / TEACHER_LOG).is_file():
-        shutil.copy2(teacher_log, pi_dir / TEACHER_LOG)
+        write_atomic(pi_dir / TEACHER_LOG, teacher_log.read_bytes())  # no-follow: a planted link is replaced
 
     def no_teacher() -> VLM:
         raise TeacherAskedAgain(f"round PI in {pi_dir} needs teacher answers that {teacher_log} lacks: "

@@ -37,9 +37,12 @@ def load_run(run_dir: str | Path) -> tuple[RunConfig, dict, Path]:
     if not summary_path.is_file() or not config_path.is_file():
         raise TrackingError(f"{run_dir} is not a finished run directory (needs summary.json and config.yaml): "
                             "run `mpa run` to the end first")
-    import yaml
+    from mpa import safeyaml
 
-    data = yaml.safe_load(config_path.read_text()) or {}
+    try:
+        data = safeyaml.load(config_path.read_text(encoding="utf-8")) or {}
+    except safeyaml.YamlTooLarge as exc:
+        raise TrackingError(f"{config_path} refused: {exc}") from None
     data["out"] = run_dir
     for section in ("storage",):  # secrets are masked in config.yaml: take them from the environment
         for key in ("access_key_id", "secret_access_key"):
@@ -63,10 +66,11 @@ def register(
     artifact in S3); the version registers that URI as its source, nothing is uploaded again and
     the run directory needs no ``level/checkpoint``.
     """
+    from mpa.tracking.server import uri_for_run_dir
+
     cfg, summary, local = load_run(run_dir)
-    updates = {"enabled": True, "promote": promote}
-    if tracking_uri:
-        updates["uri"] = tracking_uri
+    updates = {"enabled": True, "promote": promote,
+               "uri": uri_for_run_dir(cfg.tracking.uri, tracking_uri, f"{run_dir}/config.yaml")}
     if name:
         updates["registered_model"] = name
     if margin is not None:

@@ -104,6 +104,8 @@ class Tracker:
                                tags=self._tags())
             run_id = run.info.run_id
             self.state["run_id"] = run_id
+            if shown_uri != self.uri and shown_uri.startswith("http"):  # MLflow's own line would show credentials
+                print(f"View run at: {shown_uri.rstrip('/')}/#/experiments/{exp_id}/runs/{run_id}", flush=True)
             self._log_params()
         self.run_id = run_id
         self._save_state()

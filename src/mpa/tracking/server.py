@@ -36,6 +36,26 @@ def resolve_uri(configured: str | None, run_dir: str | Path) -> tuple[str, bool]
     return embedded_uri(run_dir), True
 
 
+def uri_for_run_dir(run_uri: str | None, flag: str | None, source: str) -> str | None:
+    """The tracking URI for a command that reads a run directory someone else may have written
+    (``mpa register --run-dir D``): the ``--tracking-uri`` flag, else ``$MLFLOW_TRACKING_URI``.
+
+    A URI that ``D/config.yaml`` names is never taken over them: whoever can write a run directory (a shared
+    bucket) must not be able to send the user's MLflow credentials to a server of their choosing. A run-dir URI
+    that differs from the environment's is refused unless the flag names the server to use.
+    """
+    env = os.environ.get("MLFLOW_TRACKING_URI") or None
+    if flag:
+        return flag
+    if run_uri and run_uri != env:
+        shown = redact_text(run_uri)
+        now = f"$MLFLOW_TRACKING_URI ({redact_text(env)})" if env else "no $MLFLOW_TRACKING_URI"
+        raise TrackingError(
+            f"{source} names the MLflow server {shown}, but this shell has {now}; mpa does not send your "
+            f"credentials to a server a run directory names: pass --tracking-uri with the server to use")
+    return env
+
+
 def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
     """Fail fast, naming ``uri``, when an HTTP tracking server does not answer."""
     if not uri.startswith(("http://", "https://")):
@@ -94,6 +114,28 @@ def unreachable_cause(exc: BaseException) -> str | None:
     return one_line(text, 160)
 
 
+def _refused_request(exc: Exception, call: str, uri: str) -> TrackingError | None:
+    """A request MLflow refused as invalid (a bad filter, a name it cannot take), or a full disk under its
+    artifact copy, as one line; ``None`` for anything else."""
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(exc, OSError) and exc.errno is not None:
+        from mpa.safeio import DISK_ERRNOS, write_error
+
+        return TrackingError(str(write_error(exc.filename or "an MLflow artifact", exc))) \
+            if exc.errno in DISK_ERRNOS else None
+    if not isinstance(exc, MlflowException):
+        return None
+    text = str(getattr(exc, "message", exc))
+    if "No space left on device" in text or "Disk quota exceeded" in text:
+        return TrackingError(f"MLflow at {redact_text(uri)} could not store artifacts: the disk is full "
+                             f"({one_line(text, 160)}); free space, then re-run the same command")
+    if call.startswith("search") and getattr(exc, "error_code", "") == "INVALID_PARAMETER_VALUE":
+        # a filter it cannot parse (a name with a quote); other refusals (an alias not found) are the caller's
+        return TrackingError(f"MLflow at {redact_text(uri)} refused {call}: {one_line(text, 200)}")
+    return None
+
+
 class GuardedClient:
     """An ``MlflowClient`` whose failures from an unreachable server become one :class:`TrackingUnavailable`.
 
@@ -122,6 +164,9 @@ class GuardedClient:
             except Exception as exc:
                 cause = unreachable_cause(exc)
                 if cause is None:
+                    refused = _refused_request(exc, name, self._uri)
+                    if refused is not None:
+                        raise refused from exc
                     raise
                 msg = (f"MLflow tracking server {self._uri} is unreachable or failing ({cause}); start it "
                        "(and the store behind it) or fix tracking.uri / MLFLOW_TRACKING_URI, then re-run the same "
@@ -141,6 +186,10 @@ def client(uri: str) -> Any:
     from mlflow import MlflowClient
 
     bound_http_waits()
+    if redact_text(uri) != uri:
+        # MLflow prints "View run … at: <host>/#/…" with the host as given, user:password included: the
+        # tracker prints the link itself, redacted (Tracker.start)
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     return GuardedClient(MlflowClient(tracking_uri=uri, registry_uri=uri), uri)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import torch
 
 from mpa.config import ModelConfig
+from mpa.errors import one_line
 from mpa.vlm.adapters import REMOTE_CODE_MODEL_TYPES, adapter_for, adapter_for_model_type
 from mpa.vlm.base import VLM, GenParams, VLMRequest
 
@@ -165,7 +167,13 @@ def load_model(cfg: ModelConfig, path: str | None = None, device: torch.device |
     try:
         model = auto.from_pretrained(path, **kwargs)
     except OSError as exc:
-        raise ModelLoadError(f"cannot load model {cfg.model}: {exc}") from exc
+        raise ModelLoadError(f"cannot load model {cfg.model}: {one_line(str(exc))}") from exc
+    except pickle.UnpicklingError as exc:  # torch's weights-only loader refused a pickled checkpoint
+        lines = str(exc).splitlines()
+        why = next((ln for ln in lines if "Unpickler error" in ln or "Unsupported" in ln), lines[0] if lines else "")
+        raise ModelLoadError(
+            f"cannot load model {cfg.model}: its weights are a pickle that asks to run code, which mpa refuses "
+            f"({one_line(why, 160)}); use a checkpoint saved as safetensors") from None
     if adapter_for_model_type(model_type).needs_remote_code:
         _prepare_remote_code_model(model, cfg, path)
     if device.type == "cpu":

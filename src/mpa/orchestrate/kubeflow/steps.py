@@ -27,6 +27,7 @@ from typing import Any, NamedTuple, Protocol
 
 from mpa.config import ConfigError, RunConfig, match_rule_for
 from mpa.records import read_jsonl, write_json_atomic, write_jsonl_atomic
+from mpa.safeio import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -579,7 +580,7 @@ def register_model(
     try:
         tracking = cfg.tracking.model_copy(update={"kfp_run_id": run_id or cfg.tracking.kfp_run_id})
         cfg = cfg.model_copy(update={"out": str(work), "tracking": tracking})
-        (work / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+        write_atomic(work / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
         before = json.loads((Path(before_dir) / "score.json").read_text(encoding="utf-8"))
         after = json.loads((Path(after_dir) / "score.json").read_text(encoding="utf-8"))
         counts = json.loads((Path(parity_dir) / "counts.json").read_text(encoding="utf-8"))
@@ -595,7 +596,8 @@ def register_model(
             "delta": after["score"] - before["score"],
         }
         write_json_atomic(work / "summary.json", summary)
-        version = register(run_dir=work, checkpoint_uri=checkpoint_uri)
+        # the run spec is the pipeline's own config (not a run directory from elsewhere): its URI is trusted
+        version = register(run_dir=work, checkpoint_uri=checkpoint_uri, tracking_uri=cfg.tracking.uri)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return dict(vars(version))

@@ -31,6 +31,7 @@ from typing import Any
 
 from mpa import storage
 from mpa.config import RunConfig, task_for
+from mpa.safeio import open_append
 from mpa.stages.level import LevelSummary, level_with_config, make_spec, run_spec, training_samples
 from mpa.tasks import Task
 
@@ -153,7 +154,7 @@ def follow(client: Any, name: str, cfg: RunConfig, echo: Callable[[str], None], 
     # the local backend prints its job's output itself while following; the Kubernetes one yields it
     echo_lines = tj.sdk_backend == "kubernetes"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w", encoding="utf-8") as fh:
+    with open_append(log_path, truncate=True) as fh:  # no-follow, every write checked
         try:
             for chunk in client.get_job_logs(name, follow=True):
                 for line in str(chunk).splitlines():
