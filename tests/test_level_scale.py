@@ -186,3 +186,19 @@ def test_live_metrics_go_to_the_open_mlflow_run(tiny_ws, samples, tmp_path):
     history = client.get_metric_history(run.info.run_id, "train/loss")
     assert [(m.step, m.value) for m in history] == [(r["step"], r["loss"]) for r in log]
     assert len(log) == summary.steps
+
+
+def test_a_finished_level_is_marked_complete_and_a_rerun_reuses_it(tiny_ws, samples, tmp_path):
+    """level.stage.json reaches complete: true with the outputs' digests, on 1 and on 2 processes (the launcher
+    holds the mark); a rerun with the same settings returns the summary without training again."""
+    from mpa.records import read_mark
+
+    for processes in (1, 2):
+        out = tmp_path / f"p{processes}"
+        summary, _ = _train(tiny_ws, samples, out, epochs=1, processes=processes)
+        mark = read_mark(out)
+        assert mark is not None and mark.complete, processes
+        assert set(mark.outputs) == {"level_summary.json", "checkpoint"}
+        mtime = (out / "checkpoint" / "model.safetensors").stat().st_mtime_ns
+        again, _ = _train(tiny_ws, samples, out, epochs=1, processes=processes)
+        assert again == summary and (out / "checkpoint" / "model.safetensors").stat().st_mtime_ns == mtime

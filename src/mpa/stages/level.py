@@ -17,6 +17,7 @@ optimizer step), the checkpoint and ``level_summary.json``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import pickle
@@ -31,9 +32,10 @@ from unittest import mock
 
 import torch
 
+from mpa import safeio
 from mpa.cache import model_identity, text_digest
 from mpa.config import ModelConfig, RunConfig, TrainConfig, task_for
-from mpa.records import StageRun, check_input, read_jsonl, write_json_atomic
+from mpa.records import StageRun, check_input, read_jsonl, read_training_samples, write_json_atomic
 from mpa.tasks import Task
 from mpa.training.batches import batch_layout, check_strategy, total_steps
 from mpa.training.launch import launched_world_size
@@ -70,15 +72,6 @@ class LevelSummary:
     resumed_from_step: int = 0
     loop_seconds: float = 0.0  # the optimizer steps alone (no model loading, no saving)
     loop_samples_per_s: float = 0.0
-
-
-def read_training_samples(path: str | Path) -> list[dict[str, Any]]:
-    """(image, question, answer) records: parity.jsonl, or annotations.jsonl (parsed ones)."""
-    out = []
-    for r in read_jsonl(path):
-        if r.get("parse_ok", True) and r.get("kept", True) and r.get("question") and r.get("answer"):
-            out.append({"image": r["image"], "question": r["question"], "answer": r["answer"]})
-    return out
 
 
 def level_mark_settings(student: ModelConfig, task: Task, cfg: TrainConfig) -> dict[str, Any]:
@@ -119,18 +112,27 @@ def level(
         inputs={"samples": samples_path},
         clear=[ckpt, summary_path, out_dir / "train_log.jsonl", out_dir / "resume"],
     ).begin()
-    if (ckpt / "config.json").is_file() and summary_path.is_file():
-        return LevelSummary(**json.loads(summary_path.read_text()))
-    samples = read_training_samples(samples_path)
-    if not samples:
-        raise EmptyParitySet(
-            f"the parity set {samples_path} is empty: the student already matches the teacher on every "
-            "teacher-consistent sample, or nothing parsed. Nothing to train — use more images, "
-            "more QA pairs per image, or another match rule."
-        )
-    if cfg.processes > 1 and launched_world_size() == 1:
-        return _launch_local(samples_path, student, task, cfg, out_dir, show)
-    return train(samples, samples_path, student, task, cfg, out_dir, show=show)
+    try:
+        if (ckpt / "config.json").is_file() and summary_path.is_file():
+            summary = LevelSummary(**json.loads(summary_path.read_text()))
+        else:
+            samples = read_training_samples(samples_path)
+            if not samples:
+                raise EmptyParitySet(
+                    f"the parity set {samples_path} is empty: the student already matches the teacher on every "
+                    "teacher-consistent sample, or nothing parsed. Nothing to train — use more images, "
+                    "more QA pairs per image, or another match rule."
+                )
+            if cfg.processes > 1 and launched_world_size() == 1:
+                summary = _launch_local(samples_path, student, task, cfg, out_dir, show)
+            else:
+                summary = train(samples, samples_path, student, task, cfg, out_dir, show=show)
+        if _stage is not None and not _stage.done:
+            _stage.finish([summary_path, ckpt])  # level.stage.json: complete, with the outputs' digests
+        return summary
+    finally:
+        if _stage is not None:
+            _stage.close()
 
 
 # --- launching N local processes --------------------------------------------------------------------
@@ -338,8 +340,14 @@ def save_final_checkpoint(trainer: Any, processor: Any, cfg: TrainConfig, bf16: 
                      for k, v in state.items() if k not in tied}
         elif bf16:
             model = model.to(torch.bfloat16)
-        model.save_pretrained(tmp, state_dict=state, safe_serialization=True)
-        processor.save_pretrained(tmp)
+        try:
+            model.save_pretrained(tmp, state_dict=state, safe_serialization=True)
+            processor.save_pretrained(tmp)
+        except (OSError, RuntimeError) as exc:  # safetensors/torch report a full disk as RuntimeError
+            if isinstance(exc, OSError) or "No space" in str(exc) or "file write failed" in str(exc):
+                raise safeio.write_error(tmp, exc if isinstance(exc, OSError) else
+                                         OSError(errno.ENOSPC, "No space left on device")) from None
+            raise
         shutil.rmtree(ckpt, ignore_errors=True)
         tmp.rename(ckpt)
     acc.wait_for_everyone()

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from mpa import safeio
 from mpa.config import TrainConfig
 from mpa.tracking.live import LiveMetrics
 from mpa.training.loss import accepts_logits_to_keep, answer_loss_sum
@@ -148,7 +149,7 @@ class StepLog(TrainerCallback):
             if first_step and path.is_file():
                 kept = [ln + "\n" for ln in path.read_text(encoding="utf-8").splitlines()
                         if ln.strip() and json.loads(ln)["step"] <= first_step]
-            path.write_text("".join(kept), encoding="utf-8")
+            safeio.write_atomic(path, "".join(kept), durable=False)
 
     def on_optimizer_step(self, args: Any, state: Any, control: Any, lr_scheduler: Any = None, **kw: Any) -> None:
         self.step_lr = lr_scheduler.get_last_lr()[0] if lr_scheduler is not None else args.learning_rate
@@ -161,7 +162,7 @@ class StepLog(TrainerCallback):
                "grad_norm": float(logs.get("grad_norm") or 0.0), "answer_tokens": self.trainer.answer_tokens,
                "samples": self.batch_size, "seconds": now - self.last}  # seconds: this step's wall time
         self.last = now
-        with open(self.path, "a", encoding="utf-8") as f:
+        with safeio.open_append(self.path) as f:  # never through a planted symlink; a short write fails loudly
             f.write(json.dumps(row) + "\n")
         self.advance(1)
         if self.live is not None:
