@@ -252,8 +252,6 @@ def _question(q: Any, row: int) -> str:
 
 def decode_image(b64: Any, row: int = 0) -> Any:
     """A base64 PNG/JPEG (a ``data:image/...;base64,`` prefix allowed) as an RGB PIL image."""
-    from PIL import Image, UnidentifiedImageError
-
     if isinstance(b64, bytes):
         b64 = b64.decode("ascii", errors="replace")
     if not isinstance(b64, str) or not b64.strip():
@@ -265,9 +263,10 @@ def decode_image(b64: Any, row: int = 0) -> Any:
         data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ServingInputError(f"row {row}: image is not valid base64 ({exc})") from None
+    from mpa.data.images import UnreadableImage
+    from mpa.data.images import decode_image as decode  # the one decoder: EXIF, alpha on white, 16-bit, size cap
+
     try:
-        img = Image.open(io.BytesIO(data))
-        img.load()
-        return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        return decode(data, f"row {row}")
+    except UnreadableImage as exc:
         raise ServingInputError(f"row {row}: image is not a readable PNG/JPEG ({exc})") from None
