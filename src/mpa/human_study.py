@@ -309,14 +309,20 @@ def _read_sheet(path: Path, key: dict[str, dict[str, str]]) -> dict[str, dict[st
     return ratings
 
 
-def score_sheets(sheets: list[str | os.PathLike], key_path: str | os.PathLike) -> dict[str, Any]:
-    """The four measures before/after PI and the agreement between raters (one sheet per rater)."""
+def _rater_sheets(sheets: list[str | os.PathLike]) -> list[Path]:
+    """One filled sheet per rater, at least one."""
     if not sheets:
         raise StudyError("give at least one filled sheet")
-    key = _read_key(Path(key_path))
     paths = [Path(s) for s in sheets]
     if len(set(paths)) != len(paths):
         raise StudyError("the same sheet is given twice; give one sheet per rater")
+    return paths
+
+
+def score_sheets(sheets: list[str | os.PathLike], key_path: str | os.PathLike) -> dict[str, Any]:
+    """The four measures before/after PI and the agreement between raters (one sheet per rater)."""
+    paths = _rater_sheets(sheets)
+    key = _read_key(Path(key_path))
     per_rater = [_read_sheet(p, key) for p in paths]
     item_ids = sorted(key)
     measures: dict[str, Any] = {}
@@ -465,12 +471,8 @@ def _read_likeness_sheet(path: Path, key: dict[str, dict[str, str]]) -> dict[str
 def score_likeness(sheets: list[str | os.PathLike], key_path: str | os.PathLike) -> dict[str, Any]:
     """The paper's human-likeness score: the share of post-PI (``mpa``) items rated human-written, pooled over
     raters and per rater; the same share for the real human questions (the control); rater agreement."""
-    if not sheets:
-        raise StudyError("give at least one filled sheet")
+    paths = _rater_sheets(sheets)
     key = _read_likeness_key(Path(key_path))
-    paths = [Path(s) for s in sheets]
-    if len(set(paths)) != len(paths):
-        raise StudyError("the same sheet is given twice; give one sheet per rater")
     per_rater = [_read_likeness_sheet(p, key) for p in paths]
     item_ids = sorted(key)
     out: dict[str, Any] = {"n_items": len(item_ids), "n_raters": len(paths), "raters": [str(p) for p in paths]}

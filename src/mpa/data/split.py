@@ -27,6 +27,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from mpa import safeio
 from mpa.records import write_json_atomic
 
 __all__ = ["SPLIT_KEYS", "split_benchmark", "split_by_file"]
@@ -36,9 +37,7 @@ SPLIT_KEYS: dict[str, str] = {"stvqa": "file_path", "textvqa": "image_id"}
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    safeio.write_atomic(path, json.dumps(obj, ensure_ascii=False, indent=1) + "\n")  # no-follow, checked, atomic
 
 
 def split_benchmark(benchmark: str, annotations: str | os.PathLike, holdout: float, seed: int,
@@ -60,19 +59,7 @@ def split_benchmark(benchmark: str, annotations: str | os.PathLike, holdout: flo
     out_dir = Path(out)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--out must be a directory, but {out_dir} is a file")
-    raw = src.read_bytes()
-    try:
-        doc = json.loads(raw.decode("utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{src}: not valid JSON ({exc})") from exc
-    if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
-        raise ValueError(f"{src}: expected a JSON object with a 'data' list ({key} format)")
-    image_key = SPLIT_KEYS[key]
-    images = []
-    for i, entry in enumerate(doc["data"]):
-        if not isinstance(entry, dict) or image_key not in entry:
-            raise ValueError(f"{src}: entry {i} has no {image_key!r} (the image it asks about)")
-        images.append(str(entry[image_key]))
+    raw, doc, images = _read_doc(src, key)
     unique = sorted(set(images))
     n_hold = round(float(holdout) * len(unique))
     if n_hold == 0 or n_hold == len(unique):
