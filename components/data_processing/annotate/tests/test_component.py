@@ -39,6 +39,7 @@ def test_the_teacher_url_points_pa_at_the_per_run_server_and_needs_an_openai_tea
         annotate.python_func(run_spec=Dataset(uri=str(spec)), shard=shards[0], annotations=Dataset(uri=str(tmp_path)),
                              teacher_url="http://mpa-teacher.mpa.svc.cluster.local:8000/v1")
     monkeypatch.setenv("MPA_TEACHER_IN_POD", "0")
+    monkeypatch.setenv("MPA_TEACHER_SERVER", "1")  # what the compiled pipeline sets: the server starts after prepare
     served = tmp_path / "served"
     prepare.python_func(run_spec=Dataset(uri=str(served)), resolved_rounds=f"{served}.rounds", shards=2,
                         config=toy_config, teacher_backend="openai",

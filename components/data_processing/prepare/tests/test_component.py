@@ -73,6 +73,7 @@ def test_the_served_teacher_parameters_point_pa_and_pi_at_a_server(toy_config, t
     """What the pipeline passes when it starts a teacher per run: an openai-backend teacher at the server's
     URL under its served name, accepted by a pipeline compiled with teacher_in_pod: false."""
     monkeypatch.setenv("MPA_TEACHER_IN_POD", "0")
+    monkeypatch.setenv("MPA_TEACHER_SERVER", "1")  # what the compiled pipeline sets: the server starts after prepare
     out = tmp_path / "spec"
     url = "http://mpa-teacher-run-1.mpa.svc.cluster.local:8000/v1"
     prepare.python_func(run_spec=Dataset(uri=str(out)), resolved_rounds=f"{out}.rounds",

@@ -211,6 +211,17 @@ def _ephemeral(tmp_path) -> tuple[Any, dict, dict]:
     return settings, *_docs(compile_pipeline(tmp_path / "p.yaml", settings))
 
 
+def test_prepare_knows_the_teacher_server_starts_after_it(tmp_path):
+    """prepare's preflight skips the teacher only when the pipeline starts a server per run (it does not exist
+    yet when prepare runs): the compiled pipeline says so with MPA_TEACHER_SERVER=1, and only then."""
+    from mpa.orchestrate.kubeflow.steps import TEACHER_SERVER_ENV
+
+    _, spec, _ = _ephemeral(tmp_path)
+    assert rules._executor_env(spec, "exec-prepare").get(TEACHER_SERVER_ENV) == "1"
+    default, _ = _docs(COMPILED)
+    assert TEACHER_SERVER_ENV not in rules._executor_env(default, "exec-prepare")
+
+
 def test_the_teacher_server_pod_is_small_and_its_deployment_holds_the_gpu(tmp_path):
     """The task pod only talks to the API server (no GPU, CPU image); the Deployment it creates from the
     compiled settings asks for the GPU, on GPU nodes, with the GPU image."""
