@@ -55,6 +55,19 @@ def image_name(ref: str) -> str:
     return last.split("@", 1)[0].split(":", 1)[0]
 
 
+def _typed(text: str, parameter_type: str) -> Any:
+    """An output parameter's file as the launcher reads it, by the declared type."""
+    if parameter_type == "NUMBER_INTEGER":
+        return int(text)
+    if parameter_type == "NUMBER_DOUBLE":
+        return float(text)
+    if parameter_type == "BOOLEAN":
+        return text.strip().lower() == "true"
+    if parameter_type in ("LIST", "STRUCT"):
+        return json.loads(text)
+    return text
+
+
 def components_on_image(spec: dict, name: str) -> list[str]:
     """Component names (``comp-`` stripped) whose executor runs on the image called ``name``."""
     executors = spec["deploymentSpec"]["executors"]
@@ -171,9 +184,11 @@ class Launcher:
         io_dir = self.root / "io" / task
         if io_dir.exists():
             shutil.rmtree(io_dir)
-        (io_dir / "executor").mkdir(parents=True)
-        (io_dir / "executor").chmod(0o777)
-        volumes = [f"{self.s3}:/s3", f"{io_dir / 'executor'}:/tmp/kfp_outputs"]
+        for sub in ("executor", "params"):
+            (io_dir / sub).mkdir(parents=True)
+            (io_dir / sub).chmod(0o777)
+        volumes = [f"{self.s3}:/s3", f"{io_dir / 'executor'}:/tmp/kfp_outputs",
+                   f"{io_dir / 'params'}:{OUTPUT_PARAMS_DIR}"]
         volumes += [f"{host}:{ctr}:ro" for host, ctr in (mounts or {}).items()]
         cmd = ["bash", str(ROOT / "scripts" / "images.sh"), "run", "--rm", f"--network={network}"]
         for v in volumes:
@@ -189,7 +204,12 @@ class Launcher:
         # reads them from there
         executor_output = json.loads((io_dir / "executor" / "output_metadata.json").read_text(encoding="utf-8"))
         declared = self.spec["components"][f"comp-{component}"].get("outputDefinitions", {}).get("parameters", {})
-        params = executor_output.get("parameterValues", {})
+        params = dict(executor_output.get("parameterValues", {}))
+        # an OutputPath parameter is written to its output file, which the launcher reads and types
+        for name, decl in declared.items():
+            path = io_dir / "params" / name
+            if name not in params and path.is_file():
+                params[name] = _typed(path.read_text(encoding="utf-8"), decl["parameterType"])
         assert set(params) == set(declared), (component, params, declared)
         artifacts = {}
         for name, listing in executor_input["outputs"].get("artifacts", {}).items():

@@ -32,7 +32,14 @@ OVERRIDES = {"annotate.max_new_tokens": 24, "identify.max_new_tokens": 6, "evalu
 def test_every_cpu_image_component_is_run_here():
     on_cpu = set(components_on_image(SPEC, "mpa-cpu"))
     assert on_cpu, f"no component of {compiled_spec_path().name} runs on mpa-cpu"
-    assert on_cpu <= COVERED, f"CPU-image components without an in-image test: {sorted(on_cpu - COVERED)}"
+    executors = SPEC["deploymentSpec"]["executors"]
+
+    def executor(name: str) -> dict:
+        return executors[SPEC["components"][f"comp-{name}"]["executorLabel"]]
+
+    # a component the compiler copied (gate-2, register-3: one per round branch) runs the same executor
+    copies = {n for n in on_cpu - COVERED if any(executor(n) == executor(c) for c in COVERED & on_cpu)}
+    assert on_cpu - copies <= COVERED, f"CPU-image components without an in-image test: {sorted(on_cpu - COVERED)}"
 
 
 def _podman_run(image: str, *args: str, user: str | None = None) -> str:
