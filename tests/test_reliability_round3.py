@@ -23,6 +23,7 @@ import pytest
 import yaml
 from PIL import Image
 from servers import object_server, s3_env, servers_env, tracking_server  # noqa: F401 - fixtures
+from test_reliability import _one_line_error  # the same exit-2, one-line check as the earlier rounds
 
 from mpa.toyworld import STUDENT_CHECKPOINT, TEACHER_CHECKPOINT
 
@@ -35,15 +36,6 @@ def _mpa(*args: str, env: dict | None = None, timeout: float = 300) -> subproces
                           timeout=timeout, env={**ENV, "COLUMNS": "400", **(env or {})})
 
 
-def _one_line_error(res: subprocess.CompletedProcess, *needles: str) -> str:
-    out = (res.stdout + res.stderr).strip()
-    assert res.returncode == 2, out[-3000:]
-    assert "Traceback" not in out, out[-3000:]
-    lines = [ln for ln in out.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1, out[-3000:]
-    for n in needles:
-        assert n in lines[0], lines[0]
-    return lines[0]
 
 
 def _record(i: int, **extra) -> dict:
